@@ -1,0 +1,45 @@
+"""How provider answers become Temporal errors: business outcomes stop, transient faults retry."""
+
+import httpx
+from temporalio.exceptions import ApplicationError
+
+PAYMENT_DECLINED = "PaymentDeclined"
+OUT_OF_STOCK = "OutOfStock"
+PROVIDER_REJECTED = "ProviderRejected"
+PROVIDER_UNAVAILABLE = "ProviderUnavailable"
+
+_BUSINESS_ERROR_TYPES = {"card_declined": PAYMENT_DECLINED, "out_of_stock": OUT_OF_STOCK}
+# 401/403 mean our configuration is wrong, not the order: wait for an operator to fix it.
+_RETRYABLE_STATUSES = {401, 403, 408, 409, 425, 429}
+
+
+def error_for_response(service: str, response: httpx.Response) -> ApplicationError:
+    """Classify a failed provider response.
+
+    5xx, 409 (same key still in flight) and throttling are retryable: the retry sends the same
+    idempotency key. Declines and other 4xx answers are final business outcomes.
+    """
+    error = _error_body(response)
+    code = str(error.get("code", "unknown"))
+    message = f"{service} answered {response.status_code} {code}: {error.get('message', '')}"
+    if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
+        return ApplicationError(message, type=PROVIDER_UNAVAILABLE)
+    error_type = _BUSINESS_ERROR_TYPES.get(code, PROVIDER_REJECTED)
+    return ApplicationError(message, error, type=error_type, non_retryable=True)
+
+
+def error_for_transport(service: str, err: httpx.TransportError) -> ApplicationError:
+    """A timeout or dropped connection: the outcome is unknown, so retry with the same key."""
+    return ApplicationError(
+        f"{service} unreachable or connection dropped ({type(err).__name__}: {err})",
+        type=PROVIDER_UNAVAILABLE,
+    )
+
+
+def _error_body(response: httpx.Response) -> dict[str, object]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"message": response.text[:200]}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {"message": str(body)[:200]}

@@ -1,0 +1,70 @@
+"""One small HTTP client per provider service, reused across activity calls."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from activities.errors import error_for_response, error_for_transport
+from config.settings import ProviderSettings
+
+
+class ProviderClient:
+    """Calls one sandbox service (payments, mail or warehouse) with its API key.
+
+    Every mutating call carries an ``Idempotency-Key``; any failure is raised as a Temporal
+    ``ApplicationError`` that says whether a retry may help.
+    """
+
+    def __init__(self, service: str, settings: ProviderSettings) -> None:
+        self.service = service
+        self._http = httpx.AsyncClient(
+            base_url=f"{settings.base_url.rstrip('/')}/{service}",
+            headers={"Authorization": f"Bearer {settings.api_key}"},
+            timeout=settings.request_timeout_seconds,
+        )
+
+    async def post(
+        self, path: str, body: dict[str, Any], *, idempotency_key: str
+    ) -> dict[str, Any]:
+        """POST a JSON body under an idempotency key and return the JSON answer."""
+        try:
+            response = await self._http.post(
+                path, json=body, headers={"Idempotency-Key": idempotency_key}
+            )
+        except httpx.TransportError as err:
+            raise error_for_transport(self.service, err) from err
+        if response.is_error:
+            raise error_for_response(self.service, response)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+
+@dataclass
+class ProviderClients:
+    """The three service clients a worker shares across all activity calls."""
+
+    payments: ProviderClient
+    mail: ProviderClient
+    warehouse: ProviderClient
+
+
+@asynccontextmanager
+async def open_provider_clients(settings: ProviderSettings) -> AsyncIterator[ProviderClients]:
+    """Open one client per service and close them all on exit."""
+    clients = ProviderClients(
+        payments=ProviderClient("payments", settings),
+        mail=ProviderClient("mail", settings),
+        warehouse=ProviderClient("warehouse", settings),
+    )
+    try:
+        yield clients
+    finally:
+        for client in (clients.payments, clients.mail, clients.warehouse):
+            await client.aclose()

@@ -1,0 +1,1 @@
+"""Client side of the system: connecting to Temporal and the operations people run on orders."""

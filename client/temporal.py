@@ -1,0 +1,46 @@
+"""The one place that builds a Temporal client: worker, starter, tests and tools all use it.
+
+Connection settings come from Temporal's standard client configuration (``temporalio.envconfig``:
+``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, TLS settings, or a profile in
+the config file), so the same code reaches the local dev server, a cluster or Temporal Cloud.
+"""
+
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError
+
+from config.settings import DEFAULT_TEMPORAL_ADDRESS
+
+
+class TemporalConnectionError(Exception):
+    """Temporal could not be reached or the client configuration is wrong."""
+
+
+def connect_config(profile: str | None = None) -> dict[str, Any]:
+    """Load the client configuration, defaulting to the local dev server."""
+    try:
+        config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
+    except Exception as err:  # the SDK raises ConfigError and OS errors for bad files
+        raise TemporalConnectionError(
+            f"Temporal client configuration is invalid: {err}. Check TEMPORAL_PROFILE, "
+            "TEMPORAL_CONFIG_FILE and the TEMPORAL_* environment variables."
+        ) from err
+    config.setdefault("target_host", DEFAULT_TEMPORAL_ADDRESS)
+    return config
+
+
+async def connect(profile: str | None = None) -> Client:
+    """Connect to Temporal with the pydantic data converter, so models cross typed."""
+    config = connect_config(profile)
+    try:
+        return await Client.connect(**config, data_converter=pydantic_data_converter)
+    except (RuntimeError, RPCError) as err:
+        raise TemporalConnectionError(
+            f"cannot reach Temporal at {config['target_host']} "
+            f"(namespace {config.get('namespace', 'default')}): {err}. "
+            "Is the server running? Start the local stack with ./scripts/run, or set "
+            "TEMPORAL_ADDRESS."
+        ) from err

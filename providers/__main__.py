@@ -1,0 +1,40 @@
+"""Run the sandbox providers: ``python -m providers --port 8000 --db data/providers.sqlite3``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+import uvicorn
+
+from providers.app import create_app
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; each option falls back to a ``PROVIDERS_*`` variable."""
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m providers", description=__doc__)
+    parser.add_argument("--host", default=env("PROVIDERS_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("PROVIDERS_PORT", "8000")))
+    parser.add_argument("--db", default=env("PROVIDERS_DB", "data/providers.sqlite3"))
+    parser.add_argument("--api-key", default=env("PROVIDERS_API_KEY", "sk_test_sandbox"))
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the app with uvicorn until interrupted."""
+    args = parse_args(argv)
+    uvicorn.run(
+        create_app(args.db, args.api_key),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        # Held requests never finish on their own; don't let them block a shutdown.
+        timeout_graceful_shutdown=2,
+    )
+
+
+if __name__ == "__main__":
+    main()

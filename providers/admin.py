@@ -1,0 +1,79 @@
+"""Admin API: fault injection at run time, and per-order effect counts for checkers."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from fastapi import APIRouter
+
+from providers.faults import FaultConfig, FaultsDep
+from providers.ledger import LedgerDep
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+# Ledger summary counter -> (table, extra condition).
+COUNTERS = {
+    "payment_intents": ("payment_intents", "1"),
+    "charges": ("charges", "1"),
+    "refunds": ("refunds", "1"),
+    "picklists": ("picklists", "1"),
+    "cancelled_picklists": ("picklists", "status = 'cancelled'"),
+}
+
+
+def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, dict[str, Any]]:
+    """Count each order's effects; a filtered order with no effects shows zeros."""
+    orders: dict[str, dict[str, Any]] = {}
+
+    def entry(order: str) -> dict[str, Any]:
+        return orders.setdefault(order, {**dict.fromkeys(COUNTERS, 0), "emails": {}})
+
+    if order_id is not None:
+        entry(order_id)
+    where, args = ("order_id = ?", (order_id,)) if order_id is not None else ("1", ())
+    for counter, (table, condition) in COUNTERS.items():
+        sql = f"SELECT order_id, COUNT(*) FROM {table} WHERE {where} AND {condition} GROUP BY 1"
+        for order, count in db.execute(sql, args):
+            entry(order)[counter] = count
+    sql = f"SELECT order_id, template, COUNT(*) FROM messages WHERE {where} GROUP BY 1, 2"
+    for order, template, count in db.execute(sql, args):
+        entry(order)["emails"][template] = count
+    return orders
+
+
+@router.get("/ledger")
+async def get_ledger_summary(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+    """Per order: intents, charges, refunds, emails by template, picklists, cancelled ones."""
+    return {"orders": ledger_summary(ledger.db, order_id)}
+
+
+@router.get("/faults")
+async def get_faults(faults: FaultsDep) -> dict[str, FaultConfig]:
+    """Every service's fault settings."""
+    return faults.configs()
+
+
+@router.put("/faults/{service}")
+async def set_faults(service: str, patch: FaultConfig, faults: FaultsDep) -> FaultConfig:
+    """Change some of a service's fault settings (fields left out stay as they are)."""
+    return faults.update(service, patch)
+
+
+@router.delete("/faults")
+async def reset_faults(faults: FaultsDep) -> dict[str, FaultConfig]:
+    """Clear every fault and release every held request."""
+    faults.reset()
+    return faults.configs()
+
+
+@router.post("/faults/{service}/release")
+async def release_held(service: str, faults: FaultsDep) -> dict[str, int]:
+    """Let the service's held requests go on; they then commit normally."""
+    return {"released": faults.release(service)}
+
+
+@router.get("/held")
+async def get_held(faults: FaultsDep) -> dict[str, int]:
+    """How many requests each service holds right now."""
+    return faults.held_counts()

@@ -1,0 +1,66 @@
+"""Assemble the sandbox providers app: one FastAPI app for payments, mail and warehouse."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI
+
+from providers import admin, mail, pages, payments, warehouse
+from providers.auth import api_key_dependency
+from providers.errors import install_error_handlers
+from providers.faults import Faults, QuietDrops
+from providers.idempotency import Idempotency
+from providers.ledger import Ledger
+
+
+def create_app(db_path: str | Path, api_key: str) -> FastAPI:
+    """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``."""
+    ledger = Ledger(db_path)
+    faults = Faults()
+    idempotency = Idempotency(ledger, faults)
+    idempotency.release_stale_claims()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Installed here, after uvicorn has configured its loggers.
+        quiet = QuietDrops()
+        logging.getLogger("uvicorn.error").addFilter(quiet)
+        try:
+            yield
+        finally:
+            logging.getLogger("uvicorn.error").removeFilter(quiet)
+            ledger.close()
+
+    # The default /docs and /openapi.json would be unauthenticated; a guarded schema is below.
+    app = FastAPI(
+        title="Sandbox providers",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ledger = ledger
+    app.state.faults = faults
+    app.state.idempotency = idempotency
+    install_error_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, bool]:
+        """Readiness probe; the only endpoint without authentication."""
+        return {"ok": True}
+
+    guarded = [Depends(api_key_dependency(api_key))]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    async def openapi() -> dict[str, Any]:
+        """The OpenAPI schema of this app."""
+        return app.openapi()
+
+    for module in (payments, mail, warehouse, admin, pages):
+        app.include_router(module.router, dependencies=guarded)
+    return app

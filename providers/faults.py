@@ -1,0 +1,148 @@
+"""Run-time fault injection per service: errors, latency, dropped connections, held requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from providers.errors import ApiError
+
+SERVICES = ("payments", "mail", "warehouse")
+
+
+class FaultConfig(BaseModel):
+    """One service's faults; also the ``PUT /admin/faults/{service}`` body (unset = unchanged)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float = Field(0.0, ge=0, le=1, description="Share of requests answered 503.")
+    latency_ms: int = Field(0, ge=0, description="Delay added before every effect.")
+    drop_rate: float = Field(0.0, ge=0, le=1, description="Share committed, then dropped.")
+    fail_next: int = Field(0, ge=0, description="The next N requests are answered 503.")
+    drop_next: int = Field(0, ge=0, description="The next N requests are committed, then dropped.")
+    hold_next: int = Field(0, ge=0, description="The next N requests wait for a release.")
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What happens to one request, decided once when it arrives."""
+
+    fail: bool
+    hold: bool
+    latency_s: float
+    drop: bool
+
+
+@dataclass
+class _Service:
+    config: FaultConfig = field(default_factory=FaultConfig)
+    # One event per held request, so /admin/held drops to 0 the moment they are released.
+    held: list[asyncio.Event] = field(default_factory=list)
+
+
+class Faults:
+    """Fault state for every service, shared by the admin API and the idempotent POST flow."""
+
+    def __init__(self) -> None:
+        self._services = {name: _Service() for name in SERVICES}
+
+    def _get(self, service: str) -> _Service:
+        if service not in self._services:
+            expected = ", ".join(SERVICES)
+            message = f"No such service: '{service}' (expected one of {expected})"
+            raise ApiError(404, "resource_missing", message)
+        return self._services[service]
+
+    def configs(self) -> dict[str, FaultConfig]:
+        """Return every service's fault settings."""
+        return {name: state.config for name, state in self._services.items()}
+
+    def update(self, service: str, patch: FaultConfig) -> FaultConfig:
+        """Apply the fields set in ``patch``, keep the others, and return the result."""
+        state = self._get(service)
+        state.config = state.config.model_copy(update=patch.model_dump(exclude_unset=True))
+        return state.config
+
+    def plan(self, service: str) -> FaultPlan:
+        """Decide the faults for one new request, consuming the ``*_next`` counters."""
+        config = self._get(service).config
+        if config.fail_next or random.random() < config.error_rate:
+            config.fail_next = max(0, config.fail_next - 1)
+            return FaultPlan(fail=True, hold=False, latency_s=0.0, drop=False)
+        hold = config.hold_next > 0
+        config.hold_next = max(0, config.hold_next - 1)
+        drop = config.drop_next > 0 or random.random() < config.drop_rate
+        config.drop_next = max(0, config.drop_next - 1)
+        return FaultPlan(fail=False, hold=hold, latency_s=config.latency_ms / 1000, drop=drop)
+
+    async def hold(self, service: str) -> None:
+        """Wait until ``release`` is called for this service."""
+        state = self._get(service)
+        event = asyncio.Event()
+        state.held.append(event)
+        try:
+            await event.wait()
+        finally:
+            if event in state.held:  # cancelled before its release
+                state.held.remove(event)
+
+    def release(self, service: str) -> int:
+        """Let every held request of ``service`` go on; return how many there were."""
+        state = self._get(service)
+        released, state.held = state.held, []
+        for event in released:
+            event.set()
+        return len(released)
+
+    def held_counts(self) -> dict[str, int]:
+        """Return how many requests each service is holding right now."""
+        return {name: len(state.held) for name, state in self._services.items()}
+
+    def reset(self) -> None:
+        """Clear every fault and release every held request."""
+        for name, state in self._services.items():
+            state.config = FaultConfig()
+            self.release(name)
+
+
+class ConnectionDropped(Exception):
+    """Raised mid-response on purpose so the server aborts the connection."""
+
+
+class DroppedResponse(Response):
+    """Start a 200 response, then abort: the client sees a transport error, not a status.
+
+    The effect is already committed, so this is the "the provider did it, but the caller never
+    heard back" case. Uvicorn closes the socket when the app raises after the response started.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the status line and headers promising a body, then raise."""
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        raise ConnectionDropped("fault injection: connection dropped after commit")
+
+
+class QuietDrops(logging.Filter):
+    """Keep uvicorn from logging a traceback for every deliberately dropped connection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Reject records whose exception is a ``ConnectionDropped``."""
+        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+
+
+async def get_faults(request: Request) -> Faults:
+    """FastAPI dependency: the app's ``Faults``."""
+    faults: Faults = request.app.state.faults
+    return faults
+
+
+FaultsDep = Annotated[Faults, Depends(get_faults)]

@@ -1,0 +1,154 @@
+"""Stripe-like idempotency keys: every POST effect happens at most once per key.
+
+A request first claims its key in a short transaction. Its effect and the response it produced
+are then committed together in one transaction, so a crash can never leave one without the
+other; a claim still ``in_flight`` at startup therefore has no effect and is simply released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, NamedTuple
+
+from fastapi import Depends, Request
+from starlette.responses import Response
+
+from providers.errors import ApiError
+from providers.faults import DroppedResponse, Faults
+from providers.ledger import Ledger
+
+KEY_TTL_S = 24 * 3600
+
+
+class Outcome(NamedTuple):
+    """A response to store and send: business errors (402, 404, 422) are outcomes too."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class _Stored(NamedTuple):
+    status: int
+    body: str  # the exact JSON text, so a replay is byte-for-byte identical
+
+
+Effect = Callable[[sqlite3.Connection], Outcome]
+
+
+async def fingerprint(request: Request) -> str:
+    """Hash method, path and the canonical JSON of the body (sorted keys; empty body = ``{}``)."""
+    raw = await request.body()  # already read and cached by FastAPI
+    try:
+        canonical = json.dumps(json.loads(raw) if raw.strip() else {}, sort_keys=True)
+    except ValueError:
+        canonical = raw.decode(errors="replace")
+    text = f"{request.method} {request.url.path}\n{canonical}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_response(status: int, body: str, **headers: str) -> Response:
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+class Idempotency:
+    """Runs POST effects under idempotency keys, with the service's faults applied."""
+
+    def __init__(self, ledger: Ledger, faults: Faults) -> None:
+        self.ledger = ledger
+        self.faults = faults
+
+    def release_stale_claims(self) -> int:
+        """Forget claims left ``in_flight`` by a previous process; return how many."""
+        with self.ledger.transaction() as db:
+            return db.execute("DELETE FROM idempotency_keys WHERE state = 'in_flight'").rowcount
+
+    async def run(self, request: Request, service: str, effect: Effect) -> Response:
+        """Answer a POST: replay a stored response, or claim the key and perform ``effect``."""
+        key = request.headers.get("idempotency-key", "").strip()
+        if not key:
+            message = "POST requests need an 'Idempotency-Key' header (a unique string per effect)."
+            raise ApiError(400, "idempotency_key_missing", message)
+        existing = self._claim(key, await fingerprint(request))
+        if existing is not None:
+            return existing
+        try:
+            plan = self.faults.plan(service)
+            if plan.fail:
+                message = f"Injected fault: {service} is unavailable; retry with the same key."
+                raise ApiError(503, "injected_fault", message, "api_error")
+            if plan.hold:
+                await self.faults.hold(service)
+            if plan.latency_s:
+                await asyncio.sleep(plan.latency_s)
+            stored = self._commit(key, effect)
+        except BaseException:
+            # Nothing was committed (effect and response are one transaction): free the key.
+            self._release(key)
+            raise
+        return DroppedResponse() if plan.drop else _json_response(stored.status, stored.body)
+
+    def _claim(self, key: str, print_: str) -> Response | None:
+        """Claim ``key``; return the answer to send instead if it was already claimed."""
+        with self.ledger.transaction() as db:
+            db.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ?", (time.time() - KEY_TTL_S,)
+            )
+            row = db.execute(
+                "SELECT fingerprint, state, status_code, body FROM idempotency_keys WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO idempotency_keys (key, fingerprint, state, created_at)"
+                    " VALUES (?, ?, 'in_flight', ?)",
+                    (key, print_, time.time()),
+                )
+                return None
+        if row["fingerprint"] != print_:
+            message = (
+                f"Idempotency key '{key}' was already used for a different request "
+                "(method, path or body differ); use a new key for a new request."
+            )
+            raise ApiError(422, "idempotency_key_reused", message, "idempotency_error")
+        if row["state"] == "in_flight":
+            message = f"A request with idempotency key '{key}' is still in progress; retry later."
+            raise ApiError(409, "idempotency_key_in_use", message, "idempotency_error")
+        return _json_response(row["status_code"], row["body"], **{"Idempotent-Replayed": "true"})
+
+    def _commit(self, key: str, effect: Effect) -> _Stored:
+        """Perform ``effect`` and store its response against ``key`` in one transaction."""
+        with self.ledger.transaction() as db:
+            # The savepoint lets an effect reject a request with ApiError without
+            # leaving half its writes behind; the rejection is stored like any outcome.
+            db.execute("SAVEPOINT effect")
+            try:
+                outcome = effect(db)
+            except ApiError as error:
+                db.execute("ROLLBACK TO effect")
+                outcome = Outcome(error.status, error.body)
+            db.execute("RELEASE effect")
+            stored = _Stored(outcome.status, json.dumps(outcome.body, separators=(",", ":")))
+            db.execute(
+                "UPDATE idempotency_keys SET state = 'done', status_code = ?, body = ?"
+                " WHERE key = ?",
+                (stored.status, stored.body, key),
+            )
+        return stored
+
+    def _release(self, key: str) -> None:
+        with self.ledger.transaction() as db:
+            db.execute("DELETE FROM idempotency_keys WHERE key = ? AND state = 'in_flight'", (key,))
+
+
+async def get_idempotency(request: Request) -> Idempotency:
+    """FastAPI dependency: the app's ``Idempotency`` runner."""
+    idempotency: Idempotency = request.app.state.idempotency
+    return idempotency
+
+
+IdempotencyDep = Annotated[Idempotency, Depends(get_idempotency)]

@@ -1,0 +1,149 @@
+"""SQLite storage for every effect the sandbox providers perform.
+
+One connection serves the whole app. Every handler is ``async def`` and runs on the event-loop
+thread, and transactions are synchronous context managers, so no ``await`` can ever happen inside
+one: transactions are naturally serialized without any extra locking.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
+    status_code INTEGER, body TEXT, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
+CREATE TABLE IF NOT EXISTS payment_intents (
+    id TEXT PRIMARY KEY, order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    payment_method TEXT NOT NULL, status TEXT NOT NULL, decline_code TEXT, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS charges (
+    id TEXT PRIMARY KEY, payment_intent TEXT NOT NULL UNIQUE REFERENCES payment_intents (id),
+    order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    status TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refunds (
+    id TEXT PRIMARY KEY, charge TEXT NOT NULL REFERENCES charges (id), order_id TEXT NOT NULL,
+    amount INTEGER NOT NULL, reason TEXT, status TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY, order_id TEXT NOT NULL, "to" TEXT NOT NULL, template TEXT NOT NULL,
+    subject TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL, created TEXT NOT NULL
+);
+-- reserved: {sku: quantity} actually taken from stock, so a cancel gives back exactly that.
+CREATE TABLE IF NOT EXISTS picklists (
+    id TEXT PRIMARY KEY, order_id TEXT NOT NULL, items TEXT NOT NULL, ship_to TEXT NOT NULL,
+    reserved TEXT NOT NULL, status TEXT NOT NULL, created TEXT NOT NULL
+);
+-- A sku without a row here has unlimited stock.
+CREATE TABLE IF NOT EXISTS stock (
+    sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL CHECK (on_hand >= 0)
+);
+"""
+
+
+class Ledger:
+    """The single SQLite connection plus explicit, synchronous transactions."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: sqlite3 must not open transactions behind our back.
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL under WAL survives a process kill; only an OS crash may lose the last commits.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run the block in one ``BEGIN IMMEDIATE`` transaction; roll back if it raises."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One kind of API object (charge, refund, ...) and the table that stores it.
+
+    Table and column names come from code, never from requests, so formatting them into SQL is
+    safe; column names are quoted because some (``to``) are SQL keywords.
+    """
+
+    table: str
+    object: str
+    id_prefix: str
+    fields: tuple[str, ...]
+    json_fields: frozenset[str] = frozenset()
+
+    def render(self, row: sqlite3.Row) -> dict[str, Any]:
+        """Return the API object for a row: ``id``, ``object``, then ``fields``."""
+        body = {field: row[field] for field in self.fields}
+        body.update({field: json.loads(body[field]) for field in self.json_fields})
+        return {"id": row["id"], "object": self.object, **body}
+
+    def get_row(self, db: sqlite3.Connection, row_id: str) -> sqlite3.Row | None:
+        """Return the raw row with this ``id``, if any."""
+        sql = f"SELECT * FROM {self.table} WHERE id = ?"
+        row: sqlite3.Row | None = db.execute(sql, (row_id,)).fetchone()
+        return row
+
+    def find(self, db: sqlite3.Connection, **filters: str | None) -> list[dict[str, Any]]:
+        """Return the objects, oldest first, equal to every filter that is not None."""
+        used = {column: value for column, value in filters.items() if value is not None}
+        where = " AND ".join(f'"{column}" = ?' for column in used) or "1"
+        sql = f"SELECT * FROM {self.table} WHERE {where} ORDER BY rowid"
+        return [self.render(row) for row in db.execute(sql, tuple(used.values()))]
+
+    def insert(self, db: sqlite3.Connection, **values: Any) -> dict[str, Any]:
+        """Insert a new row (fresh ``id``, ``created`` now) and return its API object."""
+        values = {"id": new_id(self.id_prefix), "created": now_iso(), **values}
+        values.update({field: json.dumps(values[field]) for field in self.json_fields})
+        columns = ", ".join(f'"{column}"' for column in values)
+        marks = ", ".join("?" for _ in values)
+        db.execute(f"INSERT INTO {self.table} ({columns}) VALUES ({marks})", tuple(values.values()))
+        row = self.get_row(db, values["id"])
+        assert row is not None
+        return self.render(row)
+
+
+def new_id(prefix: str) -> str:
+    """Return a fresh Stripe-style identifier such as ``pi_3f2a...``."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def now_iso() -> str:
+    """Return the current UTC time as an ISO 8601 string."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+async def get_ledger(request: Request) -> Ledger:
+    """FastAPI dependency: the app's ``Ledger``."""
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]

@@ -1,0 +1,108 @@
+"""Small auto-refreshing HTML pages, so a person can watch the effects land."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from providers.ledger import LedgerDep
+from providers.mail import MESSAGES
+from providers.payments import CHARGES, INTENTS, REFUNDS
+from providers.warehouse import PICKLISTS
+
+router = APIRouter(include_in_schema=False)
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #222; }
+table { border-collapse: collapse; margin-bottom: 2rem; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+nav a { margin-right: 1rem; }
+.empty { color: #777; }
+"""
+
+
+def _href(request: Request, path: str) -> str:
+    """Link to ``path``, carrying ``?api_key=`` along when the page was opened with it."""
+    key = request.query_params.get("api_key")
+    return escape(f"{path}?{urlencode({'api_key': key})}" if key else path)
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return f"<td>{escape(text)}</td>"
+
+
+def _table(title: str, rows: Sequence[dict[str, Any]], columns: Iterable[str]) -> str:
+    """Render rows in the order given (callers pass them newest first)."""
+    columns = list(columns)
+    head = "".join(f"<th>{escape(column)}</th>" for column in columns)
+    body = "".join(
+        "<tr>" + "".join(_cell(row.get(column)) for column in columns) + "</tr>" for row in rows
+    )
+    content = f"<table><tr>{head}</tr>{body}</table>" if rows else '<p class="empty">None yet.</p>'
+    return f"<h2>{escape(title)} ({len(rows)})</h2>{content}"
+
+
+def _page(request: Request, title: str, *sections: str) -> HTMLResponse:
+    links = ("/", "/payments/", "/mail/", "/warehouse/")
+    nav = "".join(f'<a href="{_href(request, path)}">{escape(path)}</a>' for path in links)
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<meta http-equiv='refresh' content='3'><style>{STYLE}</style></head>"
+        f"<body><nav>{nav}</nav><h1>{escape(title)}</h1>{''.join(sections)}</body></html>"
+    )
+
+
+@router.get("/")
+async def index(request: Request) -> HTMLResponse:
+    """Index: links to the service pages and the admin JSON."""
+    paths = ("/payments/", "/mail/", "/warehouse/", "/admin/ledger", "/admin/faults")
+    items = "".join(f'<li><a href="{_href(request, p)}">{escape(p)}</a></li>' for p in paths)
+    return _page(request, "Sandbox providers", f"<ul>{items}</ul>")
+
+
+@router.get("/payments/")
+async def payments_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
+    """Charges, refunds and payment intents."""
+    money = ("created", "id", "order_id", "amount", "currency")
+    return _page(
+        request,
+        "Payments",
+        _table("Charges", CHARGES.find(ledger.db)[::-1], (*money, "payment_intent", "status")),
+        _table("Refunds", REFUNDS.find(ledger.db)[::-1], (*money[:4], "charge", "reason")),
+        _table("Intents", INTENTS.find(ledger.db)[::-1], (*money, "payment_method", "status")),
+    )
+
+
+@router.get("/mail/")
+async def mail_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
+    """Sent messages."""
+    columns = ("created", "id", "order_id", "to", "template", "subject", "body")
+    return _page(request, "Mail", _table("Messages", MESSAGES.find(ledger.db)[::-1], columns))
+
+
+@router.get("/warehouse/")
+async def warehouse_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
+    """Picklists and stock levels."""
+    picklists = [
+        {
+            **picklist,
+            "items": ", ".join(f"{i['quantity']} x {i['sku']}" for i in picklist["items"]),
+            "ship_to": "{name}, {city} {country}".format(**picklist["ship_to"]),
+        }
+        for picklist in PICKLISTS.find(ledger.db)[::-1]
+    ]
+    stock = [dict(row) for row in ledger.db.execute("SELECT sku, on_hand FROM stock ORDER BY sku")]
+    return _page(
+        request,
+        "Warehouse",
+        _table("Picklists", picklists, ("created", "id", "order_id", "items", "ship_to", "status")),
+        _table("Stock (other skus are unlimited)", stock, ("sku", "on_hand")),
+    )

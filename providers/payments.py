@@ -1,0 +1,149 @@
+"""Sandbox payment gateway: payment intents, charges (on confirm) and refunds."""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+
+from providers.errors import ApiError, not_found
+from providers.idempotency import IdempotencyDep, Outcome
+from providers.ledger import LedgerDep, Resource
+
+SERVICE = "payments"
+router = APIRouter(prefix="/payments", tags=[SERVICE])
+
+INTENTS = Resource(
+    "payment_intents",
+    "payment_intent",
+    "pi",
+    ("order_id", "amount", "currency", "payment_method", "status", "created"),
+)
+CHARGES = Resource(
+    "charges",
+    "charge",
+    "ch",
+    ("payment_intent", "order_id", "amount", "currency", "status", "created"),
+)
+REFUNDS = Resource(
+    "refunds", "refund", "re", ("charge", "order_id", "amount", "reason", "status", "created")
+)
+
+# Test tokens, like Stripe's: confirming an intent paid with one of these is declined.
+DECLINES = {
+    "pm_card_declined": "generic_decline",
+    "pm_card_insufficient_funds": "insufficient_funds",
+    "pm_card_expired": "expired_card",
+}
+
+
+class IntentIn(BaseModel):
+    """Body of ``POST /payments/intents``."""
+
+    order_id: str = Field(min_length=1)
+    amount: int = Field(gt=0, description="In minor units (cents).")
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    payment_method: str = Field(pattern=r"^pm_")
+
+
+class RefundIn(BaseModel):
+    """Body of ``POST /payments/refunds``; ``amount`` null refunds whatever remains."""
+
+    charge_id: str = Field(min_length=1)
+    amount: int | None = Field(None, gt=0)
+    reason: str | None = None
+
+
+def _create_intent(body: IntentIn, db: sqlite3.Connection) -> Outcome:
+    return Outcome(200, INTENTS.insert(db, status="requires_confirmation", **body.model_dump()))
+
+
+def _confirm(intent_id: str, db: sqlite3.Connection) -> Outcome:
+    intent = INTENTS.get_row(db, intent_id)
+    if intent is None:
+        raise not_found("payment_intent", intent_id)
+    # An intent is charged at most once, whatever idempotency key a retry uses.
+    if intent["status"] == "succeeded":
+        return Outcome(200, CHARGES.find(db, payment_intent=intent_id)[0])
+    decline_code = intent["decline_code"] or DECLINES.get(intent["payment_method"])
+    if decline_code:
+        db.execute(
+            "UPDATE payment_intents SET status = 'failed', decline_code = ? WHERE id = ?",
+            (decline_code, intent_id),
+        )
+        message = f"The card was declined ({decline_code})."
+        declined = ApiError(402, "card_declined", message, "card_error", decline_code=decline_code)
+        # Returned, not raised: the intent's new status must be committed with the answer.
+        return Outcome(declined.status, declined.body)
+    db.execute("UPDATE payment_intents SET status = 'succeeded' WHERE id = ?", (intent_id,))
+    charge = CHARGES.insert(
+        db,
+        payment_intent=intent_id,
+        status="succeeded",
+        **{field: intent[field] for field in ("order_id", "amount", "currency")},
+    )
+    return Outcome(200, charge)
+
+
+def _refund(body: RefundIn, db: sqlite3.Connection) -> Outcome:
+    charge = CHARGES.get_row(db, body.charge_id)
+    if charge is None:
+        raise not_found("charge", body.charge_id)
+    refunds = REFUNDS.find(db, charge=body.charge_id)
+    remaining = charge["amount"] - sum(refund["amount"] for refund in refunds)
+    if body.amount is None and remaining == 0:
+        # Asking again for "the full refund" gets the refund that already did it.
+        return Outcome(200, refunds[-1])
+    amount = remaining if body.amount is None else body.amount
+    if amount > remaining:
+        message = f"Refund amount {amount} is more than the {remaining} left on '{charge['id']}'."
+        raise ApiError(422, "amount_too_large", message)
+    refund = REFUNDS.insert(
+        db,
+        charge=body.charge_id,
+        order_id=charge["order_id"],
+        amount=amount,
+        reason=body.reason,
+        status="succeeded",
+    )
+    return Outcome(200, refund)
+
+
+@router.post("/intents")
+async def create_intent(body: IntentIn, request: Request, idem: IdempotencyDep) -> Response:
+    """Create a payment intent; no money moves until it is confirmed."""
+    return await idem.run(request, SERVICE, partial(_create_intent, body))
+
+
+@router.post("/intents/{intent_id}/confirm")
+async def confirm_intent(intent_id: str, request: Request, idem: IdempotencyDep) -> Response:
+    """Confirm an intent: charge it once (200), or decline it (402)."""
+    return await idem.run(request, SERVICE, partial(_confirm, intent_id))
+
+
+@router.post("/refunds")
+async def create_refund(body: RefundIn, request: Request, idem: IdempotencyDep) -> Response:
+    """Refund part of a charge, or (``amount`` null) all that remains of it."""
+    return await idem.run(request, SERVICE, partial(_refund, body))
+
+
+@router.get("/intents")
+async def list_intents(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+    """List payment intents, oldest first."""
+    return {"data": INTENTS.find(ledger.db, order_id=order_id)}
+
+
+@router.get("/charges")
+async def list_charges(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+    """List charges, oldest first."""
+    return {"data": CHARGES.find(ledger.db, order_id=order_id)}
+
+
+@router.get("/refunds")
+async def list_refunds(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+    """List refunds, oldest first."""
+    return {"data": REFUNDS.find(ledger.db, order_id=order_id)}

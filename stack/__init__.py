@@ -1,0 +1,1 @@
+"""Running the parts as processes: the local stack, and the process tests build on it."""

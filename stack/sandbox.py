@@ -1,0 +1,83 @@
+"""A client for the sandbox providers' admin API: ledger counts and fault injection.
+
+Tests, the crash demo and the benchmark count effects here, at the provider, because that is
+where a double charge or a second email would show.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What the providers' ledger holds for one order."""
+
+    payment_intents: int = 0
+    charges: int = 0
+    refunds: int = 0
+    emails: dict[str, int] | None = None
+    picklists: int = 0
+    cancelled_picklists: int = 0
+
+    def emails_of(self, template: str) -> int:
+        """How many emails of one template went out."""
+        return (self.emails or {}).get(template, 0)
+
+
+class SandboxAdmin:
+    """Reads the ledger and sets faults on a running providers process."""
+
+    def __init__(self, base_url: str, api_key: str) -> None:
+        self.base_url = base_url
+        self.api_key = api_key
+        self._http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=10.0
+        )
+
+    def effects(self, order_id: str) -> Effects:
+        """Effects recorded for one order (all zero if the providers never saw it)."""
+        return self.all_effects(order_id).get(order_id, Effects())
+
+    def all_effects(self, order_id: str | None = None) -> dict[str, Effects]:
+        """Effects per order id, for one order or for every order."""
+        params = {"order_id": order_id} if order_id else {}
+        orders = self._get("/admin/ledger", params)["orders"]
+        return {oid: Effects(**counts) for oid, counts in orders.items()}
+
+    def set_faults(self, service: str, **faults: float | int) -> dict[str, Any]:
+        """Set fault injection on one service (``error_rate``, ``drop_next``, ...)."""
+        state: dict[str, Any] = self._check(self._http.put(f"/admin/faults/{service}", json=faults))
+        return state
+
+    def release(self, service: str) -> int:
+        """Let held requests of one service go on; returns how many were held."""
+        released: int = self._check(self._http.post(f"/admin/faults/{service}/release"))["released"]
+        return released
+
+    def held(self) -> dict[str, int]:
+        """How many requests each service is holding right now."""
+        held: dict[str, int] = self._get("/admin/held", {})
+        return held
+
+    def reset_faults(self) -> None:
+        """No faults anywhere; held requests are released."""
+        self._check(self._http.delete("/admin/faults"))
+
+    def list(self, path: str, **params: str) -> list[dict[str, Any]]:
+        """A provider listing such as ``/payments/charges``."""
+        data: list[dict[str, Any]] = self._get(path, params)["data"]
+        return data
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _get(self, path: str, params: dict[str, str]) -> Any:
+        return self._check(self._http.get(path, params=params))
+
+    @staticmethod
+    def _check(response: httpx.Response) -> Any:
+        response.raise_for_status()
+        return response.json()

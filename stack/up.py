@@ -1,0 +1,107 @@
+"""Bring up the whole local stack and keep it running until Ctrl-C.
+
+Temporal's dev server (persisted under the data folder, Web UI on :8233), the sandbox providers
+and one or more workers. Orders in flight survive a stop: run it again and they resume.
+"""
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from config.settings import DEFAULT_PROVIDERS_API_KEY
+from stack.processes import (
+    ManagedProcess,
+    StackError,
+    start_providers,
+    start_temporal,
+    start_worker,
+)
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run Temporal, the providers and a worker.")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
+    parser.add_argument("--temporal-port", type=int, default=7233)
+    parser.add_argument("--ui-port", type=int, default=8233)
+    parser.add_argument("--providers-port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    return parser.parse_args()
+
+
+def _banner(args: argparse.Namespace, api_key: str) -> str:
+    providers = f"http://127.0.0.1:{args.providers_port}"
+    return f"""
+Durable orders is running.
+  Temporal Web UI   http://localhost:{args.ui_port}
+  Temporal gRPC     localhost:{args.temporal_port}
+  Providers         {providers}/?api_key={api_key}
+    payments        {providers}/payments/?api_key={api_key}
+    mail            {providers}/mail/?api_key={api_key}
+    warehouse       {providers}/warehouse/?api_key={api_key}
+  Data and logs     {args.data_dir.resolve()}
+
+Try it (in another terminal):
+  .venv/bin/python starter.py start --file examples/order.json --order-id order-1001
+  .venv/bin/python starter.py ship order-1001 --carrier UPS --tracking 1Z999AA10123456784
+  .venv/bin/python starter.py status order-1001
+
+Press Ctrl-C to stop everything; run again to resume orders in flight.
+"""
+
+
+def main() -> int:
+    """Start everything, then watch the children until Ctrl-C or one of them dies."""
+    args = _parse_args()
+    api_key = DEFAULT_PROVIDERS_API_KEY
+    stopping = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    logs = args.data_dir / "logs"
+    children: list[ManagedProcess] = []
+    try:
+        print("Starting Temporal dev server ...", flush=True)
+        children.append(start_temporal(args.data_dir, args.temporal_port, args.ui_port, logs))
+        print("Starting providers ...", flush=True)
+        children.append(
+            start_providers(args.data_dir / "providers.sqlite3", args.providers_port, api_key, logs)
+        )
+        for index in range(args.workers):
+            print(f"Starting worker {index + 1} ...", flush=True)
+            children.append(
+                start_worker(
+                    f"127.0.0.1:{args.temporal_port}",
+                    f"http://127.0.0.1:{args.providers_port}",
+                    api_key,
+                    logs / f"worker-{index + 1}.log",
+                    name=f"worker-{index + 1}",
+                )
+            )
+        print(_banner(args, api_key), flush=True)
+        while not stopping:
+            dead = [child for child in children if not child.alive]
+            if dead:
+                for child in dead:
+                    print(f"{child.name} exited unexpectedly:\n{child.log_tail()}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    except StackError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        # Workers first, so they finish their activities while Temporal and providers are up.
+        for child in reversed(children):
+            print(f"Stopping {child.name} ...", flush=True)
+            child.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Place orders, report shipments, and look at orders from the command line.
+
+Exit codes: 0 done; 1 Temporal unreachable or another failure; 2 invalid input;
+3 order already exists; 4 no such order; 5 the order refused the request in its current state.
+"""
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import traceback
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from client.orders import (
+    OrderError,
+    list_orders,
+    order_status,
+    ship_order,
+    start_order,
+)
+from client.temporal import TemporalConnectionError, connect
+from domain.currencies import format_money
+from domain.models import Order, OrderView, Shipment
+from domain.status import OrderStatus
+from stack.exit import exit_now
+
+EXIT_INVALID_INPUT = 2
+
+
+class InputError(Exception):
+    """The command line or order file is wrong; the message says how to fix it."""
+
+
+def _item(text: str) -> dict[str, Any]:
+    try:
+        sku, quantity, unit_price = text.split(":")
+        return {"sku": sku, "quantity": int(quantity), "unit_price": int(unit_price)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SKU:QUANTITY:UNIT_PRICE (price in minor units, e.g. SKU-1:2:1999)"
+        ) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--profile", help="Temporal client config profile")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    start = commands.add_parser("start", help="place an order (from a JSON file and/or flags)")
+    start.add_argument("--file", type=Path, help="order as JSON (see examples/order.json)")
+    start.add_argument("--order-id", help="default: from the file, else a new random id")
+    start.add_argument("--customer-id")
+    start.add_argument("--name", help="customer name")
+    start.add_argument("--email", help="customer email")
+    start.add_argument(
+        "--item",
+        type=_item,
+        action="append",
+        metavar="SKU:QTY:UNIT_PRICE",
+        help="a line item, unit price in minor units; repeat for more",
+    )
+    start.add_argument("--currency", help="ISO 4217 code (default USD)")
+    start.add_argument(
+        "--payment-method", help="token such as pm_card_visa (default), never a card number"
+    )
+    start.add_argument("--ship-to-name", help="default: the customer name")
+    start.add_argument("--line1", help="street address")
+    start.add_argument("--line2")
+    start.add_argument("--city")
+    start.add_argument("--postal-code")
+    start.add_argument("--country", help="ISO 3166 two-letter code")
+
+    ship = commands.add_parser("ship", help="report that the warehouse shipped an order")
+    ship.add_argument("order_id")
+    ship.add_argument("--carrier", required=True)
+    ship.add_argument("--tracking", required=True, help="tracking number")
+
+    status = commands.add_parser("status", help="show an order's status and timeline")
+    status.add_argument("order_id")
+    status.add_argument("--json", action="store_true", help="print the read model as JSON")
+
+    listing = commands.add_parser("list", help="list orders, newest first")
+    listing.add_argument("--status", choices=[s.value for s in OrderStatus])
+    listing.add_argument("--limit", type=int, default=50)
+    return parser  # fmt: skip
+
+
+def _order_from_args(args: argparse.Namespace) -> Order:
+    data: dict[str, Any] = _read_order_file(args.file) if args.file else {}
+    customer = data.setdefault("customer", {})
+    address = data.setdefault("shipping_address", {})
+    flags = [
+        (data, "id", args.order_id),
+        (customer, "id", args.customer_id),
+        (customer, "name", args.name),
+        (customer, "email", args.email),
+        (data, "items", args.item),
+        (data, "currency", args.currency),
+        (data, "payment_method", args.payment_method),
+        (address, "name", args.ship_to_name),
+        (address, "line1", args.line1),
+        (address, "line2", args.line2),
+        (address, "city", args.city),
+        (address, "postal_code", args.postal_code),
+        (address, "country", args.country),
+    ]
+    for target, key, value in flags:
+        if value is not None:
+            target[key] = value
+    data.setdefault("id", f"order-{secrets.token_hex(4)}")
+    data.setdefault("currency", "USD")
+    data.setdefault("payment_method", "pm_card_visa")
+    if "name" in customer:
+        address.setdefault("name", customer["name"])
+    try:
+        return Order.model_validate(data)
+    except ValidationError as err:
+        raise InputError("the order is invalid:\n" + _describe(err)) from None
+
+
+def _read_order_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold one JSON object (an order)")
+    return data
+
+
+def _describe(err: ValidationError) -> str:
+    """One line per field; never echoes the input, which might be a card number."""
+    lines = []
+    for error in err.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "order"
+        lines.append(f"  {field}: {error['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)
+
+
+def _print_view(view: OrderView) -> None:
+    print(f"order {view.order_id}: {view.status.value}")
+    print(f"  customer     {view.customer_id}")
+    print(f"  total        {format_money(view.total, view.currency)}")
+    print(f"  transaction  {view.transaction_id or '-'}")
+    tracking = f"{view.shipment.carrier} {view.shipment.tracking_number}" if view.shipment else "-"
+    print(f"  tracking     {tracking}")
+    if view.failure_reason:
+        print(f"  reason       {view.failure_reason}")
+    print("  timeline")
+    for record in view.timeline:
+        took = ""
+        if record.finished_at:
+            took = f"{(record.finished_at - record.started_at).total_seconds():.2f}s"
+        print(
+            f"    {record.started_at:%Y-%m-%d %H:%M:%S}  {record.step.value:<19}"
+            f" {record.state.value:<10} {took:>8}  {record.detail or ''}"
+        )
+
+
+async def _start(args: argparse.Namespace) -> None:
+    order = _order_from_args(args)
+    client = await connect(args.profile)
+    await start_order(client, order)
+    print(f"order {order.id} started: {format_money(order.total, order.currency)} "
+          f"for {order.customer.email}")  # fmt: skip
+    print(f"  follow it: starter.py status {order.id}")
+
+
+async def _ship(args: argparse.Namespace) -> None:
+    try:
+        shipment = Shipment(carrier=args.carrier, tracking_number=args.tracking)
+    except ValidationError as err:
+        raise InputError("the shipment is invalid:\n" + _describe(err)) from None
+    client = await connect(args.profile)
+    await ship_order(client, args.order_id, shipment)
+    print(
+        f"order {args.order_id}: shipped signal sent",
+        f"({shipment.carrier} {shipment.tracking_number})",
+    )
+
+
+async def _status(args: argparse.Namespace) -> None:
+    client = await connect(args.profile)
+    view = await order_status(client, args.order_id)
+    if args.json:
+        print(view.model_dump_json(indent=2))
+    else:
+        _print_view(view)
+
+
+async def _list(args: argparse.Namespace) -> None:
+    client = await connect(args.profile)
+    status = OrderStatus(args.status) if args.status else None
+    count = 0
+    async for order in list_orders(client, status, args.limit):
+        started = f"{order.started_at:%Y-%m-%d %H:%M:%S}" if order.started_at else "-"
+        print(f"{order.order_id:<30} {order.status:<18} {order.customer_id:<20} {started}")
+        count += 1
+    if count == 0:
+        print("no orders" + (f" with status {status.value}" if status else ""))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[object, object, None]]] = {
+    "start": _start,
+    "ship": _ship,
+    "status": _status,
+    "list": _list,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit code; user mistakes never print a traceback."""
+    args = _parser().parse_args(argv)
+    try:
+        asyncio.run(COMMANDS[args.command](args))
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    except OrderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except TemporalConnectionError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        status = main()
+    except Exception:  # a bug, not a user mistake: show it, and still exit non-zero
+        traceback.print_exc()
+        status = 1
+    exit_now(status)

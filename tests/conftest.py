@@ -1,0 +1,95 @@
+"""Shared fixtures: a real Temporal dev server, real providers, and an in-process worker.
+
+Everything runs on loopback from binaries installed by pip: nothing is downloaded.
+"""
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.provider_client import open_provider_clients
+from config.settings import ProviderSettings
+from domain import search_attributes
+from stack.exit import exit_now
+from stack.processes import find_binary, free_port, start_providers
+from stack.sandbox import SandboxAdmin
+from worker import build_worker
+
+API_KEY = "sk_test_suite"
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A Temporal dev server (in memory) from the pip-installed ``temporal`` binary."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=find_binary("temporal"),
+        search_attributes=search_attributes.ALL,
+        data_converter=pydantic_data_converter,
+        ui=False,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    """A client with the project's data converter."""
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxAdmin]:
+    """The sandbox providers as a real HTTP server process with its own ledger."""
+    port = free_port()
+    process = start_providers(
+        tmp_path_factory.mktemp("providers") / "ledger.sqlite3", port, API_KEY
+    )
+    admin = SandboxAdmin(f"http://127.0.0.1:{port}", API_KEY)
+    yield admin
+    admin.close()
+    process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Faults set by one test never leak into the next."""
+    yield
+    if "sandbox" in request.fixturenames:
+        request.getfixturevalue("sandbox").reset_faults()
+
+
+@pytest.fixture(scope="session")
+async def task_queue(client: Client, sandbox: SandboxAdmin) -> AsyncIterator[str]:
+    """A worker running in this process on its own task queue, for the whole session."""
+    queue = f"orders-test-{uuid.uuid4().hex[:8]}"
+    settings = ProviderSettings(base_url=sandbox.base_url, api_key=API_KEY)
+    async with (
+        open_provider_clients(settings) as providers,
+        build_worker(client, providers, task_queue=queue),
+    ):
+        yield queue
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember the run's real exit status for ``pytest_unconfigure``."""
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave with pytest's own status after its summary is written (PITFALLS 2).
+
+    The SDK's native runtime can abort or hang at interpreter exit, which would turn a green
+    run red (or hang CI); ``os._exit`` after everything is flushed avoids it.
+    """
+    if _EXIT_STATUS in config.stash:
+        exit_now(config.stash[_EXIT_STATUS])
+
+
+_EXIT_STATUS = pytest.StashKey[int]()

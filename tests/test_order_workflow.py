@@ -1,0 +1,166 @@
+"""The order workflow end to end: real Temporal dev server, real providers, effects counted."""
+
+import asyncio
+
+import pytest
+from temporalio.client import Client
+
+from client.orders import OrderExists, OrderRefused, order_status, ship_order, start_order
+from domain.models import Shipment
+from domain.status import EmailTemplate, OrderStatus, Step, StepState
+from stack.sandbox import SandboxAdmin
+from tests.support import make_order, wait_for_status
+from workflows.order import OrderWorkflow
+
+UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
+
+
+async def test_happy_path_charges_once_and_sends_each_email_once(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+
+    waiting = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    effects = sandbox.effects(order.id)
+    assert (effects.payment_intents, effects.charges, effects.picklists) == (1, 1, 1)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
+    assert waiting.transaction_id == sandbox.list("/payments/charges", order_id=order.id)[0]["id"]
+
+    await ship_order(client, order.id, UPS)
+    result = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
+
+    assert result.status == OrderStatus.COMPLETED
+    assert result.shipment == UPS
+    effects = sandbox.effects(order.id)
+    assert (effects.payment_intents, effects.charges, effects.picklists, effects.refunds) == (
+        1,
+        1,
+        1,
+        0,
+    )
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1, EmailTemplate.ORDER_SHIPPED: 1}
+    charge = sandbox.list("/payments/charges", order_id=order.id)[0]
+    assert charge["amount"] == order.total == 4500
+
+
+async def test_status_query_shows_timeline_transaction_and_tracking(
+    client: Client, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    waiting = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+
+    assert [r.step for r in waiting.timeline] == [
+        Step.PAYMENT_INTENT,
+        Step.PAYMENT_CONFIRM,
+        Step.CONFIRMATION_EMAIL,
+        Step.PICKLIST,
+        Step.SHIPMENT,
+    ]
+    assert [r.state for r in waiting.timeline][-1] == StepState.STARTED
+    assert all(r.state == StepState.COMPLETED for r in waiting.timeline[:-1])
+    assert waiting.transaction_id and waiting.transaction_id.startswith("ch_")
+    assert waiting.payment_intent_id and waiting.payment_intent_id.startswith("pi_")
+    assert waiting.shipment is None
+
+    await ship_order(client, order.id, UPS)
+    done = await wait_for_status(client, order.id, OrderStatus.COMPLETED)
+    assert done.shipment == UPS
+    assert done.timeline[-1].step == Step.SHIPPED_EMAIL
+    assert all(r.state == StepState.COMPLETED for r in done.timeline)
+    assert (await order_status(client, order.id)) == done  # served from the result once closed
+
+
+async def test_declined_card_is_not_retried_and_gets_one_decline_email(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order(payment_method="pm_card_declined")
+    await start_order(client, order, task_queue)
+    result = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
+
+    assert result.status == OrderStatus.PAYMENT_DECLINED
+    assert result.failure_reason == "payment declined: generic_decline"
+    assert result.transaction_id is None
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.picklists) == (0, 0)
+    assert effects.emails == {EmailTemplate.PAYMENT_DECLINED: 1}
+    confirm = next(r for r in result.timeline if r.step == Step.PAYMENT_CONFIRM)
+    assert confirm.state == StepState.FAILED
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"fail_next": 3},  # 503 before anything happens
+        {"drop_next": 2},  # intent and charge commit, then the connection drops
+    ],
+    ids=["5xx", "commit-then-drop"],
+)
+async def test_transient_gateway_faults_are_retried_to_exactly_one_charge(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, faults: dict[str, int]
+) -> None:
+    sandbox.set_faults("payments", **faults)
+    sandbox.set_faults("mail", **faults)
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+
+    effects = sandbox.effects(order.id)
+    assert (effects.payment_intents, effects.charges, effects.picklists) == (1, 1, 1)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
+
+
+async def test_second_start_of_an_order_is_refused(client: Client, task_queue: str) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    with pytest.raises(OrderExists, match=f"order {order.id} already exists"):
+        await start_order(client, order, task_queue)
+
+
+async def test_racing_starts_of_one_order_start_it_once(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    results = await asyncio.gather(
+        *(start_order(client, order, task_queue) for _ in range(5)), return_exceptions=True
+    )
+    assert sum(r is None for r in results) == 1
+    assert sum(isinstance(r, OrderExists) for r in results) == 4
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    assert sandbox.effects(order.id).charges == 1
+
+
+async def test_invalid_and_duplicate_shipped_signals_never_break_the_order(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    handle = client.get_workflow_handle(order.id)
+
+    # Malformed payloads (as a buggy warehouse might send) are dropped by the workflow.
+    await handle.signal("warehouse_shipped", {"carrier": "", "tracking_number": "??"})
+    await handle.signal("warehouse_shipped", "not a shipment")
+    await asyncio.sleep(0.5)
+    assert (await order_status(client, order.id)).status == OrderStatus.AWAITING_SHIPMENT
+
+    # Two valid reports racing in: the first wins, the second is ignored.
+    second = Shipment(carrier="DHL", tracking_number="JD0146000012345")
+    await handle.signal(OrderWorkflow.warehouse_shipped, UPS)
+    await handle.signal(OrderWorkflow.warehouse_shipped, second)
+    result = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
+
+    assert result.status == OrderStatus.COMPLETED
+    assert result.shipment == UPS
+    assert sandbox.effects(order.id).emails_of(EmailTemplate.ORDER_SHIPPED) == 1
+    with pytest.raises(OrderRefused, match="already shipped with UPS"):
+        await ship_order(client, order.id, second)
+
+
+async def test_shipping_a_declined_order_is_refused(client: Client, task_queue: str) -> None:
+    order = make_order(payment_method="pm_card_insufficient_funds")
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.PAYMENT_DECLINED)
+    with pytest.raises(OrderRefused, match="is payment-declined; there is nothing to ship"):
+        await ship_order(client, order.id, UPS)

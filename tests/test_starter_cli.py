@@ -1,0 +1,143 @@
+"""``starter.py`` as people run it: clear errors, right exit codes, never a traceback."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from client.orders import OrderNotFound, order_status
+from domain.status import OrderStatus
+from stack.processes import ROOT, free_port
+from tests.support import make_order, wait_for_status
+
+
+async def run_starter(
+    *args: str, address: str, task_queue: str = "unused"
+) -> subprocess.CompletedProcess[str]:
+    """Run starter.py in a thread: the session's worker shares this event loop."""
+    env = {**os.environ, "TEMPORAL_ADDRESS": address, "ORDERS_TASK_QUEUE": task_queue}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "starter.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def address(client: Client) -> str:
+    return client.service_client.config.target_host
+
+
+def write_order(tmp_path: Path, **overrides: object) -> tuple[str, Path]:
+    order = make_order(**overrides)
+    path = tmp_path / "order.json"
+    path.write_text(order.model_dump_json())
+    return order.id, path
+
+
+async def test_start_ship_status_and_list_through_the_cli(
+    client: Client, address: str, task_queue: str, tmp_path: Path
+) -> None:
+    order_id, path = write_order(tmp_path)
+    started = await run_starter(
+        "start", "--file", str(path), address=address, task_queue=task_queue
+    )
+    assert started.returncode == 0, started.stderr
+    assert f"order {order_id} started: 45.00 USD" in started.stdout
+    await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
+
+    listed = await run_starter("list", "--status", "awaiting-shipment", address=address)
+    assert listed.returncode == 0 and order_id in listed.stdout
+
+    shipped = await run_starter(
+        "ship", order_id, "--carrier", "UPS", "--tracking", "1Z999", address=address
+    )
+    assert shipped.returncode == 0, shipped.stderr
+    await wait_for_status(client, order_id, OrderStatus.COMPLETED)
+
+    status = await run_starter("status", order_id, address=address)
+    assert status.returncode == 0, status.stderr
+    assert f"order {order_id}: completed" in status.stdout
+    assert "tracking     UPS 1Z999" in status.stdout
+    as_json = json.loads((await run_starter("status", order_id, "--json", address=address)).stdout)
+    assert as_json["status"] == "completed"
+    assert as_json["transaction_id"].startswith("ch_")
+
+
+async def test_order_from_flags(client: Client, address: str, task_queue: str) -> None:
+    order_id = make_order().id
+    started = await run_starter(
+        "start", "--order-id", order_id, "--customer-id", "c-9", "--name", "Alan Turing",
+        "--email", "alan@example.com", "--item", "SKU-1:3:999", "--currency", "JPY",
+        "--line1", "Bletchley Park", "--city", "Milton Keynes", "--postal-code", "MK3 6EB",
+        "--country", "gb", address=address, task_queue=task_queue,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert "2997 JPY for alan@example.com" in started.stdout
+    view = await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
+    assert (view.total, view.currency) == (2997, "JPY")
+
+
+async def test_invalid_order_is_refused_per_field_and_nothing_starts(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    order_id, path = write_order(tmp_path)
+    result = await run_starter(
+        "start", "--file", str(path), "--email", "nobody", "--currency", "XXX",
+        "--payment-method", "4242424242424242", "--item", "SKU-1:0:100", address=address,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "customer.email: malformed email address 'nobody'" in result.stderr
+    assert "currency: unknown currency 'XXX'" in result.stderr
+    assert "payment_method: looks like a raw card number" in result.stderr
+    assert "items.0.quantity: Input should be greater than 0" in result.stderr
+    assert "4242424242424242" not in result.stderr  # a card number is never echoed
+    with pytest.raises(OrderNotFound):
+        await order_status(client, order_id)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["start", "--file", "missing.json"], 2, "cannot read missing.json"),
+        (["start", "--item", "SKU"], 2, "is not SKU:QUANTITY:UNIT_PRICE"),
+        (["status", "no-such-order"], 4, "no order no-such-order"),
+        (["ship", "no-such-order", "--carrier", "UPS", "--tracking", "1Z999"], 4, "no order"),
+        (["ship", "x", "--carrier", "UPS", "--tracking", "?"], 2, "tracking_number"),
+        (["list", "--status", "lost"], 2, "invalid choice: 'lost'"),
+    ],
+)
+async def test_user_mistakes_get_a_message_and_exit_code(
+    address: str, args: list[str], code: int, message: str
+) -> None:
+    result = await run_starter(*args, address=address)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_duplicate_start_exits_3(address: str, task_queue: str, tmp_path: Path) -> None:
+    _, path = write_order(tmp_path)
+    first = await run_starter("start", "--file", str(path), address=address, task_queue=task_queue)
+    assert first.returncode == 0, first.stderr
+    second = await run_starter("start", "--file", str(path), address=address, task_queue=task_queue)
+    assert second.returncode == 3
+    assert "already exists" in second.stderr
+
+
+async def test_unreachable_server_exits_1_with_a_hint(tmp_path: Path) -> None:
+    _, path = write_order(tmp_path)
+    result = await run_starter("start", "--file", str(path), address=f"127.0.0.1:{free_port()}")
+    assert result.returncode == 1
+    assert "cannot reach Temporal at 127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,96 @@
+"""The worker: hosts the order workflow and its activities on the orders task queue.
+
+Connection settings come from Temporal's standard client configuration (see ``config.client``);
+providers from ``PROVIDERS_URL`` and ``PROVIDERS_API_KEY``. Run more copies to scale out.
+SIGINT or SIGTERM stops it gracefully: it stops polling and lets running activities finish.
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.mail import MailActivities
+from activities.payment import PaymentActivities
+from activities.provider_client import ProviderClients, open_provider_clients
+from activities.warehouse import WarehouseActivities
+from client.temporal import TemporalConnectionError, connect
+from config.settings import TASK_QUEUE, ProviderSettings
+from stack.exit import exit_now
+from workflows.order import OrderWorkflow
+
+# Deterministic, side-effect-free modules loaded once instead of per workflow run.
+_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "domain", "activities", "httpx")
+
+
+def sandboxed_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox, passing through deterministic modules for speed."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
+    )
+
+
+def build_worker(
+    client: Client, providers: ProviderClients, task_queue: str = TASK_QUEUE
+) -> Worker:
+    """A worker for the order workflow and every activity it schedules."""
+    payment = PaymentActivities(providers.payments)
+    mail = MailActivities(providers.mail)
+    warehouse = WarehouseActivities(providers.warehouse)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[OrderWorkflow],
+        activities=[
+            payment.create_payment_intent,
+            payment.confirm_payment,
+            mail.send_email,
+            warehouse.send_picklist,
+        ],
+        workflow_runner=sandboxed_runner(),
+        graceful_shutdown_timeout=timedelta(seconds=5),
+    )
+
+
+async def run(profile: str | None) -> None:
+    """Run a worker until SIGINT or SIGTERM."""
+    client = await connect(profile)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_provider_clients(ProviderSettings.from_env()) as providers:
+        worker = build_worker(client, providers)
+        async with worker:
+            logging.getLogger("orders").info(
+                "worker polling task queue %r on %s",
+                TASK_QUEUE,
+                client.service_client.config.target_host,
+            )
+            await stop.wait()
+            logging.getLogger("orders").info("shutting down: finishing running activities")
+
+
+def main() -> None:
+    """Entry point: ``python worker.py [--profile NAME]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", help="Temporal client config profile (default: default)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        asyncio.run(run(args.profile))
+    except TemporalConnectionError as err:
+        logging.getLogger("orders").error("%s", err)
+        exit_now(1)
+    exit_now(0)
+
+
+if __name__ == "__main__":
+    main()

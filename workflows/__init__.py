@@ -1,0 +1,1 @@
+"""Workflows: deterministic orchestration, free of I/O."""
