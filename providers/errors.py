@@ -45,13 +45,10 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(
-        f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
+    errors = jsonable_encoder(exc.errors())
+    problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in errors)
     message = f"Invalid request: {problems}"
-    return ApiError(
-        422, "validation_error", message, errors=jsonable_encoder(exc.errors())
-    ).response()
+    return ApiError(422, "validation_error", message, errors=errors).response()
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -35,7 +35,7 @@ def _href(request: Request, path: str) -> str:
 
 
 def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
+    text = "" if value is None else value if isinstance(value, str) else json.dumps(value)
     return f"<td>{escape(text)}</td>"
 
 

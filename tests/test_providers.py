@@ -39,22 +39,14 @@ class Provider:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        log = (self.db.parent / "providers.log").open("ab")
-        cmd = [
-            sys.executable,
-            "-m",
-            "providers",
-            "--port",
-            str(port),
-            "--db",
-            str(self.db),
-            "--api-key",
-            API_KEY,
-        ]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log)
+        args = ["--port", str(port), "--db", str(self.db), "--api-key", API_KEY]
+        cmd = [sys.executable, "-m", "providers", *args]
+        log = self.db.parent / "providers.log"
+        with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.db.parent / "providers.log").read_text()
+            assert self.proc.poll() is None, log.read_text()
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).json() == {"ok": True}:
                     return
@@ -84,10 +76,10 @@ def _client(provider: Provider) -> httpx.Client:
 
 
 @pytest.fixture
-def client(provider: Provider) -> Iterator[httpx.Client]:
-    with _client(provider) as http:
-        yield http
-        http.delete("/admin/faults")  # no test leaks its faults into the next
+def http(provider: Provider) -> Iterator[httpx.Client]:
+    with _client(provider) as session:
+        yield session
+        session.delete("/admin/faults")  # no test leaks its faults into the next
 
 
 @pytest.fixture
@@ -95,19 +87,17 @@ def order_id() -> str:
     return f"order-{uuid.uuid4().hex[:8]}"
 
 
-def post(
-    client: httpx.Client, path: str, body: Any = None, key: str | None = None
-) -> httpx.Response:
-    return client.post(path, json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())})
+def post(http: httpx.Client, path: str, body: Any = None, key: str | None = None) -> httpx.Response:
+    return http.post(path, json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())})
 
 
-def count(client: httpx.Client, path: str, **params: str) -> int:
-    return len(client.get(path, params=params).json()["data"])
+def count(http: httpx.Client, path: str, **params: str) -> int:
+    return len(http.get(path, params=params).json()["data"])
 
 
-def intent(client: httpx.Client, order_id: str, method: str = "pm_card_visa") -> dict[str, Any]:
+def intent(http: httpx.Client, order_id: str, method: str = "pm_card_visa") -> dict[str, Any]:
     body = {"order_id": order_id, "amount": 2500, "currency": "EUR", "payment_method": method}
-    response = post(client, "/payments/intents", body)
+    response = post(http, "/payments/intents", body)
     assert response.status_code == 200, response.text
     created: dict[str, Any] = response.json()
     return created
@@ -127,24 +117,24 @@ def picklist(order_id: str, sku: str, quantity: int = 1) -> dict[str, Any]:
     return {"order_id": order_id, "items": [{"sku": sku, "quantity": quantity}], "ship_to": SHIP_TO}
 
 
-def wait_held(client: httpx.Client, service: str, n: int) -> None:
+def wait_held(http: httpx.Client, service: str, n: int) -> None:
     deadline = time.monotonic() + 10
-    while client.get("/admin/held").json()[service] != n:
+    while http.get("/admin/held").json()[service] != n:
         assert time.monotonic() < deadline, f"{service} never held {n} request(s)"
         time.sleep(0.02)
 
 
-def held_then_released(client: httpx.Client, service: str, *calls: Callable[[], Any]) -> list[Any]:
+def held_then_released(http: httpx.Client, service: str, *calls: Callable[[], Any]) -> list[Any]:
     """Hold ``calls`` inside the provider until all arrived, then let them race."""
-    client.put(f"/admin/faults/{service}", json={"hold_next": len(calls)})
+    http.put(f"/admin/faults/{service}", json={"hold_next": len(calls)})
     with ThreadPoolExecutor(len(calls)) as pool:
         futures: list[Future[Any]] = [pool.submit(call) for call in calls]
-        wait_held(client, service, len(calls))
-        assert client.post(f"/admin/faults/{service}/release").json() == {"released": len(calls)}
+        wait_held(http, service, len(calls))
+        assert http.post(f"/admin/faults/{service}/release").json() == {"released": len(calls)}
         return [future.result(timeout=10) for future in futures]
 
 
-def test_auth(provider: Provider, client: httpx.Client) -> None:
+def test_auth(provider: Provider, http: httpx.Client) -> None:
     assert httpx.get(f"{provider.url}/healthz").json() == {"ok": True}
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         response = httpx.get(f"{provider.url}/payments/charges", headers=headers)
@@ -155,68 +145,66 @@ def test_auth(provider: Provider, client: httpx.Client) -> None:
     assert httpx.get(f"{provider.url}/mail/messages?api_key={API_KEY}").status_code == 200
 
 
-def test_post_without_idempotency_key(client: httpx.Client, order_id: str) -> None:
-    response = client.post("/mail/messages", json=message(order_id))
+def test_post_without_idempotency_key(http: httpx.Client, order_id: str) -> None:
+    response = http.post("/mail/messages", json=message(order_id))
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "idempotency_key_missing"
-    assert count(client, "/mail/messages", order_id=order_id) == 0
+    assert count(http, "/mail/messages", order_id=order_id) == 0
 
 
 def test_replay_returns_identical_body_and_no_second_effect(
-    client: httpx.Client, order_id: str
+    http: httpx.Client, order_id: str
 ) -> None:
-    first = post(client, "/mail/messages", message(order_id), key=f"{order_id}-mail")
-    again = post(client, "/mail/messages", message(order_id), key=f"{order_id}-mail")
+    first = post(http, "/mail/messages", message(order_id), key=f"{order_id}-mail")
+    again = post(http, "/mail/messages", message(order_id), key=f"{order_id}-mail")
     assert first.status_code == again.status_code == 200
     assert again.content == first.content
     assert "idempotent-replayed" not in first.headers
     assert again.headers["idempotent-replayed"] == "true"
-    assert count(client, "/mail/messages", order_id=order_id) == 1
+    assert count(http, "/mail/messages", order_id=order_id) == 1
 
 
-def test_key_reused_with_another_body_or_endpoint(client: httpx.Client, order_id: str) -> None:
+def test_key_reused_with_another_body_or_endpoint(http: httpx.Client, order_id: str) -> None:
     key = f"{order_id}-mail"
-    assert post(client, "/mail/messages", message(order_id), key=key).status_code == 200
+    assert post(http, "/mail/messages", message(order_id), key=key).status_code == 200
     for path, body in (
         ("/mail/messages", message(order_id, subject="Different")),
         ("/warehouse/picklists", picklist(order_id, "SKU-ANY")),
     ):
-        response = post(client, path, body, key=key)
+        response = post(http, path, body, key=key)
         assert response.status_code == 422
         assert response.json()["error"]["code"] == "idempotency_key_reused"
-    assert count(client, "/mail/messages", order_id=order_id) == 1
-    assert count(client, "/warehouse/picklists", order_id=order_id) == 0
+    assert count(http, "/mail/messages", order_id=order_id) == 1
+    assert count(http, "/warehouse/picklists", order_id=order_id) == 0
 
 
-def test_key_in_flight_is_409(client: httpx.Client, order_id: str) -> None:
+def test_key_in_flight_is_409(http: httpx.Client, order_id: str) -> None:
     key = f"{order_id}-mail"
-    client.put("/admin/faults/mail", json={"hold_next": 1})
+    http.put("/admin/faults/mail", json={"hold_next": 1})
     with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(post, client, "/mail/messages", message(order_id), key)
-        wait_held(client, "mail", 1)
-        busy = post(client, "/mail/messages", message(order_id), key=key)
+        first = pool.submit(post, http, "/mail/messages", message(order_id), key)
+        wait_held(http, "mail", 1)
+        busy = post(http, "/mail/messages", message(order_id), key=key)
         assert busy.status_code == 409
         assert busy.json()["error"]["code"] == "idempotency_key_in_use"
-        assert client.post("/admin/faults/mail/release").json() == {"released": 1}
+        assert http.post("/admin/faults/mail/release").json() == {"released": 1}
         assert first.result(timeout=10).status_code == 200
-    replay = post(client, "/mail/messages", message(order_id), key=key)
+    replay = post(http, "/mail/messages", message(order_id), key=key)
     assert replay.content == first.result().content
-    assert count(client, "/mail/messages", order_id=order_id) == 1
+    assert count(http, "/mail/messages", order_id=order_id) == 1
 
 
-def test_confirm_twice_with_different_keys_charges_once(
-    client: httpx.Client, order_id: str
-) -> None:
-    intent_id = intent(client, order_id)["id"]
-    first = post(client, f"/payments/intents/{intent_id}/confirm")
-    second = post(client, f"/payments/intents/{intent_id}/confirm", {})
+def test_confirm_twice_with_different_keys_charges_once(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id)["id"]
+    first = post(http, f"/payments/intents/{intent_id}/confirm")
+    second = post(http, f"/payments/intents/{intent_id}/confirm", {})
     assert first.status_code == second.status_code == 200
     charge = first.json()
     assert charge["id"].startswith("ch_") and charge["status"] == "succeeded"
     assert (charge["amount"], charge["payment_intent"]) == (2500, intent_id)
     assert second.json()["id"] == charge["id"]
-    assert count(client, "/payments/charges", order_id=order_id) == 1
-    [stored] = client.get("/payments/intents", params={"order_id": order_id}).json()["data"]
+    assert count(http, "/payments/charges", order_id=order_id) == 1
+    [stored] = http.get("/payments/intents", params={"order_id": order_id}).json()["data"]
     assert stored["status"] == "succeeded"
 
 
@@ -229,11 +217,11 @@ def test_confirm_twice_with_different_keys_charges_once(
     ],
 )
 def test_decline_is_stored_and_replayed(
-    client: httpx.Client, order_id: str, method: str, decline_code: str
+    http: httpx.Client, order_id: str, method: str, decline_code: str
 ) -> None:
-    intent_id = intent(client, order_id, method)["id"]
+    intent_id = intent(http, order_id, method)["id"]
     path = f"/payments/intents/{intent_id}/confirm"
-    declined = post(client, path, key=f"{order_id}-confirm")
+    declined = post(http, path, key=f"{order_id}-confirm")
     assert declined.status_code == 402
     error = declined.json()["error"]
     assert (error["type"], error["code"], error["decline_code"]) == (
@@ -241,29 +229,29 @@ def test_decline_is_stored_and_replayed(
         "card_declined",
         decline_code,
     )
-    replay = post(client, path, key=f"{order_id}-confirm")
+    replay = post(http, path, key=f"{order_id}-confirm")
     assert (replay.status_code, replay.content) == (402, declined.content)
     assert replay.headers["idempotent-replayed"] == "true"
-    assert post(client, path).status_code == 402  # a new key cannot charge a failed intent
-    assert count(client, "/payments/charges", order_id=order_id) == 0
-    [stored] = client.get("/payments/intents", params={"order_id": order_id}).json()["data"]
+    assert post(http, path).status_code == 402  # a new key cannot charge a failed intent
+    assert count(http, "/payments/charges", order_id=order_id) == 0
+    [stored] = http.get("/payments/intents", params={"order_id": order_id}).json()["data"]
     assert stored["status"] == "failed"
 
 
-def test_refunds(client: httpx.Client, order_id: str) -> None:
-    intent_id = intent(client, order_id)["id"]
-    charge_id = post(client, f"/payments/intents/{intent_id}/confirm").json()["id"]
-    partial = post(client, "/payments/refunds", {"charge_id": charge_id, "amount": 1000})
+def test_refunds(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id)["id"]
+    charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
+    partial = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1000})
     assert partial.json()["amount"] == 1000
-    too_much = post(client, "/payments/refunds", {"charge_id": charge_id, "amount": 1501})
+    too_much = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1501})
     assert too_much.status_code == 422
     assert too_much.json()["error"]["code"] == "amount_too_large"
-    full = post(client, "/payments/refunds", {"charge_id": charge_id, "amount": None})
-    again = post(client, "/payments/refunds", {"charge_id": charge_id, "reason": "duplicate"})
+    full = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": None})
+    again = post(http, "/payments/refunds", {"charge_id": charge_id, "reason": "duplicate"})
     assert full.status_code == again.status_code == 200
     assert full.json()["amount"] == 1500 and full.json()["id"].startswith("re_")
     assert again.json() == full.json()
-    assert count(client, "/payments/refunds", order_id=order_id) == 2
+    assert count(http, "/payments/refunds", order_id=order_id) == 2
 
 
 @pytest.mark.parametrize(
@@ -274,20 +262,20 @@ def test_refunds(client: httpx.Client, order_id: str) -> None:
         "/warehouse/picklists/pl_nope/cancel",
     ],
 )
-def test_unknown_resource_is_404(client: httpx.Client, path: str) -> None:
-    response = post(client, path, {"charge_id": "ch_nope"} if path.endswith("refunds") else {})
+def test_unknown_resource_is_404(http: httpx.Client, path: str) -> None:
+    response = post(http, path, {"charge_id": "ch_nope"} if path.endswith("refunds") else {})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "resource_missing"
 
 
-def test_stock_out_of_stock_and_cancel(client: httpx.Client, order_id: str) -> None:
+def test_stock_out_of_stock_and_cancel(http: httpx.Client, order_id: str) -> None:
     sku = f"SKU-{order_id}"
-    assert client.put(f"/warehouse/stock/{sku}", json={"on_hand": 2}).json() == {
+    assert http.put(f"/warehouse/stock/{sku}", json={"on_hand": 2}).json() == {
         "sku": sku,
         "on_hand": 2,
     }
     key = f"{order_id}-big"
-    short = post(client, "/warehouse/picklists", picklist(order_id, sku, 3), key=key)
+    short = post(http, "/warehouse/picklists", picklist(order_id, sku, 3), key=key)
     assert short.status_code == 422
     assert short.json()["error"] | {"message": ""} == {
         "type": "invalid_request",
@@ -295,100 +283,100 @@ def test_stock_out_of_stock_and_cancel(client: httpx.Client, order_id: str) -> N
         "sku": sku,
         "message": "",
     }
-    assert post(client, "/warehouse/picklists", picklist(order_id, sku, 3), key=key).content == (
+    assert post(http, "/warehouse/picklists", picklist(order_id, sku, 3), key=key).content == (
         short.content
     )
-    created = post(client, "/warehouse/picklists", picklist(order_id, sku, 2)).json()
+    created = post(http, "/warehouse/picklists", picklist(order_id, sku, 2)).json()
     assert (created["status"], created["ship_to"]["line2"]) == ("open", None)
-    stock = {row["sku"]: row["on_hand"] for row in client.get("/warehouse/stock").json()["data"]}
+    stock = {row["sku"]: row["on_hand"] for row in http.get("/warehouse/stock").json()["data"]}
     assert stock[sku] == 0
     cancel = f"/warehouse/picklists/{created['id']}/cancel"
-    cancelled = post(client, cancel).json()
+    cancelled = post(http, cancel).json()
     assert cancelled["status"] == "cancelled"
-    assert post(client, cancel).json() == cancelled  # cancelling twice changes nothing
-    stock = {row["sku"]: row["on_hand"] for row in client.get("/warehouse/stock").json()["data"]}
+    assert post(http, cancel).json() == cancelled  # cancelling twice changes nothing
+    stock = {row["sku"]: row["on_hand"] for row in http.get("/warehouse/stock").json()["data"]}
     assert stock[sku] == 2
-    assert client.delete(f"/warehouse/stock/{sku}").json() == {"sku": sku, "on_hand": None}
-    assert post(client, "/warehouse/picklists", picklist(order_id, sku, 99)).status_code == 200
+    assert http.delete(f"/warehouse/stock/{sku}").json() == {"sku": sku, "on_hand": None}
+    assert post(http, "/warehouse/picklists", picklist(order_id, sku, 99)).status_code == 200
 
 
-def test_two_orders_race_for_the_last_unit(client: httpx.Client, order_id: str) -> None:
+def test_two_orders_race_for_the_last_unit(http: httpx.Client, order_id: str) -> None:
     sku = f"SKU-{order_id}"
-    client.put(f"/warehouse/stock/{sku}", json={"on_hand": 1})
+    http.put(f"/warehouse/stock/{sku}", json={"on_hand": 1})
     orders = [f"{order_id}-a", f"{order_id}-b"]
     responses = held_then_released(
-        client,
+        http,
         "warehouse",
-        *(lambda o=o: post(client, "/warehouse/picklists", picklist(o, sku)) for o in orders),
+        *(lambda o=o: post(http, "/warehouse/picklists", picklist(o, sku)) for o in orders),
     )
     assert sorted(response.status_code for response in responses) == [200, 422]
-    assert sum(count(client, "/warehouse/picklists", order_id=o) for o in orders) == 1
-    assert client.get("/warehouse/stock").json()["data"].count({"sku": sku, "on_hand": 0}) == 1
+    assert sum(count(http, "/warehouse/picklists", order_id=o) for o in orders) == 1
+    assert http.get("/warehouse/stock").json()["data"].count({"sku": sku, "on_hand": 0}) == 1
 
 
-def test_fail_next_then_same_key_succeeds_once(client: httpx.Client, order_id: str) -> None:
-    client.put("/admin/faults/mail", json={"fail_next": 1})
+def test_fail_next_then_same_key_succeeds_once(http: httpx.Client, order_id: str) -> None:
+    http.put("/admin/faults/mail", json={"fail_next": 1})
     key = f"{order_id}-mail"
-    failed = post(client, "/mail/messages", message(order_id), key=key)
+    failed = post(http, "/mail/messages", message(order_id), key=key)
     assert failed.status_code == 503
     assert failed.json()["error"]["code"] == "injected_fault"
-    assert count(client, "/mail/messages", order_id=order_id) == 0
-    retried = post(client, "/mail/messages", message(order_id), key=key)
+    assert count(http, "/mail/messages", order_id=order_id) == 0
+    retried = post(http, "/mail/messages", message(order_id), key=key)
     assert retried.status_code == 200
     assert "idempotent-replayed" not in retried.headers  # the failure was not stored
-    assert count(client, "/mail/messages", order_id=order_id) == 1
+    assert count(http, "/mail/messages", order_id=order_id) == 1
 
 
-def test_faults_only_hit_their_service(client: httpx.Client, order_id: str) -> None:
-    client.put("/admin/faults/payments", json={"error_rate": 1.0})
-    assert post(client, "/mail/messages", message(order_id)).status_code == 200
+def test_faults_only_hit_their_service(http: httpx.Client, order_id: str) -> None:
+    http.put("/admin/faults/payments", json={"error_rate": 1.0})
+    assert post(http, "/mail/messages", message(order_id)).status_code == 200
     body = {"order_id": order_id, "amount": 1, "currency": "EUR", "payment_method": "pm_x"}
-    assert post(client, "/payments/intents", body).status_code == 503
-    assert client.get("/payments/intents").status_code == 200  # GETs are never faulted
+    assert post(http, "/payments/intents", body).status_code == 503
+    assert http.get("/payments/intents").status_code == 200  # GETs are never faulted
 
 
-def test_drop_next_commits_but_the_caller_never_hears(client: httpx.Client, order_id: str) -> None:
-    client.put("/admin/faults/payments", json={"drop_next": 1})
+def test_drop_next_commits_but_the_caller_never_hears(http: httpx.Client, order_id: str) -> None:
+    http.put("/admin/faults/payments", json={"drop_next": 1})
     body = {"order_id": order_id, "amount": 700, "currency": "USD", "payment_method": "pm_ok"}
     with pytest.raises(httpx.RemoteProtocolError):
-        post(client, "/payments/intents", body, key=f"{order_id}-intent")
-    [committed] = client.get("/payments/intents", params={"order_id": order_id}).json()["data"]
-    retry = post(client, "/payments/intents", body, key=f"{order_id}-intent")
+        post(http, "/payments/intents", body, key=f"{order_id}-intent")
+    [committed] = http.get("/payments/intents", params={"order_id": order_id}).json()["data"]
+    retry = post(http, "/payments/intents", body, key=f"{order_id}-intent")
     assert retry.status_code == 200
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json() == committed
-    assert count(client, "/payments/intents", order_id=order_id) == 1
+    assert count(http, "/payments/intents", order_id=order_id) == 1
 
 
-def test_latency(client: httpx.Client, order_id: str) -> None:
-    client.put("/admin/faults/mail", json={"latency_ms": 300})
+def test_latency(http: httpx.Client, order_id: str) -> None:
+    http.put("/admin/faults/mail", json={"latency_ms": 300})
     started = time.monotonic()
-    assert post(client, "/mail/messages", message(order_id)).status_code == 200
+    assert post(http, "/mail/messages", message(order_id)).status_code == 200
     assert time.monotonic() - started >= 0.3
 
 
-def test_fault_admin_api(client: httpx.Client) -> None:
-    client.put("/admin/faults/mail", json={"error_rate": 0.5})
-    state = client.put("/admin/faults/mail", json={"latency_ms": 5}).json()
+def test_fault_admin_api(http: httpx.Client) -> None:
+    http.put("/admin/faults/mail", json={"error_rate": 0.5})
+    state = http.put("/admin/faults/mail", json={"latency_ms": 5}).json()
     assert state["error_rate"] == 0.5 and state["latency_ms"] == 5  # unset fields are kept
-    assert client.get("/admin/faults").json()["mail"] == state
-    assert client.put("/admin/faults/mail", json={"error_rate": 2}).status_code == 422
-    assert client.put("/admin/faults/nope", json={}).status_code == 404
-    reset = client.delete("/admin/faults").json()
+    assert http.get("/admin/faults").json()["mail"] == state
+    assert http.put("/admin/faults/mail", json={"error_rate": 2}).status_code == 422
+    assert http.put("/admin/faults/nope", json={}).status_code == 404
+    reset = http.delete("/admin/faults").json()
     assert set(reset) == {"payments", "mail", "warehouse"}
     assert all(value == 0 for faults in reset.values() for value in faults.values())
-    assert client.get("/admin/held").json() == {"payments": 0, "mail": 0, "warehouse": 0}
+    assert http.get("/admin/held").json() == {"payments": 0, "mail": 0, "warehouse": 0}
 
 
-def test_ledger_summary(client: httpx.Client, order_id: str) -> None:
-    intent_id = intent(client, order_id)["id"]
-    charge_id = post(client, f"/payments/intents/{intent_id}/confirm").json()["id"]
-    post(client, "/payments/refunds", {"charge_id": charge_id})
-    post(client, "/mail/messages", message(order_id))
-    post(client, "/mail/messages", message(order_id) | {"template": "order-cancelled"})
-    picked = post(client, "/warehouse/picklists", picklist(order_id, "SKU-FREE")).json()
-    post(client, f"/warehouse/picklists/{picked['id']}/cancel")
-    summary = client.get("/admin/ledger", params={"order_id": order_id}).json()
+def test_ledger_summary(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id)["id"]
+    charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
+    post(http, "/payments/refunds", {"charge_id": charge_id})
+    post(http, "/mail/messages", message(order_id))
+    post(http, "/mail/messages", message(order_id) | {"template": "order-cancelled"})
+    picked = post(http, "/warehouse/picklists", picklist(order_id, "SKU-FREE")).json()
+    post(http, f"/warehouse/picklists/{picked['id']}/cancel")
+    summary = http.get("/admin/ledger", params={"order_id": order_id}).json()
     assert summary == {
         "orders": {
             order_id: {
@@ -401,16 +389,16 @@ def test_ledger_summary(client: httpx.Client, order_id: str) -> None:
             }
         }
     }
-    assert order_id in client.get("/admin/ledger").json()["orders"]
+    assert order_id in http.get("/admin/ledger").json()["orders"]
 
 
-def test_html_pages(provider: Provider, client: httpx.Client, order_id: str) -> None:
-    post(client, "/mail/messages", message(order_id, subject="<script>alert(1)</script>"))
+def test_html_pages(provider: Provider, http: httpx.Client, order_id: str) -> None:
+    post(http, "/mail/messages", message(order_id, subject="<script>alert(1)</script>"))
     for path in ("/", "/payments/", "/mail/", "/warehouse/"):
         page = httpx.get(f"{provider.url}{path}", params={"api_key": API_KEY})
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert f'href="/mail/?api_key={API_KEY}"' in page.text
-    mail = client.get("/mail/").text
+    mail = http.get("/mail/").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail and "<script>" not in mail
 
 
@@ -418,28 +406,28 @@ def test_sigkill_and_restart_keeps_the_ledger(tmp_path: Path, order_id: str) -> 
     server = Provider(tmp_path / "ledger.sqlite3")
     server.start()
     try:
-        with _client(server) as client:
-            intent_id = intent(client, order_id)["id"]
+        with _client(server) as http:
+            intent_id = intent(http, order_id)["id"]
             confirm = f"/payments/intents/{intent_id}/confirm"
-            charged = post(client, confirm, key=f"{order_id}-confirm")
+            charged = post(http, confirm, key=f"{order_id}-confirm")
             # Leave a key in flight when the process dies: its effect never committed.
-            client.put("/admin/faults/mail", json={"hold_next": 1})
+            http.put("/admin/faults/mail", json={"hold_next": 1})
             with ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(
-                    post, client, "/mail/messages", message(order_id), f"{order_id}-held"
+                    post, http, "/mail/messages", message(order_id), f"{order_id}-held"
                 )
-                wait_held(client, "mail", 1)
+                wait_held(http, "mail", 1)
                 server.kill()
                 with pytest.raises(httpx.TransportError):
                     pending.result(timeout=10)
         server.start()
-        with _client(server) as client:
-            replay = post(client, confirm, key=f"{order_id}-confirm")
+        with _client(server) as http:
+            replay = post(http, confirm, key=f"{order_id}-confirm")
             assert replay.content == charged.content
             assert replay.headers["idempotent-replayed"] == "true"
-            retried = post(client, "/mail/messages", message(order_id), key=f"{order_id}-held")
+            retried = post(http, "/mail/messages", message(order_id), key=f"{order_id}-held")
             assert retried.status_code == 200  # the stale claim was released at startup
-            summary = client.get("/admin/ledger", params={"order_id": order_id}).json()
+            summary = http.get("/admin/ledger", params={"order_id": order_id}).json()
             counts = summary["orders"][order_id]
             assert (counts["payment_intents"], counts["charges"], counts["emails"]) == (
                 1,
