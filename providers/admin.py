@@ -68,9 +68,13 @@ async def reset_faults(faults: FaultsDep) -> dict[str, FaultConfig]:
 
 
 @router.post("/faults/{service}/release")
-async def release_held(service: str, faults: FaultsDep) -> dict[str, int]:
-    """Let the service's held requests go on; they then commit normally."""
-    return {"released": faults.release(service)}
+async def release_held(service: str, faults: FaultsDep, fail: bool = False) -> dict[str, int]:
+    """Let the service's held requests go on: they commit, or with ``?fail=true`` fail.
+
+    A request released as a failure is answered 503 and nothing is committed, as if the call
+    had failed before it reached the ledger.
+    """
+    return {"released": faults.release(service, fail)}
 
 
 @router.get("/held")

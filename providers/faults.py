@@ -29,6 +29,14 @@ class FaultConfig(BaseModel):
     fail_next: int = Field(0, ge=0, description="The next N requests are answered 503.")
     drop_next: int = Field(0, ge=0, description="The next N requests are committed, then dropped.")
     hold_next: int = Field(0, ge=0, description="The next N requests wait for a release.")
+    drop_replays: bool = Field(
+        False, description="Drops also hit answers replayed for a key, so a retry can lose its too."
+    )
+    key_suffix: str = Field(
+        "",
+        max_length=100,
+        description="Only requests whose Idempotency-Key ends with this get faults (empty: all).",
+    )
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,18 @@ class FaultPlan:
 
 
 @dataclass
+class _Held:
+    """One held request: released to commit, or (``fail``) to answer 503 without committing."""
+
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    fail: bool = False
+
+
+@dataclass
 class _Service:
     config: FaultConfig = field(default_factory=FaultConfig)
-    # One event per held request, so /admin/held drops to 0 the moment they are released.
-    held: list[asyncio.Event] = field(default_factory=list)
+    # One entry per held request, so /admin/held drops to 0 the moment they are released.
+    held: list[_Held] = field(default_factory=list)
 
 
 class Faults:
@@ -71,9 +87,11 @@ class Faults:
         state.config = state.config.model_copy(update=patch.model_dump(exclude_unset=True))
         return state.config
 
-    def plan(self, service: str) -> FaultPlan:
+    def plan(self, service: str, key: str) -> FaultPlan:
         """Decide the faults for one new request, consuming the ``*_next`` counters."""
         config = self._get(service).config
+        if not key.endswith(config.key_suffix):
+            return FaultPlan(fail=False, hold=False, latency_s=0.0, drop=False)
         if config.fail_next or random.random() < config.error_rate:
             config.fail_next = max(0, config.fail_next - 1)
             return FaultPlan(fail=True, hold=False, latency_s=0.0, drop=False)
@@ -83,23 +101,40 @@ class Faults:
         config.drop_next = max(0, config.drop_next - 1)
         return FaultPlan(fail=False, hold=hold, latency_s=config.latency_ms / 1000, drop=drop)
 
-    async def hold(self, service: str) -> None:
-        """Wait until ``release`` is called for this service."""
-        state = self._get(service)
-        event = asyncio.Event()
-        state.held.append(event)
-        try:
-            await event.wait()
-        finally:
-            if event in state.held:  # cancelled before its release
-                state.held.remove(event)
+    def drop_replay(self, service: str, key: str) -> bool:
+        """Whether to drop a stored answer replayed for ``key`` (only with ``drop_replays``)."""
+        config = self._get(service).config
+        if not (config.drop_replays and key.endswith(config.key_suffix)):
+            return False
+        drop = config.drop_next > 0 or random.random() < config.drop_rate
+        config.drop_next = max(0, config.drop_next - 1)
+        return drop
 
-    def release(self, service: str) -> int:
-        """Let every held request of ``service`` go on; return how many there were."""
+    async def hold(self, service: str) -> None:
+        """Wait until ``release`` is called for this service.
+
+        Raises the 503 ``ApiError`` if released as a failure, so nothing is committed: the
+        request then looks like one that failed before reaching the provider's ledger.
+        """
+        state = self._get(service)
+        held = _Held()
+        state.held.append(held)
+        try:
+            await held.released.wait()
+        finally:
+            if held in state.held:  # cancelled before its release
+                state.held.remove(held)
+        if held.fail:
+            message = f"Injected fault: held {service} request released as a failure; retry."
+            raise ApiError(503, "injected_fault", message, "api_error")
+
+    def release(self, service: str, fail: bool = False) -> int:
+        """Let every held request of ``service`` go on (or fail); return how many there were."""
         state = self._get(service)
         released, state.held = state.held, []
-        for event in released:
-            event.set()
+        for held in released:
+            held.fail = fail
+            held.released.set()
         return len(released)
 
     def held_counts(self) -> dict[str, int]:

@@ -75,9 +75,9 @@ class Idempotency:
             raise ApiError(400, "idempotency_key_missing", message)
         existing = self._claim(key, await fingerprint(request))
         if existing is not None:
-            return existing
+            return DroppedResponse() if self.faults.drop_replay(service, key) else existing
         try:
-            plan = self.faults.plan(service)
+            plan = self.faults.plan(service, key)
             if plan.fail:
                 message = f"Injected fault: {service} is unavailable; retry with the same key."
                 raise ApiError(503, "injected_fault", message, "api_error")

@@ -348,6 +348,45 @@ def test_drop_next_commits_but_the_caller_never_hears(http: httpx.Client, order_
     assert count(http, "/payments/intents", order_id=order_id) == 1
 
 
+def test_release_as_failure_commits_nothing(http: httpx.Client, order_id: str) -> None:
+    key = f"{order_id}-mail"
+    http.put("/admin/faults/mail", json={"hold_next": 1})
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(post, http, "/mail/messages", message(order_id), key)
+        wait_held(http, "mail", 1)
+        assert http.post("/admin/faults/mail/release?fail=true").json() == {"released": 1}
+        failed = held.result(timeout=10)
+    assert failed.status_code == 503
+    assert failed.json()["error"]["code"] == "injected_fault"
+    assert count(http, "/mail/messages", order_id=order_id) == 0
+    retried = post(http, "/mail/messages", message(order_id), key=key)
+    assert retried.status_code == 200
+    assert "idempotent-replayed" not in retried.headers  # the key was freed, not stored
+    assert count(http, "/mail/messages", order_id=order_id) == 1
+
+
+def test_key_suffix_targets_one_step(http: httpx.Client, order_id: str) -> None:
+    http.put("/admin/faults/mail", json={"fail_next": 1, "key_suffix": ":shipped-email"})
+    other = post(http, "/mail/messages", message(order_id), key=f"{order_id}:confirmation-email")
+    assert other.status_code == 200
+    body = message(order_id) | {"template": "order-shipped"}
+    target = post(http, "/mail/messages", body, key=f"{order_id}:shipped-email")
+    assert target.status_code == 503
+    assert http.get("/admin/faults").json()["mail"]["fail_next"] == 0
+
+
+def test_drop_replays_loses_the_retries_answers_too(http: httpx.Client, order_id: str) -> None:
+    http.put("/admin/faults/mail", json={"drop_next": 3, "drop_replays": True})
+    key = f"{order_id}-mail"
+    for _ in range(3):  # the first answer and two replays are lost on the way back
+        with pytest.raises(httpx.RemoteProtocolError):
+            post(http, "/mail/messages", message(order_id), key=key)
+    replay = post(http, "/mail/messages", message(order_id), key=key)
+    assert replay.status_code == 200
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert count(http, "/mail/messages", order_id=order_id) == 1
+
+
 def test_latency(http: httpx.Client, order_id: str) -> None:
     http.put("/admin/faults/mail", json={"latency_ms": 300})
     started = time.monotonic()
@@ -362,9 +401,10 @@ def test_fault_admin_api(http: httpx.Client) -> None:
     assert http.get("/admin/faults").json()["mail"] == state
     assert http.put("/admin/faults/mail", json={"error_rate": 2}).status_code == 422
     assert http.put("/admin/faults/nope", json={}).status_code == 404
+    http.put("/admin/faults/mail", json={"key_suffix": ":x", "drop_replays": True})
     reset = http.delete("/admin/faults").json()
     assert set(reset) == {"payments", "mail", "warehouse"}
-    assert all(value == 0 for faults in reset.values() for value in faults.values())
+    assert all(not value for faults in reset.values() for value in faults.values())
     assert http.get("/admin/held").json() == {"payments": 0, "mail": 0, "warehouse": 0}
 
 
