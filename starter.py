@@ -7,10 +7,12 @@ Exit codes: 0 done; 1 Temporal unreachable or another failure; 2 invalid input;
 import argparse
 import asyncio
 import json
+import re
 import secrets
 import sys
 import traceback
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,17 @@ from pydantic import ValidationError
 
 from client.orders import (
     OrderError,
+    cancel_order,
     list_orders,
     order_status,
+    resolve_order,
     ship_order,
     start_order,
 )
 from client.temporal import TemporalConnectionError, connect
 from domain.currencies import format_money
-from domain.models import Order, OrderView, Shipment
-from domain.status import OrderStatus
+from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.status import OperatorAction, OrderStatus
 from stack.exit import exit_now
 
 EXIT_INVALID_INPUT = 2
@@ -44,6 +48,17 @@ def _item(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not SKU:QUANTITY:UNIT_PRICE (price in minor units, e.g. SKU-1:2:1999)"
         ) from None
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 2h or 3d")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,11 +91,38 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--city")
     start.add_argument("--postal-code")
     start.add_argument("--country", help="ISO 3166 two-letter code")
+    start.add_argument(
+        "--payment-retry-budget",
+        type=_duration,
+        metavar="DURATION",
+        help="retry a failing gateway this long, then needs-attention (default 1h)",
+    )
+    start.add_argument(
+        "--shipment-delayed-after",
+        type=_duration,
+        metavar="DURATION",
+        help="no shipment by then: one delay email (default 3d)",
+    )
+    start.add_argument(
+        "--shipment-attention-after",
+        type=_duration,
+        metavar="DURATION",
+        help="no shipment by then: needs-attention (default 14d)",
+    )
 
     ship = commands.add_parser("ship", help="report that the warehouse shipped an order")
     ship.add_argument("order_id")
     ship.add_argument("--carrier", required=True)
     ship.add_argument("--tracking", required=True, help="tracking number")
+
+    cancel = commands.add_parser("cancel", help="cancel an order that has not shipped (refunds it)")
+    cancel.add_argument("order_id")
+    cancel.add_argument("--reason", required=True, help="why; quoted in the customer's email")
+
+    resolve = commands.add_parser("resolve", help="decide for an order that needs attention")
+    resolve.add_argument("order_id")
+    resolve.add_argument("--action", required=True, choices=[a.value for a in OperatorAction])
+    resolve.add_argument("--reason", help="why (for cancel; quoted in the customer's email)")
 
     status = commands.add_parser("status", help="show an order's status and timeline")
     status.add_argument("order_id")
@@ -125,6 +167,18 @@ def _order_from_args(args: argparse.Namespace) -> Order:
         raise InputError("the order is invalid:\n" + _describe(err)) from None
 
 
+def _options_from_args(args: argparse.Namespace) -> OrderOptions:
+    given = {
+        "payment_retry_budget": args.payment_retry_budget,
+        "shipment_delayed_after": args.shipment_delayed_after,
+        "shipment_attention_after": args.shipment_attention_after,
+    }
+    try:
+        return OrderOptions.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        raise InputError("the options are invalid:\n" + _describe(err)) from None
+
+
 def _read_order_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -153,8 +207,12 @@ def _print_view(view: OrderView) -> None:
     print(f"  transaction  {view.transaction_id or '-'}")
     tracking = f"{view.shipment.carrier} {view.shipment.tracking_number}" if view.shipment else "-"
     print(f"  tracking     {tracking}")
+    if view.refund_id:
+        print(f"  refund       {view.refund_id}")
     if view.failure_reason:
         print(f"  reason       {view.failure_reason}")
+    if view.attention_reason:
+        print(f"  attention    {view.attention_reason}")
     print("  timeline")
     for record in view.timeline:
         took = ""
@@ -168,8 +226,9 @@ def _print_view(view: OrderView) -> None:
 
 async def _start(args: argparse.Namespace) -> None:
     order = _order_from_args(args)
+    options = _options_from_args(args)
     client = await connect(args.profile)
-    await start_order(client, order)
+    await start_order(client, order, options=options)
     print(f"order {order.id} started: {format_money(order.total, order.currency)} "
           f"for {order.customer.email}")  # fmt: skip
     print(f"  follow it: starter.py status {order.id}")
@@ -186,6 +245,20 @@ async def _ship(args: argparse.Namespace) -> None:
         f"order {args.order_id}: shipped signal sent",
         f"({shipment.carrier} {shipment.tracking_number})",
     )
+
+
+async def _cancel(args: argparse.Namespace) -> None:
+    client = await connect(args.profile)
+    _print_view(await cancel_order(client, args.order_id, args.reason))
+
+
+async def _resolve(args: argparse.Namespace) -> None:
+    try:
+        request = ResolveRequest(action=OperatorAction(args.action), reason=args.reason)
+    except ValidationError as err:
+        raise InputError("the decision is invalid:\n" + _describe(err)) from None
+    client = await connect(args.profile)
+    _print_view(await resolve_order(client, args.order_id, request))
 
 
 async def _status(args: argparse.Namespace) -> None:
@@ -212,6 +285,8 @@ async def _list(args: argparse.Namespace) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[object, object, None]]] = {
     "start": _start,
     "ship": _ship,
+    "cancel": _cancel,
+    "resolve": _resolve,
     "status": _status,
     "list": _list,
 }

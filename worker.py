@@ -49,8 +49,11 @@ def build_worker(
         activities=[
             payment.create_payment_intent,
             payment.confirm_payment,
+            payment.find_charge,
+            payment.refund_payment,
             mail.send_email,
             warehouse.send_picklist,
+            warehouse.cancel_picklist,
         ],
         workflow_runner=sandboxed_runner(),
         graceful_shutdown_timeout=timedelta(seconds=5),

@@ -43,6 +43,22 @@ class Charge(BaseModel):
     currency: str
 
 
+class RefundRequest(BaseModel):
+    """Give back the whole charge."""
+
+    order_id: str
+    charge_id: str
+    reason: str
+    idempotency_key: str
+
+
+class Refund(BaseModel):
+    """Money given back; refunding a refunded charge in full returns this same refund."""
+
+    id: str
+    amount: int
+
+
 class PaymentActivities:
     """Activities that talk to the payment gateway."""
 
@@ -67,3 +83,20 @@ class PaymentActivities:
         charge = Charge.model_validate(answer)
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"charged {charge.id}")
         return charge
+
+    @activity.defn
+    async def find_charge(self, order_id: str) -> Charge | None:
+        """The order's charge, if one exists: settles an unknown payment outcome before a refund."""
+        charges = (await self._gateway.get("/charges", {"order_id": order_id}))["data"]
+        charge = Charge.model_validate(charges[0]) if charges else None
+        log_step(order_id, Step.CHARGE_LOOKUP, f"found {charge.id}" if charge else "no charge")
+        return charge
+
+    @activity.defn
+    async def refund_payment(self, request: RefundRequest) -> Refund:
+        """Refund the charge in full, once, whatever the number of retries."""
+        body = {"charge_id": request.charge_id, "amount": None, "reason": request.reason}
+        answer = await self._gateway.post("/refunds", body, idempotency_key=request.idempotency_key)
+        refund = Refund.model_validate(answer)
+        log_step(request.order_id, Step.REFUND, f"refunded {refund.id} ({refund.amount})")
+        return refund

@@ -41,6 +41,17 @@ class ProviderClient:
         result: dict[str, Any] = response.json()
         return result
 
+    async def get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        """GET a JSON listing (reads have no effect, so they need no key)."""
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.TransportError as err:
+            raise error_for_transport(self.service, err) from err
+        if response.is_error:
+            raise error_for_response(self.service, response)
+        result: dict[str, Any] = response.json()
+        return result
+
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()

@@ -31,6 +31,14 @@ class Picklist(BaseModel):
     id: str
 
 
+class CancelPicklistRequest(BaseModel):
+    """Take back a picklist the warehouse has not shipped."""
+
+    order_id: str
+    picklist_id: str
+    idempotency_key: str
+
+
 class WarehouseActivities:
     """Activities that talk to the warehouse."""
 
@@ -46,4 +54,14 @@ class WarehouseActivities:
         )
         picklist = Picklist.model_validate(answer)
         log_step(request.order_id, Step.PICKLIST, f"accepted {picklist.id}")
+        return picklist
+
+    @activity.defn
+    async def cancel_picklist(self, request: CancelPicklistRequest) -> Picklist:
+        """Cancel the picklist and return its stock; cancelling twice changes nothing."""
+        answer = await self._warehouse.post(
+            f"/picklists/{request.picklist_id}/cancel", {}, idempotency_key=request.idempotency_key
+        )
+        picklist = Picklist.model_validate(answer)
+        log_step(request.order_id, Step.PICKLIST_CANCEL, f"cancelled {picklist.id}")
         return picklist

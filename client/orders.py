@@ -13,6 +13,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -21,9 +22,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from config.settings import TASK_QUEUE
 from domain import search_attributes
 from domain.currencies import format_money
-from domain.models import Order, OrderView, Shipment
+from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import OrderStatus
-from workflows.order import OrderWorkflow
+from workflows.order import OPTIONS_MEMO, OrderWorkflow
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 
@@ -63,7 +64,12 @@ class OrderSummary:
     closed_at: datetime | None
 
 
-async def start_order(client: Client, order: Order, task_queue: str = TASK_QUEUE) -> None:
+async def start_order(
+    client: Client,
+    order: Order,
+    task_queue: str = TASK_QUEUE,
+    options: OrderOptions | None = None,
+) -> None:
     """Start the order's workflow; refused if an order with this id ever existed."""
     try:
         await client.start_workflow(
@@ -75,6 +81,7 @@ async def start_order(client: Client, order: Order, task_queue: str = TASK_QUEUE
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"{order.customer.name}: {format_money(order.total, order.currency)}",
+            memo={OPTIONS_MEMO: options or OrderOptions()},
         )
     except WorkflowAlreadyStartedError as err:
         raise OrderExists(
@@ -112,11 +119,39 @@ async def ship_order(client: Client, order_id: str, shipment: Shipment) -> Order
             f"order {order_id} already shipped with {view.shipment.carrier} "
             f"{view.shipment.tracking_number}; the signal was not sent"
         )
-    if view.status.is_final:
+    if view.status.is_final or view.status == OrderStatus.CANCELLING:
         raise OrderRefused(f"order {order_id} is {view.status.value}; there is nothing to ship")
     handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
     await handle.signal(OrderWorkflow.warehouse_shipped, shipment)
     return view
+
+
+async def cancel_order(client: Client, order_id: str, reason: str) -> OrderView:
+    """Cancel an order that has not shipped; returns it refunded and wound down."""
+    handle = await _running_handle(client, order_id, "cancelled")
+    try:
+        return await handle.execute_update(OrderWorkflow.cancel, CancelRequest(reason=reason))
+    except WorkflowUpdateFailedError as err:
+        raise OrderRefused(f"cancel refused: {err.cause}") from err
+
+
+async def resolve_order(client: Client, order_id: str, request: ResolveRequest) -> OrderView:
+    """Apply an operator's decision to an order that needs attention."""
+    handle = await _running_handle(client, order_id, "resolved")
+    try:
+        return await handle.execute_update(OrderWorkflow.resolve, request)
+    except WorkflowUpdateFailedError as err:
+        raise OrderRefused(f"resolve refused: {err.cause}") from err
+
+
+async def _running_handle(
+    client: Client, order_id: str, verb: str
+) -> WorkflowHandle[OrderWorkflow, OrderView]:
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
+    if await _execution_status(handle) != WorkflowExecutionStatus.RUNNING:
+        view = await order_status(client, order_id)
+        raise OrderRefused(f"order {order_id} is already {view.status.value}; it can't be {verb}")
+    return handle
 
 
 async def list_orders(

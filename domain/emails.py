@@ -53,3 +53,39 @@ def payment_declined(order: Order, reason: str) -> EmailContent:
         f"for order {order.id} was declined ({reason}). Nothing was charged. "
         "Please place the order again with another payment method.",
     )
+
+
+def shipment_delayed(order: Order) -> EmailContent:
+    """Sent once when the warehouse has not shipped within the promised time."""
+    return EmailContent(
+        EmailTemplate.SHIPMENT_DELAYED,
+        f"Your order {order.id} is delayed",
+        f"Hi {order.customer.name},\n\nYour order {order.id} is taking longer than usual to "
+        "leave our warehouse. We are on it and will email you as soon as it ships.",
+    )
+
+
+def order_cancelled(order: Order, reason: str, refunded: bool) -> EmailContent:
+    """Sent once when an order is cancelled before it shipped."""
+    money = (
+        f"Your payment of {format_money(order.total, order.currency)} has been refunded."
+        if refunded
+        else "Nothing was charged."
+    )
+    return EmailContent(
+        EmailTemplate.ORDER_CANCELLED,
+        f"Order {order.id} cancelled",
+        f"Hi {order.customer.name},\n\nYour order {order.id} has been cancelled ({reason}). "
+        f"{money}",
+    )
+
+
+def out_of_stock(order: Order, sku: str, refunded: bool) -> EmailContent:
+    """Sent once, with an apology, when the warehouse cannot fill the order."""
+    money = "Your payment has been refunded in full." if refunded else "Nothing was charged."
+    return EmailContent(
+        EmailTemplate.OUT_OF_STOCK,
+        f"Sorry: we cannot fill order {order.id}",
+        f"Hi {order.customer.name},\n\nWe are sorry: {sku} is out of stock, so we cannot send "
+        f"order {order.id}. {money}",
+    )

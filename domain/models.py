@@ -4,7 +4,7 @@ Invalid orders are refused here, before anything starts, with one message per fi
 """
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from pydantic import (
@@ -14,10 +14,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    model_validator,
 )
 
 from domain.currencies import MINOR_UNIT_EXPONENT
-from domain.status import OrderStatus, Step, StepState
+from domain.status import OperatorAction, OrderStatus, Step, StepState
 
 _CARD_LIKE = re.compile(r"\d(?:[ -]?\d){12,18}")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -150,6 +151,41 @@ class Shipment(_Model):
     ]
 
 
+class OrderOptions(_Model):
+    """How long an order tolerates trouble before it escalates; the defaults suit a real shop."""
+
+    payment_retry_budget: timedelta = Field(
+        timedelta(hours=1), description="Retry a failing gateway this long, then ask an operator."
+    )
+    shipment_delayed_after: timedelta = Field(
+        timedelta(days=3), description="No shipment by then: email the customer once."
+    )
+    shipment_attention_after: timedelta = Field(
+        timedelta(days=14), description="No shipment by then: ask an operator."
+    )
+
+    @model_validator(mode="after")
+    def _escalation_in_order(self) -> "OrderOptions":
+        if min(self.payment_retry_budget, self.shipment_delayed_after) <= timedelta(0):
+            raise ValueError("durations must be positive")
+        if self.shipment_attention_after <= self.shipment_delayed_after:
+            raise ValueError("shipment_attention_after must be later than shipment_delayed_after")
+        return self
+
+
+class CancelRequest(_Model):
+    """A request to cancel an order that has not shipped."""
+
+    reason: Text
+
+
+class ResolveRequest(_Model):
+    """An operator's decision for an order that needs attention."""
+
+    action: OperatorAction
+    reason: Text | None = None
+
+
 class StepRecord(BaseModel):
     """One line of an order's timeline."""
 
@@ -172,5 +208,7 @@ class OrderView(BaseModel):
     transaction_id: str | None = None
     picklist_id: str | None = None
     shipment: Shipment | None = None
+    refund_id: str | None = None
     failure_reason: str | None = None
+    attention_reason: str | None = None
     timeline: list[StepRecord] = Field(default_factory=list)

@@ -13,9 +13,14 @@ class OrderStatus(StrEnum):
     RECEIVED = "received"
     PAID = "paid"
     AWAITING_SHIPMENT = "awaiting-shipment"
+    SHIPMENT_DELAYED = "shipment-delayed"
+    NEEDS_ATTENTION = "needs-attention"
     SHIPPED = "shipped"
+    CANCELLING = "cancelling"
     COMPLETED = "completed"
     PAYMENT_DECLINED = "payment-declined"
+    OUT_OF_STOCK = "out-of-stock"
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
@@ -23,7 +28,14 @@ class OrderStatus(StrEnum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.PAYMENT_DECLINED})
+FINAL_STATUSES = frozenset(
+    {
+        OrderStatus.COMPLETED,
+        OrderStatus.PAYMENT_DECLINED,
+        OrderStatus.OUT_OF_STOCK,
+        OrderStatus.CANCELLED,
+    }
+)
 
 
 class Step(StrEnum):
@@ -36,6 +48,13 @@ class Step(StrEnum):
     SHIPMENT = "shipment"
     SHIPPED_EMAIL = "shipped-email"
     DECLINE_EMAIL = "decline-email"
+    DELAY_EMAIL = "delay-email"
+    OPERATOR = "operator"
+    CHARGE_LOOKUP = "charge-lookup"
+    REFUND = "refund"
+    PICKLIST_CANCEL = "picklist-cancel"
+    CANCELLATION_EMAIL = "cancellation-email"
+    OUT_OF_STOCK_EMAIL = "out-of-stock-email"
 
 
 class StepState(StrEnum):
@@ -52,6 +71,16 @@ class EmailTemplate(StrEnum):
     ORDER_CONFIRMATION = "order-confirmation"
     ORDER_SHIPPED = "order-shipped"
     PAYMENT_DECLINED = "payment-declined"
+    SHIPMENT_DELAYED = "shipment-delayed"
+    ORDER_CANCELLED = "order-cancelled"
+    OUT_OF_STOCK = "out-of-stock"
+
+
+class OperatorAction(StrEnum):
+    """What an operator can do with an order that needs attention."""
+
+    RETRY_PAYMENT = "retry-payment"
+    CANCEL = "cancel"
 
 
 def idempotency_key(order_id: str, step: Step) -> str:

@@ -4,10 +4,13 @@ Tests, the crash demo and the benchmark count effects here, at the provider, bec
 where a double charge or a second email would show.
 """
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+SERVICES = ("payments", "mail", "warehouse")
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,23 @@ class SandboxAdmin:
         orders = self._get("/admin/ledger", params)["orders"]
         return {oid: Effects(**counts) for oid, counts in orders.items()}
 
-    def set_faults(self, service: str, **faults: float | int) -> dict[str, Any]:
-        """Set fault injection on one service (``error_rate``, ``drop_next``, ...)."""
+    def set_faults(self, service: str, **faults: float | str | bool) -> dict[str, Any]:
+        """Set fault injection on one service (``error_rate``, ``drop_next``, ``key_suffix``...)."""
         state: dict[str, Any] = self._check(self._http.put(f"/admin/faults/{service}", json=faults))
         return state
 
-    def release(self, service: str) -> int:
-        """Let held requests of one service go on; returns how many were held."""
-        released: int = self._check(self._http.post(f"/admin/faults/{service}/release"))["released"]
+    def set_faults_everywhere(self, **faults: float | str | bool) -> None:
+        """Set the same faults on every service."""
+        for service in SERVICES:
+            self.set_faults(service, **faults)
+
+    def release(self, service: str, fail: bool = False) -> int:
+        """Let held requests of one service commit, or with ``fail`` answer 503 uncommitted.
+
+        Returns how many requests were held.
+        """
+        response = self._http.post(f"/admin/faults/{service}/release", params={"fail": fail})
+        released: int = self._check(response)["released"]
         return released
 
     def held(self) -> dict[str, int]:
@@ -61,9 +73,26 @@ class SandboxAdmin:
         held: dict[str, int] = self._get("/admin/held", {})
         return held
 
+    def wait_held(self, service: str, count: int, timeout: float = 30.0) -> None:
+        """Wait until ``service`` holds ``count`` requests."""
+        deadline = time.monotonic() + timeout
+        while (held := self.held()[service]) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{service} holds {held} request(s), not {count}")
+            time.sleep(0.05)
+
     def reset_faults(self) -> None:
         """No faults anywhere; held requests are released."""
         self._check(self._http.delete("/admin/faults"))
+
+    def set_stock(self, sku: str, on_hand: int) -> None:
+        """Give a sku a finite stock at the warehouse (skus without one are unlimited)."""
+        self._check(self._http.put(f"/warehouse/stock/{sku}", json={"on_hand": on_hand}))
+
+    def stock(self, sku: str) -> int | None:
+        """Units of a sku on hand; None when its stock is unlimited."""
+        rows = self._get("/warehouse/stock", {})["data"]
+        return next((int(row["on_hand"]) for row in rows if row["sku"] == sku), None)
 
     def list(self, path: str, **params: str) -> list[dict[str, Any]]:
         """A provider listing such as ``/payments/charges``."""

@@ -1,0 +1,209 @@
+"""Orders that go wrong: cancel with refund, out of stock, a gateway down past its budget."""
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+from temporalio.client import Client
+
+from client.orders import (
+    OrderRefused,
+    cancel_order,
+    order_status,
+    resolve_order,
+    ship_order,
+    start_order,
+)
+from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
+from stack.sandbox import SandboxAdmin
+from tests.support import make_order, wait_for_status
+from workflows.order import OrderWorkflow
+
+UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
+SHORT_BUDGET = OrderOptions(payment_retry_budget=timedelta(seconds=3))
+
+
+async def wait_for_held(sandbox: SandboxAdmin, service: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 15
+    while sandbox.held()[service] < count:
+        assert time.monotonic() < deadline, f"no request held at {service}"
+        await asyncio.sleep(0.05)
+
+
+async def test_cancel_before_shipment_refunds_and_takes_back_the_picklist(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+
+    view = await cancel_order(client, order.id, "customer changed their mind")
+
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == "cancelled: customer changed their mind"
+    assert view.refund_id is not None
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds, effects.cancelled_picklists) == (1, 1, 1)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1, EmailTemplate.ORDER_CANCELLED: 1}
+    refund = sandbox.list("/payments/refunds", order_id=order.id)[0]
+    assert (refund["id"], refund["amount"]) == (view.refund_id, order.total)
+
+
+async def test_cancel_is_refused_once_shipped_or_cancelled_and_changes_nothing(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    shipped, cancelled = make_order(), make_order()
+    for order in (shipped, cancelled):
+        await start_order(client, order, task_queue)
+        await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    await ship_order(client, shipped.id, UPS)
+    await cancel_order(client, cancelled.id, "duplicate order")
+    await wait_for_status(client, shipped.id, OrderStatus.COMPLETED)
+
+    with pytest.raises(OrderRefused, match="is already completed; it can't be cancelled"):
+        await cancel_order(client, shipped.id, "too late")
+    with pytest.raises(OrderRefused, match="is already cancelled; it can't be cancelled"):
+        await cancel_order(client, cancelled.id, "again")
+    assert sandbox.effects(shipped.id).refunds == 0
+    assert sandbox.effects(cancelled.id).refunds == 1
+    assert sandbox.effects(cancelled.id).emails_of(EmailTemplate.ORDER_CANCELLED) == 1
+
+
+async def test_cancel_while_shipped_signal_pending_is_refused_by_the_validator(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    sandbox.set_faults("mail", hold_next=1)  # the shipped email waits at the mail service
+    await ship_order(client, order.id, UPS)
+    await wait_for_held(sandbox, "mail")
+    with pytest.raises(OrderRefused, match="has shipped; it can't be cancelled"):
+        await cancel_order(client, order.id, "too late")
+    sandbox.release("mail")
+    result = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
+    assert result.status == OrderStatus.COMPLETED
+    assert sandbox.effects(order.id).refunds == 0
+
+
+async def test_cancel_during_payment_charges_nothing(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    sandbox.set_faults("payments", hold_next=1)  # the payment intent waits at the gateway
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_held(sandbox, "payments")
+    cancelling = asyncio.create_task(cancel_order(client, order.id, "changed my mind"))
+    await asyncio.sleep(0.5)
+    sandbox.release("payments")
+    view = await cancelling
+
+    assert view.status == OrderStatus.CANCELLED
+    assert view.refund_id is None
+    effects = sandbox.effects(order.id)
+    assert (effects.payment_intents, effects.charges, effects.refunds, effects.picklists) == (
+        1,
+        0,
+        0,
+        0,
+    )
+    assert effects.emails == {EmailTemplate.ORDER_CANCELLED: 1}
+    assert "Nothing was charged" in sandbox.list("/mail/messages", order_id=order.id)[0]["body"]
+
+
+async def test_out_of_stock_refunds_and_apologises_once(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    sku = f"SKU-RARE-{time.monotonic_ns()}"
+    sandbox.set_stock(sku, 0)
+    order = make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 5000}])
+    await start_order(client, order, task_queue)
+    result = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
+
+    assert result.status == OrderStatus.OUT_OF_STOCK
+    assert result.failure_reason == f"out of stock: {sku}"
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds, effects.picklists) == (1, 1, 0)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1, EmailTemplate.OUT_OF_STOCK: 1}
+
+
+async def test_two_orders_racing_for_the_last_unit_exactly_one_gets_it(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    sku = f"SKU-LAST-{time.monotonic_ns()}"
+    sandbox.set_stock(sku, 1)
+    orders = [make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 900}]) for _ in "ab"]
+    await asyncio.gather(*(start_order(client, order, task_queue) for order in orders))
+    results = [await settled(client, order.id) for order in orders]
+    statuses = sorted(view.status.value for view in results)
+    assert statuses == ["awaiting-shipment", "out-of-stock"]
+    assert sum(sandbox.effects(order.id).refunds for order in orders) == 1
+    assert sandbox.stock(sku) == 0
+
+
+async def settled(client: Client, order_id: str) -> OrderView:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        view = await order_status(client, order_id)
+        if view.status in (OrderStatus.AWAITING_SHIPMENT, OrderStatus.OUT_OF_STOCK):
+            return view
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{order_id} did not settle")
+
+
+async def test_gateway_down_past_budget_needs_attention_then_retry_succeeds(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    sandbox.set_faults("payments", error_rate=1.0)
+    order = make_order()
+    await start_order(client, order, task_queue, SHORT_BUDGET)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_reason and "payment failing for over 3 seconds" in view.attention_reason
+    assert sandbox.effects(order.id).charges == 0
+
+    sandbox.reset_faults()
+    await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.picklists) == (1, 1)
+    timeline_steps = [r.step for r in (await order_status(client, order.id)).timeline]
+    assert Step.OPERATOR in timeline_steps
+
+
+async def test_gateway_charged_without_answering_then_operator_cancel_refunds_once(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    sandbox.set_faults("payments", hold_next=2)
+    order = make_order()
+    await start_order(client, order, task_queue, SHORT_BUDGET)
+    await wait_for_held(sandbox, "payments")
+    sandbox.release("payments")  # the intent goes through; the confirm is held next
+    await wait_for_held(sandbox, "payments")
+    await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    sandbox.release("payments")  # now the gateway charges, but nobody is listening
+    deadline = time.monotonic() + 10
+    while sandbox.effects(order.id).charges == 0:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+    view = await resolve_order(
+        client, order.id, ResolveRequest(action=OperatorAction.CANCEL, reason="gateway outage")
+    )
+
+    assert view.status == OrderStatus.CANCELLED
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds, effects.picklists) == (1, 1, 0)
+    assert effects.emails == {EmailTemplate.ORDER_CANCELLED: 1}
+    assert view.transaction_id == sandbox.list("/payments/charges", order_id=order.id)[0]["id"]
+
+
+async def test_resolve_is_refused_unless_the_order_needs_attention(
+    client: Client, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    with pytest.raises(OrderRefused, match="not needs-attention; there is nothing to resolve"):
+        await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
