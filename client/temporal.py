@@ -7,12 +7,14 @@ the config file), so the same code reaches the local dev server, a cluster or Te
 
 from typing import Any
 
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
 from config.settings import DEFAULT_TEMPORAL_ADDRESS
+from domain import search_attributes
 
 
 class TemporalConnectionError(Exception):
@@ -44,3 +46,18 @@ async def connect(profile: str | None = None) -> Client:
             "Is the server running? Start the local stack with ./scripts/run, or set "
             "TEMPORAL_ADDRESS."
         ) from err
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Register the orders' search attributes on the client's namespace.
+
+    The dev server gets them as start-up flags; use this for servers started without them
+    (such as the time-skipping test server). On Temporal Cloud, add them in the namespace's
+    settings instead.
+    """
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={key.name: key.indexed_value_type for key in search_attributes.ALL},
+        )
+    )
