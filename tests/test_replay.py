@@ -1,20 +1,25 @@
 """Replay recorded histories: a workflow change that breaks orders in flight fails here first.
 
 Histories under ``tests/histories`` were recorded from real runs of the workflow. To record new
-ones (after a deliberate, patched change), run ``RECORD_HISTORIES=1 ./scripts/test -k record``.
+ones for the current version, run ``RECORD_HISTORIES=1 ./scripts/test -k record``; keep the older
+versions' files: they are the orders still in flight when a new version is deployed.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
 
-from client.orders import ship_order, start_order
-from domain.models import Shipment
-from domain.status import OrderStatus
+from client.orders import cancel_order, resolve_order, ship_order, start_order
+from domain.emails import order_confirmation
+from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.status import OperatorAction, OrderStatus, Step
 from stack.sandbox import SandboxAdmin
 from tests.support import make_order, wait_for_status
 from worker import sandboxed_runner
@@ -42,30 +47,69 @@ async def test_recorded_history_replays_without_nondeterminism(path: Path) -> No
 def test_histories_are_committed() -> None:
     names = {path.stem for path in recorded_histories()}
     assert {"v1-completed", "v1-payment-declined", "v1-retried-faults"} <= names
+    assert {f"v2-{scenario}" for scenario in V2_SCENARIOS} <= names
+
+
+V2_SCENARIOS = ("completed", "payment-declined", "cancelled", "out-of-stock", "operator-retry")
 
 
 @pytest.mark.skipif(not os.environ.get("RECORD_HISTORIES"), reason="set RECORD_HISTORIES=1")
 async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queue: str) -> None:
-    """Record the histories above from real runs against the dev server and providers."""
-    HISTORIES.mkdir(exist_ok=True)
-    completed = make_order()
-    declined = make_order(payment_method="pm_card_declined")
-    await start_order(client, completed, task_queue)
-    await start_order(client, declined, task_queue)
-    await wait_for_status(client, completed.id, OrderStatus.AWAITING_SHIPMENT)
-    await ship_order(client, completed.id, Shipment(carrier="UPS", tracking_number="1Z999"))
-    sandbox.set_faults("payments", fail_next=2, drop_next=1)
-    retried = make_order()
-    await start_order(client, retried, task_queue)
-    for order_id, name in [
-        (completed.id, "v1-completed"),
-        (declined.id, "v1-payment-declined"),
-        (retried.id, "v1-retried-faults"),
-    ]:
-        handle = client.get_workflow_handle(order_id)
-        if name != "v1-retried-faults":
+    """Record this version's histories (v2-*) from real runs; v1-* came from the first version."""
+    orders = {scenario: make_order() for scenario in V2_SCENARIOS}
+    orders["payment-declined"] = make_order(payment_method="pm_card_declined")
+    sku = f"SKU-GONE-{orders['out-of-stock'].id}"
+    sandbox.set_stock(sku, 0)
+    orders["out-of-stock"] = make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 100}])
+
+    for scenario in ("completed", "payment-declined", "cancelled", "out-of-stock"):
+        await start_order(client, orders[scenario], task_queue)
+    await wait_for_status(client, orders["completed"].id, OrderStatus.AWAITING_SHIPMENT)
+    await ship_order(
+        client, orders["completed"].id, Shipment(carrier="UPS", tracking_number="1Z99")
+    )
+    await wait_for_status(client, orders["cancelled"].id, OrderStatus.AWAITING_SHIPMENT)
+    await cancel_order(client, orders["cancelled"].id, "customer changed their mind")
+
+    sandbox.set_faults("payments", error_rate=1.0)
+    retried = orders["operator-retry"].id
+    budget = OrderOptions(payment_retry_budget=timedelta(seconds=2))
+    await start_order(client, orders["operator-retry"], task_queue, budget)
+    await wait_for_status(client, retried, OrderStatus.NEEDS_ATTENTION)
+    sandbox.reset_faults()
+    await resolve_order(client, retried, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+    await wait_for_status(client, retried, OrderStatus.AWAITING_SHIPMENT)
+
+    for scenario, order in orders.items():
+        handle = client.get_workflow_handle(order.id)
+        if scenario != "operator-retry":
             await handle.result()
-        else:
-            await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
         history = await handle.fetch_history()
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        (HISTORIES / f"v2-{scenario}.json").write_text(history.to_json())
+
+
+@workflow.defn(name="OrderWorkflow")
+class _PicklistFirstWorkflow(OrderWorkflow):
+    """A change to the steps deployed WITHOUT a patch: picklist before the confirmation email."""
+
+    @workflow.run
+    async def run(self, order: Order) -> OrderView:
+        return await super().run(order)
+
+    async def _fulfil(self) -> None:
+        charge = await self._charge_or_escalate()
+        await self._send_picklist()
+        await self._send_email(Step.CONFIRMATION_EMAIL, order_confirmation(self._order, charge.id))
+
+
+async def test_an_unpatched_step_change_is_caught_by_replay() -> None:
+    """The replay test can fail: reordering steps without a patch breaks orders in flight."""
+    replayer = Replayer(
+        workflows=[_PicklistFirstWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=sandboxed_runner(),
+    )
+    path = HISTORIES / "v1-completed.json"
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    with pytest.raises(NondeterminismError):
+        await replayer.replay_workflow(history)
