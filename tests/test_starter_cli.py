@@ -13,6 +13,7 @@ from temporalio.client import Client
 from client.orders import OrderNotFound, order_status
 from domain.status import OrderStatus
 from stack.processes import ROOT, free_port
+from stack.sandbox import SandboxAdmin
 from tests.support import make_order, wait_for_status
 
 
@@ -141,3 +142,63 @@ async def test_unreachable_server_exits_1_with_a_hint(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot reach Temporal at 127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_cancel_through_the_cli_prints_the_refunded_outcome(
+    client: Client, address: str, task_queue: str, tmp_path: Path
+) -> None:
+    order_id, path = write_order(tmp_path)
+    await run_starter("start", "--file", str(path), address=address, task_queue=task_queue)
+    await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
+
+    cancelled = await run_starter("cancel", order_id, "--reason", "wrong size", address=address)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"order {order_id}: cancelled" in cancelled.stdout
+    assert "refund       re_" in cancelled.stdout
+    assert "reason       cancelled: wrong size" in cancelled.stdout
+
+    again = await run_starter("cancel", order_id, "--reason", "again", address=address)
+    assert again.returncode == 5
+    assert "is already cancelled; it can't be cancelled" in again.stderr
+
+
+async def test_resolve_and_listing_the_needs_attention_queue(
+    client: Client, sandbox: SandboxAdmin, address: str, task_queue: str, tmp_path: Path
+) -> None:
+    sandbox.set_faults("payments", error_rate=1.0)
+    order_id, path = write_order(tmp_path)
+    started = await run_starter(
+        "start", "--file", str(path), "--payment-retry-budget", "2s",
+        address=address, task_queue=task_queue,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    await wait_for_status(client, order_id, OrderStatus.NEEDS_ATTENTION)
+
+    queue = await run_starter("list", "--status", "needs-attention", address=address)
+    assert order_id in queue.stdout
+    status = await run_starter("status", order_id, address=address)
+    assert "attention    payment failing for over 2 seconds" in status.stdout
+
+    sandbox.reset_faults()
+    resolved = await run_starter("resolve", order_id, "--action", "retry-payment", address=address)
+    assert resolved.returncode == 0, resolved.stderr
+    await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
+    assert sandbox.effects(order_id).charges == 1
+
+    refused = await run_starter("resolve", order_id, "--action", "cancel", address=address)
+    assert refused.returncode == 5
+    assert "not needs-attention; there is nothing to resolve" in refused.stderr
+
+
+async def test_bad_durations_are_refused(address: str, tmp_path: Path) -> None:
+    _, path = write_order(tmp_path)
+    bad = await run_starter("start", "--file", str(path), "--shipment-delayed-after", "soon",
+                            address=address)  # fmt: skip
+    assert bad.returncode == 2
+    assert "'soon' is not a duration such as 90s, 15m, 2h or 3d" in bad.stderr
+    inverted = await run_starter(
+        "start", "--file", str(path), "--shipment-delayed-after", "5d",
+        "--shipment-attention-after", "2d", address=address,
+    )  # fmt: skip
+    assert inverted.returncode == 2
+    assert "shipment_attention_after must be later than shipment_delayed_after" in inverted.stderr
