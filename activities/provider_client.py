@@ -30,21 +30,18 @@ class ProviderClient:
         self, path: str, body: dict[str, Any], *, idempotency_key: str
     ) -> dict[str, Any]:
         """POST a JSON body under an idempotency key and return the JSON answer."""
-        try:
-            response = await self._http.post(
-                path, json=body, headers={"Idempotency-Key": idempotency_key}
-            )
-        except httpx.TransportError as err:
-            raise error_for_transport(self.service, err) from err
-        if response.is_error:
-            raise error_for_response(self.service, response)
-        result: dict[str, Any] = response.json()
-        return result
+        request = self._http.build_request(
+            "POST", path, json=body, headers={"Idempotency-Key": idempotency_key}
+        )
+        return await self._send(request)
 
     async def get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         """GET a JSON listing (reads have no effect, so they need no key)."""
+        return await self._send(self._http.build_request("GET", path, params=params))
+
+    async def _send(self, request: httpx.Request) -> dict[str, Any]:
         try:
-            response = await self._http.get(path, params=params)
+            response = await self._http.send(request)
         except httpx.TransportError as err:
             raise error_for_transport(self.service, err) from err
         if response.is_error:
