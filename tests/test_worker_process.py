@@ -1,0 +1,47 @@
+"""``worker.py`` as a process: it polls, logs a line per step, and stops cleanly on a signal."""
+
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from client.orders import start_order
+from domain.status import OrderStatus
+from stack.processes import start_worker
+from stack.sandbox import SandboxAdmin
+from tests.support import make_order, wait_for_status
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_worker_logs_each_step_and_shuts_down_gracefully(
+    client: Client, sandbox: SandboxAdmin, tmp_path: Path, signum: signal.Signals
+) -> None:
+    queue = f"orders-proc-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(
+        client.service_client.config.target_host,
+        sandbox.base_url,
+        sandbox.api_key,
+        tmp_path / "worker.log",
+        task_queue=queue,
+    )
+    try:
+        order = make_order()
+        await start_order(client, order, queue)
+        await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+        worker.send(signum)
+        assert worker.popen.wait(15) == 0
+    finally:
+        worker.stop()
+
+    log = worker.output()
+    for step in (
+        "payment-intent: created pi_",
+        "payment-confirm: charged ch_",
+        "confirmation-email: sent order-confirmation",
+        "picklist: accepted pl_",
+    ):
+        assert f"{order.id} {step}" in log, log
+    assert "shutting down: finishing running activities" in log
+    assert "Traceback" not in log
