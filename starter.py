@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 Temporal unreachable or another failure; 2 invalid input;
 import argparse
 import asyncio
 import json
+import os
 import re
 import secrets
 import sys
@@ -314,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         status = main()
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 141
     except Exception:  # a bug, not a user mistake: show it, and still exit non-zero
         traceback.print_exc()
         status = 1
