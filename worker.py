@@ -23,6 +23,7 @@ from client.temporal import TemporalConnectionError, connect
 from config.settings import TASK_QUEUE, ProviderSettings
 from stack.exit import exit_now
 from workflows.order import OrderWorkflow
+from workflows.policy import STICKY_QUEUE_TIMEOUT
 
 # Deterministic, side-effect-free modules loaded once instead of per workflow run.
 _PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "domain", "activities", "httpx")
@@ -57,6 +58,8 @@ def build_worker(
         ],
         workflow_runner=sandboxed_runner(),
         graceful_shutdown_timeout=timedelta(seconds=5),
+        # A killed worker's orders move to a live worker after this, not after 10 s.
+        sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
     )
 
 

@@ -12,13 +12,8 @@ from pathlib import Path
 from types import FrameType
 
 from config.settings import DEFAULT_PROVIDERS_API_KEY
-from stack.processes import (
-    ManagedProcess,
-    StackError,
-    start_providers,
-    start_temporal,
-    start_worker,
-)
+from stack.local import LocalStack
+from stack.processes import StackError
 
 
 def _parse_args() -> argparse.Namespace:
@@ -55,7 +50,6 @@ Press Ctrl-C to stop everything; run again to resume orders in flight.
 def main() -> int:
     """Start everything, then watch the children until Ctrl-C or one of them dies."""
     args = _parse_args()
-    api_key = DEFAULT_PROVIDERS_API_KEY
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -64,43 +58,28 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    logs = args.data_dir / "logs"
-    children: list[ManagedProcess] = []
-    try:
-        print("Starting Temporal dev server ...", flush=True)
-        children.append(start_temporal(args.data_dir, args.temporal_port, args.ui_port, logs))
-        print("Starting providers ...", flush=True)
-        children.append(
-            start_providers(args.data_dir / "providers.sqlite3", args.providers_port, api_key, logs)
-        )
-        for index in range(args.workers):
-            print(f"Starting worker {index + 1} ...", flush=True)
-            children.append(
-                start_worker(
-                    f"127.0.0.1:{args.temporal_port}",
-                    f"http://127.0.0.1:{args.providers_port}",
-                    api_key,
-                    logs / f"worker-{index + 1}.log",
-                    name=f"worker-{index + 1}",
-                )
-            )
-        print(_banner(args, api_key), flush=True)
+    stack = LocalStack(
+        args.data_dir,
+        DEFAULT_PROVIDERS_API_KEY,
+        temporal_port=args.temporal_port,
+        providers_port=args.providers_port,
+        ui_port=args.ui_port,
+        announce=lambda line: print(line, flush=True),
+    )
+    with stack:
+        try:
+            stack.start(workers=args.workers)
+        except StackError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(_banner(args, stack.api_key), flush=True)
         while not stopping:
-            dead = [child for child in children if not child.alive]
-            if dead:
+            if dead := stack.exited():
                 for child in dead:
                     print(f"{child.name} exited unexpectedly:\n{child.log_tail()}", file=sys.stderr)
                 return 1
             time.sleep(0.5)
-        return 0
-    except StackError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        # Workers first, so they finish their activities while Temporal and providers are up.
-        for child in reversed(children):
-            print(f"Stopping {child.name} ...", flush=True)
-            child.stop()
+    return 0
 
 
 if __name__ == "__main__":

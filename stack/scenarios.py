@@ -1,0 +1,351 @@
+"""Crash scenarios on real processes: kill, pause or break a part mid-flight, then judge.
+
+Each scenario runs on its own ``LocalStack`` (Temporal on a SQLite file, providers with their
+ledger, ``worker.py`` processes) and returns a ``ScenarioResult``: the checker's verdict, the
+effects added up, and how long each interrupted order took to recover. The crash tests assert
+on it; the benchmark runs it many times and prints the figures.
+
+Kills are timed deterministically by holding a step's request inside the provider
+(``hold_next`` with a ``key_suffix`` naming the step): once ``held()`` shows it, the worker is
+in the middle of that step, and it is killed there.
+"""
+
+import asyncio
+import signal
+import socket
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.client import Client
+
+from domain.status import OrderStatus, Step
+from stack.checker import Evidence, Tally, Violation, check, gather_evidence, tally
+from stack.drive import (
+    DECLINED_CARD,
+    finish_orders,
+    gather_limited,
+    lost_with,
+    recovery_seconds,
+    retried_attempts,
+    sample_order,
+    ship,
+    start_orders,
+    wait_for_count,
+    wait_until,
+)
+from stack.local import LocalStack
+from stack.sandbox import SERVICES, Effects, SandboxAdmin
+
+DEADLINE = 120.0
+"""Generous bound for any wait, only so that a broken run fails instead of hanging."""
+
+
+@dataclass
+class Run:
+    """A scenario's stack and clients, plus the kills it has made."""
+
+    name: str
+    stack: LocalStack
+    client: Client
+    admin: SandboxAdmin
+    order_ids: list[str] = field(default_factory=list)
+    killed: dict[str, float] = field(default_factory=dict)
+    """Temporal identity (``pid@host``) of each killed worker -> when it was killed."""
+    recoveries: dict[str, float] = field(default_factory=dict)
+    """Order id -> seconds from a worker's SIGKILL to the order's next step done."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Order id -> where it was interrupted, for reports."""
+
+    async def start(self, count: int, declined_every: int = 0) -> list[str]:
+        """Start ``count`` orders; every ``declined_every``-th one pays with a declined card."""
+        first = len(self.order_ids)
+        ids = [f"{self.name}-{first + i + 1:03d}" for i in range(count)]
+        declined = {ids[i] for i in range(count) if declined_every and i % declined_every == 0}
+        orders = [
+            sample_order(oid, DECLINED_CARD if oid in declined else "pm_card_visa") for oid in ids
+        ]
+        await start_orders(self.client, orders)
+        self.order_ids += ids
+        return ids
+
+    async def kill_worker(self, name: str = "worker-1", restart: bool = True) -> float:
+        """SIGKILL a worker (then start it again); returns when it was killed."""
+        identity = f"{self.stack.workers[name].popen.pid}@{socket.gethostname()}"
+        killed_at = await asyncio.to_thread(self.stack.kill_worker, name)
+        self.killed[identity] = killed_at
+        if restart:
+            await asyncio.to_thread(self.stack.start_worker, name)
+        return killed_at
+
+    async def time_recoveries(self, order_ids: list[str], killed_at: float) -> None:
+        """Record how long each order took to complete a step after the kill."""
+        for order_id in order_ids:
+            seconds = await recovery_seconds(self.client, order_id, killed_at)
+            if seconds is not None:
+                self.recoveries[order_id] = seconds
+
+    async def finish(self, within: float = DEADLINE) -> None:
+        """Ship every order as it becomes ready and wait until all have finished."""
+        await finish_orders(self.client, self.order_ids, within)
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """What a scenario left behind, judged."""
+
+    name: str
+    evidence: Evidence
+    violations: list[Violation]
+    tally: Tally
+    recoveries: dict[str, float]
+    labels: dict[str, str]
+    kills: int
+    """Workers SIGKILLed during the run."""
+    retries: int
+    """Activity attempts that failed and were tried again: the faults the run absorbed."""
+    seconds: float
+
+    @property
+    def recovery_median(self) -> float | None:
+        """The median recovery time over the interrupted orders, if any."""
+        return statistics.median(self.recoveries.values()) if self.recoveries else None
+
+    @property
+    def recovery_worst(self) -> float | None:
+        """The longest recovery time over the interrupted orders, if any."""
+        return max(self.recoveries.values()) if self.recoveries else None
+
+
+Scenario = Callable[[Run], Awaitable[None]]
+
+
+async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
+    """Bring up a fresh stack in ``data_dir``, run scenario ``name``, judge it, stop it all."""
+    scenario, workers = SCENARIOS[name]
+    began = time.monotonic()
+    with LocalStack(data_dir) as stack:
+        await asyncio.to_thread(stack.start, workers)
+        admin = stack.admin()
+        try:
+            run = Run(name, stack, await stack.connect(), admin)
+            await scenario(run)
+            admin.reset_faults()
+            evidence = await gather_evidence(run.client, admin, run.order_ids)
+            retries = await gather_limited(retried_attempts(run.client, o) for o in run.order_ids)
+        finally:
+            admin.close()
+            await asyncio.to_thread(stack.stop)
+    return ScenarioResult(
+        name=name,
+        evidence=evidence,
+        violations=check(evidence),
+        tally=tally(evidence),
+        recoveries=run.recoveries,
+        labels=run.labels,
+        kills=len(run.killed),
+        retries=sum(retries),
+        seconds=time.monotonic() - began,
+    )
+
+
+# -- 1 and 2: a worker killed at each step boundary, or mid-step after the effect happened --
+
+# Where an order was stopped, told by its effects so far (payments, mail, warehouse holds).
+_BOUNDARIES = {
+    (1, 0, 0, 0): "intent created, confirm held",
+    (1, 1, 0, 0): "charged, confirmation email held",
+    (1, 1, 1, 0): "emailed, picklist held",
+    (1, 1, 1, 1): "awaiting shipment",
+}
+
+
+def _boundary(effects: Effects) -> str:
+    progress = (effects.payment_intents, effects.charges, sum((effects.emails or {}).values()))
+    return _BOUNDARIES.get((*progress, effects.picklists), f"unexpected {effects}")
+
+
+async def _kill_at_boundaries(run: Run, commit_held: bool) -> None:
+    """Four orders, each stopped at another boundary; one SIGKILL interrupts them all.
+
+    One held request per service, targeted by key: the first order to confirm is held at the
+    gateway, the first of the others to send its confirmation at the mail service, the first
+    of the rest at the warehouse, and the last one reaches the wait for shipment.
+    """
+    run.admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CONFIRM}")
+    run.admin.set_faults("mail", hold_next=1, key_suffix=f":{Step.CONFIRMATION_EMAIL}")
+    run.admin.set_faults("warehouse", hold_next=1, key_suffix=f":{Step.PICKLIST}")
+    ids = await run.start(4)
+    for service in SERVICES:
+        await asyncio.to_thread(run.admin.wait_held, service, 1)
+    await wait_for_count(run.client, OrderStatus.AWAITING_SHIPMENT, 1, DEADLINE)
+    ledger = run.admin.all_effects()
+    run.labels = {oid: _boundary(ledger.get(oid, Effects())) for oid in ids}
+    killed_at = await run.kill_worker(restart=False)
+    # The dead worker's requests now commit (scenario 2) or fail uncommitted (scenario 1).
+    for service in SERVICES:
+        run.admin.release(service, fail=not commit_held)
+    waiting = [oid for oid, where in run.labels.items() if where == "awaiting shipment"]
+    await asyncio.gather(*(ship(run.client, oid) for oid in waiting))  # while no worker runs
+    await asyncio.to_thread(run.stack.start_worker, "worker-1")
+    await run.finish()
+    await run.time_recoveries(ids, killed_at)
+
+
+async def kill_at_step_boundaries(run: Run) -> None:
+    """Scenario 1: SIGKILL between steps; the held next step never reached the ledger."""
+    await _kill_at_boundaries(run, commit_held=False)
+
+
+async def kill_after_effect_committed(run: Run) -> None:
+    """Scenario 2: SIGKILL mid-step; the provider commits the step after the worker died."""
+    await _kill_at_boundaries(run, commit_held=True)
+
+
+# -- 3: the gateway commits, then the connection drops, again and again ---------------------
+
+
+async def gateway_drops_after_commit(run: Run) -> None:
+    """Scenario 3: each charge commits and its answer is lost, and so are the retries'.
+
+    The gateway drops its next 30 answers to a confirm, replayed answers included: with 10
+    orders each charge's outcome is unknown to the worker about three times in a row.
+    """
+    suffix = f":{Step.PAYMENT_CONFIRM}"
+    run.admin.set_faults("payments", drop_next=30, drop_replays=True, key_suffix=suffix)
+    await run.start(10)
+    await run.finish()
+
+
+# -- 4: a storm of 5xx and slow answers; a paused worker whose late call lands -------------
+
+
+async def provider_storm(run: Run) -> None:
+    """Scenario 4a: every provider fails 30% of calls and answers slowly, for a while.
+
+    First a second of latency on every answer, then answers slower than the workers' HTTP
+    timeout (the provider commits after the caller gave up, so the retry finds the key in
+    flight, then replays the stored answer). Two workers share the work.
+    """
+    run.admin.set_faults_everywhere(error_rate=0.3, latency_ms=1000)
+    await run.start(20, declined_every=5)
+    await asyncio.sleep(6)
+    run.admin.set_faults_everywhere(error_rate=0.3, latency_ms=4500)
+    await asyncio.sleep(6)
+    run.admin.reset_faults()
+    await run.finish()
+
+
+async def paused_worker_late_call(run: Run) -> None:
+    """Scenario 4b: SIGSTOP a worker mid-charge for longer than the activity timeout.
+
+    The charge is held at the gateway; the worker is paused; a second worker starts and takes
+    over the timed-out activity (its retries find the key in flight). Then the paused worker's
+    call commits, late; the second worker's retry gets that same charge back; SIGCONT lets the
+    first worker finish its stale attempt, which Temporal ignores.
+    """
+    run.admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CONFIRM}")
+    [order_id] = await run.start(1)
+    await asyncio.to_thread(run.admin.wait_held, "payments", 1)
+    paused = run.stack.workers["worker-1"]
+    paused.send(signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(run.stack.start_worker, "worker-2")
+        await wait_until(
+            lambda: _retried(run.client, order_id, attempt=2),
+            "the second worker retries the charge",
+            DEADLINE,
+        )
+        run.admin.release("payments")  # the paused worker's call commits now
+        await wait_for_count(run.client, OrderStatus.AWAITING_SHIPMENT, 1, DEADLINE)
+    finally:
+        paused.send(signal.SIGCONT)
+    await run.start(4)  # both workers, the resumed one included, take new orders
+    await run.finish()
+
+
+async def _retried(client: Client, order_id: str, attempt: int) -> bool:
+    """Whether the order's running activity is at ``attempt`` or later."""
+    description = await client.get_workflow_handle(order_id).describe()
+    pending = description.raw_description.pending_activities
+    return any(activity.attempt >= attempt for activity in pending)
+
+
+# -- 5 and 6: Temporal or the providers killed mid-flight and started on the same files ----
+
+
+async def _mid_flight(run: Run, orders: int) -> None:
+    """Start orders slowed down by provider latency; return once some await shipment."""
+    run.admin.set_faults_everywhere(latency_ms=300)
+    await run.start(orders)
+    await wait_for_count(run.client, OrderStatus.AWAITING_SHIPMENT, orders // 4, DEADLINE)
+
+
+async def kill_temporal(run: Run) -> None:
+    """Scenario 5: SIGKILL the Temporal server mid-flight, restart it on the same SQLite file."""
+    await _mid_flight(run, 20)
+    await asyncio.to_thread(run.stack.kill_temporal)
+    await asyncio.sleep(1)
+    await asyncio.to_thread(run.stack.start_temporal)
+    run.admin.reset_faults()
+    await run.finish()
+
+
+async def kill_providers(run: Run) -> None:
+    """Scenario 6: SIGKILL the providers mid-flight, restart them on the same ledger.
+
+    When they die, two confirmation emails are held inside the mail service (their keys
+    claimed, nothing committed) and two picklists were committed but their answers dropped.
+    """
+    run.admin.set_faults("mail", hold_next=2, key_suffix=f":{Step.CONFIRMATION_EMAIL}")
+    run.admin.set_faults("warehouse", drop_next=2)
+    await _mid_flight(run, 20)
+    await asyncio.to_thread(run.admin.wait_held, "mail", 2)
+    await asyncio.to_thread(run.stack.kill_providers)
+    await asyncio.sleep(2)  # the workers' calls fail meanwhile and are retried with backoff
+    await asyncio.to_thread(run.stack.start_providers)
+    await run.finish()
+
+
+# -- 7: load with faults and worker kills --------------------------------------------------
+
+
+async def load_with_faults(run: Run, orders: int = 200) -> None:
+    """Scenario 7: ``orders`` orders at once, 20% of provider calls faulted, two worker kills.
+
+    Half the faults are 503s, half commit and drop the answer; one order in ten is declined.
+    Orders are shipped as soon as they are ready, so they keep flowing through both kills:
+    worker-1 is killed once 20 orders have completed, worker-2 once half have. Each is started
+    again at once; the other worker carries on meanwhile.
+    """
+    run.admin.set_faults_everywhere(error_rate=0.1, drop_rate=0.1)
+    await run.start(orders, declined_every=10)
+    finishing = asyncio.create_task(run.finish(within=3 * DEADLINE))
+    try:
+        for worker, completed in (("worker-1", 20), ("worker-2", orders // 2)):
+            await wait_for_count(run.client, OrderStatus.COMPLETED, completed, DEADLINE, False)
+            await run.kill_worker(worker)
+        await finishing
+    finally:
+        finishing.cancel()
+    run.admin.reset_faults()
+    for order_id in run.order_ids:
+        killed_at = await lost_with(run.client, order_id, run.killed)
+        if killed_at is not None:
+            run.labels[order_id] = f"kill {sorted(run.killed.values()).index(killed_at) + 1}"
+            await run.time_recoveries([order_id], killed_at)
+
+
+SCENARIOS: dict[str, tuple[Scenario, int]] = {
+    "kill-at-step-boundaries": (kill_at_step_boundaries, 1),
+    "kill-after-effect-committed": (kill_after_effect_committed, 1),
+    "gateway-drops-after-commit": (gateway_drops_after_commit, 1),
+    "provider-storm": (provider_storm, 2),
+    "paused-worker-late-call": (paused_worker_late_call, 1),
+    "kill-temporal": (kill_temporal, 1),
+    "kill-providers": (kill_providers, 1),
+    "load-with-faults": (load_with_faults, 2),
+}
+"""Every scenario by name, with how many workers it starts with."""

@@ -1,0 +1,97 @@
+"""Exactly-once effects under crashes, restarts and network faults, on real processes.
+
+Each test brings up its own Temporal dev server (on a SQLite file), providers (on their own
+ledger) and ``worker.py`` processes in ``tmp_path`` on free ports, breaks something mid-flight
+(see ``stack/scenarios.py`` for how each break is timed), and ends with the checker: every
+completed order was charged once and got one confirmation, one picklist and one shipped email;
+no order was lost; a declined order was never charged. Everything is stopped afterwards, also
+when a test fails; the processes' logs stay in ``tmp_path/logs``.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from domain.status import OrderStatus
+from stack.scenarios import ScenarioResult, run_scenario
+
+pytestmark = pytest.mark.processes
+
+BOUNDARIES = {
+    "intent created, confirm held",
+    "charged, confirmation email held",
+    "emailed, picklist held",
+    "awaiting shipment",
+}
+
+
+def assert_exactly_once(result: ScenarioResult, completed: int, declined: int = 0) -> None:
+    """The checker passes, and the effects add up to exactly one of each per order."""
+    assert result.violations == [], "\n".join(map(str, result.violations))
+    expected = {OrderStatus.COMPLETED.value: completed}
+    if declined:
+        expected[OrderStatus.PAYMENT_DECLINED.value] = declined
+    assert result.tally.statuses == expected
+    counted = result.tally
+    assert (counted.lost, counted.refunds) == (0, 0)
+    assert counted.charges == counted.confirmation_emails == completed
+    assert counted.picklists == counted.shipped_emails == completed
+
+
+@pytest.mark.parametrize(
+    "scenario", ["kill-at-step-boundaries", "kill-after-effect-committed"], ids=["held", "commit"]
+)
+async def test_worker_killed_at_every_step_boundary(tmp_path: Path, scenario: str) -> None:
+    # held: the dead worker's request fails uncommitted, so the restarted worker acts once.
+    # commit: the provider commits it after the worker died; the retry gets it replayed.
+    result = await run_scenario(scenario, tmp_path)
+
+    assert_exactly_once(result, completed=4)
+    assert set(result.labels.values()) == BOUNDARIES
+    assert result.recoveries.keys() == result.labels.keys()  # each moved on after the kill
+
+
+async def test_gateway_commits_then_drops_the_answer_again_and_again(tmp_path: Path) -> None:
+    result = await run_scenario("gateway-drops-after-commit", tmp_path)
+
+    assert_exactly_once(result, completed=10)
+    assert result.retries == 30  # one retry per lost answer, and no charge for any of them
+
+
+async def test_storm_of_5xx_and_slow_answers_from_every_provider(tmp_path: Path) -> None:
+    result = await run_scenario("provider-storm", tmp_path)
+
+    assert_exactly_once(result, completed=16, declined=4)
+    assert result.retries > 0
+
+
+async def test_paused_worker_late_charge_is_absorbed_by_the_idempotency_key(
+    tmp_path: Path,
+) -> None:
+    result = await run_scenario("paused-worker-late-call", tmp_path)
+
+    assert_exactly_once(result, completed=5)
+    paused = result.evidence.outcomes["paused-worker-late-call-001"]
+    assert paused is not None and paused.transaction_id is not None
+    assert result.evidence.ledger["paused-worker-late-call-001"].charges == 1
+
+
+async def test_temporal_killed_mid_flight_resumes_every_order(tmp_path: Path) -> None:
+    result = await run_scenario("kill-temporal", tmp_path)
+
+    assert_exactly_once(result, completed=20)
+
+
+async def test_providers_killed_mid_flight_lose_and_double_nothing(tmp_path: Path) -> None:
+    result = await run_scenario("kill-providers", tmp_path)
+
+    assert_exactly_once(result, completed=20)
+    assert result.retries > 0
+
+
+async def test_200_orders_with_faults_and_two_worker_kills(tmp_path: Path) -> None:
+    result = await run_scenario("load-with-faults", tmp_path)
+
+    assert_exactly_once(result, completed=180, declined=20)
+    assert result.kills == 2
+    assert result.retries > 0
