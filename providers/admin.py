@@ -81,3 +81,9 @@ async def release_held(service: str, faults: FaultsDep, fail: bool = False) -> d
 async def get_held(faults: FaultsDep) -> dict[str, int]:
     """How many requests each service holds right now."""
     return faults.held_counts()
+
+
+@router.get("/held/keys")
+async def get_held_keys(faults: FaultsDep) -> dict[str, list[str]]:
+    """The idempotency keys of the requests each service holds right now."""
+    return faults.held_keys()

@@ -53,6 +53,7 @@ class FaultPlan:
 class _Held:
     """One held request: released to commit, or (``fail``) to answer 503 without committing."""
 
+    key: str
     released: asyncio.Event = field(default_factory=asyncio.Event)
     fail: bool = False
 
@@ -110,14 +111,14 @@ class Faults:
         config.drop_next = max(0, config.drop_next - 1)
         return drop
 
-    async def hold(self, service: str) -> None:
+    async def hold(self, service: str, key: str) -> None:
         """Wait until ``release`` is called for this service.
 
         Raises the 503 ``ApiError`` if released as a failure, so nothing is committed: the
         request then looks like one that failed before reaching the provider's ledger.
         """
         state = self._get(service)
-        held = _Held()
+        held = _Held(key)
         state.held.append(held)
         try:
             await held.released.wait()
@@ -140,6 +141,10 @@ class Faults:
     def held_counts(self) -> dict[str, int]:
         """Return how many requests each service is holding right now."""
         return {name: len(state.held) for name, state in self._services.items()}
+
+    def held_keys(self) -> dict[str, list[str]]:
+        """Return the idempotency keys of the requests each service is holding right now."""
+        return {name: [held.key for held in state.held] for name, state in self._services.items()}
 
     def reset(self) -> None:
         """Clear every fault and release every held request."""

@@ -82,7 +82,7 @@ class Idempotency:
                 message = f"Injected fault: {service} is unavailable; retry with the same key."
                 raise ApiError(503, "injected_fault", message, "api_error")
             if plan.hold:
-                await self.faults.hold(service)
+                await self.faults.hold(service, key)
             if plan.latency_s:
                 await asyncio.sleep(plan.latency_s)
             stored = self._commit(key, effect)

@@ -73,6 +73,11 @@ class SandboxAdmin:
         held: dict[str, int] = self._get("/admin/held", {})
         return held
 
+    def held_keys(self) -> dict[str, list[str]]:
+        """The idempotency keys (``<order id>:<step>``) of the requests each service holds."""
+        keys: dict[str, list[str]] = self._get("/admin/held/keys", {})
+        return keys
+
     def wait_held(self, service: str, count: int, timeout: float = 30.0) -> None:
         """Wait until ``service`` holds ``count`` requests."""
         deadline = time.monotonic() + timeout

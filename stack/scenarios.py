@@ -37,7 +37,7 @@ from stack.drive import (
     wait_until,
 )
 from stack.local import LocalStack
-from stack.sandbox import SERVICES, Effects, SandboxAdmin
+from stack.sandbox import SERVICES, SandboxAdmin
 
 DEADLINE = 120.0
 """Generous bound for any wait, only so that a broken run fails instead of hanging."""
@@ -153,18 +153,24 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
 
 # -- 1 and 2: a worker killed at each step boundary, or mid-step after the effect happened --
 
-# Where an order was stopped, told by its effects so far (payments, mail, warehouse holds).
-_BOUNDARIES = {
-    (1, 0, 0, 0): "intent created, confirm held",
-    (1, 1, 0, 0): "charged, confirmation email held",
-    (1, 1, 1, 0): "emailed, picklist held",
-    (1, 1, 1, 1): "awaiting shipment",
-}
+
+def hold_one_order_per_step(admin: SandboxAdmin) -> None:
+    """Hold the next charge, the next confirmation email and the next picklist."""
+    admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CONFIRM}")
+    admin.set_faults("mail", hold_next=1, key_suffix=f":{Step.CONFIRMATION_EMAIL}")
+    admin.set_faults("warehouse", hold_next=1, key_suffix=f":{Step.PICKLIST}")
 
 
-def _boundary(effects: Effects) -> str:
-    progress = (effects.payment_intents, effects.charges, sum((effects.emails or {}).values()))
-    return _BOUNDARIES.get((*progress, effects.picklists), f"unexpected {effects}")
+async def wait_held_at_each_step(admin: SandboxAdmin) -> None:
+    """Wait until every service holds its request (see ``hold_one_order_per_step``)."""
+    for service in SERVICES:
+        await asyncio.to_thread(admin.wait_held, service, 1)
+
+
+def held_steps(admin: SandboxAdmin) -> dict[str, str]:
+    """Order id -> the step whose request a provider holds now, e.g. ``picklist held``."""
+    keys = (key for service_keys in admin.held_keys().values() for key in service_keys)
+    return {order_id: f"{step} held" for order_id, step in (k.rsplit(":", 1) for k in keys)}
 
 
 async def _kill_at_boundaries(run: Run, commit_held: bool) -> None:
@@ -174,15 +180,11 @@ async def _kill_at_boundaries(run: Run, commit_held: bool) -> None:
     gateway, the first of the others to send its confirmation at the mail service, the first
     of the rest at the warehouse, and the last one reaches the wait for shipment.
     """
-    run.admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CONFIRM}")
-    run.admin.set_faults("mail", hold_next=1, key_suffix=f":{Step.CONFIRMATION_EMAIL}")
-    run.admin.set_faults("warehouse", hold_next=1, key_suffix=f":{Step.PICKLIST}")
+    hold_one_order_per_step(run.admin)
     ids = await run.start(4)
-    for service in SERVICES:
-        await asyncio.to_thread(run.admin.wait_held, service, 1)
+    await wait_held_at_each_step(run.admin)
     await wait_for_count(run.client, OrderStatus.AWAITING_SHIPMENT, 1, DEADLINE)
-    ledger = run.admin.all_effects()
-    run.labels = {oid: _boundary(ledger.get(oid, Effects())) for oid in ids}
+    run.labels = {order_id: "awaiting shipment" for order_id in ids} | held_steps(run.admin)
     killed_at = await run.kill_worker(restart=False)
     # The dead worker's requests now commit (scenario 2) or fail uncommitted (scenario 1).
     for service in SERVICES:

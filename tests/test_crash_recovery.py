@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from domain.status import OrderStatus
+from domain.status import OrderStatus, Step
 from stack.scenarios import ScenarioResult, run_scenario
 
 pytestmark = pytest.mark.processes
 
 BOUNDARIES = {
-    "intent created, confirm held",
-    "charged, confirmation email held",
-    "emailed, picklist held",
+    f"{Step.PAYMENT_CONFIRM} held",  # the intent was created
+    f"{Step.CONFIRMATION_EMAIL} held",  # the card was charged
+    f"{Step.PICKLIST} held",  # the confirmation was sent
     "awaiting shipment",
 }
 

@@ -354,6 +354,11 @@ def test_release_as_failure_commits_nothing(http: httpx.Client, order_id: str) -
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(post, http, "/mail/messages", message(order_id), key)
         wait_held(http, "mail", 1)
+        assert http.get("/admin/held/keys").json() == {
+            "payments": [],
+            "mail": [key],
+            "warehouse": [],
+        }
         assert http.post("/admin/faults/mail/release?fail=true").json() == {"released": 1}
         failed = held.result(timeout=10)
     assert failed.status_code == 503

@@ -1,0 +1,1 @@
+"""Benchmarks: measured figures about the running system, not part of the test suite."""
