@@ -40,6 +40,7 @@ COLUMNS = (
     ("refunds", 7),
     ("retries", 7),
     ("violations", 10),
+    ("run s", 5),
 )
 
 
@@ -78,6 +79,7 @@ def summarize(name: str, results: Sequence[ScenarioResult]) -> str:
             sum(t.refunds for t in tallies),
             sum(result.retries for result in results),
             sum(len(result.violations) for result in results),
+            f"{statistics.mean(result.seconds for result in results):.0f}",
         )
     )
 

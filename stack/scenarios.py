@@ -13,7 +13,6 @@ in the middle of that step, and it is killed there.
 import asyncio
 import signal
 import socket
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -108,16 +107,7 @@ class ScenarioResult:
     retries: int
     """Activity attempts that failed and were tried again: the faults the run absorbed."""
     seconds: float
-
-    @property
-    def recovery_median(self) -> float | None:
-        """The median recovery time over the interrupted orders, if any."""
-        return statistics.median(self.recoveries.values()) if self.recoveries else None
-
-    @property
-    def recovery_worst(self) -> float | None:
-        """The longest recovery time over the interrupted orders, if any."""
-        return max(self.recoveries.values()) if self.recoveries else None
+    """Wall-clock time of the whole run, stack start and stop included."""
 
 
 Scenario = Callable[[Run], Awaitable[None]]

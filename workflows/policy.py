@@ -6,7 +6,10 @@ Retries always resend the same idempotency key, so a retry can never act twice.
 
 Measured on the crash scenarios (``python -m bench.recovery``): a SIGKILLed worker's order
 moves on about 7.5 s later when an activity was in flight (5 s start-to-close, 0.5 s backoff,
-2 s sticky timeout) and about 2 s later when it was waiting for a signal.
+2 s sticky timeout) and about 2 s later when it was waiting for a signal. The 5 s is the
+largest share; it cannot go below the HTTP timeout. A heartbeat timeout of about 2 s, with the
+activity heartbeating while it waits on the provider, would notice a dead worker sooner for
+calls of any length.
 """
 
 from datetime import timedelta
@@ -27,8 +30,9 @@ STICKY_QUEUE_TIMEOUT = timedelta(seconds=2)
 
 A SIGKILLed worker never says goodbye, so Temporal keeps routing its orders' next workflow
 tasks to its sticky queue until this runs out; then any worker takes them, replaying the
-history. The SDK default of 10 s made every interrupted order wait 10 s longer (measured:
-15.7 s -> 7.4 s with an activity in flight, 10.1 s -> 2.1 s waiting for a signal). A live but
-busy worker seldom keeps a task waiting 2 s; when it does, the cost is one history replay on
-another worker, never a wrong result.
+history. The SDK default of 10 s made every interrupted order wait 10 s longer. Measured:
+15.9 s -> 7.4 s with an activity in flight, 10.1 s -> 2.1 s waiting for a signal, and a median
+of 10.4 s -> 3.0 s under the 200-order load with two kills. A live but busy worker seldom
+keeps a task waiting 2 s; when it does, the cost is one history replay on another worker,
+never a wrong result.
 """
