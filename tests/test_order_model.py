@@ -51,6 +51,13 @@ def test_malformed_email_and_card_number_anywhere_are_refused() -> None:
     assert "raw card number" in errors["customer.name"]
 
 
+def test_identifiers_may_hold_long_digit_runs() -> None:
+    ean = "4006381333924"  # a valid EAN-13 barcode that also passes the Luhn check
+    assert looks_like_card_number(ean)
+    order = make_order(items=[{"sku": ean, "quantity": 1, "unit_price": 100}])
+    assert order.items[0].sku == ean
+
+
 def test_every_error_is_reported_at_once() -> None:
     errors = _errors(items=[], currency="ABC", payment_method="4111111111111111")
     assert set(errors) == {"items", "currency", "payment_method"}

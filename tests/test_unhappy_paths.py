@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -116,7 +117,7 @@ async def test_cancel_during_payment_charges_nothing(
 async def test_out_of_stock_refunds_and_apologises_once(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    sku = f"SKU-RARE-{time.monotonic_ns()}"
+    sku = f"SKU-RARE-{uuid.uuid4().hex}"
     sandbox.set_stock(sku, 0)
     order = make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 5000}])
     await start_order(client, order, task_queue)
@@ -132,7 +133,7 @@ async def test_out_of_stock_refunds_and_apologises_once(
 async def test_two_orders_racing_for_the_last_unit_exactly_one_gets_it(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    sku = f"SKU-LAST-{time.monotonic_ns()}"
+    sku = f"SKU-LAST-{uuid.uuid4().hex}"
     sandbox.set_stock(sku, 1)
     orders = [make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 900}]) for _ in "ab"]
     await asyncio.gather(*(start_order(client, order, task_queue) for order in orders))
