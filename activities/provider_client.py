@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from activities.errors import error_for_response, error_for_transport
+from activities.heartbeat import heartbeating
 from config.settings import ProviderSettings
 
 
@@ -41,7 +42,7 @@ class ProviderClient:
 
     async def _send(self, request: httpx.Request) -> dict[str, Any]:
         try:
-            response = await self._http.send(request)
+            response = await heartbeating(self._http.send(request))
         except httpx.TransportError as err:
             raise error_for_transport(self.service, err) from err
         if response.is_error:

@@ -48,7 +48,11 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
     from domain.status import OperatorAction, OrderStatus, Step, StepState, idempotency_key
-    from workflows.policy import PROVIDER_CALL_TIMEOUT, PROVIDER_RETRY
+    from workflows.policy import (
+        PROVIDER_CALL_TIMEOUT,
+        PROVIDER_HEARTBEAT_TIMEOUT,
+        PROVIDER_RETRY,
+    )
 
 T = TypeVar("T")
 
@@ -408,6 +412,7 @@ class OrderWorkflow:
                 activity,
                 request,
                 start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
+                heartbeat_timeout=PROVIDER_HEARTBEAT_TIMEOUT,
                 schedule_to_close_timeout=schedule_to_close,
                 retry_policy=PROVIDER_RETRY,
                 summary=summary,

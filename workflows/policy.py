@@ -5,11 +5,9 @@ client gives up at 4 s) so an activity lost with a dead worker is retried within
 Retries always resend the same idempotency key, so a retry can never act twice.
 
 Measured on the crash scenarios (``python -m bench.recovery``): a SIGKILLed worker's order
-moves on about 7.5 s later when an activity was in flight (5 s start-to-close, 0.5 s backoff,
-2 s sticky timeout) and about 2 s later when it was waiting for a signal. The 5 s is the
-largest share; it cannot go below the HTTP timeout. A heartbeat timeout of about 2 s, with the
-activity heartbeating while it waits on the provider, would notice a dead worker sooner for
-calls of any length.
+moves on about 4.9 s later when an activity was in flight (2 s heartbeat timeout, 0.5 s backoff,
+2 s sticky timeout) and about 2 s later when it was waiting for a signal. Without heartbeats it
+was 7.5 s: start-to-close cannot go below the HTTP timeout, but the heartbeat timeout can.
 """
 
 from datetime import timedelta
@@ -17,6 +15,10 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
+
+PROVIDER_HEARTBEAT_TIMEOUT = timedelta(seconds=2)
+"""A call that runs longer heartbeats (``activities.heartbeat``); when the beats stop because
+the worker died, the activity is retried after this, not after the whole start-to-close."""
 
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
