@@ -11,6 +11,7 @@ in the middle of that step, and it is killed there.
 """
 
 import asyncio
+import contextlib
 import signal
 import socket
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from client.orders import OrderRefused, cancel_order
 from domain.status import OrderStatus, Step
 from stack.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from stack.drive import (
@@ -321,20 +323,24 @@ async def kill_providers(run: Run) -> None:
 async def load_with_faults(run: Run, orders: int = 200) -> None:
     """Scenario 7: ``orders`` orders at once, 20% of provider calls faulted, two worker kills.
 
-    Half the faults are 503s, half commit and drop the answer; one order in ten is declined.
+    Half the faults are 503s, half commit and drop the answer; one order in ten is declined and
+    one in twenty is cancelled by the customer while the kills and faults go on, so refunds and
+    picklist cancellations face the same crashes as charges.
     Orders are shipped as soon as they are ready, so they keep flowing through both kills:
     worker-1 is killed once 20 orders have completed, worker-2 once half have. Each is started
     again at once; the other worker carries on meanwhile.
     """
     run.admin.set_faults_everywhere(error_rate=0.1, drop_rate=0.1)
     await run.start(orders, declined_every=10)
+    cancelling = asyncio.create_task(cancel_orders(run.client, run.order_ids[5::20]))
     finishing = asyncio.create_task(run.finish(within=3 * DEADLINE))
     try:
         for worker, completed in (("worker-1", 20), ("worker-2", orders // 2)):
             await wait_for_count(run.client, OrderStatus.COMPLETED, completed, DEADLINE, False)
             await run.kill_worker(worker)
-        await finishing
+        await asyncio.gather(cancelling, finishing)
     finally:
+        cancelling.cancel()
         finishing.cancel()
     run.admin.reset_faults()
     for order_id in run.order_ids:
@@ -342,6 +348,17 @@ async def load_with_faults(run: Run, orders: int = 200) -> None:
         if killed_at is not None:
             run.labels[order_id] = f"kill {sorted(run.killed.values()).index(killed_at) + 1}"
             await run.time_recoveries([order_id], killed_at)
+
+
+async def cancel_orders(client: Client, order_ids: list[str]) -> None:
+    """Cancel orders as customers do, a moment after placing them; refusals (shipped) are fine."""
+    await asyncio.sleep(0.5)
+
+    async def cancel(order_id: str) -> None:
+        with contextlib.suppress(OrderRefused):
+            await cancel_order(client, order_id, "customer changed their mind")
+
+    await asyncio.gather(*(cancel(order_id) for order_id in order_ids))
 
 
 SCENARIOS: dict[str, tuple[Scenario, int]] = {

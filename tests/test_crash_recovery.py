@@ -25,17 +25,26 @@ BOUNDARIES = {
 }
 
 
-def assert_exactly_once(result: ScenarioResult, completed: int, declined: int = 0) -> None:
-    """The checker passes, and the effects add up to exactly one of each per order."""
+def assert_exactly_once(
+    result: ScenarioResult, completed: int, declined: int = 0, cancelled: int = 0
+) -> None:
+    """The checker passes, and the effects add up to exactly one of each per order.
+
+    The checker judges each order on its own; these totals check the run as a whole.
+    """
     assert result.violations == [], "\n".join(map(str, result.violations))
     expected = {OrderStatus.COMPLETED.value: completed}
     if declined:
         expected[OrderStatus.PAYMENT_DECLINED.value] = declined
+    if cancelled:
+        expected[OrderStatus.CANCELLED.value] = cancelled
     assert result.tally.statuses == expected
     counted = result.tally
-    assert (counted.lost, counted.refunds) == (0, 0)
-    assert counted.charges == counted.confirmation_emails == completed
-    assert counted.picklists == counted.shipped_emails == completed
+    assert counted.lost == 0
+    assert counted.charges - counted.refunds == counted.shipped_emails == completed
+    assert counted.refunds <= cancelled  # only a cancelled order that was charged is refunded
+    if not cancelled:
+        assert counted.charges == counted.confirmation_emails == counted.picklists == completed
 
 
 @pytest.mark.parametrize(
@@ -89,9 +98,9 @@ async def test_providers_killed_mid_flight_lose_and_double_nothing(tmp_path: Pat
     assert result.retries > 0
 
 
-async def test_200_orders_with_faults_and_two_worker_kills(tmp_path: Path) -> None:
+async def test_200_orders_with_faults_cancels_and_two_worker_kills(tmp_path: Path) -> None:
     result = await run_scenario("load-with-faults", tmp_path)
 
-    assert_exactly_once(result, completed=180, declined=20)
+    assert_exactly_once(result, completed=170, declined=20, cancelled=10)
     assert result.kills == 2
     assert result.retries > 0
