@@ -29,6 +29,9 @@ class FaultConfig(BaseModel):
     fail_next: int = Field(0, ge=0, description="The next N requests are answered 503.")
     drop_next: int = Field(0, ge=0, description="The next N requests are committed, then dropped.")
     hold_next: int = Field(0, ge=0, description="The next N requests wait for a release.")
+    reject_next: int = Field(
+        0, ge=0, description="The next N requests are refused as invalid (422, not stored)."
+    )
     drop_replays: bool = Field(
         False, description="Drops also hit answers replayed for a key, so a retry can lose its too."
     )
@@ -47,6 +50,7 @@ class FaultPlan:
     hold: bool
     latency_s: float
     drop: bool
+    reject: bool = False
 
 
 @dataclass
@@ -96,6 +100,9 @@ class Faults:
         if config.fail_next or random.random() < config.error_rate:
             config.fail_next = max(0, config.fail_next - 1)
             return FaultPlan(fail=True, hold=False, latency_s=0.0, drop=False)
+        if config.reject_next:
+            config.reject_next -= 1
+            return FaultPlan(fail=False, hold=False, latency_s=0.0, drop=False, reject=True)
         hold = config.hold_next > 0
         config.hold_next = max(0, config.hold_next - 1)
         drop = config.drop_next > 0 or random.random() < config.drop_rate

@@ -81,6 +81,11 @@ class Idempotency:
             if plan.fail:
                 message = f"Injected fault: {service} is unavailable; retry with the same key."
                 raise ApiError(503, "injected_fault", message, "api_error")
+            if plan.reject:
+                # Like a validation error: refused before any effect and not stored, so the same
+                # key goes through once whatever was wrong has been fixed.
+                message = f"Injected rejection: {service} refused this request as invalid."
+                raise ApiError(422, "injected_rejection", message)
             if plan.hold:
                 await self.faults.hold(service, key)
             if plan.latency_s:

@@ -314,12 +314,18 @@ def test_two_orders_race_for_the_last_unit(http: httpx.Client, order_id: str) ->
     assert http.get("/warehouse/stock").json()["data"].count({"sku": sku, "on_hand": 0}) == 1
 
 
-def test_fail_next_then_same_key_succeeds_once(http: httpx.Client, order_id: str) -> None:
-    http.put("/admin/faults/mail", json={"fail_next": 1})
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [("fail_next", 503, "injected_fault"), ("reject_next", 422, "injected_rejection")],
+)
+def test_injected_failure_is_not_stored_and_the_same_key_succeeds_once(
+    http: httpx.Client, order_id: str, fault: str, status: int, code: str
+) -> None:
+    http.put("/admin/faults/mail", json={fault: 1})
     key = f"{order_id}-mail"
     failed = post(http, "/mail/messages", message(order_id), key=key)
-    assert failed.status_code == 503
-    assert failed.json()["error"]["code"] == "injected_fault"
+    assert failed.status_code == status
+    assert failed.json()["error"]["code"] == code
     assert count(http, "/mail/messages", order_id=order_id) == 0
     retried = post(http, "/mail/messages", message(order_id), key=key)
     assert retried.status_code == 200
