@@ -80,7 +80,11 @@ class OperatorAction(StrEnum):
     """What an operator can do with an order that needs attention."""
 
     RETRY_PAYMENT = "retry-payment"
+    """Charge again (same idempotency keys) after the gateway failed past its retry budget."""
+    RETRY = "retry"
+    """Run the step that a provider refused again, once its cause is fixed (any step)."""
     CANCEL = "cancel"
+    """Cancel the order: refund what was charged, take back the picklist, tell the customer."""
 
 
 def idempotency_key(order_id: str, step: Step) -> str:

@@ -208,3 +208,43 @@ async def test_resolve_is_refused_unless_the_order_needs_attention(
     await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
     with pytest.raises(OrderRefused, match="not needs-attention; there is nothing to resolve"):
         await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+
+
+async def test_a_refused_picklist_waits_for_an_operator_instead_of_failing_the_order(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    sandbox.set_faults("warehouse", reject_next=1)
+    order = make_order()
+    await start_order(client, order, task_queue)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_reason and view.attention_reason.startswith("picklist refused:")
+    assert "injected_rejection" in view.attention_reason
+    with pytest.raises(OrderRefused, match="its picklist step failed: use --action retry"):
+        await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+
+    await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY))
+    view = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    assert view.attention_reason is None
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.picklists, effects.refunds) == (1, 1, 0)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
+
+
+async def test_a_refused_email_while_cancelling_can_only_be_retried(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    sandbox.set_faults("mail", reject_next=1)
+    cancelling = asyncio.create_task(cancel_order(client, order.id, "wrong colour"))
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_reason and view.attention_reason.startswith("cancellation-email refused")
+    with pytest.raises(OrderRefused, match="is already being cancelled"):
+        await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.CANCEL))
+
+    await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY))
+    assert (await cancelling).status == OrderStatus.CANCELLED
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds, effects.cancelled_picklists) == (1, 1, 1)
+    assert effects.emails_of(EmailTemplate.ORDER_CANCELLED) == 1

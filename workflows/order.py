@@ -65,6 +65,8 @@ SHIPMENT_DEADLINES_PATCH = "shipment-deadlines"
 """Orders started before shipment deadlines existed keep waiting without timers (see README)."""
 
 _NOT_CANCELLABLE = {OrderStatus.SHIPPED, OrderStatus.CANCELLING}
+_OUTCOMES = {PAYMENT_DECLINED, OUT_OF_STOCK}
+"""Provider refusals that are business outcomes of the order, not faults to escalate."""
 
 
 class _Stop(Exception):
@@ -86,6 +88,8 @@ class OrderWorkflow:
         self._shipment: Shipment | None = None
         self._cancel_reason: str | None = None
         self._operator_action: OperatorAction | None = None
+        self._attention_step: Step | None = None
+        self._winding_down = False
         self._intent: PaymentIntent | None = None
         self._charge_outcome_unknown = False
         self._view = OrderView(
@@ -138,6 +142,10 @@ class OrderWorkflow:
         status = self._view.status
         if self._cancel_reason is not None:
             raise ApplicationError(f"order {self._order.id} is already being cancelled")
+        if self._winding_down and not status.is_final:
+            raise ApplicationError(
+                f"order {self._order.id} is already being wound down; retry its failed step"
+            )
         if self._shipment is not None or status in _NOT_CANCELLABLE:
             raise ApplicationError(f"order {self._order.id} has shipped; it can't be cancelled")
         if status.is_final:
@@ -159,12 +167,20 @@ class OrderWorkflow:
                 f"order {self._order.id} is {self._view.status.value}, not needs-attention; "
                 "there is nothing to resolve"
             )
-        if request.action == OperatorAction.RETRY_PAYMENT and self._view.transaction_id:
+        if request.action == OperatorAction.CANCEL:
+            self._refuse_cancel_if_too_late()
+        elif self._attention_step is None:
             raise ApplicationError(
                 f"order {self._order.id} is paid and waits for shipment; ship it or cancel it"
             )
-        if request.action == OperatorAction.CANCEL:
-            self._refuse_cancel_if_too_late()
+        elif request.action == OperatorAction.RETRY_PAYMENT and self._attention_step not in (
+            Step.PAYMENT_INTENT,
+            Step.PAYMENT_CONFIRM,
+        ):
+            raise ApplicationError(
+                f"order {self._order.id} is paid; its {self._attention_step.value} step failed: "
+                "use --action retry"
+            )
 
     async def _cancel_and_wait(self, reason: str) -> OrderView:
         self._cancel_reason = reason
@@ -198,9 +214,9 @@ class OrderWorkflow:
                         OrderStatus.PAYMENT_DECLINED, f"payment declined: {code}", code
                     ) from err
                 self._charge_outcome_unknown = self._intent is not None
+                step = Step.PAYMENT_INTENT if self._intent is None else Step.PAYMENT_CONFIRM
                 budget = _human(self._options.payment_retry_budget)
-                await self._ask_operator(f"payment failing for over {budget}: {cause or err}")
-                self._set_status(OrderStatus.RECEIVED)
+                await self._ask_operator(step, f"payment failing for over {budget}: {cause or err}")
 
     async def _charge(self) -> Charge:
         order = self._order
@@ -313,24 +329,33 @@ class OrderWorkflow:
         self._set_status(OrderStatus.NEEDS_ATTENTION)
         await workflow.wait_condition(self._shipped_or_cancelled)
 
-    async def _ask_operator(self, reason: str) -> None:
-        """Park the order until an operator retries it (returns) or cancels it (raises)."""
-        self._view.attention_reason = reason
+    async def _ask_operator(self, step: Step, reason: str) -> None:
+        """Park the order until an operator retries ``step`` (returns) or cancels it (raises).
+
+        While the order is being wound down it can only be retried: it is cancelling already.
+        """
+        previous = self._view.status
+        self._view.attention_reason, self._attention_step = reason, step
         self._operator_action = None
         self._set_status(OrderStatus.NEEDS_ATTENTION)
 
+        def decided() -> bool:
+            cancelled = self._cancel_reason is not None and not self._winding_down
+            return self._operator_action is not None or cancelled
+
         async def decision() -> str:
-            await workflow.wait_condition(
-                lambda: self._operator_action is not None or self._cancel_reason is not None
-            )
-            self._stop_if_cancelled()
+            await workflow.wait_condition(decided)
+            if self._operator_action is None:
+                self._stop_if_cancelled()
             return str(self._operator_action)
 
         await self._step(Step.OPERATOR, decision, lambda action: f"operator chose {action}")
-        self._view.attention_reason = None
+        self._view.attention_reason, self._attention_step = None, None
+        self._set_status(previous)
 
     async def _wind_down(self, stop: _Stop) -> None:
         """Undo what the order did, in reverse, and tell the customer once."""
+        self._winding_down = True
         if stop.status == OrderStatus.CANCELLED:
             self._set_status(OrderStatus.CANCELLING)
         refunded = await self._refund_if_charged(stop.reason)
@@ -405,20 +430,34 @@ class OrderWorkflow:
         describe: Callable[[T], str],
         schedule_to_close: timedelta | None = None,
     ) -> T:
-        """Run one provider call as a step, with the shared timeouts and retry policy."""
-        return await self._step(
-            step,
-            lambda: workflow.execute_activity_method(
-                activity,
-                request,
-                start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
-                heartbeat_timeout=PROVIDER_HEARTBEAT_TIMEOUT,
-                schedule_to_close_timeout=schedule_to_close,
-                retry_policy=PROVIDER_RETRY,
-                summary=summary,
-            ),
-            describe,
-        )
+        """Run one provider call as a step, with the shared timeouts and retry policy.
+
+        Transient faults are retried with backoff. A refusal that is not a business outcome
+        (a bug or a provider's stricter rule, seen only after retries cannot help) parks the
+        order for an operator instead of failing it, unless ``schedule_to_close`` is set: the
+        payment steps have their own budget and escalation.
+        """
+        while True:
+            try:
+                return await self._step(
+                    step,
+                    lambda: workflow.execute_activity_method(
+                        activity,
+                        request,
+                        start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
+                        heartbeat_timeout=PROVIDER_HEARTBEAT_TIMEOUT,
+                        schedule_to_close_timeout=schedule_to_close,
+                        retry_policy=PROVIDER_RETRY,
+                        summary=summary,
+                    ),
+                    describe,
+                )
+            except ActivityError as err:
+                cause = err.cause
+                business = isinstance(cause, ApplicationError) and cause.type in _OUTCOMES
+                if business or schedule_to_close is not None:
+                    raise
+                await self._ask_operator(step, f"{step.value} refused: {cause or err}")
 
     async def _step(
         self, step: Step, call: Callable[[], Awaitable[T]], describe: Callable[[T], str]
