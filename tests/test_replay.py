@@ -44,19 +44,33 @@ async def test_recorded_history_replays_without_nondeterminism(path: Path) -> No
     assert result.replay_failure is None
 
 
+RECORDED = {
+    "v1": ("completed", "payment-declined", "retried-faults"),
+    "v2": ("completed", "payment-declined", "cancelled", "out-of-stock", "operator-retry"),
+    "v3": (
+        "completed",
+        "payment-declined",
+        "cancelled",
+        "out-of-stock",
+        "operator-retry",
+        "refused-step-retry",
+    ),
+}
+"""Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
+refused steps parked for an operator. The last is the current one, which recording writes."""
+CURRENT = list(RECORDED)[-1]
+
+
 def test_histories_are_committed() -> None:
     names = {path.stem for path in recorded_histories()}
-    assert {"v1-completed", "v1-payment-declined", "v1-retried-faults"} <= names
-    assert {f"v2-{scenario}" for scenario in V2_SCENARIOS} <= names
-
-
-V2_SCENARIOS = ("completed", "payment-declined", "cancelled", "out-of-stock", "operator-retry")
+    for version, scenarios in RECORDED.items():
+        assert {f"{version}-{scenario}" for scenario in scenarios} <= names
 
 
 @pytest.mark.skipif(not os.environ.get("RECORD_HISTORIES"), reason="set RECORD_HISTORIES=1")
 async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queue: str) -> None:
-    """Record this version's histories (v2-*) from real runs; v1-* came from the first version."""
-    orders = {scenario: make_order() for scenario in V2_SCENARIOS}
+    """Record the current version's histories from real runs; older ones stay as they were."""
+    orders = {scenario: make_order() for scenario in RECORDED[CURRENT]}
     orders["payment-declined"] = make_order(payment_method="pm_card_declined")
     sku = f"SKU-GONE-{orders['out-of-stock'].id}"
     sandbox.set_stock(sku, 0)
@@ -80,12 +94,19 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     await resolve_order(client, retried, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
     await wait_for_status(client, retried, OrderStatus.AWAITING_SHIPMENT)
 
+    sandbox.set_faults("warehouse", reject_next=1)
+    refused = orders["refused-step-retry"].id
+    await start_order(client, orders["refused-step-retry"], task_queue)
+    await wait_for_status(client, refused, OrderStatus.NEEDS_ATTENTION)
+    await resolve_order(client, refused, ResolveRequest(action=OperatorAction.RETRY))
+    await wait_for_status(client, refused, OrderStatus.AWAITING_SHIPMENT)
+
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
-        if scenario != "operator-retry":
+        if scenario not in ("operator-retry", "refused-step-retry"):
             await handle.result()
         history = await handle.fetch_history()
-        (HISTORIES / f"v2-{scenario}.json").write_text(history.to_json())
+        (HISTORIES / f"{CURRENT}-{scenario}.json").write_text(history.to_json())
 
 
 @workflow.defn(name="OrderWorkflow")
