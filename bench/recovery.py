@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from domain.status import OrderStatus
 from stack.exit import exit_now
 from stack.scenarios import SCENARIOS, ScenarioResult, run_scenario
 
@@ -33,6 +34,7 @@ COLUMNS = (
     ("orders", 6),
     ("completed", 9),
     ("declined", 8),
+    ("cancelled", 9),
     ("charges", 7),
     ("conf.", 5),
     ("picklists", 9),
@@ -70,8 +72,14 @@ def summarize(name: str, results: Sequence[ScenarioResult]) -> str:
             _seconds(recoveries, "median"),
             _seconds(recoveries, "worst"),
             sum(t.orders for t in tallies),
-            sum(t.statuses.get("completed", 0) for t in tallies),
-            sum(t.statuses.get("payment-declined", 0) for t in tallies),
+            *(
+                sum(t.statuses.get(status.value, 0) for t in tallies)
+                for status in (
+                    OrderStatus.COMPLETED,
+                    OrderStatus.PAYMENT_DECLINED,
+                    OrderStatus.CANCELLED,
+                )
+            ),
             sum(t.charges for t in tallies),
             sum(t.confirmation_emails for t in tallies),
             sum(t.picklists for t in tallies),
