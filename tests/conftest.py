@@ -3,7 +3,6 @@
 Everything runs on loopback from binaries installed by pip: nothing is downloaded.
 """
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -11,13 +10,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.provider_client import open_provider_clients
-from config.settings import ProviderSettings
 from domain import search_attributes
 from stack.exit import exit_now
 from stack.processes import find_binary, free_port, start_providers
 from stack.sandbox import SandboxAdmin
-from worker import build_worker
+from tests.support import running_worker
 
 API_KEY = "sk_test_suite"
 
@@ -66,12 +63,7 @@ def _no_faults_left(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture(scope="session")
 async def task_queue(client: Client, sandbox: SandboxAdmin) -> AsyncIterator[str]:
     """A worker running in this process on its own task queue, for the whole session."""
-    queue = f"orders-test-{uuid.uuid4().hex[:8]}"
-    settings = ProviderSettings(base_url=sandbox.base_url, api_key=API_KEY)
-    async with (
-        open_provider_clients(settings) as providers,
-        build_worker(client, providers, task_queue=queue),
-    ):
+    async with running_worker(client, sandbox) as queue:
         yield queue
 
 

@@ -1,15 +1,21 @@
-"""Helpers shared by the tests: sample orders and waiting on an order's status."""
+"""Helpers shared by the tests: sample orders, waiting on an order's status, a worker."""
 
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio.client import Client
 
-from client.orders import order_status
+from activities.provider_client import open_provider_clients
+from client.orders import order_status, start_order
+from config.settings import ProviderSettings
 from domain.models import Order, OrderView
 from domain.status import OrderStatus
+from stack.sandbox import SandboxAdmin
+from worker import build_worker
 
 
 def make_order(**overrides: Any) -> Order:
@@ -47,3 +53,23 @@ async def wait_for_status(
             return view
         await asyncio.sleep(0.1)
     raise AssertionError(f"{order_id} did not reach {status.value}; last view: {view}")
+
+
+async def order_awaiting_shipment(client: Client, task_queue: str, **overrides: Any) -> Order:
+    """Place a valid order and wait until it is paid, confirmed, picked and waiting to ship."""
+    order = make_order(**overrides)
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    return order
+
+
+@asynccontextmanager
+async def running_worker(client: Client, sandbox: SandboxAdmin) -> AsyncIterator[str]:
+    """A worker in this process on a task queue of its own, calling the sandbox providers."""
+    queue = f"orders-test-{uuid.uuid4().hex[:8]}"
+    settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
+    async with (
+        open_provider_clients(settings) as providers,
+        build_worker(client, providers, task_queue=queue),
+    ):
+        yield queue

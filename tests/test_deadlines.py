@@ -4,7 +4,6 @@
 downloaded. The providers are the same real HTTP process as in the other tests.
 """
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -13,16 +12,13 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.provider_client import open_provider_clients
 from client.orders import order_status, resolve_order, ship_order, start_order
 from client.temporal import register_search_attributes
-from config.settings import ProviderSettings
 from domain.models import OrderOptions, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus
 from stack.processes import find_binary
 from stack.sandbox import SandboxAdmin
-from tests.support import make_order
-from worker import build_worker
+from tests.support import make_order, running_worker
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -43,12 +39,7 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
 async def skipping_queue(
     skipping: WorkflowEnvironment, sandbox: SandboxAdmin
 ) -> AsyncIterator[str]:
-    queue = f"orders-skip-{uuid.uuid4().hex[:8]}"
-    settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
-    async with (
-        open_provider_clients(settings) as providers,
-        build_worker(skipping.client, providers, task_queue=queue),
-    ):
+    async with running_worker(skipping.client, sandbox) as queue:
         yield queue
 
 

@@ -9,7 +9,7 @@ from client.orders import OrderExists, OrderRefused, order_status, ship_order, s
 from domain.models import Shipment
 from domain.status import EmailTemplate, OrderStatus, Step, StepState
 from stack.sandbox import SandboxAdmin
-from tests.support import make_order, wait_for_status
+from tests.support import make_order, order_awaiting_shipment, wait_for_status
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -102,9 +102,7 @@ async def test_transient_gateway_faults_are_retried_to_exactly_one_charge(
 ) -> None:
     sandbox.set_faults("payments", **faults)
     sandbox.set_faults("mail", **faults)
-    order = make_order()
-    await start_order(client, order, task_queue)
-    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    order = await order_awaiting_shipment(client, task_queue)
 
     effects = sandbox.effects(order.id)
     assert (effects.payment_intents, effects.charges, effects.picklists) == (1, 1, 1)
@@ -134,9 +132,7 @@ async def test_racing_starts_of_one_order_start_it_once(
 async def test_invalid_and_duplicate_shipped_signals_never_break_the_order(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    order = make_order()
-    await start_order(client, order, task_queue)
-    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    order = await order_awaiting_shipment(client, task_queue)
     handle = client.get_workflow_handle(order.id)
 
     # Malformed payloads (as a buggy warehouse might send) are dropped by the workflow.

@@ -19,26 +19,17 @@ from client.orders import (
 from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from stack.sandbox import SandboxAdmin
-from tests.support import make_order, wait_for_status
+from tests.support import make_order, order_awaiting_shipment, wait_for_status
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 SHORT_BUDGET = OrderOptions(payment_retry_budget=timedelta(seconds=3))
 
 
-async def wait_for_held(sandbox: SandboxAdmin, service: str, count: int = 1) -> None:
-    deadline = time.monotonic() + 15
-    while sandbox.held()[service] < count:
-        assert time.monotonic() < deadline, f"no request held at {service}"
-        await asyncio.sleep(0.05)
-
-
 async def test_cancel_before_shipment_refunds_and_takes_back_the_picklist(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    order = make_order()
-    await start_order(client, order, task_queue)
-    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    order = await order_awaiting_shipment(client, task_queue)
 
     view = await cancel_order(client, order.id, "customer changed their mind")
 
@@ -75,12 +66,10 @@ async def test_cancel_is_refused_once_shipped_or_cancelled_and_changes_nothing(
 async def test_cancel_while_shipped_signal_pending_is_refused_by_the_validator(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    order = make_order()
-    await start_order(client, order, task_queue)
-    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    order = await order_awaiting_shipment(client, task_queue)
     sandbox.set_faults("mail", hold_next=1)  # the shipped email waits at the mail service
     await ship_order(client, order.id, UPS)
-    await wait_for_held(sandbox, "mail")
+    await asyncio.to_thread(sandbox.wait_held, "mail", 1)
     with pytest.raises(OrderRefused, match="has shipped; it can't be cancelled"):
         await cancel_order(client, order.id, "too late")
     sandbox.release("mail")
@@ -95,7 +84,7 @@ async def test_cancel_during_payment_charges_nothing(
     sandbox.set_faults("payments", hold_next=1)  # the payment intent waits at the gateway
     order = make_order()
     await start_order(client, order, task_queue)
-    await wait_for_held(sandbox, "payments")
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
     cancelling = asyncio.create_task(cancel_order(client, order.id, "changed my mind"))
     await asyncio.sleep(0.5)
     sandbox.release("payments")
@@ -179,9 +168,9 @@ async def test_gateway_charged_without_answering_then_operator_cancel_refunds_on
     sandbox.set_faults("payments", hold_next=2)
     order = make_order()
     await start_order(client, order, task_queue, SHORT_BUDGET)
-    await wait_for_held(sandbox, "payments")
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
     sandbox.release("payments")  # the intent goes through; the confirm is held next
-    await wait_for_held(sandbox, "payments")
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
     await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
     sandbox.release("payments")  # now the gateway charges, but nobody is listening
     deadline = time.monotonic() + 10
@@ -203,9 +192,7 @@ async def test_gateway_charged_without_answering_then_operator_cancel_refunds_on
 async def test_resolve_is_refused_unless_the_order_needs_attention(
     client: Client, task_queue: str
 ) -> None:
-    order = make_order()
-    await start_order(client, order, task_queue)
-    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    order = await order_awaiting_shipment(client, task_queue)
     with pytest.raises(OrderRefused, match="not needs-attention; there is nothing to resolve"):
         await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
 
@@ -233,9 +220,7 @@ async def test_a_refused_picklist_waits_for_an_operator_instead_of_failing_the_o
 async def test_a_refused_email_while_cancelling_can_only_be_retried(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    order = make_order()
-    await start_order(client, order, task_queue)
-    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    order = await order_awaiting_shipment(client, task_queue)
     sandbox.set_faults("mail", reject_next=1)
     cancelling = asyncio.create_task(cancel_order(client, order.id, "wrong colour"))
     view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
