@@ -17,6 +17,11 @@ from temporalio.service import RPCError
 from config.settings import DEFAULT_TEMPORAL_ADDRESS
 from domain import search_attributes
 
+DATA_CONVERTER = pydantic_data_converter
+"""The project's data converter: pydantic models cross the workflow boundary typed. Everything
+that talks to Temporal (clients, test environments, the replayer) takes it from here, so a
+payload codec is added in one place."""
+
 
 class TemporalConnectionError(Exception):
     """Temporal could not be reached or the client configuration is wrong."""
@@ -35,11 +40,14 @@ def connect_config(profile: str | None = None) -> dict[str, Any]:
     return config
 
 
-async def connect(profile: str | None = None) -> Client:
-    """Connect to Temporal with the pydantic data converter, so models cross typed."""
-    config = connect_config(profile)
+async def connect(profile: str | None = None, address: str | None = None) -> Client:
+    """Connect to Temporal with the project's data converter.
+
+    ``address`` (a stack this process started itself) bypasses the client configuration.
+    """
+    config = {"target_host": address} if address else connect_config(profile)
     try:
-        return await Client.connect(**config, data_converter=pydantic_data_converter)
+        return await Client.connect(**config, data_converter=DATA_CONVERTER)
     except (RuntimeError, RPCError) as err:
         raise TemporalConnectionError(
             f"cannot reach Temporal at {config['target_host']} "

@@ -12,8 +12,8 @@ from pathlib import Path
 from types import TracebackType
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from client.temporal import connect
 from config.settings import DEFAULT_PROVIDERS_API_KEY
 from stack.processes import (
     ManagedProcess,
@@ -70,7 +70,7 @@ class LocalStack:
 
     async def connect(self) -> Client:
         """A Temporal client for this stack with the project's data converter."""
-        return await Client.connect(self.temporal_address, data_converter=pydantic_data_converter)
+        return await connect(address=self.temporal_address)
 
     def start(self, workers: int = 1) -> "LocalStack":
         """Start Temporal, the providers and ``workers`` workers named worker-1, worker-2, ..."""

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from client.temporal import DATA_CONVERTER
 from domain import search_attributes
 from stack.exit import exit_now
 from stack.processes import find_binary, free_port, start_providers
@@ -25,7 +25,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_binary("temporal"),
         search_attributes=search_attributes.ALL,
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
         ui=False,
         dev_server_log_level="error",
     )

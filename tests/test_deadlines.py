@@ -9,11 +9,10 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from client.orders import order_status, resolve_order, ship_order, start_order
-from client.temporal import register_search_attributes
+from client.temporal import DATA_CONVERTER, register_search_attributes
 from domain.models import OrderOptions, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus
 from stack.processes import find_binary
@@ -28,7 +27,7 @@ UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=DATA_CONVERTER,
     )
     await register_search_attributes(env.client)
     yield env
