@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS picklists (
     id TEXT PRIMARY KEY, order_id TEXT NOT NULL, items TEXT NOT NULL, ship_to TEXT NOT NULL,
     reserved TEXT NOT NULL, status TEXT NOT NULL, created TEXT NOT NULL
 );
+-- Listings, the charge lookup and the ledger summary all filter by order.
+CREATE INDEX IF NOT EXISTS payment_intents_order ON payment_intents (order_id);
+CREATE INDEX IF NOT EXISTS charges_order ON charges (order_id);
+CREATE INDEX IF NOT EXISTS refunds_order ON refunds (order_id);
+CREATE INDEX IF NOT EXISTS messages_order ON messages (order_id);
+CREATE INDEX IF NOT EXISTS picklists_order ON picklists (order_id);
 -- A sku without a row here has unlimited stock.
 CREATE TABLE IF NOT EXISTS stock (
     sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL CHECK (on_hand >= 0)
