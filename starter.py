@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from client.exit import exit_now
 from client.orders import (
     OrderError,
     cancel_order,
@@ -32,7 +33,6 @@ from client.temporal import TemporalConnectionError, connect
 from domain.currencies import format_money
 from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import OperatorAction, OrderStatus
-from stack.exit import exit_now
 
 EXIT_INVALID_INPUT = 2
 

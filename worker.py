@@ -19,9 +19,9 @@ from activities.mail import MailActivities
 from activities.payment import PaymentActivities
 from activities.provider_client import ProviderClients, open_provider_clients
 from activities.warehouse import WarehouseActivities
+from client.exit import exit_now
 from client.temporal import TemporalConnectionError, connect
 from config.settings import TASK_QUEUE, ProviderSettings
-from stack.exit import exit_now
 from workflows.order import OrderWorkflow
 from workflows.policy import STICKY_QUEUE_TIMEOUT
 

@@ -20,9 +20,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from client.exit import exit_now
 from domain.status import OrderStatus
-from stack.exit import exit_now
-from stack.scenarios import SCENARIOS, ScenarioResult, run_scenario
+from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 
 COLUMNS = (
     ("scenario", 28),

@@ -1,1 +1,1 @@
-"""Running the parts as processes: the local stack, and the process tests build on it."""
+"""Running the local stack: its processes (Temporal, providers, workers) and the run command."""

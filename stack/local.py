@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from client.temporal import connect
 from config.settings import DEFAULT_PROVIDERS_API_KEY
+from providers.admin_client import SandboxAdmin
 from stack.processes import (
     ManagedProcess,
     free_port,
@@ -22,7 +23,6 @@ from stack.processes import (
     start_temporal,
     start_worker,
 )
-from stack.sandbox import SandboxAdmin
 
 
 def _quiet(_: str) -> None:

@@ -9,11 +9,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from client.exit import exit_now
 from client.temporal import DATA_CONVERTER
 from domain import search_attributes
-from stack.exit import exit_now
+from providers.admin_client import SandboxAdmin
 from stack.processes import find_binary, free_port, start_providers
-from stack.sandbox import SandboxAdmin
 from tests.support import running_worker
 
 API_KEY = "sk_test_suite"

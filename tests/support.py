@@ -14,7 +14,7 @@ from client.orders import order_status, start_order
 from config.settings import ProviderSettings
 from domain.models import Order, OrderView
 from domain.status import OrderStatus
-from stack.sandbox import SandboxAdmin
+from providers.admin_client import SandboxAdmin
 from worker import build_worker
 
 

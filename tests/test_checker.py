@@ -6,8 +6,8 @@ import pytest
 
 from domain.models import OrderView
 from domain.status import EmailTemplate, OrderStatus
-from stack.checker import Evidence, Violation, check, tally
-from stack.sandbox import Effects
+from harness.checker import Evidence, Violation, check, tally
+from providers.admin_client import Effects
 
 COMPLETED = Effects(
     payment_intents=1,

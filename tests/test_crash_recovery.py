@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from domain.status import OrderStatus, Step
-from stack.scenarios import ScenarioResult, run_scenario
+from harness.scenarios import ScenarioResult, run_scenario
 
 pytestmark = pytest.mark.processes
 

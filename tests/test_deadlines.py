@@ -15,8 +15,8 @@ from client.orders import order_status, resolve_order, ship_order, start_order
 from client.temporal import DATA_CONVERTER, register_search_attributes
 from domain.models import OrderOptions, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus
+from providers.admin_client import SandboxAdmin
 from stack.processes import find_binary
-from stack.sandbox import SandboxAdmin
 from tests.support import make_order, running_worker
 from workflows.order import OrderWorkflow
 

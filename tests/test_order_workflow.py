@@ -8,7 +8,7 @@ from temporalio.client import Client
 from client.orders import OrderExists, OrderRefused, order_status, ship_order, start_order
 from domain.models import Shipment
 from domain.status import EmailTemplate, OrderStatus, Step, StepState
-from stack.sandbox import SandboxAdmin
+from providers.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, wait_for_status
 from workflows.order import OrderWorkflow
 

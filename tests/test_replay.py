@@ -20,7 +20,7 @@ from client.temporal import DATA_CONVERTER
 from domain.emails import order_confirmation
 from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import OperatorAction, OrderStatus, Step
-from stack.sandbox import SandboxAdmin
+from providers.admin_client import SandboxAdmin
 from tests.support import make_order, wait_for_status
 from worker import sandboxed_runner
 from workflows.order import OrderWorkflow

@@ -12,8 +12,8 @@ from temporalio.client import Client
 
 from client.orders import OrderNotFound, order_status
 from domain.status import OrderStatus
+from providers.admin_client import SandboxAdmin
 from stack.processes import ROOT, free_port
-from stack.sandbox import SandboxAdmin
 from tests.support import make_order, wait_for_status
 
 

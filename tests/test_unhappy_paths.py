@@ -18,7 +18,7 @@ from client.orders import (
 )
 from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
-from stack.sandbox import SandboxAdmin
+from providers.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, wait_for_status
 from workflows.order import OrderWorkflow
 

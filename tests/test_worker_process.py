@@ -9,8 +9,8 @@ from temporalio.client import Client
 
 from client.orders import start_order
 from domain.status import OrderStatus
+from providers.admin_client import SandboxAdmin
 from stack.processes import start_worker
-from stack.sandbox import SandboxAdmin
 from tests.support import make_order, wait_for_status
 
 

@@ -18,17 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from client.exit import exit_now
 from domain.status import EmailTemplate
-from stack.checker import Evidence, check, gather_evidence
-from stack.exit import exit_now
-from stack.local import LocalStack
-from stack.sandbox import SERVICES, Effects
-from stack.scenarios import (
+from harness.checker import Evidence, check, gather_evidence
+from harness.scenarios import (
     Run,
     held_steps,
     hold_one_order_per_step,
     wait_held_at_each_step,
 )
+from providers.admin_client import SERVICES, Effects
+from stack.local import LocalStack
 
 HEADERS = (
     "order",
@@ -128,7 +128,7 @@ async def main(orders: int, data_dir: Path) -> int:
 
 
 def cli() -> None:
-    """Entry point: ``python -m stack.demo [--orders N] [--keep]``."""
+    """Entry point: ``python -m harness.demo [--orders N] [--keep]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=10, help="how many orders (default 10)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder and logs")

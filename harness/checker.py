@@ -15,8 +15,8 @@ from temporalio.client import Client
 from client.orders import OrderNotFound, order_status
 from domain.models import OrderView
 from domain.status import EmailTemplate, OrderStatus
-from stack.drive import gather_limited
-from stack.sandbox import Effects, SandboxAdmin
+from harness.drive import gather_limited
+from providers.admin_client import Effects, SandboxAdmin
 
 Outcomes = Mapping[str, OrderView | None]
 """Order id -> the order's read model, or ``None`` when Temporal has no such order."""

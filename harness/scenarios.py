@@ -23,8 +23,8 @@ from temporalio.client import Client
 
 from client.orders import cancel_order
 from domain.status import OrderStatus, Step
-from stack.checker import Evidence, Tally, Violation, check, gather_evidence, tally
-from stack.drive import (
+from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
+from harness.drive import (
     DECLINED_CARD,
     finish_orders,
     gather_limited,
@@ -37,8 +37,8 @@ from stack.drive import (
     wait_for_count,
     wait_until,
 )
+from providers.admin_client import SERVICES, SandboxAdmin
 from stack.local import LocalStack
-from stack.sandbox import SERVICES, SandboxAdmin
 
 DEADLINE = 120.0
 """Generous bound for any wait, only so that a broken run fails instead of hanging."""
