@@ -211,4 +211,6 @@ class OrderView(BaseModel):
     refund_id: str | None = None
     failure_reason: str | None = None
     attention_reason: str | None = None
+    attention_step: Step | None = None
+    """The step an operator is asked about while the order needs attention."""
     timeline: list[StepRecord] = Field(default_factory=list)

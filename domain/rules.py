@@ -1,0 +1,48 @@
+"""What an order may do next: the one place that decides "can it ship" and "can it be cancelled".
+
+The client checks these before it asks, the workflow's update validators and its shipped-signal
+handler check them again on the order's own state, so a person always gets the same reason.
+"""
+
+from domain.models import OrderView
+from domain.status import OrderStatus, Step
+
+_AWAITING_SHIPMENT = {OrderStatus.AWAITING_SHIPMENT, OrderStatus.SHIPMENT_DELAYED}
+
+
+def awaits_shipment(view: OrderView) -> bool:
+    """True while the order is paid and picked and only the warehouse's report is missing."""
+    if view.shipment is not None:
+        return False
+    late = view.status == OrderStatus.NEEDS_ATTENTION and view.attention_step == Step.SHIPMENT
+    return view.status in _AWAITING_SHIPMENT or late
+
+
+def cancel_refusal(view: OrderView) -> str | None:
+    """Why the order cannot be cancelled now, or ``None`` when it can."""
+    order = f"order {view.order_id}"
+    if view.status == OrderStatus.CANCELLING:
+        return f"{order} is already being cancelled"
+    if view.shipment is not None or view.status == OrderStatus.SHIPPED:
+        return f"{order} has shipped; it can't be cancelled"
+    if view.status.is_final:
+        return f"{order} is already {view.status.value}; it can't be cancelled"
+    if view.failure_reason is not None:
+        return f"{order} is already being wound down ({view.failure_reason}); retry its failed step"
+    return None
+
+
+def ship_refusal(view: OrderView) -> str | None:
+    """Why a shipped report for the order would be refused now, or ``None`` when it is due."""
+    order = f"order {view.order_id}"
+    if view.shipment is not None:
+        shipment = view.shipment
+        return f"{order} already shipped with {shipment.carrier} {shipment.tracking_number}"
+    if view.status.is_final or view.status == OrderStatus.CANCELLING:
+        return f"{order} is {view.status.value}; there is nothing to ship"
+    if not awaits_shipment(view):
+        return (
+            f"{order} is {view.status.value}; it can ship only once it is paid and picked "
+            f"(status {OrderStatus.AWAITING_SHIPMENT.value})"
+        )
+    return None
