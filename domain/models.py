@@ -213,4 +213,7 @@ class OrderView(BaseModel):
     attention_reason: str | None = None
     attention_step: Step | None = None
     """The step an operator is asked about while the order needs attention."""
+    winding_down_to: OrderStatus | None = None
+    """Once the order has stopped (cancel accepted, declined, out of stock): the final status
+    it is being wound down to while its effects are undone."""
     timeline: list[StepRecord] = Field(default_factory=list)

@@ -21,14 +21,17 @@ def awaits_shipment(view: OrderView) -> bool:
 def cancel_refusal(view: OrderView) -> str | None:
     """Why the order cannot be cancelled now, or ``None`` when it can."""
     order = f"order {view.order_id}"
-    if view.status == OrderStatus.CANCELLING:
+    if view.status.is_final:
+        return f"{order} is already {view.status.value}; it can't be cancelled"
+    if view.status == OrderStatus.CANCELLING or view.winding_down_to == OrderStatus.CANCELLED:
         return f"{order} is already being cancelled"
     if view.shipment is not None or view.status == OrderStatus.SHIPPED:
         return f"{order} has shipped; it can't be cancelled"
-    if view.status.is_final:
-        return f"{order} is already {view.status.value}; it can't be cancelled"
-    if view.failure_reason is not None:
-        return f"{order} is already being wound down ({view.failure_reason}); retry its failed step"
+    if view.winding_down_to is not None:
+        return (
+            f"{order} is already being wound down as {view.winding_down_to.value}; "
+            "retry its failed step"
+        )
     return None
 
 
@@ -40,6 +43,8 @@ def ship_refusal(view: OrderView) -> str | None:
         return f"{order} already shipped with {shipment.carrier} {shipment.tracking_number}"
     if view.status.is_final or view.status == OrderStatus.CANCELLING:
         return f"{order} is {view.status.value}; there is nothing to ship"
+    if view.winding_down_to is not None:
+        return f"{order} is being wound down as {view.winding_down_to.value}; nothing to ship"
     if not awaits_shipment(view):
         return (
             f"{order} is {view.status.value}; it can ship only once it is paid and picked "

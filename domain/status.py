@@ -50,7 +50,9 @@ class Step(StrEnum):
     DECLINE_EMAIL = "decline-email"
     DELAY_EMAIL = "delay-email"
     OPERATOR = "operator"
+    PAYMENT_CANCEL = "payment-cancel"
     CHARGE_LOOKUP = "charge-lookup"
+    """Only in orders started before the gateway decided compensation (they still replay)."""
     REFUND = "refund"
     PICKLIST_CANCEL = "picklist-cancel"
     CANCELLATION_EMAIL = "cancellation-email"
@@ -87,10 +89,17 @@ class OperatorAction(StrEnum):
     """Cancel the order: refund what was charged, take back the picklist, tell the customer."""
 
 
-def idempotency_key(order_id: str, step: Step) -> str:
-    """The key for one step of one order: the same on every retry, from any worker.
+PAYMENT_STEPS = frozenset({Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM})
+"""The steps an operator's ``retry-payment`` applies to."""
 
-    It is derived from the order id and the step only (never from time or randomness), so a
-    step re-run after a crash, before anything was recorded, still sends the same key.
+
+def idempotency_key(order_id: str, step: Step, attempt: int = 1) -> str:
+    """The key for one attempt at one step of one order: the same on every retry, from any worker.
+
+    It is derived from the order id, the step and the operator's attempt number only (never
+    from time or randomness), so a step re-run after a crash, before anything was recorded,
+    still sends the same key. An operator's retry is a new attempt with a new key, so a
+    refusal the provider stored under the old key is not replayed to it.
     """
-    return f"{order_id}:{step.value}"
+    key = f"{order_id}:{step.value}"
+    return key if attempt == 1 else f"{key}:attempt-{attempt}"
