@@ -3,6 +3,10 @@
 A request first claims its key in a short transaction. Its effect and the response it produced
 are then committed together in one transaction, so a crash can never leave one without the
 other; a claim still ``in_flight`` at startup therefore has no effect and is simply released.
+
+A claim may also lock a resource (a payment intent, an order): while it is in flight, a request
+on that resource under any other key is refused with 409, so two effects on one resource (a
+confirm and a cancel, two picklists for one order) never overlap.
 """
 
 from __future__ import annotations
@@ -51,6 +55,19 @@ async def fingerprint(request: Request) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def resource_lock(kind: str, resource_id: str) -> str:
+    """Name a resource for ``Idempotency.run``, e.g. ``payment_intent:pi_123``.
+
+    The kind keeps ids of different services apart and names the resource in the 409.
+    """
+    return f"{kind}:{resource_id}"
+
+
+def _describe(resource: str) -> str:
+    kind, _, resource_id = resource.partition(":")
+    return f"{kind.replace('_', ' ')} '{resource_id}'"
+
+
 def _json_response(status: int, body: str, **headers: str) -> Response:
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
@@ -67,13 +84,20 @@ class Idempotency:
         with self.ledger.transaction() as db:
             return db.execute("DELETE FROM idempotency_keys WHERE state = 'in_flight'").rowcount
 
-    async def run(self, request: Request, service: str, effect: Effect) -> Response:
-        """Answer a POST: replay a stored response, or claim the key and perform ``effect``."""
+    async def run(
+        self, request: Request, service: str, effect: Effect, resource: str | None = None
+    ) -> Response:
+        """Answer a POST: replay a stored response, or claim the key and perform ``effect``.
+
+        ``resource`` (from ``resource_lock``) is locked by the claim until the effect commits or
+        fails; a request on it under another key meanwhile is answered 409 ``resource_in_use``
+        and leaves nothing behind, so it can simply be retried.
+        """
         key = request.headers.get("idempotency-key", "").strip()
         if not key:
             message = "POST requests need an 'Idempotency-Key' header (a unique string per effect)."
             raise ApiError(400, "idempotency_key_missing", message)
-        existing = self._claim(key, await fingerprint(request))
+        existing = self._claim(key, await fingerprint(request), resource)
         if existing is not None:
             return DroppedResponse() if self.faults.drop_replay(service, key) else existing
         try:
@@ -97,8 +121,12 @@ class Idempotency:
             raise
         return DroppedResponse() if plan.drop else _json_response(stored.status, stored.body)
 
-    def _claim(self, key: str, print_: str) -> Response | None:
-        """Claim ``key``; return the answer to send instead if it was already claimed."""
+    def _claim(self, key: str, print_: str, resource: str | None) -> Response | None:
+        """Claim ``key`` (and ``resource``); return the answer to send instead if already claimed.
+
+        Checking and claiming share one transaction, so of two requests racing for a resource
+        exactly one gets it.
+        """
         with self.ledger.transaction() as db:
             db.execute(
                 "DELETE FROM idempotency_keys WHERE created_at < ?", (time.time() - KEY_TTL_S,)
@@ -108,10 +136,17 @@ class Idempotency:
                 (key,),
             ).fetchone()
             if row is None:
+                if resource is not None and self._in_flight_on(db, resource):
+                    # Raised inside the transaction, so nothing at all is stored for this key.
+                    message = (
+                        f"Another request on {_describe(resource)} is still in progress;"
+                        " retry later."
+                    )
+                    raise ApiError(409, "resource_in_use", message, "idempotency_error")
                 db.execute(
-                    "INSERT INTO idempotency_keys (key, fingerprint, state, created_at)"
-                    " VALUES (?, ?, 'in_flight', ?)",
-                    (key, print_, time.time()),
+                    "INSERT INTO idempotency_keys (key, fingerprint, state, resource, created_at)"
+                    " VALUES (?, ?, 'in_flight', ?, ?)",
+                    (key, print_, resource, time.time()),
                 )
                 return None
         if row["fingerprint"] != print_:
@@ -124,6 +159,12 @@ class Idempotency:
             message = f"A request with idempotency key '{key}' is still in progress; retry later."
             raise ApiError(409, "idempotency_key_in_use", message, "idempotency_error")
         return _json_response(row["status_code"], row["body"], **{"Idempotent-Replayed": "true"})
+
+    @staticmethod
+    def _in_flight_on(db: sqlite3.Connection, resource: str) -> bool:
+        """Whether a claim still in flight holds ``resource``."""
+        sql = "SELECT 1 FROM idempotency_keys WHERE resource = ? AND state = 'in_flight'"
+        return db.execute(sql, (resource,)).fetchone() is not None
 
     def _commit(self, key: str, effect: Effect) -> _Stored:
         """Perform ``effect`` and store its response against ``key`` in one transaction."""

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 SCHEMA = """
+-- Columns added since ledgers were first kept on disk are in ADDED_COLUMNS, not here.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
@@ -61,6 +62,39 @@ CREATE TABLE IF NOT EXISTS stock (
 """
 
 
+@dataclass(frozen=True)
+class AddedColumn:
+    """A column added after ledgers were already on disk, so it is added to old ones on open.
+
+    ``backfill`` fills it in for the rows written before it existed.
+    """
+
+    table: str
+    column: str
+    definition: str
+    backfill: str = ""
+
+
+# The only place these columns are declared: new and old ledgers get them the same way.
+ADDED_COLUMNS = (
+    # The resource an in-flight claim locks (an intent, an order): see providers.idempotency.
+    AddedColumn("idempotency_keys", "resource", "TEXT"),
+    AddedColumn(
+        "payment_intents",
+        "charge",
+        "TEXT REFERENCES charges (id)",
+        "UPDATE payment_intents SET charge ="
+        " (SELECT id FROM charges WHERE charges.payment_intent = payment_intents.id)",
+    ),
+)
+# Indexes on added columns, created once the columns exist. Only in-flight claims lock a
+# resource, so only they are indexed.
+ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_resource ON idempotency_keys (resource)"
+    " WHERE state = 'in_flight'",
+)
+
+
 class Ledger:
     """The single SQLite connection plus explicit, synchronous transactions."""
 
@@ -74,6 +108,21 @@ class Ledger:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Give a ledger written by an older version the columns it lacks, in one transaction."""
+        with self.transaction() as db:
+            for added in ADDED_COLUMNS:
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({added.table})")}
+                if added.column not in present:
+                    db.execute(
+                        f'ALTER TABLE {added.table} ADD COLUMN "{added.column}" {added.definition}'
+                    )
+                    if added.backfill:
+                        db.execute(added.backfill)
+            for index in ADDED_INDEXES:
+                db.execute(index)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
