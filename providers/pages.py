@@ -77,7 +77,9 @@ async def payments_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
         "Payments",
         _table("Charges", CHARGES.find(ledger.db)[::-1], (*money, "payment_intent", "status")),
         _table("Refunds", REFUNDS.find(ledger.db)[::-1], (*money[:4], "charge", "reason")),
-        _table("Intents", INTENTS.find(ledger.db)[::-1], (*money, "payment_method", "status")),
+        _table(
+            "Intents", INTENTS.find(ledger.db)[::-1], (*money, "payment_method", "status", "charge")
+        ),
     )
 
 

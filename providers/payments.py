@@ -1,4 +1,8 @@
-"""Sandbox payment gateway: payment intents, charges (on confirm) and refunds."""
+"""Sandbox payment gateway: payment intents, charges (on confirm), cancels and refunds.
+
+Confirm and cancel of one intent lock it (see ``providers.idempotency``), so a cancel never
+overlaps a confirm in flight: it answers 409 until the confirm has charged or failed.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from providers.errors import ApiError, not_found
-from providers.idempotency import IdempotencyDep, Outcome
+from providers.idempotency import IdempotencyDep, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource
 
 SERVICE = "payments"
@@ -21,7 +25,7 @@ INTENTS = Resource(
     "payment_intents",
     "payment_intent",
     "pi",
-    ("order_id", "amount", "currency", "payment_method", "status", "created"),
+    ("order_id", "amount", "currency", "payment_method", "status", "charge", "created"),
 )
 CHARGES = Resource(
     "charges",
@@ -58,6 +62,10 @@ class RefundIn(BaseModel):
     reason: str | None = None
 
 
+def _intent_lock(intent_id: str) -> str:
+    return resource_lock(INTENTS.object, intent_id)
+
+
 def _create_intent(body: IntentIn, db: sqlite3.Connection) -> Outcome:
     return Outcome(200, INTENTS.insert(db, status="requires_confirmation", **body.model_dump()))
 
@@ -69,6 +77,9 @@ def _confirm(intent_id: str, db: sqlite3.Connection) -> Outcome:
     # An intent is charged at most once, whatever idempotency key a retry uses.
     if intent["status"] == "succeeded":
         return Outcome(200, CHARGES.find(db, payment_intent=intent_id)[0])
+    if intent["status"] == "canceled":
+        message = f"The payment intent '{intent_id}' was canceled; it can't be confirmed."
+        raise ApiError(400, "payment_intent_unexpected_state", message)
     decline_code = intent["decline_code"] or DECLINES.get(intent["payment_method"])
     if decline_code:
         db.execute(
@@ -79,14 +90,30 @@ def _confirm(intent_id: str, db: sqlite3.Connection) -> Outcome:
         declined = ApiError(402, "card_declined", message, "card_error", decline_code=decline_code)
         # Returned, not raised: the intent's new status must be committed with the answer.
         return Outcome(declined.status, declined.body)
-    db.execute("UPDATE payment_intents SET status = 'succeeded' WHERE id = ?", (intent_id,))
     charge = CHARGES.insert(
         db,
         payment_intent=intent_id,
         status="succeeded",
         **{field: intent[field] for field in ("order_id", "amount", "currency")},
     )
+    db.execute(
+        "UPDATE payment_intents SET status = 'succeeded', charge = ? WHERE id = ?",
+        (charge["id"], intent_id),
+    )
     return Outcome(200, charge)
+
+
+def _cancel(intent_id: str, db: sqlite3.Connection) -> Outcome:
+    intent = INTENTS.get_row(db, intent_id)
+    if intent is None:
+        raise not_found("payment_intent", intent_id)
+    # Only an unconfirmed intent changes. A succeeded one stays so, its ``charge`` telling the
+    # caller what to refund; a failed (declined) one charged nothing.
+    if intent["status"] == "requires_confirmation":
+        db.execute("UPDATE payment_intents SET status = 'canceled' WHERE id = ?", (intent_id,))
+        intent = INTENTS.get_row(db, intent_id)
+        assert intent is not None
+    return Outcome(200, INTENTS.render(intent))
 
 
 def _refund(body: RefundIn, db: sqlite3.Connection) -> Outcome:
@@ -110,6 +137,8 @@ def _refund(body: RefundIn, db: sqlite3.Connection) -> Outcome:
         reason=body.reason,
         status="succeeded",
     )
+    if amount == remaining:
+        db.execute("UPDATE charges SET status = 'refunded' WHERE id = ?", (body.charge_id,))
     return Outcome(200, refund)
 
 
@@ -121,19 +150,31 @@ async def create_intent(body: IntentIn, request: Request, idem: IdempotencyDep) 
 
 @router.post("/intents/{intent_id}/confirm")
 async def confirm_intent(intent_id: str, request: Request, idem: IdempotencyDep) -> Response:
-    """Confirm an intent: charge it once (200), or decline it (402)."""
-    return await idem.run(request, SERVICE, partial(_confirm, intent_id))
+    """Confirm an intent: charge it once (200), decline it (402), or refuse if canceled (400)."""
+    return await idem.run(request, SERVICE, partial(_confirm, intent_id), _intent_lock(intent_id))
+
+
+@router.post("/intents/{intent_id}/cancel")
+async def cancel_intent(intent_id: str, request: Request, idem: IdempotencyDep) -> Response:
+    """Cancel an unconfirmed intent; any other intent is answered as it is (200).
+
+    An intent that already ``succeeded`` is not canceled: its ``charge`` is the one to refund.
+    """
+    return await idem.run(request, SERVICE, partial(_cancel, intent_id), _intent_lock(intent_id))
 
 
 @router.post("/refunds")
 async def create_refund(body: RefundIn, request: Request, idem: IdempotencyDep) -> Response:
-    """Refund part of a charge, or (``amount`` null) all that remains of it."""
+    """Refund part of a charge, or (``amount`` null) all that remains of it.
+
+    The refund that leaves nothing of the charge marks the charge ``refunded``.
+    """
     return await idem.run(request, SERVICE, partial(_refund, body))
 
 
 @router.get("/intents")
 async def list_intents(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
-    """List payment intents, oldest first."""
+    """List payment intents, oldest first, each with its ``status`` and ``charge`` (or null)."""
     return {"data": INTENTS.find(ledger.db, order_id=order_id)}
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +93,24 @@ def post(http: httpx.Client, path: str, body: Any = None, key: str | None = None
     return http.post(path, json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())})
 
 
+def listing(http: httpx.Client, path: str, **params: str) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = http.get(path, params=params).json()["data"]
+    return data
+
+
 def count(http: httpx.Client, path: str, **params: str) -> int:
-    return len(http.get(path, params=params).json()["data"])
+    return len(listing(http, path, **params))
+
+
+def error_of(response: httpx.Response) -> tuple[int, str, str, str]:
+    """Status, error type, code and message of an error answer."""
+    error = response.json()["error"]
+    return response.status_code, error["type"], error["code"], error["message"]
+
+
+def resource_in_use(kind: str, resource_id: str) -> tuple[int, str, str, str]:
+    message = f"Another request on {kind} '{resource_id}' is still in progress; retry later."
+    return 409, "idempotency_error", "resource_in_use", message
 
 
 def intent(http: httpx.Client, order_id: str, method: str = "pm_card_visa") -> dict[str, Any]:
@@ -122,6 +140,24 @@ def wait_held(http: httpx.Client, service: str, n: int) -> None:
     while http.get("/admin/held").json()[service] != n:
         assert time.monotonic() < deadline, f"{service} never held {n} request(s)"
         time.sleep(0.02)
+
+
+@contextmanager
+def holding(
+    http: httpx.Client, service: str, call: Callable[[], httpx.Response]
+) -> Iterator[Future[httpx.Response]]:
+    """Run ``call`` in the background and yield once the provider holds it.
+
+    Whatever the test does, the request is released on the way out, so the pool can shut down.
+    """
+    http.put(f"/admin/faults/{service}", json={"hold_next": 1})
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(call)
+        try:
+            wait_held(http, service, 1)
+            yield future
+        finally:
+            http.post(f"/admin/faults/{service}/release")
 
 
 def held_then_released(http: httpx.Client, service: str, *calls: Callable[[], Any]) -> list[Any]:
@@ -180,10 +216,9 @@ def test_key_reused_with_another_body_or_endpoint(http: httpx.Client, order_id: 
 
 def test_key_in_flight_is_409(http: httpx.Client, order_id: str) -> None:
     key = f"{order_id}-mail"
-    http.put("/admin/faults/mail", json={"hold_next": 1})
-    with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(post, http, "/mail/messages", message(order_id), key)
-        wait_held(http, "mail", 1)
+    with holding(
+        http, "mail", lambda: post(http, "/mail/messages", message(order_id), key)
+    ) as first:
         busy = post(http, "/mail/messages", message(order_id), key=key)
         assert busy.status_code == 409
         assert busy.json()["error"]["code"] == "idempotency_key_in_use"
@@ -204,8 +239,96 @@ def test_confirm_twice_with_different_keys_charges_once(http: httpx.Client, orde
     assert (charge["amount"], charge["payment_intent"]) == (2500, intent_id)
     assert second.json()["id"] == charge["id"]
     assert count(http, "/payments/charges", order_id=order_id) == 1
-    [stored] = http.get("/payments/intents", params={"order_id": order_id}).json()["data"]
+    [stored] = listing(http, "/payments/intents", order_id=order_id)
     assert stored["status"] == "succeeded"
+
+
+def test_cancel_before_confirm_and_confirm_refused(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id)["id"]
+    cancel, confirm = (f"/payments/intents/{intent_id}/{verb}" for verb in ("cancel", "confirm"))
+    cancelled = post(http, cancel)
+    assert cancelled.status_code == 200
+    assert (cancelled.json()["status"], cancelled.json()["charge"]) == ("canceled", None)
+    assert post(http, cancel).json() == cancelled.json()  # cancelling again changes nothing
+    key = f"{order_id}:payment-confirm"
+    refused = post(http, confirm, key=key)
+    assert error_of(refused) == (
+        400,
+        "invalid_request",
+        "payment_intent_unexpected_state",
+        f"The payment intent '{intent_id}' was canceled; it can't be confirmed.",
+    )
+    replay = post(http, confirm, key=key)  # a business error, stored under its key
+    assert (replay.content, replay.headers["idempotent-replayed"]) == (refused.content, "true")
+    assert post(http, confirm).status_code == 400
+    assert count(http, "/payments/charges", order_id=order_id) == 0
+    assert listing(http, "/payments/intents", order_id=order_id) == [cancelled.json()]
+
+
+def test_cancel_after_confirm_reports_the_charge(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id)["id"]
+    charge = post(http, f"/payments/intents/{intent_id}/confirm").json()
+    answer = post(http, f"/payments/intents/{intent_id}/cancel")
+    assert answer.status_code == 200
+    assert (answer.json()["object"], answer.json()["status"], answer.json()["charge"]) == (
+        "payment_intent",
+        "succeeded",
+        charge["id"],
+    )
+    assert listing(http, "/payments/intents", order_id=order_id) == [answer.json()]
+    assert listing(http, "/payments/charges", order_id=order_id) == [charge]
+
+
+def test_cancel_while_confirm_in_flight_is_409_then_reports_the_charge(
+    http: httpx.Client, order_id: str
+) -> None:
+    intent_id = intent(http, order_id)["id"]
+    confirm, cancel = (f"/payments/intents/{intent_id}/{verb}" for verb in ("confirm", "cancel"))
+    cancel_key = f"{order_id}:payment-cancel"
+    with holding(http, "payments", lambda: post(http, confirm, key=f"{order_id}:confirm")) as held:
+        busy = post(http, cancel, key=cancel_key)
+        assert error_of(busy) == resource_in_use("payment intent", intent_id)
+        assert http.post("/admin/faults/payments/release").json() == {"released": 1}
+        charge = held.result(timeout=10).json()
+    after = post(http, cancel, key=cancel_key)
+    assert after.status_code == 200
+    assert "idempotent-replayed" not in after.headers  # the 409 was not stored under its key
+    assert (after.json()["status"], after.json()["charge"]) == ("succeeded", charge["id"])
+    assert listing(http, "/payments/charges", order_id=order_id) == [charge]
+
+
+def test_cancel_after_a_confirm_released_as_failure_cancels_for_good(
+    http: httpx.Client, order_id: str
+) -> None:
+    intent_id = intent(http, order_id)["id"]
+    confirm, cancel = (f"/payments/intents/{intent_id}/{verb}" for verb in ("confirm", "cancel"))
+    confirm_key = f"{order_id}:payment-confirm"
+    with holding(http, "payments", lambda: post(http, confirm, key=confirm_key)) as held:
+        assert error_of(post(http, cancel)) == resource_in_use("payment intent", intent_id)
+        http.post("/admin/faults/payments/release", params={"fail": True})
+        assert held.result(timeout=10).status_code == 503
+    cancelled = post(http, cancel)
+    assert (cancelled.json()["status"], cancelled.json()["charge"]) == ("canceled", None)
+    for key in (confirm_key, None):  # the held confirm's retry, and any later confirm
+        refused = post(http, confirm, key=key)
+        assert refused.json()["error"]["code"] == "payment_intent_unexpected_state"
+    assert count(http, "/payments/charges", order_id=order_id) == 0
+    assert listing(http, "/payments/intents", order_id=order_id) == [cancelled.json()]
+
+
+def test_two_confirms_on_one_intent_never_overlap(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id)["id"]
+    confirm = f"/payments/intents/{intent_id}/confirm"
+    with holding(http, "payments", lambda: post(http, confirm, key=f"{order_id}:a")) as held:
+        second = post(http, confirm, key=f"{order_id}:b")
+        assert error_of(second) == resource_in_use("payment intent", intent_id)
+        http.post("/admin/faults/payments/release")
+        first = held.result(timeout=10).json()
+    retried = post(http, confirm, key=f"{order_id}:b")
+    assert retried.json() == first
+    assert listing(http, "/payments/charges", order_id=order_id) == [first]
+    [stored] = listing(http, "/payments/intents", order_id=order_id)
+    assert (stored["status"], stored["charge"]) == ("succeeded", first["id"])
 
 
 @pytest.mark.parametrize(
@@ -234,7 +357,7 @@ def test_decline_is_stored_and_replayed(
     assert replay.headers["idempotent-replayed"] == "true"
     assert post(http, path).status_code == 402  # a new key cannot charge a failed intent
     assert count(http, "/payments/charges", order_id=order_id) == 0
-    [stored] = http.get("/payments/intents", params={"order_id": order_id}).json()["data"]
+    [stored] = listing(http, "/payments/intents", order_id=order_id)
     assert stored["status"] == "failed"
 
 
@@ -243,6 +366,8 @@ def test_refunds(http: httpx.Client, order_id: str) -> None:
     charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
     partial = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1000})
     assert partial.json()["amount"] == 1000
+    [charge] = listing(http, "/payments/charges", order_id=order_id)
+    assert charge["status"] == "succeeded"  # only a full refund marks it refunded
     too_much = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1501})
     assert too_much.status_code == 422
     assert too_much.json()["error"]["code"] == "amount_too_large"
@@ -252,6 +377,8 @@ def test_refunds(http: httpx.Client, order_id: str) -> None:
     assert full.json()["amount"] == 1500 and full.json()["id"].startswith("re_")
     assert again.json() == full.json()
     assert count(http, "/payments/refunds", order_id=order_id) == 2
+    [charge] = listing(http, "/payments/charges", order_id=order_id)
+    assert charge["status"] == "refunded"
 
 
 @pytest.mark.parametrize(
@@ -346,7 +473,7 @@ def test_drop_next_commits_but_the_caller_never_hears(http: httpx.Client, order_
     body = {"order_id": order_id, "amount": 700, "currency": "USD", "payment_method": "pm_ok"}
     with pytest.raises(httpx.RemoteProtocolError):
         post(http, "/payments/intents", body, key=f"{order_id}-intent")
-    [committed] = http.get("/payments/intents", params={"order_id": order_id}).json()["data"]
+    [committed] = listing(http, "/payments/intents", order_id=order_id)
     retry = post(http, "/payments/intents", body, key=f"{order_id}-intent")
     assert retry.status_code == 200
     assert retry.headers["idempotent-replayed"] == "true"
@@ -356,10 +483,9 @@ def test_drop_next_commits_but_the_caller_never_hears(http: httpx.Client, order_
 
 def test_release_as_failure_commits_nothing(http: httpx.Client, order_id: str) -> None:
     key = f"{order_id}-mail"
-    http.put("/admin/faults/mail", json={"hold_next": 1})
-    with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(post, http, "/mail/messages", message(order_id), key)
-        wait_held(http, "mail", 1)
+    with holding(
+        http, "mail", lambda: post(http, "/mail/messages", message(order_id), key)
+    ) as held:
         assert http.get("/admin/held/keys").json() == {
             "payments": [],
             "mail": [key],
@@ -487,3 +613,62 @@ def test_sigkill_and_restart_keeps_the_ledger(tmp_path: Path, order_id: str) -> 
             )
     finally:
         server.kill()
+
+
+# The tables that have gained columns since, as ledgers written before then hold them.
+OLD_SCHEMA = """
+CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
+    status_code INTEGER, body TEXT, created_at REAL NOT NULL
+);
+CREATE TABLE payment_intents (
+    id TEXT PRIMARY KEY, order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    payment_method TEXT NOT NULL, status TEXT NOT NULL, decline_code TEXT, created TEXT NOT NULL
+);
+CREATE TABLE charges (
+    id TEXT PRIMARY KEY, payment_intent TEXT NOT NULL UNIQUE REFERENCES payment_intents (id),
+    order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    status TEXT NOT NULL, created TEXT NOT NULL
+);
+"""
+
+
+def test_a_ledger_from_before_the_new_columns_opens_and_works(
+    tmp_path: Path, order_id: str
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    created = "2025-01-01T00:00:00.000+00:00"
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_SCHEMA)
+        old.execute(
+            "INSERT INTO payment_intents VALUES (?, ?, 2500, 'EUR', 'pm_card_visa', 'succeeded',"
+            " NULL, ?)",
+            ("pi_old", order_id, created),
+        )
+        old.execute(
+            "INSERT INTO charges VALUES ('ch_old', 'pi_old', ?, 2500, 'EUR', 'succeeded', ?)",
+            (order_id, created),
+        )
+    old.close()
+    server = Provider(path)
+    server.start()
+    try:
+        with _client(server) as http:
+            [stored] = listing(http, "/payments/intents", order_id=order_id)
+            assert (stored["status"], stored["charge"]) == ("succeeded", "ch_old")  # backfilled
+            assert post(http, "/payments/intents/pi_old/confirm").json()["id"] == "ch_old"
+            cancelled = post(http, f"/payments/intents/{intent(http, order_id)['id']}/cancel")
+            assert cancelled.json()["status"] == "canceled"
+            assert count(http, "/payments/charges", order_id=order_id) == 1
+    finally:
+        server.kill()
+    with sqlite3.connect(path) as reopened:
+        columns = {
+            table: {row[1] for row in reopened.execute(f"PRAGMA table_info({table})")}
+            for table in ("idempotency_keys", "payment_intents")
+        }
+        indexes = {row[1] for row in reopened.execute("PRAGMA index_list(idempotency_keys)")}
+    reopened.close()
+    assert "resource" in columns["idempotency_keys"] and "charge" in columns["payment_intents"]
+    assert "idempotency_keys_resource" in indexes
