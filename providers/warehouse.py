@@ -1,4 +1,8 @@
-"""Sandbox warehouse: picklists that reserve stock, and the stock levels themselves."""
+"""Sandbox warehouse: picklists that reserve stock, and the stock levels themselves.
+
+Like a real warehouse, it de-duplicates picklists on the shop's order reference: an order has at
+most one active (not cancelled) picklist, whatever idempotency key asks for another.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from providers.errors import ApiError, not_found
-from providers.idempotency import IdempotencyDep, Outcome
+from providers.idempotency import IdempotencyDep, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource
 
 SERVICE = "warehouse"
@@ -67,6 +71,12 @@ def _on_hand(db: sqlite3.Connection, sku: str) -> int | None:
 
 
 def _create_picklist(body: PicklistIn, db: sqlite3.Connection) -> Outcome:
+    active = db.execute(
+        "SELECT * FROM picklists WHERE order_id = ? AND status != 'cancelled' ORDER BY rowid",
+        (body.order_id,),
+    ).fetchone()
+    if active is not None:
+        return Outcome(200, PICKLISTS.render(active))
     wanted = Counter[str]()
     for item in body.items:
         wanted[item.sku] += item.quantity
@@ -105,8 +115,12 @@ def _cancel(picklist_id: str, db: sqlite3.Connection) -> Outcome:
 
 @router.post("/picklists")
 async def create_picklist(body: PicklistIn, request: Request, idem: IdempotencyDep) -> Response:
-    """Create a picklist, reserving stock for every sku that has a stock level."""
-    return await idem.run(request, SERVICE, partial(_create_picklist, body))
+    """Create a picklist, reserving stock for every sku that has a stock level.
+
+    An order that already has an active picklist gets that one back (200), not a second.
+    """
+    lock = resource_lock("order", body.order_id)
+    return await idem.run(request, SERVICE, partial(_create_picklist, body), lock)
 
 
 @router.post("/picklists/{picklist_id}/cancel")

@@ -135,6 +135,12 @@ def picklist(order_id: str, sku: str, quantity: int = 1) -> dict[str, Any]:
     return {"order_id": order_id, "items": [{"sku": sku, "quantity": quantity}], "ship_to": SHIP_TO}
 
 
+def stock_of(http: httpx.Client, sku: str) -> int:
+    [row] = [row for row in listing(http, "/warehouse/stock") if row["sku"] == sku]
+    on_hand: int = row["on_hand"]
+    return on_hand
+
+
 def wait_held(http: httpx.Client, service: str, n: int) -> None:
     deadline = time.monotonic() + 10
     while http.get("/admin/held").json()[service] != n:
@@ -415,16 +421,45 @@ def test_stock_out_of_stock_and_cancel(http: httpx.Client, order_id: str) -> Non
     )
     created = post(http, "/warehouse/picklists", picklist(order_id, sku, 2)).json()
     assert (created["status"], created["ship_to"]["line2"]) == ("open", None)
-    stock = {row["sku"]: row["on_hand"] for row in http.get("/warehouse/stock").json()["data"]}
-    assert stock[sku] == 0
+    assert stock_of(http, sku) == 0
     cancel = f"/warehouse/picklists/{created['id']}/cancel"
     cancelled = post(http, cancel).json()
     assert cancelled["status"] == "cancelled"
     assert post(http, cancel).json() == cancelled  # cancelling twice changes nothing
-    stock = {row["sku"]: row["on_hand"] for row in http.get("/warehouse/stock").json()["data"]}
-    assert stock[sku] == 2
+    assert stock_of(http, sku) == 2
     assert http.delete(f"/warehouse/stock/{sku}").json() == {"sku": sku, "on_hand": None}
     assert post(http, "/warehouse/picklists", picklist(order_id, sku, 99)).status_code == 200
+
+
+def test_one_active_picklist_per_order(http: httpx.Client, order_id: str) -> None:
+    sku = f"SKU-{order_id}"
+    http.put(f"/warehouse/stock/{sku}", json={"on_hand": 5})
+    first = post(http, "/warehouse/picklists", picklist(order_id, sku, 2), f"{order_id}:pick")
+    again = post(http, "/warehouse/picklists", picklist(order_id, sku, 2), f"{order_id}:pick-2")
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert "idempotent-replayed" not in again.headers  # de-duplicated by order, not by key
+    assert (count(http, "/warehouse/picklists", order_id=order_id), stock_of(http, sku)) == (1, 3)
+    post(http, f"/warehouse/picklists/{first.json()['id']}/cancel")
+    fresh = post(http, "/warehouse/picklists", picklist(order_id, sku, 2)).json()
+    assert fresh["id"] != first.json()["id"]  # a cancelled picklist does not count
+    assert (count(http, "/warehouse/picklists", order_id=order_id), stock_of(http, sku)) == (2, 3)
+
+
+def test_picklist_in_flight_for_the_order_is_409(http: httpx.Client, order_id: str) -> None:
+    body = picklist(order_id, "SKU-FREE")
+    first_key, retry_key = f"{order_id}:picklist", f"{order_id}:picklist-retry"
+    with holding(
+        http, "warehouse", lambda: post(http, "/warehouse/picklists", body, first_key)
+    ) as held:
+        busy = post(http, "/warehouse/picklists", body, retry_key)
+        assert error_of(busy) == resource_in_use("order", order_id)
+        other = post(http, "/warehouse/picklists", picklist(f"{order_id}-b", "SKU-FREE"))
+        assert other.status_code == 200  # only this order is locked
+        http.post("/admin/faults/warehouse/release")
+        first = held.result(timeout=10).json()
+    assert post(http, "/warehouse/picklists", body, retry_key).json() == first
+    assert listing(http, "/warehouse/picklists", order_id=order_id) == [first]
 
 
 def test_two_orders_race_for_the_last_unit(http: httpx.Client, order_id: str) -> None:
