@@ -1,4 +1,4 @@
-"""Run-time fault injection per service: errors, latency, dropped connections, held requests."""
+"""Run-time fault injection per service: errors, refusals, latency, drops, held requests."""
 
 from __future__ import annotations
 
@@ -32,8 +32,20 @@ class FaultConfig(BaseModel):
     reject_next: int = Field(
         0, ge=0, description="The next N requests are refused as invalid (422, not stored)."
     )
+    refuse_next: int = Field(
+        0,
+        ge=0,
+        description="The next N requests are refused (422) with no effect, the refusal stored "
+        "under their key, so a retry with the same key gets it again.",
+    )
     drop_replays: bool = Field(
         False, description="Drops also hit answers replayed for a key, so a retry can lose its too."
+    )
+    key_prefix: str = Field(
+        "",
+        max_length=200,
+        description="Only requests whose Idempotency-Key starts with this get faults (empty: "
+        "all); keys are '<order id>:<step>', so '<order id>:' targets one order.",
     )
     key_suffix: str = Field(
         "",
@@ -41,16 +53,21 @@ class FaultConfig(BaseModel):
         description="Only requests whose Idempotency-Key ends with this get faults (empty: all).",
     )
 
+    def targets(self, key: str) -> bool:
+        """Whether a request with this Idempotency-Key is subject to these faults."""
+        return key.startswith(self.key_prefix) and key.endswith(self.key_suffix)
+
 
 @dataclass(frozen=True)
 class FaultPlan:
-    """What happens to one request, decided once when it arrives."""
+    """What happens to one request, decided once when it arrives (default: nothing)."""
 
-    fail: bool
-    hold: bool
-    latency_s: float
-    drop: bool
+    fail: bool = False
+    hold: bool = False
+    latency_s: float = 0.0
+    drop: bool = False
     reject: bool = False
+    refuse: bool = False
 
 
 @dataclass
@@ -95,24 +112,27 @@ class Faults:
     def plan(self, service: str, key: str) -> FaultPlan:
         """Decide the faults for one new request, consuming the ``*_next`` counters."""
         config = self._get(service).config
-        if not key.endswith(config.key_suffix):
-            return FaultPlan(fail=False, hold=False, latency_s=0.0, drop=False)
+        if not config.targets(key):
+            return FaultPlan()
         if config.fail_next or random.random() < config.error_rate:
             config.fail_next = max(0, config.fail_next - 1)
-            return FaultPlan(fail=True, hold=False, latency_s=0.0, drop=False)
+            return FaultPlan(fail=True)
         if config.reject_next:
             config.reject_next -= 1
-            return FaultPlan(fail=False, hold=False, latency_s=0.0, drop=False, reject=True)
+            return FaultPlan(reject=True)
+        if config.refuse_next:
+            config.refuse_next -= 1
+            return FaultPlan(refuse=True)
         hold = config.hold_next > 0
         config.hold_next = max(0, config.hold_next - 1)
         drop = config.drop_next > 0 or random.random() < config.drop_rate
         config.drop_next = max(0, config.drop_next - 1)
-        return FaultPlan(fail=False, hold=hold, latency_s=config.latency_ms / 1000, drop=drop)
+        return FaultPlan(hold=hold, latency_s=config.latency_ms / 1000, drop=drop)
 
     def drop_replay(self, service: str, key: str) -> bool:
         """Whether to drop a stored answer replayed for ``key`` (only with ``drop_replays``)."""
         config = self._get(service).config
-        if not (config.drop_replays and key.endswith(config.key_suffix)):
+        if not (config.drop_replays and config.targets(key)):
             return False
         drop = config.drop_next > 0 or random.random() < config.drop_rate
         config.drop_next = max(0, config.drop_next - 1)

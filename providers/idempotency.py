@@ -17,6 +17,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any, NamedTuple
 
 from fastapi import Depends, Request
@@ -68,6 +69,14 @@ def _describe(resource: str) -> str:
     return f"{kind.replace('_', ' ')} '{resource_id}'"
 
 
+def _refuse(service: str, _: sqlite3.Connection) -> Outcome:
+    """The effect of an injected refusal: none, just the 422 to store under the key."""
+    message = (
+        f"Injected refusal: {service} refused this request; the refusal is stored under its key."
+    )
+    raise ApiError(422, "injected_refusal", message)
+
+
 def _json_response(status: int, body: str, **headers: str) -> Response:
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
@@ -114,7 +123,8 @@ class Idempotency:
                 await self.faults.hold(service, key)
             if plan.latency_s:
                 await asyncio.sleep(plan.latency_s)
-            stored = self._commit(key, effect)
+            # A refusal is this request's business outcome: committed with the key, no effect.
+            stored = self._commit(key, partial(_refuse, service) if plan.refuse else effect)
         except BaseException:
             # Nothing was committed (effect and response are one transaction): free the key.
             self._release(key)

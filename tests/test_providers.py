@@ -495,6 +495,48 @@ def test_injected_failure_is_not_stored_and_the_same_key_succeeds_once(
     assert count(http, "/mail/messages", order_id=order_id) == 1
 
 
+def test_refuse_next_is_stored_under_its_key(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id)["id"]
+    confirm = f"/payments/intents/{intent_id}/confirm"
+    http.put("/admin/faults/payments", json={"refuse_next": 1})
+    key = f"{order_id}:payment-confirm"
+    refused = post(http, confirm, key=key)
+    assert error_of(refused) == (
+        422,
+        "invalid_request",
+        "injected_refusal",
+        "Injected refusal: payments refused this request; the refusal is stored under its key.",
+    )
+    replay = post(http, confirm, key=key)
+    assert (replay.content, replay.headers["idempotent-replayed"]) == (refused.content, "true")
+    assert http.get("/admin/faults").json()["payments"]["refuse_next"] == 0
+    assert count(http, "/payments/charges", order_id=order_id) == 0
+    [stored] = listing(http, "/payments/intents", order_id=order_id)
+    assert (stored["status"], stored["charge"]) == ("requires_confirmation", None)
+    charged = post(http, confirm, key=f"{order_id}:payment-confirm-again")
+    assert charged.status_code == 200  # a new key goes through
+    assert listing(http, "/payments/charges", order_id=order_id) == [charged.json()]
+
+
+def test_key_prefix_targets_one_order(http: httpx.Client, order_id: str) -> None:
+    other = f"{order_id}-other"
+
+    def send(order: str, step: str) -> int:
+        return post(http, "/mail/messages", message(order), key=f"{order}:{step}").status_code
+
+    http.put("/admin/faults/mail", json={"fail_next": 1, "key_prefix": f"{order_id}:"})
+    assert send(other, "confirmation-email") == 200
+    assert send(order_id, "confirmation-email") == 503
+    # With a suffix too, a key must match both.
+    http.put("/admin/faults/mail", json={"fail_next": 1, "key_suffix": ":shipped-email"})
+    assert send(other, "shipped-email") == 200
+    assert send(order_id, "cancelled-email") == 200
+    assert send(order_id, "shipped-email") == 503
+    assert http.get("/admin/faults").json()["mail"]["fail_next"] == 0
+    assert count(http, "/mail/messages", order_id=order_id) == 1
+    assert count(http, "/mail/messages", order_id=other) == 2
+
+
 def test_faults_only_hit_their_service(http: httpx.Client, order_id: str) -> None:
     http.put("/admin/faults/payments", json={"error_rate": 1.0})
     assert post(http, "/mail/messages", message(order_id)).status_code == 200
