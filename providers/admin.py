@@ -12,30 +12,33 @@ from providers.ledger import LedgerDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-# Ledger summary counter -> (table, extra condition).
-COUNTERS = {
-    "payment_intents": ("payment_intents", "1"),
-    "charges": ("charges", "1"),
-    "refunds": ("refunds", "1"),
-    "picklists": ("picklists", "1"),
-    "cancelled_picklists": ("picklists", "status = 'cancelled'"),
+# Ledger summary field -> (aggregate, table, extra condition).
+FIELDS = {
+    "payment_intents": ("COUNT(*)", "payment_intents", "1"),
+    "cancelled_intents": ("COUNT(*)", "payment_intents", "status = 'canceled'"),
+    "charges": ("COUNT(*)", "charges", "1"),
+    "charged_amount": ("SUM(amount)", "charges", "1"),
+    "refunds": ("COUNT(*)", "refunds", "1"),
+    "refunded_amount": ("SUM(amount)", "refunds", "1"),
+    "picklists": ("COUNT(*)", "picklists", "1"),
+    "cancelled_picklists": ("COUNT(*)", "picklists", "status = 'cancelled'"),
 }
 
 
 def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, dict[str, Any]]:
-    """Count each order's effects; a filtered order with no effects shows zeros."""
+    """Count (and for money, sum) each order's effects; a filtered order with none shows zeros."""
     orders: dict[str, dict[str, Any]] = {}
 
     def entry(order: str) -> dict[str, Any]:
-        return orders.setdefault(order, {**dict.fromkeys(COUNTERS, 0), "emails": {}})
+        return orders.setdefault(order, {**dict.fromkeys(FIELDS, 0), "emails": {}})
 
     if order_id is not None:
         entry(order_id)
     where, args = ("order_id = ?", (order_id,)) if order_id is not None else ("1", ())
-    for counter, (table, condition) in COUNTERS.items():
-        sql = f"SELECT order_id, COUNT(*) FROM {table} WHERE {where} AND {condition} GROUP BY 1"
-        for order, count in db.execute(sql, args):
-            entry(order)[counter] = count
+    for name, (aggregate, table, condition) in FIELDS.items():
+        sql = f"SELECT order_id, {aggregate} FROM {table} WHERE {where} AND {condition} GROUP BY 1"
+        for order, value in db.execute(sql, args):
+            entry(order)[name] = value
     sql = f"SELECT order_id, template, COUNT(*) FROM messages WHERE {where} GROUP BY 1, 2"
     for order, template, count in db.execute(sql, args):
         entry(order)["emails"][template] = count
@@ -44,7 +47,7 @@ def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, di
 
 @router.get("/ledger")
 async def get_ledger_summary(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
-    """Per order: intents, charges, refunds, emails by template, picklists, cancelled ones."""
+    """Per order: effect counts, charged and refunded amounts, and emails by template."""
     return {"orders": ledger_summary(ledger.db, order_id)}
 
 

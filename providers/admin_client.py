@@ -15,7 +15,7 @@ SERVICES = ("payments", "mail", "warehouse")
 
 @dataclass(frozen=True)
 class Effects:
-    """What the providers' ledger holds for one order."""
+    """What the providers' ledger holds for one order; amounts are in minor units."""
 
     payment_intents: int = 0
     charges: int = 0
@@ -23,6 +23,9 @@ class Effects:
     emails: dict[str, int] | None = None
     picklists: int = 0
     cancelled_picklists: int = 0
+    cancelled_intents: int = 0
+    charged_amount: int = 0
+    refunded_amount: int = 0
 
     def emails_of(self, template: str) -> int:
         """How many emails of one template went out."""
@@ -50,7 +53,7 @@ class SandboxAdmin:
         return {oid: Effects(**counts) for oid, counts in orders.items()}
 
     def set_faults(self, service: str, **faults: float | str | bool) -> dict[str, Any]:
-        """Set fault injection on one service (``error_rate``, ``drop_next``, ``key_suffix``...)."""
+        """Set faults on one service (``error_rate``, ``refuse_next``, ``key_prefix``...)."""
         state: dict[str, Any] = self._check(self._http.put(f"/admin/faults/{service}", json=faults))
         return state
 

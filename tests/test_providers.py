@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from providers.admin_client import SandboxAdmin
+
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "sk_test_contract"
 SHIP_TO = {
@@ -622,10 +624,11 @@ def test_fault_admin_api(http: httpx.Client) -> None:
     assert http.get("/admin/held").json() == {"payments": 0, "mail": 0, "warehouse": 0}
 
 
-def test_ledger_summary(http: httpx.Client, order_id: str) -> None:
+def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
     charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
-    post(http, "/payments/refunds", {"charge_id": charge_id})
+    post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1000})
+    post(http, f"/payments/intents/{intent(http, order_id)['id']}/cancel")
     post(http, "/mail/messages", message(order_id))
     post(http, "/mail/messages", message(order_id) | {"template": "order-cancelled"})
     picked = post(http, "/warehouse/picklists", picklist(order_id, "SKU-FREE")).json()
@@ -634,9 +637,12 @@ def test_ledger_summary(http: httpx.Client, order_id: str) -> None:
     assert summary == {
         "orders": {
             order_id: {
-                "payment_intents": 1,
+                "payment_intents": 2,
+                "cancelled_intents": 1,
                 "charges": 1,
+                "charged_amount": 2500,
                 "refunds": 1,
+                "refunded_amount": 1000,
                 "emails": {"order-confirmation": 1, "order-cancelled": 1},
                 "picklists": 1,
                 "cancelled_picklists": 1,
@@ -644,6 +650,16 @@ def test_ledger_summary(http: httpx.Client, order_id: str) -> None:
         }
     }
     assert order_id in http.get("/admin/ledger").json()["orders"]
+    admin = SandboxAdmin(provider.url, API_KEY)
+    try:
+        effects = admin.effects(order_id)
+    finally:
+        admin.close()
+    assert (effects.cancelled_intents, effects.charged_amount, effects.refunded_amount) == (
+        1,
+        2500,
+        1000,
+    )
 
 
 def test_html_pages(provider: Provider, http: httpx.Client, order_id: str) -> None:
