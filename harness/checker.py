@@ -54,6 +54,8 @@ async def gather_evidence(
 
     ids = list(order_ids)
     views = await gather_limited(outcome(order_id) for order_id in ids)
+    # The ledger last: whatever an order records having done is then in the ledger too, so
+    # the checker can hold running orders to it without racing them.
     ledger = await asyncio.to_thread(admin.all_effects)
     return Evidence(dict(zip(ids, views, strict=True)), ledger)
 
@@ -61,65 +63,196 @@ async def gather_evidence(
 def check(evidence: Evidence, require_final: bool = True) -> list[Violation]:
     """Every broken promise in ``evidence``; an empty list means the run kept them all.
 
-    - No order is lost: Temporal knows every order that was started.
-    - No effect happens twice: at most one intent, charge, refund and picklist per order, and at
-      most one email of each kind.
-    - A completed order was charged once, got one confirmation, one picklist, one shipped email.
-    - An order that ended any other way (declined, cancelled, out of stock) holds none of the
-      customer's money (never charged, or refunded exactly once) and no open picklist.
+    Each order is judged on its own, from its status in Temporal:
+
+    - Always, even mid-flight: nothing happened twice (payment intents, cancelled intents,
+      charges, refunds, picklists, cancelled picklists, emails of any one template), no more
+      was refunded than charged, and every intent, charge, refund and picklist the order
+      records is in the ledger.
+    - Once final, what its outcome promises: the emails it needs exactly once and none it must
+      not send; a completed order charged once and never refunded, a declined one never
+      charged, a cancelled or out-of-stock one refunded in full if it was charged; one payment
+      intent once the order got past payment; one active picklist if completed, none otherwise.
+    - No order is lost: Temporal knows every order that was started and every order the
+      providers acted for.
     - With ``require_final``, every order has finished.
     """
     violations = [
-        Violation(order_id, "has effects at the providers but no order in Temporal")
-        for order_id in evidence.ledger.keys() - evidence.outcomes.keys()
+        Violation(order_id, f"lost: Temporal has no such order, but the providers hold {held}")
+        for order_id, effects in evidence.ledger.items()
+        if order_id not in evidence.outcomes and (held := _describe(effects))
     ]
     for order_id, view in evidence.outcomes.items():
         effects = evidence.ledger.get(order_id, Effects())
-        if view is None:
-            violations.append(Violation(order_id, "lost: Temporal has no such order"))
-            continue
-        problems = _at_most_once(effects) + _as_promised(view.status, effects)
-        if require_final and not view.status.is_final:
+        problems = judge(view, effects)
+        if require_final and view is not None and not view.status.is_final:
             problems.append(f"did not finish: still {view.status.value}")
         violations += [Violation(order_id, problem) for problem in problems]
     return sorted(violations, key=lambda violation: violation.order_id)
 
 
-def _at_most_once(effects: Effects) -> list[str]:
-    counts = {
-        "payment intents": effects.payment_intents,
-        "charges": effects.charges,
-        "refunds": effects.refunds,
-        "picklists": effects.picklists,
-        **{f"{template} emails": n for template, n in (effects.emails or {}).items()},
+def judge(view: OrderView | None, effects: Effects) -> list[str]:
+    """The broken promises of one order: its read model (``None``: unknown) against its effects.
+
+    An order that has not finished is judged only on what cannot be wrong mid-flight.
+    """
+    if view is None:
+        held = _describe(effects)
+        return [f"lost: Temporal has no such order{held and f', but the providers hold {held}'}"]
+    counts = _counts(effects)
+    # Per counted effect, the bounds it must keep, strictest first: only the first one broken
+    # is reported, so one fault reads as one line ("2 charges, expected 1 for a completed
+    # order", not also "expected at most 1").
+    bounds: dict[str, list[_Bound]] = {what: [] for what in counts}
+    problems: list[str] = []
+    if view.status.is_final:
+        problems += _as_promised(view.status, effects, bounds)
+    _as_recorded(view, bounds)
+    for what in counts:
+        if what != _ACTIVE_PICKLIST:  # implied by "at most 1 picklist"
+            bounds[what].append(_Bound(0, 1))
+    if effects.refunded_amount > effects.charged_amount:
+        problems.append(
+            f"refunded {effects.refunded_amount} of {effects.charged_amount} charged: "
+            "more than was charged"
+        )
+    for what, count in counts.items():
+        broken = next((b for b in bounds[what] if not b.holds(count)), None)
+        if broken is not None:
+            problems.append(f"{_count(count, what)}, expected {broken.want}{broken.why}")
+    return problems
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """How many of one effect an order may have, and why (appended to the message)."""
+
+    low: int
+    high: int | None
+    """``None``: no upper bound (for "at least")."""
+    why: str = ""
+
+    def holds(self, count: int) -> bool:
+        return self.low <= count and (self.high is None or count <= self.high)
+
+    @property
+    def want(self) -> str:
+        if self.high == 0:
+            return "none"
+        if self.low == self.high:
+            return str(self.low)
+        if self.high is None:
+            return f"at least {self.low}"
+        return f"at most {self.high}" if self.low == 0 else f"{self.low} to {self.high}"
+
+
+_ACTIVE_PICKLIST = "active picklist"
+
+_EMAILS: Mapping[OrderStatus, tuple[frozenset[str], frozenset[str]]] = {
+    # Final status -> (emails it needs exactly once, emails it may have sent once on the way).
+    OrderStatus.COMPLETED: (
+        frozenset({EmailTemplate.ORDER_CONFIRMATION, EmailTemplate.ORDER_SHIPPED}),
+        frozenset({EmailTemplate.SHIPMENT_DELAYED}),
+    ),
+    OrderStatus.PAYMENT_DECLINED: (frozenset({EmailTemplate.PAYMENT_DECLINED}), frozenset()),
+    # Out of stock is found at the picklist, after the charge and its confirmation.
+    OrderStatus.OUT_OF_STOCK: (
+        frozenset({EmailTemplate.OUT_OF_STOCK}),
+        frozenset({EmailTemplate.ORDER_CONFIRMATION}),
+    ),
+    # Cancelled any time before shipping: before or after the charge, maybe once it was late.
+    OrderStatus.CANCELLED: (
+        frozenset({EmailTemplate.ORDER_CANCELLED}),
+        frozenset({EmailTemplate.ORDER_CONFIRMATION, EmailTemplate.SHIPMENT_DELAYED}),
+    ),
+}
+
+
+def _counts(effects: Effects) -> dict[str, int]:
+    """Each counted effect of an order by its name in messages (singular), every template too."""
+    emails = effects.emails or {}
+    templates = [*EmailTemplate, *sorted(set(emails) - set(EmailTemplate))]
+    return {
+        "payment intent": effects.payment_intents,
+        "cancelled payment intent": effects.cancelled_intents,
+        "charge": effects.charges,
+        "refund": effects.refunds,
+        "picklist": effects.picklists,
+        "cancelled picklist": effects.cancelled_picklists,
+        _ACTIVE_PICKLIST: max(effects.picklists - effects.cancelled_picklists, 0),
+        **{f"{template} email": effects.emails_of(template) for template in templates},
     }
-    return [f"{count} {what}, expected at most 1" for what, count in counts.items() if count > 1]
 
 
-def _as_promised(status: OrderStatus, effects: Effects) -> list[str]:
+def _as_promised(
+    status: OrderStatus, effects: Effects, bounds: dict[str, list[_Bound]]
+) -> list[str]:
+    """Add the bounds a final ``status`` promises to ``bounds``; return the refund problems."""
+    outcome = f" for {_an(status.value)} order"
+    needed, allowed = _EMAILS[status]
+    for what in bounds:
+        template = what.removesuffix(" email")
+        if what.endswith(" email") and template not in allowed:
+            bounds[what].append(
+                _Bound(1, 1, outcome) if template in needed else _Bound(0, 0, outcome)
+            )
+    charged = effects.charges > 0 or effects.charged_amount > 0
+    # The decline is the gateway's answer to confirming the intent, so it exists then too.
+    if charged or status in (OrderStatus.COMPLETED, OrderStatus.PAYMENT_DECLINED):
+        bounds["payment intent"].append(_Bound(1, 1, outcome))
+    # Only a completed order keeps its picklist; any other end takes it back (or never made it).
+    picked = int(status == OrderStatus.COMPLETED)
+    bounds[_ACTIVE_PICKLIST].append(_Bound(picked, picked, outcome))
+    problems = []
     if status == OrderStatus.COMPLETED:
-        expected = {
-            "charges": (effects.charges, 1),
-            "refunds": (effects.refunds, 0),
-            "open picklists": (effects.picklists - effects.cancelled_picklists, 1),
-            "confirmation emails": (effects.emails_of(EmailTemplate.ORDER_CONFIRMATION), 1),
-            "shipped emails": (effects.emails_of(EmailTemplate.ORDER_SHIPPED), 1),
-        }
-    elif status.is_final:
-        expected = {
-            "charges not refunded": (effects.charges - effects.refunds, 0),
-            "open picklists": (effects.picklists - effects.cancelled_picklists, 0),
-            "shipped emails": (effects.emails_of(EmailTemplate.ORDER_SHIPPED), 0),
-        }
-        if status == OrderStatus.PAYMENT_DECLINED:
-            expected["decline emails"] = (effects.emails_of(EmailTemplate.PAYMENT_DECLINED), 1)
+        bounds["charge"].append(_Bound(1, 1, outcome))
+        bounds["refund"].append(_Bound(0, 0, outcome))
+    elif status == OrderStatus.PAYMENT_DECLINED:
+        bounds["charge"].append(_Bound(0, 0, outcome))
+        bounds["refund"].append(_Bound(0, 0, outcome))
+    elif not charged:
+        bounds["refund"].append(_Bound(0, 0, outcome))
+    elif effects.refunded_amount < effects.charged_amount:
+        problems.append(
+            f"refunded {effects.refunded_amount} of {effects.charged_amount} charged: "
+            f"{_an(status.value)} order is refunded in full"
+        )
     else:
-        return []
-    return [
-        f"{status.value} with {actual} {what}, expected {want}"
-        for what, (actual, want) in expected.items()
-        if actual != want
-    ]
+        # The amounts agree, but only a refund in the ledger gives the money back.
+        bounds["refund"].append(_Bound(1, 1, f" for a charged {status.value} order"))
+    return problems
+
+
+def _as_recorded(view: OrderView, bounds: dict[str, list[_Bound]]) -> None:
+    """Add a bound of at least one for each effect the order records having made.
+
+    These hold mid-flight too: ``gather_evidence`` reads the ledger after the orders, and an
+    order records an id only once the provider has answered with it.
+    """
+    recorded = {
+        "payment intent": view.payment_intent_id,
+        "charge": view.transaction_id,
+        "refund": view.refund_id,
+        "picklist": view.picklist_id,
+    }
+    for what, record_id in recorded.items():
+        if record_id is not None:
+            bounds[what].append(_Bound(1, None, f": the order records {what} {record_id}"))
+
+
+def _an(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def _count(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def _describe(effects: Effects) -> str:
+    """The effects that happened, in words ("1 charge, 1 order-confirmation email"), or ""."""
+    counts = _counts(effects)
+    del counts[_ACTIVE_PICKLIST]
+    return ", ".join(_count(n, what) for what, n in counts.items() if n)
 
 
 @dataclass(frozen=True)
