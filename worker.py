@@ -50,6 +50,7 @@ def build_worker(
         activities=[
             payment.create_payment_intent,
             payment.confirm_payment,
+            payment.cancel_payment,
             payment.find_charge,
             payment.refund_payment,
             mail.send_email,

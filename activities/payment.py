@@ -1,21 +1,27 @@
-"""Two-phase payment at the gateway: create an intent (no money moves), then confirm it."""
+"""Two-phase payment at the gateway: create an intent (no money moves), then confirm it.
+
+Undoing a payment is decided by the gateway, never guessed from a listing: the order cancels
+its intent, which the gateway refuses while a confirm for it is still in flight and answers with
+the charge if the intent was confirmed; that charge is then refunded.
+"""
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.errors import PROVIDER_REJECTED
 from activities.logging import log_step
 from activities.provider_client import ProviderClient
+from activities.requests import EffectRequest
 from domain.status import Step
 
 
-class PaymentIntentRequest(BaseModel):
+class PaymentIntentRequest(EffectRequest):
     """Phase 1: ask the gateway to prepare a charge."""
 
-    order_id: str
     amount: int
     currency: str
     payment_method: str
-    idempotency_key: str
 
 
 class PaymentIntent(BaseModel):
@@ -24,14 +30,26 @@ class PaymentIntent(BaseModel):
     id: str
     amount: int
     currency: str
+    status: str = "requires_confirmation"
+    charge: str | None = None
+    """The charge id once the intent is confirmed."""
+
+    @property
+    def charged(self) -> bool:
+        """True when the gateway confirmed this intent: money moved."""
+        return self.status == "succeeded" and self.charge is not None
 
 
-class ConfirmPaymentRequest(BaseModel):
+class ConfirmPaymentRequest(EffectRequest):
     """Phase 2: move the money for an intent."""
 
-    order_id: str
     intent_id: str
-    idempotency_key: str
+
+
+class CancelPaymentRequest(EffectRequest):
+    """Undo phase 1: the gateway cancels the intent, or says it was already charged."""
+
+    intent_id: str
 
 
 class Charge(BaseModel):
@@ -41,15 +59,14 @@ class Charge(BaseModel):
     payment_intent: str
     amount: int
     currency: str
+    status: str = "succeeded"
 
 
-class RefundRequest(BaseModel):
+class RefundRequest(EffectRequest):
     """Give back the whole charge."""
 
-    order_id: str
     charge_id: str
     reason: str
-    idempotency_key: str
 
 
 class Refund(BaseModel):
@@ -67,12 +84,38 @@ class PaymentActivities:
 
     @activity.defn
     async def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:
-        """Create (or, on a retry, get back) the order's payment intent."""
-        body = request.model_dump(exclude={"idempotency_key"})
+        """Create the order's payment intent, or adopt the one the gateway already has.
+
+        Adopting the order's existing intent (whatever key created it) means an order id started
+        again after Temporal forgot its first run, or an operator's retry under a new key, can
+        never lead to a second charge: confirming an intent twice returns its one charge.
+        """
+        existing = await self._existing_intent(request)
+        if existing is not None:
+            log_step(request.order_id, Step.PAYMENT_INTENT, f"adopted {existing.id}")
+            return existing
+        body = request.model_dump(include={"order_id", "amount", "currency", "payment_method"})
         answer = await self._gateway.post("/intents", body, idempotency_key=request.idempotency_key)
         intent = PaymentIntent.model_validate(answer)
         log_step(request.order_id, Step.PAYMENT_INTENT, f"created {intent.id}")
         return intent
+
+    async def _existing_intent(self, request: PaymentIntentRequest) -> PaymentIntent | None:
+        listing = await self._gateway.get("/intents", {"order_id": request.order_id})
+        live = [
+            PaymentIntent.model_validate(intent)
+            for intent in listing["data"]
+            if intent["status"] in ("requires_confirmation", "succeeded")
+        ]
+        for intent in live:
+            if (intent.amount, intent.currency) != (request.amount, request.currency):
+                raise ApplicationError(
+                    f"order id {request.order_id} already has payment intent {intent.id} for "
+                    f"{intent.amount} {intent.currency}; an order id can be used once",
+                    type=PROVIDER_REJECTED,
+                    non_retryable=True,
+                )
+        return live[-1] if live else None
 
     @activity.defn
     async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
@@ -81,12 +124,38 @@ class PaymentActivities:
             f"/intents/{request.intent_id}/confirm", {}, idempotency_key=request.idempotency_key
         )
         charge = Charge.model_validate(answer)
+        if charge.status != "succeeded":
+            raise ApplicationError(
+                f"the gateway's charge {charge.id} for order {request.order_id} is "
+                f"{charge.status}; the order id was used before: place it under a new id",
+                type=PROVIDER_REJECTED,
+                non_retryable=True,
+            )
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"charged {charge.id}")
         return charge
 
     @activity.defn
+    async def cancel_payment(self, request: CancelPaymentRequest) -> PaymentIntent:
+        """Cancel the intent so it can never be charged; its answer says if it already was.
+
+        While a confirm for the intent is in flight the gateway answers 409, which is retried:
+        the cancel waits for that confirm's outcome instead of guessing it.
+        """
+        answer = await self._gateway.post(
+            f"/intents/{request.intent_id}/cancel", {}, idempotency_key=request.idempotency_key
+        )
+        intent = PaymentIntent.model_validate(answer)
+        outcome = f"charged {intent.charge}, to refund" if intent.charged else intent.status
+        log_step(request.order_id, Step.PAYMENT_CANCEL, f"{intent.id} {outcome}")
+        return intent
+
+    @activity.defn
     async def find_charge(self, order_id: str) -> Charge | None:
-        """The order's charge, if one exists: settles an unknown payment outcome before a refund."""
+        """The order's charge, if the gateway lists one.
+
+        Only orders started before the gateway decided compensation call this (they must
+        replay as they ran); a listing cannot see a confirm still in flight.
+        """
         charges = (await self._gateway.get("/charges", {"order_id": order_id}))["data"]
         charge = Charge.model_validate(charges[0]) if charges else None
         log_step(order_id, Step.CHARGE_LOOKUP, f"found {charge.id}" if charge else "no charge")
@@ -94,7 +163,7 @@ class PaymentActivities:
 
     @activity.defn
     async def refund_payment(self, request: RefundRequest) -> Refund:
-        """Refund the charge in full, once, whatever the number of retries."""
+        """Refund the charge in full, once, whatever the number of retries or keys."""
         body = {"charge_id": request.charge_id, "amount": None, "reason": request.reason}
         answer = await self._gateway.post("/refunds", body, idempotency_key=request.idempotency_key)
         refund = Refund.model_validate(answer)

@@ -1,10 +1,17 @@
-"""Picklists at the warehouse."""
+"""Picklists at the warehouse.
+
+The warehouse de-duplicates picklists on the order id, so a picklist sent again under a new key
+(an operator's retry) returns the order's open picklist instead of picking twice.
+"""
 
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from activities.errors import OUT_OF_STOCK
 from activities.logging import log_step
 from activities.provider_client import ProviderClient
+from activities.requests import EffectRequest
 from domain.models import Address
 from domain.status import Step
 
@@ -16,13 +23,11 @@ class PicklistItem(BaseModel):
     quantity: int
 
 
-class PicklistRequest(BaseModel):
+class PicklistRequest(EffectRequest):
     """Ask the warehouse to pick and pack an order."""
 
-    order_id: str
     items: list[PicklistItem]
     ship_to: Address
-    idempotency_key: str
 
 
 class Picklist(BaseModel):
@@ -31,12 +36,16 @@ class Picklist(BaseModel):
     id: str
 
 
-class CancelPicklistRequest(BaseModel):
-    """Take back a picklist the warehouse has not shipped."""
+class CancelPicklistRequest(EffectRequest):
+    """Take back a picklist the warehouse has not shipped.
 
-    order_id: str
-    picklist_id: str
-    idempotency_key: str
+    When the picklist's id never reached the order (its request was cut short by a cancel),
+    ``picklist`` is that request: sending it again under its own key returns the picklist if
+    it was made (or waits while it is in flight) so it can be cancelled.
+    """
+
+    picklist_id: str | None = None
+    picklist: PicklistRequest | None = None
 
 
 class WarehouseActivities:
@@ -48,19 +57,34 @@ class WarehouseActivities:
     @activity.defn
     async def send_picklist(self, request: PicklistRequest) -> Picklist:
         """Send the picklist once; a sku out of stock raises a non-retryable ``OutOfStock``."""
-        body = request.model_dump(mode="json", exclude={"idempotency_key"})
-        answer = await self._warehouse.post(
-            "/picklists", body, idempotency_key=request.idempotency_key
-        )
-        picklist = Picklist.model_validate(answer)
+        picklist = await self._post_picklist(request)
         log_step(request.order_id, Step.PICKLIST, f"accepted {picklist.id}")
         return picklist
 
-    @activity.defn
-    async def cancel_picklist(self, request: CancelPicklistRequest) -> Picklist:
-        """Cancel the picklist and return its stock; cancelling twice changes nothing."""
+    async def _post_picklist(self, request: PicklistRequest) -> Picklist:
+        body = request.model_dump(mode="json", include={"order_id", "items", "ship_to"})
         answer = await self._warehouse.post(
-            f"/picklists/{request.picklist_id}/cancel", {}, idempotency_key=request.idempotency_key
+            "/picklists", body, idempotency_key=request.idempotency_key
+        )
+        return Picklist.model_validate(answer)
+
+    @activity.defn
+    async def cancel_picklist(self, request: CancelPicklistRequest) -> Picklist | None:
+        """Cancel the picklist and return its stock; cancelling twice changes nothing.
+
+        Returns ``None`` when the warehouse refused the picklist in the first place.
+        """
+        picklist_id = request.picklist_id
+        if picklist_id is None and request.picklist is not None:
+            try:
+                picklist_id = (await self._post_picklist(request.picklist)).id
+            except ApplicationError as err:
+                if err.type != OUT_OF_STOCK:
+                    raise
+                log_step(request.order_id, Step.PICKLIST_CANCEL, "nothing was picked")
+                return None
+        answer = await self._warehouse.post(
+            f"/picklists/{picklist_id}/cancel", {}, idempotency_key=request.idempotency_key
         )
         picklist = Picklist.model_validate(answer)
         log_step(request.order_id, Step.PICKLIST_CANCEL, f"cancelled {picklist.id}")

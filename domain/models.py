@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from domain.currencies import MINOR_UNIT_EXPONENT
-from domain.status import OperatorAction, OrderStatus, Step, StepState
+from domain.status import MAX_STEP_BUDGET, OperatorAction, OrderStatus, Step, StepState
 
 _CARD_LIKE = re.compile(r"\d(?:[ -]?\d){12,18}")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
@@ -168,6 +168,11 @@ class OrderOptions(_Model):
     def _escalation_in_order(self) -> "OrderOptions":
         if min(self.payment_retry_budget, self.shipment_delayed_after) <= timedelta(0):
             raise ValueError("durations must be positive")
+        if self.payment_retry_budget > MAX_STEP_BUDGET:
+            raise ValueError(
+                f"payment_retry_budget may be at most {MAX_STEP_BUDGET} (half the providers' "
+                "idempotency key lifetime), so a retry never outlives its key"
+            )
         if self.shipment_attention_after <= self.shipment_delayed_after:
             raise ValueError("shipment_attention_after must be later than shipment_delayed_after")
         return self

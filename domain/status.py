@@ -4,6 +4,7 @@ The workflow's read model, the search attributes, the command line and the tests
 these names from here.
 """
 
+from datetime import timedelta
 from enum import StrEnum
 
 
@@ -88,6 +89,13 @@ class OperatorAction(StrEnum):
     CANCEL = "cancel"
     """Cancel the order: refund what was charged, take back the picklist, tell the customer."""
 
+
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
+"""How long the providers remember an idempotency key (Stripe: 24 hours). A retry after that
+could act a second time, so no step retries longer than ``MAX_STEP_BUDGET``."""
+
+MAX_STEP_BUDGET = IDEMPOTENCY_KEY_LIFETIME / 2
+"""The longest any step retries before it asks an operator: half the key lifetime."""
 
 PAYMENT_STEPS = frozenset({Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM})
 """The steps an operator's ``retry-payment`` applies to."""

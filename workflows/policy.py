@@ -1,4 +1,4 @@
-"""Timeouts and retries for every provider call, and how fast work leaves a dead worker.
+"""Timeouts, retries and budgets for every step, and how each step's refusals are handled.
 
 A provider call takes well under a second; ``start_to_close`` is sized to the call (the HTTP
 client gives up at 4 s) so an activity lost with a dead worker is retried within seconds.
@@ -10,22 +10,33 @@ moves on about 4.9 s later when an activity was in flight (2 s heartbeat timeout
 was 7.5 s: start-to-close cannot go below the HTTP timeout, but the heartbeat timeout can.
 """
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
+
+from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
+from domain.status import MAX_STEP_BUDGET, OrderStatus, Step
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
 
 PROVIDER_HEARTBEAT_TIMEOUT = timedelta(seconds=2)
 """A call that runs longer heartbeats (``activities.heartbeat``); when the beats stop because
-the worker died, the activity is retried after this, not after the whole start-to-close."""
+the worker died, the activity is retried after this, not after the whole start-to-close. A
+cancel reaches a running call through the same heartbeats."""
 
 PROVIDER_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
-    maximum_attempts=0,  # unlimited: transient faults are retried until the provider answers
+    maximum_attempts=0,  # bounded by each step's budget, not by a count
 )
+
+STEP_BUDGET = timedelta(hours=6)
+"""How long any step other than payment retries before it asks an operator: within
+``MAX_STEP_BUDGET``, so a retry never outlives its idempotency key."""
+assert STEP_BUDGET <= MAX_STEP_BUDGET
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=2)
 """How long a workflow task waits on the queue of the worker that has the order cached.
@@ -38,3 +49,53 @@ of 10.4 s -> 3.0 s under the 200-order load with two kills. A live but busy work
 keeps a task waiting 2 s; when it does, the cost is one history replay on another worker,
 never a wrong result.
 """
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A provider refusal that ends the order as a business outcome instead of a fault."""
+
+    status: OrderStatus
+    label: str
+    """Starts the failure reason, e.g. ``payment declined: insufficient_funds``."""
+    detail_key: str
+    """The field of the provider's error that names what happened (decline code, sku)."""
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """How one step reacts when its call fails.
+
+    Retryable faults are retried for ``budget`` (``None``: the order's payment budget); a
+    refusal listed in ``outcomes`` ends the order; anything else, and a budget run out, parks
+    the order for an operator, who retries the step or cancels the order.
+    """
+
+    label: str
+    budget: timedelta | None = STEP_BUDGET
+    outcomes: Mapping[str, Outcome] = field(default_factory=dict)
+
+
+_PAYMENT = "payment"
+POLICIES: Mapping[Step, StepPolicy] = {
+    Step.PAYMENT_INTENT: StepPolicy(_PAYMENT, budget=None),
+    Step.PAYMENT_CONFIRM: StepPolicy(
+        _PAYMENT,
+        budget=None,
+        outcomes={
+            PAYMENT_DECLINED: Outcome(
+                OrderStatus.PAYMENT_DECLINED, "payment declined", "decline_code"
+            )
+        },
+    ),
+    Step.PICKLIST: StepPolicy(
+        Step.PICKLIST.value,
+        outcomes={OUT_OF_STOCK: Outcome(OrderStatus.OUT_OF_STOCK, "out of stock", "sku")},
+    ),
+}
+"""Steps with their own rules; every other step has ``StepPolicy(step name)``."""
+
+
+def policy_for(step: Step) -> StepPolicy:
+    """The refusal policy of ``step``."""
+    return POLICIES.get(step) or StepPolicy(step.value)

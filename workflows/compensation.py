@@ -1,0 +1,38 @@
+"""Compensation: the undo of each effect, added as the effect becomes possible.
+
+An undo is added before its effect's call is made, not after it succeeds: a call cut short
+(by a cancel, a crash, a lost answer) may still have acted at the provider, so its undo must
+run whatever the workflow heard. Each undo acts on the resource at the provider, which decides
+atomically what there is to undo.
+"""
+
+from collections.abc import Awaitable, Callable
+
+from domain.status import Step
+
+Undo = Callable[[bool], Awaitable[None]]
+"""An undo; its argument says whether the provider decides (``True``) or, for orders started
+before it did, the workflow replays what it did then (``False``)."""
+
+
+class Compensations:
+    """The undos of one order, keyed by the step whose effect they take back."""
+
+    def __init__(self) -> None:
+        self._undos: dict[Step, Undo] = {}
+
+    def add(self, step: Step, undo: Undo) -> None:
+        """Register ``undo`` for the effect ``step`` is about to attempt."""
+        self._undos[step] = undo
+
+    def discard(self, step: Step | None) -> None:
+        """Forget the undo of a step the provider refused: a refusal acted on nothing."""
+        if step is not None:
+            self._undos.pop(step, None)
+
+    async def unwind(self, provider_decides: bool) -> None:
+        """Run every undo once: newest first, or in the order older orders ran them."""
+        undos = list(self._undos.values())
+        for undo in reversed(undos) if provider_decides else undos:
+            await undo(provider_decides)
+        self._undos.clear()

@@ -1,0 +1,113 @@
+"""The order's two-phase payment, and its undo as the gateway decides it.
+
+Phase one creates (or adopts) a payment intent: no money moves, its id lands in history.
+Phase two confirms it: the money moves, at most once per intent. The undo is registered just
+before the confirm, because from then on money may move whatever the workflow hears.
+"""
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.payment import (
+        CancelPaymentRequest,
+        ConfirmPaymentRequest,
+        PaymentActivities,
+        PaymentIntent,
+        PaymentIntentRequest,
+        RefundRequest,
+    )
+    from domain.currencies import format_money
+    from domain.status import Step
+    from workflows.compensation import Compensations
+    from workflows.policy import STEP_BUDGET
+    from workflows.state import OrderState
+    from workflows.steps import Steps
+
+
+class Payment:
+    """Charges one order's card once, and gives the money back only if it was taken."""
+
+    def __init__(self, state: OrderState, steps: Steps, compensations: Compensations) -> None:
+        self._state, self._steps, self._compensations = state, steps, compensations
+
+    async def charge(self) -> str:
+        """Create or adopt the intent, then confirm it; returns the charge id."""
+        state, order = self._state, self._state.order
+        if state.intent is None:
+            state.intent = await self._steps.call(
+                Step.PAYMENT_INTENT,
+                PaymentActivities.create_payment_intent,
+                PaymentIntentRequest,
+                amount=order.total,
+                currency=order.currency,
+                payment_method=order.payment_method,
+                summary=f"intent for {format_money(order.total, order.currency)}",
+                describe=lambda intent: intent.id,
+            )
+            self._steps.stop_if_cancelled()
+        self._compensations.add(Step.PAYMENT_CONFIRM, self.undo)
+        charge = await self._steps.call(
+            Step.PAYMENT_CONFIRM,
+            PaymentActivities.confirm_payment,
+            ConfirmPaymentRequest,
+            intent_id=state.intent.id,
+            summary=f"confirm {state.intent.id}",
+            describe=lambda charge: charge.id,
+        )
+        state.charge_id = charge.id
+        return charge.id
+
+    async def undo(self, gateway_decides: bool) -> None:
+        """Give back what was charged, exactly once.
+
+        With the charge unknown, the gateway decides: the order cancels its intent, which the
+        gateway refuses while a confirm is still in flight (retried) and answers with the
+        charge if the intent was confirmed. Orders started before that looked the charge up
+        instead, and replay as they ran.
+        """
+        state = self._state
+        if state.charge_id is None and state.intent is not None:
+            if gateway_decides:
+                intent = await self._cancel_intent(state.intent)
+                state.charge_id = intent.charge if intent.charged else None
+            elif self._legacy_outcome_unknown():
+                charge = await self._steps.run_activity(
+                    Step.CHARGE_LOOKUP,
+                    PaymentActivities.find_charge,
+                    state.order.id,
+                    "find the charge, if any",
+                    lambda charge: charge.id if charge else "no charge",
+                    STEP_BUDGET,
+                )
+                state.charge_id = charge.id if charge else None
+        if state.charge_id is not None:
+            await self._refund(state.charge_id)
+
+    async def _cancel_intent(self, intent: PaymentIntent) -> PaymentIntent:
+        return await self._steps.call(
+            Step.PAYMENT_CANCEL,
+            PaymentActivities.cancel_payment,
+            CancelPaymentRequest,
+            intent_id=intent.id,
+            summary=f"cancel {intent.id}",
+            describe=lambda answer: f"charged {answer.charge}" if answer.charged else answer.status,
+        )
+
+    async def _refund(self, charge_id: str) -> None:
+        order = self._state.order
+        refund = await self._steps.call(
+            Step.REFUND,
+            PaymentActivities.refund_payment,
+            RefundRequest,
+            charge_id=charge_id,
+            reason=self._state.failure_reason or "order stopped",
+            summary=f"refund {format_money(order.total, order.currency)}",
+            describe=lambda refund: refund.id,
+        )
+        self._state.refund_id = refund.id
+
+    def _legacy_outcome_unknown(self) -> bool:
+        # Older orders looked their charge up only once a confirm had been escalated.
+        state = self._state
+        escalated = state.attempts.get(Step.PAYMENT_CONFIRM, 1) > 1
+        return escalated or state.attention_step == Step.PAYMENT_CONFIRM

@@ -1,0 +1,57 @@
+"""All that one order's workflow knows, in one dataclass; the read model is derived from it."""
+
+from dataclasses import dataclass, field
+
+from activities.payment import PaymentIntent
+from domain.models import Order, OrderOptions, OrderView, Shipment, StepRecord
+from domain.status import OperatorAction, OrderStatus, Step
+
+
+@dataclass
+class OrderState:
+    """The order's mutable state. Handlers and steps change it; the query reads ``view()``."""
+
+    order: Order
+    options: OrderOptions
+    status: OrderStatus = OrderStatus.RECEIVED
+    intent: PaymentIntent | None = None
+    charge_id: str | None = None
+    picklist_id: str | None = None
+    shipment: Shipment | None = None
+    refund_id: str | None = None
+    cancel_reason: str | None = None
+    """Set when a cancel is accepted; the order then stops as soon as it can."""
+    winding_down_to: OrderStatus | None = None
+    failure_reason: str | None = None
+    attention_reason: str | None = None
+    attention_step: Step | None = None
+    operator_action: OperatorAction | None = None
+    """The operator's decision for the step that needs attention, until the step takes it."""
+    attempts: dict[Step, int] = field(default_factory=dict)
+    """Operator-chosen attempts per step (1 until an operator retries it)."""
+    timeline: list[StepRecord] = field(default_factory=list)
+
+    def view(self) -> OrderView:
+        """The read model customers and operators see."""
+        order = self.order
+        return OrderView(
+            order_id=order.id,
+            customer_id=order.customer.id,
+            status=self.status,
+            total=order.total,
+            currency=order.currency,
+            payment_intent_id=self.intent.id if self.intent else None,
+            transaction_id=self.charge_id,
+            picklist_id=self.picklist_id,
+            shipment=self.shipment,
+            refund_id=self.refund_id,
+            failure_reason=self.failure_reason,
+            attention_reason=self.attention_reason,
+            attention_step=self.attention_step,
+            winding_down_to=self.winding_down_to or self._cancel_accepted(),
+            timeline=self.timeline,
+        )
+
+    def _cancel_accepted(self) -> OrderStatus | None:
+        # A cancel is accepted at once; the order shows it before its story has stopped.
+        return OrderStatus.CANCELLED if self.cancel_reason is not None else None

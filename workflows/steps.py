@@ -1,0 +1,194 @@
+"""Running one step of an order: its idempotency key, timeouts, timeline line and refusals.
+
+Every provider call of the order goes through ``Steps.call``, so each rule lives here once:
+the key is derived from the order, the step and the operator's attempt; retryable faults are
+retried for the step's budget (below the key's lifetime); a refusal its policy names ends the
+order as a business outcome; anything else parks the order for an operator.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.requests import EffectRequest
+    from domain.models import StepRecord
+    from domain.status import OperatorAction, OrderStatus, Step, StepState, idempotency_key
+    from workflows.policy import (
+        PROVIDER_CALL_TIMEOUT,
+        PROVIDER_HEARTBEAT_TIMEOUT,
+        PROVIDER_RETRY,
+        StepPolicy,
+        policy_for,
+    )
+    from workflows.state import OrderState
+
+T = TypeVar("T")
+R = TypeVar("R", bound=EffectRequest)
+
+
+class OrderStopped(Exception):
+    """Ends the order's story early: declined, out of stock or cancelled."""
+
+    def __init__(
+        self, status: OrderStatus, reason: str, detail: str, step: Step | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.detail = status, reason, detail
+        self.step = step
+        """The step a provider refused, if that is what stopped the order."""
+
+
+class Steps:
+    """Runs the steps of one order against its state."""
+
+    def __init__(self, state: OrderState, set_status: Callable[[OrderStatus], None]) -> None:
+        self._state = state
+        self._set_status = set_status
+
+    async def call(
+        self,
+        step: Step,
+        activity: Callable[[Any, R], Awaitable[T]],
+        request: type[R],
+        /,
+        *,
+        summary: str,
+        describe: Callable[[T], str],
+        **fields: Any,
+    ) -> T:
+        """Call a provider as ``step`` until it answers, the order stops, or an operator decides.
+
+        ``request`` is built here from ``fields`` with this attempt's idempotency key; an
+        operator's retry is a new attempt that first adopts an effect an earlier attempt made.
+        """
+        state, policy = self._state, policy_for(step)
+        budget = policy.budget or state.options.payment_retry_budget
+        while True:
+            attempt = state.attempts.get(step, 1)
+            key = idempotency_key(state.order.id, step, attempt)
+            arg = request(
+                order_id=state.order.id,
+                idempotency_key=key,
+                adopt_existing=attempt > 1,
+                **fields,
+            )
+            try:
+                return await self.run_activity(step, activity, arg, summary, describe, budget)
+            except ActivityError as err:
+                self._stop_if_outcome(step, policy, err)
+                await self.ask_operator(step, _attention_reason(policy, budget, err))
+                state.attempts[step] = attempt + 1
+
+    async def run_activity(
+        self,
+        step: Step,
+        activity: Callable[[Any, Any], Awaitable[T]],
+        arg: Any,
+        summary: str,
+        describe: Callable[[T], str],
+        budget: timedelta,
+    ) -> T:
+        """Run one activity with the shared timeouts and retry policy, as a line of the timeline."""
+        return await self.record(
+            step,
+            lambda: workflow.execute_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
+                heartbeat_timeout=PROVIDER_HEARTBEAT_TIMEOUT,
+                schedule_to_close_timeout=budget,
+                retry_policy=PROVIDER_RETRY,
+                summary=summary,
+            ),
+            describe,
+        )
+
+    async def record(
+        self, step: Step, call: Callable[[], Awaitable[T]], describe: Callable[[T], str]
+    ) -> T:
+        """Run ``call`` as ``step`` and keep its line of the timeline up to date."""
+        line = StepRecord(step=step, state=StepState.STARTED, started_at=workflow.now())
+        self._state.timeline.append(line)
+        try:
+            result = await call()
+        except (ActivityError, OrderStopped, asyncio.CancelledError) as err:
+            detail = err.cause if isinstance(err, ActivityError) else err
+            line.state, line.detail = StepState.FAILED, str(detail or err) or "cancelled"
+            line.finished_at = workflow.now()
+            raise
+        line.state, line.detail = StepState.COMPLETED, describe(result)
+        line.finished_at = workflow.now()
+        return result
+
+    async def ask_operator(self, step: Step, reason: str) -> None:
+        """Park the order until an operator retries ``step`` (returns) or cancels it (raises).
+
+        While the order is being wound down it can only be retried: it is stopping already.
+        """
+        state = self._state
+        previous = state.status
+        state.attention_reason, state.attention_step = reason, step
+        state.operator_action = None
+        self._set_status(OrderStatus.NEEDS_ATTENTION)
+
+        def decided() -> bool:
+            cancelled = state.cancel_reason is not None and state.winding_down_to is None
+            return state.operator_action is not None or cancelled
+
+        async def decision() -> OperatorAction:
+            await workflow.wait_condition(decided)
+            if state.operator_action is None:
+                self.stop_if_cancelled()
+            assert state.operator_action is not None
+            return state.operator_action
+
+        await self.record(Step.OPERATOR, decision, lambda action: f"operator chose {action}")
+        state.attention_reason, state.attention_step = None, None
+        self._set_status(previous)
+
+    def stop_if_cancelled(self) -> None:
+        """Stop the story here if a cancel was accepted and the order is not yet stopping."""
+        state = self._state
+        if state.cancel_reason is not None and state.winding_down_to is None:
+            raise self.cancelled()
+
+    def cancelled(self) -> OrderStopped:
+        """The stop of an order whose cancel was accepted."""
+        reason = self._state.cancel_reason or "cancelled"
+        return OrderStopped(OrderStatus.CANCELLED, f"cancelled: {reason}", reason)
+
+    def _stop_if_outcome(self, step: Step, policy: StepPolicy, err: ActivityError) -> None:
+        """Raise the order's stop when ``err`` ends it: a cancel, or a refusal named in policy."""
+        cause = err.cause
+        if isinstance(cause, CancelledError):
+            self.stop_if_cancelled()
+        if isinstance(cause, ApplicationError) and (
+            outcome := policy.outcomes.get(cause.type or "")
+        ):
+            details = cause.details[0] if cause.details else {}
+            detail = str(details.get(outcome.detail_key) or outcome.label)
+            reason = f"{outcome.label}: {detail}"
+            raise OrderStopped(outcome.status, reason, detail, step) from err
+
+
+def _attention_reason(policy: StepPolicy, budget: timedelta, err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.non_retryable:
+        return f"{policy.label} refused: {cause}"
+    last = cause.__cause__ if cause is not None and cause.__cause__ is not None else cause
+    return f"{policy.label} failing for over {human(budget)}: {last or err}"
+
+
+def human(duration: timedelta) -> str:
+    """``3 seconds``, ``1 hour``, ``14 days``: a duration as people write it."""
+    seconds = int(duration.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
