@@ -59,7 +59,6 @@ class Charge(BaseModel):
     payment_intent: str
     amount: int
     currency: str
-    status: str = "succeeded"
 
 
 class RefundRequest(EffectRequest):
@@ -84,11 +83,12 @@ class PaymentActivities:
 
     @activity.defn
     async def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:
-        """Create the order's payment intent, or adopt the one the gateway already has.
+        """Create the order's payment intent, or adopt the unconfirmed one the gateway has.
 
-        Adopting the order's existing intent (whatever key created it) means an order id started
-        again after Temporal forgot its first run, or an operator's retry under a new key, can
-        never lead to a second charge: confirming an intent twice returns its one charge.
+        The gateway is asked first, whatever the key: an operator's retry (a new key) after an
+        answer was lost adopts the intent that attempt created. An intent this order id already
+        confirmed was charged by an earlier run of the same order id that Temporal no longer
+        holds (its retention passed); that is refused, so the id is never charged twice.
         """
         existing = await self._existing_intent(request)
         if existing is not None:
@@ -102,12 +102,17 @@ class PaymentActivities:
 
     async def _existing_intent(self, request: PaymentIntentRequest) -> PaymentIntent | None:
         listing = await self._gateway.get("/intents", {"order_id": request.order_id})
-        live = [
-            PaymentIntent.model_validate(intent)
-            for intent in listing["data"]
-            if intent["status"] in ("requires_confirmation", "succeeded")
-        ]
-        for intent in live:
+        intents = [PaymentIntent.model_validate(intent) for intent in listing["data"]]
+        if charged := [intent for intent in intents if intent.charged]:
+            raise ApplicationError(
+                f"order id {request.order_id} was already charged ({charged[0].charge}) by an "
+                "earlier order with this id; nothing was charged again. Cancel this order, "
+                "and place new orders under new ids",
+                type=PROVIDER_REJECTED,
+                non_retryable=True,
+            )
+        open_intents = [i for i in intents if i.status == "requires_confirmation"]
+        for intent in open_intents:
             if (intent.amount, intent.currency) != (request.amount, request.currency):
                 raise ApplicationError(
                     f"order id {request.order_id} already has payment intent {intent.id} for "
@@ -115,7 +120,7 @@ class PaymentActivities:
                     type=PROVIDER_REJECTED,
                     non_retryable=True,
                 )
-        return live[-1] if live else None
+        return open_intents[-1] if open_intents else None
 
     @activity.defn
     async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
@@ -124,13 +129,6 @@ class PaymentActivities:
             f"/intents/{request.intent_id}/confirm", {}, idempotency_key=request.idempotency_key
         )
         charge = Charge.model_validate(answer)
-        if charge.status != "succeeded":
-            raise ApplicationError(
-                f"the gateway's charge {charge.id} for order {request.order_id} is "
-                f"{charge.status}; the order id was used before: place it under a new id",
-                type=PROVIDER_REJECTED,
-                non_retryable=True,
-            )
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"charged {charge.id}")
         return charge
 

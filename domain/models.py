@@ -157,6 +157,10 @@ class OrderOptions(_Model):
     payment_retry_budget: timedelta = Field(
         timedelta(hours=1), description="Retry a failing gateway this long, then ask an operator."
     )
+    step_retry_budget: timedelta = Field(
+        timedelta(hours=6),
+        description="Retry any other failing provider call this long, then ask an operator.",
+    )
     shipment_delayed_after: timedelta = Field(
         timedelta(days=3), description="No shipment by then: email the customer once."
     )
@@ -166,11 +170,12 @@ class OrderOptions(_Model):
 
     @model_validator(mode="after")
     def _escalation_in_order(self) -> "OrderOptions":
-        if min(self.payment_retry_budget, self.shipment_delayed_after) <= timedelta(0):
+        budgets = (self.payment_retry_budget, self.step_retry_budget)
+        if min(*budgets, self.shipment_delayed_after) <= timedelta(0):
             raise ValueError("durations must be positive")
-        if self.payment_retry_budget > MAX_STEP_BUDGET:
+        if max(budgets) > MAX_STEP_BUDGET:
             raise ValueError(
-                f"payment_retry_budget may be at most {MAX_STEP_BUDGET} (half the providers' "
+                f"retry budgets may be at most {MAX_STEP_BUDGET} (half the providers' "
                 "idempotency key lifetime), so a retry never outlives its key"
             )
         if self.shipment_attention_after <= self.shipment_delayed_after:

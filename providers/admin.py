@@ -51,6 +51,21 @@ async def get_ledger_summary(ledger: LedgerDep, order_id: str | None = None) -> 
     return {"orders": ledger_summary(ledger.db, order_id)}
 
 
+@router.post("/keys/expire")
+async def expire_keys(ledger: LedgerDep, prefix: str = "") -> dict[str, int]:
+    """Forget the answered idempotency keys that start with ``prefix``, as 24 hours would.
+
+    Lets tests show what happens when a retry comes after its key's lifetime; keys of requests
+    still in flight are kept, as the real expiry would keep them.
+    """
+    with ledger.transaction() as db:
+        expired = db.execute(
+            "DELETE FROM idempotency_keys WHERE state = 'done' AND substr(key, 1, ?) = ?",
+            (len(prefix), prefix),
+        ).rowcount
+    return {"expired": expired}
+
+
 @router.get("/faults")
 async def get_faults(faults: FaultsDep) -> dict[str, FaultConfig]:
     """Every service's fault settings."""

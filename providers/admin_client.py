@@ -89,6 +89,13 @@ class SandboxAdmin:
                 raise TimeoutError(f"{service} holds {held} request(s), not {count}")
             time.sleep(0.05)
 
+    def expire_keys(self, prefix: str) -> int:
+        """Make the providers forget answered keys starting with ``prefix`` (as 24 h would)."""
+        expired: int = self._check(
+            self._http.post("/admin/keys/expire", params={"prefix": prefix})
+        )["expired"]
+        return expired
+
     def reset_faults(self) -> None:
         """No faults anywhere; held requests are released."""
         self._check(self._http.delete("/admin/faults"))

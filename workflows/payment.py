@@ -19,7 +19,6 @@ with workflow.unsafe.imports_passed_through():
     from domain.currencies import format_money
     from domain.status import Step
     from workflows.compensation import Compensations
-    from workflows.policy import STEP_BUDGET
     from workflows.state import OrderState
     from workflows.steps import Steps
 
@@ -77,7 +76,7 @@ class Payment:
                     state.order.id,
                     "find the charge, if any",
                     lambda charge: charge.id if charge else "no charge",
-                    STEP_BUDGET,
+                    state.options.step_retry_budget,
                 )
                 state.charge_id = charge.id if charge else None
         if state.charge_id is not None:

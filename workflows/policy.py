@@ -17,7 +17,7 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
-from domain.status import MAX_STEP_BUDGET, OrderStatus, Step
+from domain.status import OrderStatus, Step
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
 
@@ -32,11 +32,6 @@ PROVIDER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,  # bounded by each step's budget, not by a count
 )
-
-STEP_BUDGET = timedelta(hours=6)
-"""How long any step other than payment retries before it asks an operator: within
-``MAX_STEP_BUDGET``, so a retry never outlives its idempotency key."""
-assert STEP_BUDGET <= MAX_STEP_BUDGET
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=2)
 """How long a workflow task waits on the queue of the worker that has the order cached.
@@ -66,22 +61,23 @@ class Outcome:
 class StepPolicy:
     """How one step reacts when its call fails.
 
-    Retryable faults are retried for ``budget`` (``None``: the order's payment budget); a
-    refusal listed in ``outcomes`` ends the order; anything else, and a budget run out, parks
-    the order for an operator, who retries the step or cancels the order.
+    Retryable faults are retried for the order's step budget (``payment``: its payment budget;
+    both stay below the idempotency key's lifetime, see ``OrderOptions``); a refusal listed in
+    ``outcomes`` ends the order; anything else, and a budget run out, parks the order for an
+    operator, who retries the step or cancels the order.
     """
 
     label: str
-    budget: timedelta | None = STEP_BUDGET
+    payment: bool = False
     outcomes: Mapping[str, Outcome] = field(default_factory=dict)
 
 
 _PAYMENT = "payment"
 POLICIES: Mapping[Step, StepPolicy] = {
-    Step.PAYMENT_INTENT: StepPolicy(_PAYMENT, budget=None),
+    Step.PAYMENT_INTENT: StepPolicy(_PAYMENT, payment=True),
     Step.PAYMENT_CONFIRM: StepPolicy(
         _PAYMENT,
-        budget=None,
+        payment=True,
         outcomes={
             PAYMENT_DECLINED: Outcome(
                 OrderStatus.PAYMENT_DECLINED, "payment declined", "decline_code"

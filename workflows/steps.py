@@ -67,7 +67,8 @@ class Steps:
         operator's retry is a new attempt that first adopts an effect an earlier attempt made.
         """
         state, policy = self._state, policy_for(step)
-        budget = policy.budget or state.options.payment_retry_budget
+        options = state.options
+        budget = options.payment_retry_budget if policy.payment else options.step_retry_budget
         while True:
             attempt = state.attempts.get(step, 1)
             key = idempotency_key(state.order.id, step, attempt)

@@ -1,0 +1,324 @@
+"""Every hole in exactly-once that was found, on the real dev server and the real providers.
+
+Each test targets one order with faults scoped to its keys (``key_prefix``), waits for
+conditions rather than for time, and asserts the ledger and the customer's email text.
+"""
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowUpdateHandle, WorkflowUpdateStage
+from temporalio.service import RPCError, RPCStatusCode
+
+from client.orders import OrderRefused, order_status, resolve_order, ship_order, start_order
+from domain.models import (
+    CancelRequest,
+    Order,
+    OrderOptions,
+    OrderView,
+    ResolveRequest,
+    Shipment,
+)
+from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
+from providers.admin_client import SandboxAdmin
+from tests.support import make_order, order_awaiting_shipment, wait_for_status
+from workflows.order import OrderWorkflow
+
+UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
+REFUNDED = "has been refunded"
+NOTHING_CHARGED = "Nothing was charged"
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    """Poll ``condition`` (run in a thread: it may call the providers) until it holds."""
+    deadline = time.monotonic() + within
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.05)
+
+
+async def until_view(
+    client: Client, order_id: str, condition: Callable[[OrderView], bool], what: str
+) -> OrderView:
+    """Poll the order's status query until ``condition`` holds for its view."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        view = await order_status(client, order_id)
+        if condition(view):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{order_id}: timed out waiting until {what}")
+
+
+def hold(sandbox: SandboxAdmin, service: str, order: Order, step: Step) -> str:
+    """Hold the next request of ``order``'s ``step`` at ``service``; return its key."""
+    key = f"{order.id}:{step.value}"
+    sandbox.set_faults(service, hold_next=1, key_prefix=key)
+    return key
+
+
+async def held(sandbox: SandboxAdmin, service: str, key: str) -> None:
+    """Wait until ``service`` holds the request with ``key``."""
+    await until(lambda: key in sandbox.held_keys()[service], f"{service} holds {key}")
+
+
+def email_body(sandbox: SandboxAdmin, order: Order, template: EmailTemplate) -> str:
+    """The one email of ``template`` the order sent."""
+    sent = sandbox.list("/mail/messages", order_id=order.id, template=template.value)
+    assert len(sent) == 1, f"{len(sent)} {template.value} emails"
+    body: str = sent[0]["body"]
+    return body
+
+
+async def start_cancel(
+    client: Client, order: Order, reason: str
+) -> WorkflowUpdateHandle[OrderView]:
+    """Send a cancel and return once the order has accepted it."""
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, order.id)
+    return await handle.start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason=reason),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+
+
+def cancelling_at(step: Step) -> Callable[[OrderView], bool]:
+    """True once the order is winding down and ``step`` is its latest line."""
+
+    def condition(view: OrderView) -> bool:
+        latest = view.timeline[-1] if view.timeline else None
+        return view.winding_down_to is not None and latest is not None and latest.step == step
+
+    return condition
+
+
+@pytest.mark.parametrize("confirm_commits", [True, False], ids=["commits", "fails"])
+async def test_customer_cancel_while_the_confirm_is_held_lets_the_gateway_decide(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, confirm_commits: bool
+) -> None:
+    order = make_order()
+    key = hold(sandbox, "payments", order, Step.PAYMENT_CONFIRM)
+    await start_order(client, order, task_queue)
+    await held(sandbox, "payments", key)
+
+    cancel = await start_cancel(client, order, "changed my mind")
+    # The gateway refuses to cancel the intent while its confirm is in flight: nothing guessed.
+    await until_view(client, order.id, cancelling_at(Step.PAYMENT_CANCEL), "it cancels the intent")
+    assert sandbox.effects(order.id).charges == 0
+    sandbox.release("payments", fail=not confirm_commits)
+    view = await cancel.result()
+
+    assert view.status == OrderStatus.CANCELLED
+    effects = sandbox.effects(order.id)
+    assert effects.emails == {EmailTemplate.ORDER_CANCELLED: 1}  # no confirmation email
+    body = email_body(sandbox, order, EmailTemplate.ORDER_CANCELLED)
+    if confirm_commits:
+        assert (effects.charges, effects.refunds, effects.cancelled_intents) == (1, 1, 0)
+        assert effects.refunded_amount == effects.charged_amount == order.total
+        assert view.refund_id is not None and REFUNDED in body
+    else:
+        assert (effects.charges, effects.refunds, effects.cancelled_intents) == (0, 0, 1)
+        assert view.refund_id is None and NOTHING_CHARGED in body
+
+
+async def test_operator_cancel_after_the_payment_budget_ran_out_with_the_confirm_held(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    """The case that kept a customer's money: the held confirm commits after the cancel."""
+    order = make_order()
+    key = hold(sandbox, "payments", order, Step.PAYMENT_CONFIRM)
+    budget = OrderOptions(payment_retry_budget=timedelta(seconds=3))
+    await start_order(client, order, task_queue, budget)
+    await held(sandbox, "payments", key)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_step == Step.PAYMENT_CONFIRM
+
+    resolving = asyncio.create_task(
+        resolve_order(client, order.id, ResolveRequest(action=OperatorAction.CANCEL))
+    )
+    await until_view(client, order.id, cancelling_at(Step.PAYMENT_CANCEL), "it cancels the intent")
+    sandbox.release("payments")  # the gateway charges now, long after the order gave up
+    view = await resolving
+
+    assert view.status == OrderStatus.CANCELLED
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds) == (1, 1)
+    assert effects.refunded_amount == effects.charged_amount == order.total
+    assert effects.emails == {EmailTemplate.ORDER_CANCELLED: 1}
+    assert REFUNDED in email_body(sandbox, order, EmailTemplate.ORDER_CANCELLED)
+
+
+async def test_cancel_is_prompt_while_the_gateway_answers_503(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    """With the default one-hour payment budget, only a prompt cancel ends within the wait."""
+    order = make_order()
+    sandbox.set_faults("payments", error_rate=1.0, key_prefix=f"{order.id}:")
+    await start_order(client, order, task_queue)
+    await until_view(
+        client,
+        order.id,
+        lambda view: bool(view.timeline) and view.timeline[0].step == Step.PAYMENT_INTENT,
+        "it tries to create the intent",
+    )
+
+    cancel = await start_cancel(client, order, "gave up waiting")
+    view = await asyncio.wait_for(cancel.result(), timeout=60)
+
+    assert view.status == OrderStatus.CANCELLED
+    effects = sandbox.effects(order.id)
+    assert (effects.payment_intents, effects.charges, effects.refunds) == (0, 0, 0)
+    assert effects.emails == {EmailTemplate.ORDER_CANCELLED: 1}
+    assert NOTHING_CHARGED in email_body(sandbox, order, EmailTemplate.ORDER_CANCELLED)
+    intent_line = view.timeline[0]
+    assert (intent_line.step, intent_line.state) == (Step.PAYMENT_INTENT, StepState.FAILED)
+
+
+async def test_cancel_racing_the_picklist_that_completes_takes_it_back(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    key = hold(sandbox, "warehouse", order, Step.PICKLIST)
+    await start_order(client, order, task_queue)
+    await held(sandbox, "warehouse", key)
+
+    cancel, _ = await asyncio.gather(
+        start_cancel(client, order, "ordered twice"),
+        asyncio.to_thread(sandbox.release, "warehouse"),
+    )
+    view = await cancel.result()
+
+    assert view.status == OrderStatus.CANCELLED
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds) == (1, 1)
+    assert effects.picklists == effects.cancelled_picklists == 1
+    assert effects.emails == {
+        EmailTemplate.ORDER_CONFIRMATION: 1,
+        EmailTemplate.ORDER_CANCELLED: 1,
+    }
+    assert REFUNDED in email_body(sandbox, order, EmailTemplate.ORDER_CANCELLED)
+
+
+async def test_a_stored_refusal_retried_by_an_operator_is_not_replayed(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    sandbox.set_faults("warehouse", refuse_next=1, key_prefix=f"{order.id}:")
+    await start_order(client, order, task_queue)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_reason and "injected_refusal" in view.attention_reason
+
+    await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY))
+    view = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.picklists) == (1, 1)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
+    picklist_lines = [line for line in view.timeline if line.step == Step.PICKLIST]
+    assert [line.state for line in picklist_lines] == [StepState.FAILED, StepState.COMPLETED]
+
+
+@pytest.mark.parametrize(
+    ("service", "step", "counted"),
+    [
+        ("mail", Step.CONFIRMATION_EMAIL, "confirmation emails"),
+        ("warehouse", Step.PICKLIST, "picklists"),
+    ],
+    ids=["email", "picklist"],
+)
+async def test_an_effect_whose_answer_was_lost_and_key_expired_happens_once(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, service: str, step: Step, counted: str
+) -> None:
+    """The provider acts, every answer is lost, the step's budget runs out, the key expires;
+    the operator's retry adopts the effect instead of acting a second time."""
+    order = make_order()
+    sandbox.set_faults(
+        service, drop_rate=1.0, drop_replays=True, key_prefix=f"{order.id}:{step.value}"
+    )
+    budget = OrderOptions(step_retry_budget=timedelta(seconds=3))
+    await start_order(client, order, task_queue, budget)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_step == step
+    assert view.attention_reason and "failing for over 3 seconds" in view.attention_reason
+
+    sandbox.reset_faults()
+    assert sandbox.expire_keys(f"{order.id}:") > 0
+    await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY))
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+
+    effects = sandbox.effects(order.id)
+    counts = {
+        "confirmation emails": effects.emails_of(EmailTemplate.ORDER_CONFIRMATION),
+        "picklists": effects.picklists,
+    }
+    assert counts[counted] == 1
+    assert (effects.charges, effects.picklists) == (1, 1)
+
+
+async def test_an_order_id_reused_after_its_first_run_is_gone_is_never_charged_again(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = await order_awaiting_shipment(client, task_queue)
+    await ship_order(client, order.id, UPS)
+    await wait_for_status(client, order.id, OrderStatus.COMPLETED)
+    await forget_in_temporal(client, order.id)
+    sandbox.expire_keys(f"{order.id}:")
+
+    await start_order(client, order, task_queue)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+
+    assert view.attention_reason and "was already charged" in view.attention_reason
+    effects = sandbox.effects(order.id)
+    assert (effects.payment_intents, effects.charges) == (1, 1)
+    assert effects.emails_of(EmailTemplate.ORDER_CONFIRMATION) == 1
+
+
+async def forget_in_temporal(client: Client, order_id: str) -> None:
+    """Delete the order's run, as Temporal does once the namespace's retention has passed."""
+    execution = WorkflowExecution(workflow_id=order_id)
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(namespace=client.namespace, workflow_execution=execution)
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            await client.get_workflow_handle(order_id).describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return
+            raise
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{order_id} was not deleted")
+
+
+async def test_a_shipped_signal_before_payment_is_refused_and_changes_nothing(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = make_order()
+    key = hold(sandbox, "payments", order, Step.PAYMENT_INTENT)
+    await start_order(client, order, task_queue)
+    await held(sandbox, "payments", key)
+
+    with pytest.raises(OrderRefused, match="it can ship only once it is paid and picked"):
+        await ship_order(client, order.id, UPS)
+    # A warehouse that signals anyway is ignored by the workflow itself.
+    await client.get_workflow_handle_for(OrderWorkflow.run, order.id).signal(
+        OrderWorkflow.warehouse_shipped, UPS
+    )
+    sandbox.release("payments")
+    view = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    assert view.shipment is None
+
+    # The early report did not block a cancel.
+    cancel = await start_cancel(client, order, "too slow")
+    view = await cancel.result()
+    assert view.status == OrderStatus.CANCELLED
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds) == (1, 1)
+    assert effects.emails_of(EmailTemplate.ORDER_SHIPPED) == 0
