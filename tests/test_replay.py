@@ -5,20 +5,21 @@ ones for the current version, run ``RECORD_HISTORIES=1 ./scripts/test -k record`
 versions' files: they are the orders still in flight when a new version is deployed.
 """
 
+import asyncio
 import os
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from temporalio import workflow
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowHistory, WorkflowUpdateStage
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from client.orders import cancel_order, resolve_order, ship_order, start_order
+from client.orders import cancel_order, order_status, resolve_order, ship_order, start_order
 from client.temporal import DATA_CONVERTER
 from domain.emails import order_confirmation
-from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from tests.support import make_order, wait_for_status
@@ -26,6 +27,7 @@ from worker import sandboxed_runner
 from workflows.order import OrderWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
+UPS = Shipment(carrier="UPS", tracking_number="1Z99")
 
 
 def recorded_histories() -> list[Path]:
@@ -59,9 +61,22 @@ RECORDED = {
         "operator-retry",
         "refused-step-retry",
     ),
+    "v4": (
+        "completed",
+        "payment-declined",
+        "cancelled",
+        "out-of-stock",
+        "operator-retry",
+        "refused-step-retry",
+        "prompt-cancel-stuck-payment",
+        "cancel-held-confirm",
+        "early-shipped-signal",
+    ),
 }
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
-refused steps parked for an operator. The last is the current one, which recording writes."""
+refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
+providers and shipped reports refused before shipment is due. The last is the current one,
+which recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -83,14 +98,12 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     for scenario in ("completed", "payment-declined", "cancelled", "out-of-stock"):
         await start_order(client, orders[scenario], task_queue)
     await wait_for_status(client, orders["completed"].id, OrderStatus.AWAITING_SHIPMENT)
-    await ship_order(
-        client, orders["completed"].id, Shipment(carrier="UPS", tracking_number="1Z99")
-    )
+    await ship_order(client, orders["completed"].id, UPS)
     await wait_for_status(client, orders["cancelled"].id, OrderStatus.AWAITING_SHIPMENT)
     await cancel_order(client, orders["cancelled"].id, "customer changed their mind")
 
-    sandbox.set_faults("payments", error_rate=1.0)
     retried = orders["operator-retry"].id
+    sandbox.set_faults("payments", error_rate=1.0, key_prefix=f"{retried}:")
     budget = OrderOptions(payment_retry_budget=timedelta(seconds=2))
     await start_order(client, orders["operator-retry"], task_queue, budget)
     await wait_for_status(client, retried, OrderStatus.NEEDS_ATTENTION)
@@ -98,19 +111,65 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     await resolve_order(client, retried, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
     await wait_for_status(client, retried, OrderStatus.AWAITING_SHIPMENT)
 
-    sandbox.set_faults("warehouse", reject_next=1)
     refused = orders["refused-step-retry"].id
+    sandbox.set_faults("warehouse", refuse_next=1, key_prefix=f"{refused}:")
     await start_order(client, orders["refused-step-retry"], task_queue)
     await wait_for_status(client, refused, OrderStatus.NEEDS_ATTENTION)
     await resolve_order(client, refused, ResolveRequest(action=OperatorAction.RETRY))
     await wait_for_status(client, refused, OrderStatus.AWAITING_SHIPMENT)
 
+    await record_v4_scenarios(client, sandbox, task_queue, orders)
+
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
-        if scenario not in ("operator-retry", "refused-step-retry"):
+        if scenario not in ("operator-retry", "refused-step-retry", "early-shipped-signal"):
             await handle.result()
         history = await handle.fetch_history()
         (HISTORIES / f"{CURRENT}-{scenario}.json").write_text(history.to_json())
+
+
+async def record_v4_scenarios(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
+) -> None:
+    """A cancel that interrupts a failing payment, one the gateway decides, an early report."""
+    stuck = orders["prompt-cancel-stuck-payment"]
+    sandbox.set_faults("payments", error_rate=1.0, key_prefix=f"{stuck.id}:")
+    await start_order(client, stuck, task_queue)
+    await wait_until_step(client, stuck.id, Step.PAYMENT_INTENT)
+    await cancel_order(client, stuck.id, "gateway down too long")
+    sandbox.reset_faults()
+
+    held = orders["cancel-held-confirm"]
+    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{held.id}:payment-confirm")
+    await start_order(client, held, task_queue)
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, held.id)
+    cancel = await handle.start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await wait_until_step(client, held.id, Step.PAYMENT_CANCEL)
+    sandbox.release("payments")
+    await cancel.result()
+
+    early = orders["early-shipped-signal"]
+    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{early.id}:payment-intent")
+    await start_order(client, early, task_queue)
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    await client.get_workflow_handle(early.id).signal("warehouse_shipped", UPS.model_dump())
+    sandbox.release("payments")
+    await wait_for_status(client, early.id, OrderStatus.AWAITING_SHIPMENT)
+
+
+async def wait_until_step(client: Client, order_id: str, step: Step) -> None:
+    """Poll until ``step`` is the order's latest timeline line."""
+    for _ in range(600):
+        timeline = (await order_status(client, order_id)).timeline
+        if timeline and timeline[-1].step == step:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{order_id} never reached {step.value}")
 
 
 @workflow.defn(name="OrderWorkflow")
