@@ -64,7 +64,7 @@ async def test_gateway_commits_then_drops_the_answer_again_and_again(tmp_path: P
     result = await run_scenario("gateway-drops-after-commit", tmp_path)
 
     assert_exactly_once(result, completed=10)
-    assert result.retries == 30  # one retry per lost answer, and no charge for any of them
+    assert result.retries >= 30  # at least one retry per lost answer, and no charge for any
 
 
 async def test_storm_of_5xx_and_slow_answers_from_every_provider(tmp_path: Path) -> None:

@@ -119,8 +119,8 @@ async def test_gateway_down_for_the_default_hour_goes_to_needs_attention(
     skipping: WorkflowEnvironment, sandbox: SandboxAdmin, skipping_queue: str
 ) -> None:
     client = skipping.client
-    sandbox.set_faults("payments", error_rate=1.0)
     order = make_order()
+    sandbox.set_faults("payments", error_rate=1.0, key_prefix=f"{order.id}:")
     await start_order(client, order, skipping_queue)
     await skipping.sleep(timedelta(hours=1, minutes=1))
     view = await order_status(client, order.id)
