@@ -40,8 +40,9 @@ class CancelPicklistRequest(EffectRequest):
     """Take back a picklist the warehouse has not shipped.
 
     When the picklist's id never reached the order (its request was cut short by a cancel),
-    ``picklist`` is that request: sending it again under its own key returns the picklist if
-    it was made (or waits while it is in flight) so it can be cancelled.
+    ``picklist`` is that request: the warehouse keeps one open picklist per order, so sending it
+    again (under this request's key plus ``:find``) returns the order's picklist if one was made,
+    is refused with 409 while one is in flight, and otherwise makes one, to be cancelled at once.
     """
 
     picklist_id: str | None = None
@@ -76,8 +77,10 @@ class WarehouseActivities:
         """
         picklist_id = request.picklist_id
         if picklist_id is None and request.picklist is not None:
+            find_key = f"{request.idempotency_key}:find"
+            probe = request.picklist.model_copy(update={"idempotency_key": find_key})
             try:
-                picklist_id = (await self._post_picklist(request.picklist)).id
+                picklist_id = (await self._post_picklist(probe)).id
             except ApplicationError as err:
                 if err.type != OUT_OF_STOCK:
                     raise

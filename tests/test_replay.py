@@ -182,7 +182,7 @@ class _PicklistFirstWorkflow(OrderWorkflow):
 
     async def _fulfil(self) -> None:
         charge_id = await self._payment.charge()
-        await self._send_picklist()
+        await self._picking.send()
         order = self._state.order
         await self._email(Step.CONFIRMATION_EMAIL, order_confirmation(order, charge_id))
 

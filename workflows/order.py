@@ -18,12 +18,6 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.mail import EmailRequest, MailActivities
-    from activities.warehouse import (
-        CancelPicklistRequest,
-        PicklistItem,
-        PicklistRequest,
-        WarehouseActivities,
-    )
     from domain import emails, rules, search_attributes
     from domain.emails import EmailContent
     from domain.models import (
@@ -34,9 +28,10 @@ with workflow.unsafe.imports_passed_through():
         ResolveRequest,
         Shipment,
     )
-    from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step, idempotency_key
+    from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
     from workflows.compensation import Compensations
     from workflows.payment import Payment
+    from workflows.picking import Picking
     from workflows.shipment import wait_for_shipment
     from workflows.state import OrderState
     from workflows.steps import OrderStopped, Steps
@@ -65,6 +60,7 @@ class OrderWorkflow:
         self._steps = Steps(self._state, self._set_status)
         self._compensations = Compensations()
         self._payment = Payment(self._state, self._steps, self._compensations)
+        self._picking = Picking(self._state, self._steps, self._compensations)
         self._story: asyncio.Task[None] | None = None
 
     @workflow.run
@@ -87,8 +83,7 @@ class OrderWorkflow:
             self._set_status(OrderStatus.PAID)
             await self._email(Step.CONFIRMATION_EMAIL, emails.order_confirmation(order, charge_id))
             steps.stop_if_cancelled()
-            self._compensations.add(Step.PICKLIST, self._take_back_picklist)
-            state.picklist_id = await self._send_picklist()
+            await self._picking.send()
             steps.stop_if_cancelled()
             self._set_status(OrderStatus.AWAITING_SHIPMENT)
             shipment = await wait_for_shipment(state, steps, self._set_status, self._email)
@@ -110,48 +105,6 @@ class OrderWorkflow:
         await self._compensations.unwind(workflow.patched(PROVIDER_DECIDES_PATCH))
         await self._email(*self._farewell(stop))
         self._set_status(stop.status)
-
-    async def _take_back_picklist(self, warehouse_decides: bool) -> None:
-        """Cancel the picklist; with its id unknown, the warehouse finds the order's own."""
-        state = self._state
-        if state.picklist_id is None and not warehouse_decides:
-            return  # older orders took back only a picklist they had heard of
-        attempt = state.attempts.get(Step.PICKLIST_CANCEL, 1)
-        find = None
-        if state.picklist_id is None:
-            find_key = f"{idempotency_key(state.order.id, Step.PICKLIST_CANCEL, attempt)}:find"
-            find = self._picklist_request(find_key)
-        await self._steps.call(
-            Step.PICKLIST_CANCEL,
-            WarehouseActivities.cancel_picklist,
-            CancelPicklistRequest,
-            picklist_id=state.picklist_id,
-            picklist=find,
-            summary=f"cancel {state.picklist_id or 'the order picklist'}",
-            describe=lambda picklist: f"cancelled {picklist.id}" if picklist else "none picked",
-        )
-
-    async def _send_picklist(self) -> str:
-        order, request = self._state.order, self._picklist_request("")
-        picklist = await self._steps.call(
-            Step.PICKLIST,
-            WarehouseActivities.send_picklist,
-            PicklistRequest,
-            items=request.items,
-            ship_to=request.ship_to,
-            summary=f"picklist of {len(order.items)} line(s)",
-            describe=lambda picklist: picklist.id,
-        )
-        return picklist.id
-
-    def _picklist_request(self, key: str) -> PicklistRequest:
-        order = self._state.order
-        return PicklistRequest(
-            order_id=order.id,
-            idempotency_key=key,
-            items=[PicklistItem(sku=i.sku, quantity=i.quantity) for i in order.items],
-            ship_to=order.shipping_address,
-        )
 
     async def _email(self, step: Step, content: EmailContent) -> None:
         customer = self._state.order.customer

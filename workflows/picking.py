@@ -1,0 +1,67 @@
+"""The order's picklist at the warehouse, and taking it back."""
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from activities.warehouse import (
+        CancelPicklistRequest,
+        PicklistItem,
+        PicklistRequest,
+        WarehouseActivities,
+    )
+    from domain.status import Step
+    from workflows.compensation import Compensations
+    from workflows.state import OrderState
+    from workflows.steps import Steps
+
+
+class Picking:
+    """Sends the order's one picklist, and cancels it if the order stops before shipping."""
+
+    def __init__(self, state: OrderState, steps: Steps, compensations: Compensations) -> None:
+        self._state, self._steps, self._compensations = state, steps, compensations
+
+    async def send(self) -> None:
+        """Ask the warehouse to pick the order; a sku out of stock stops the order.
+
+        The undo is registered before the request goes out: a request cut short may still
+        have made the picklist.
+        """
+        state = self._state
+        self._compensations.add(Step.PICKLIST, self.take_back)
+        picklist = await self._steps.call(
+            Step.PICKLIST,
+            WarehouseActivities.send_picklist,
+            PicklistRequest,
+            items=self._items(),
+            ship_to=state.order.shipping_address,
+            summary=f"picklist of {len(state.order.items)} line(s)",
+            describe=lambda picklist: picklist.id,
+        )
+        state.picklist_id = picklist.id
+
+    async def take_back(self, warehouse_decides: bool) -> None:
+        """Cancel the picklist; with its id unknown, the warehouse finds the order's own."""
+        state = self._state
+        if state.picklist_id is None and not warehouse_decides:
+            return  # older orders took back only a picklist they had heard of
+        find = None
+        if state.picklist_id is None:
+            find = PicklistRequest(
+                order_id=state.order.id,
+                idempotency_key="",  # the activity derives it from the cancel's own key
+                items=self._items(),
+                ship_to=state.order.shipping_address,
+            )
+        await self._steps.call(
+            Step.PICKLIST_CANCEL,
+            WarehouseActivities.cancel_picklist,
+            CancelPicklistRequest,
+            picklist_id=state.picklist_id,
+            picklist=find,
+            summary=f"cancel {state.picklist_id or 'the order picklist'}",
+            describe=lambda picklist: f"cancelled {picklist.id}" if picklist else "none picked",
+        )
+
+    def _items(self) -> list[PicklistItem]:
+        return [PicklistItem(sku=i.sku, quantity=i.quantity) for i in self._state.order.items]
