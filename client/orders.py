@@ -23,6 +23,7 @@ from config.settings import TASK_QUEUE
 from domain import search_attributes
 from domain.currencies import format_money
 from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.rules import cancel_refusal, ship_refusal
 from domain.status import OrderStatus
 from workflows.order import OPTIONS_MEMO, OrderWorkflow
 
@@ -112,15 +113,10 @@ async def order_status(client: Client, order_id: str) -> OrderView:
 
 
 async def ship_order(client: Client, order_id: str, shipment: Shipment) -> OrderView:
-    """Send the warehouse-shipped signal; refused if the order has shipped or ended."""
+    """Send the warehouse-shipped signal; refused unless the order is waiting to ship."""
     view = await order_status(client, order_id)
-    if view.shipment is not None:
-        raise OrderRefused(
-            f"order {order_id} already shipped with {view.shipment.carrier} "
-            f"{view.shipment.tracking_number}; the signal was not sent"
-        )
-    if view.status.is_final or view.status == OrderStatus.CANCELLING:
-        raise OrderRefused(f"order {order_id} is {view.status.value}; there is nothing to ship")
+    if (refusal := ship_refusal(view)) is not None:
+        raise OrderRefused(refusal)
     handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
     await handle.signal(OrderWorkflow.warehouse_shipped, shipment)
     return view
@@ -128,30 +124,44 @@ async def ship_order(client: Client, order_id: str, shipment: Shipment) -> Order
 
 async def cancel_order(client: Client, order_id: str, reason: str) -> OrderView:
     """Cancel an order that has not shipped; returns it refunded and wound down."""
-    handle = await _running_handle(client, order_id, "cancelled")
+    view = await order_status(client, order_id)
+    if (refusal := cancel_refusal(view)) is not None:
+        raise OrderRefused(refusal)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
     try:
         return await handle.execute_update(OrderWorkflow.cancel, CancelRequest(reason=reason))
     except WorkflowUpdateFailedError as err:
-        raise OrderRefused(f"cancel refused: {err.cause}") from err
+        raise OrderRefused(str(err.cause)) from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # it ended since we read it
+            raise OrderRefused(await _ended(client, order_id, "cancelled")) from err
+        raise
 
 
 async def resolve_order(client: Client, order_id: str, request: ResolveRequest) -> OrderView:
-    """Apply an operator's decision to an order that needs attention."""
-    handle = await _running_handle(client, order_id, "resolved")
+    """Apply an operator's decision to an order that needs attention; returns its outcome.
+
+    Whether the decision fits the order's state is the workflow's validator's call; its
+    refusal is raised as ``OrderRefused``.
+    """
+    # Read first: an unknown order or a missing worker gets its own clear message.
+    await order_status(client, order_id)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
     try:
         return await handle.execute_update(OrderWorkflow.resolve, request)
     except WorkflowUpdateFailedError as err:
-        raise OrderRefused(f"resolve refused: {err.cause}") from err
+        raise OrderRefused(str(err.cause)) from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # it has ended
+            raise OrderRefused(await _ended(client, order_id, "resolved")) from err
+        raise
 
 
-async def _running_handle(
-    client: Client, order_id: str, verb: str
-) -> WorkflowHandle[OrderWorkflow, OrderView]:
-    handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
-    if await _execution_status(handle) != WorkflowExecutionStatus.RUNNING:
-        view = await order_status(client, order_id)
-        raise OrderRefused(f"order {order_id} is already {view.status.value}; it can't be {verb}")
-    return handle
+async def _ended(client: Client, order_id: str, verb: str) -> str:
+    """Why an order that is no longer running can't be ``verb`` (cancelled, resolved)."""
+    view = await order_status(client, order_id)
+    refusal = cancel_refusal(view) if verb == "cancelled" else None
+    return refusal or f"order {order_id} is already {view.status.value}; it can't be {verb}"
 
 
 async def list_orders(

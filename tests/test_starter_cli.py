@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from client.orders import OrderNotFound, order_status
-from domain.status import OrderStatus
+from client.orders import OrderNotFound, order_status, start_order
+from domain.rules import ship_refusal
+from domain.status import OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from stack.processes import ROOT, free_port
 from tests.support import make_order, wait_for_status
@@ -36,6 +37,11 @@ async def run_starter(
 @pytest.fixture(scope="module")
 def address(client: Client) -> str:
     return client.service_client.config.target_host
+
+
+def hold_next_request(sandbox: SandboxAdmin, service: str, order_id: str, step: Step) -> None:
+    """Hold this order's next request for ``step`` at the provider until ``release``."""
+    sandbox.set_faults(service, hold_next=1, key_prefix=f"{order_id}:", key_suffix=f":{step.value}")
 
 
 def write_order(tmp_path: Path, **overrides: object) -> tuple[str, Path]:
@@ -160,6 +166,29 @@ async def test_cancel_through_the_cli_prints_the_refunded_outcome(
     again = await run_starter("cancel", order_id, "--reason", "again", address=address)
     assert again.returncode == 5
     assert "is already cancelled; it can't be cancelled" in again.stderr
+
+
+async def test_shipping_before_payment_is_refused_by_the_rule(
+    client: Client, sandbox: SandboxAdmin, address: str, task_queue: str
+) -> None:
+    order = make_order()
+    hold_next_request(sandbox, "payments", order.id, Step.PAYMENT_INTENT)
+    await start_order(client, order, task_queue)
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    refusal = ship_refusal(await order_status(client, order.id))
+    assert refusal is not None
+
+    shipped = await run_starter(
+        "ship", order.id, "--carrier", "UPS", "--tracking", "1Z999", address=address
+    )
+
+    assert shipped.returncode == 5, shipped.stderr
+    assert f"error: {refusal}" in shipped.stderr
+    assert "it can ship only once it is paid and picked" in shipped.stderr
+    assert "Traceback" not in shipped.stderr
+    sandbox.release("payments")
+    view = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    assert view.shipment is None  # nothing was sent
 
 
 async def test_resolve_and_listing_the_needs_attention_queue(
