@@ -1,0 +1,889 @@
+"""Fast tier: the order workflow's branch logic, with the providers faked in memory.
+
+The real ``OrderWorkflow`` runs in the project's sandbox on the time-skipping test server (the
+pip-installed ``temporal-test-server``; nothing is downloaded). Its activities are stubs
+registered under the real activity names: ``FakeProviders`` scripts what each one answers
+(a result, a provider error, or a call that hangs until released or cancelled) and records
+every call with its request, so each test asserts both the order's read model and exactly which
+provider calls were made, in what order, under which idempotency keys. No HTTP, no real-time
+sleeps: where workflow time must pass, the test server skips it.
+"""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import pytest
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.errors import (
+    OUT_OF_STOCK,
+    PAYMENT_DECLINED,
+    PROVIDER_REJECTED,
+    PROVIDER_UNAVAILABLE,
+)
+from activities.heartbeat import heartbeating
+from activities.mail import EmailReceipt, EmailRequest
+from activities.payment import (
+    CancelPaymentRequest,
+    Charge,
+    ConfirmPaymentRequest,
+    PaymentIntent,
+    PaymentIntentRequest,
+    Refund,
+    RefundRequest,
+)
+from activities.warehouse import CancelPicklistRequest, Picklist, PicklistRequest
+from client.orders import OrderRefused, cancel_order, order_status, start_order
+from client.temporal import DATA_CONVERTER, register_search_attributes
+from domain import rules
+from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
+from stack.processes import find_binary
+from tests.support import make_order
+from worker import sandboxed_runner
+from workflows.order import OrderWorkflow
+
+UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
+EARLY = Shipment(carrier="DHL", tracking_number="EARLY-0001")
+
+# ---------------------------------------------------------------------------------------------
+# The fake providers
+# ---------------------------------------------------------------------------------------------
+
+Behaviour = Callable[[Any], Awaitable[Any]]
+"""One scripted answer of a stub: gets the request, returns the result or raises."""
+
+T = TypeVar("T")
+
+_DEFAULT = object()
+"""Returned by a behaviour that hands over to the stub's default answer."""
+
+
+def answer(value: Any) -> Behaviour:
+    """Answer with ``value``."""
+
+    async def behave(_request: Any) -> Any:
+        return value
+
+    return behave
+
+
+def refuse(
+    error_type: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    *,
+    non_retryable: bool = True,
+) -> Behaviour:
+    """Raise the ``ApplicationError`` the real activity raises for a provider's refusal."""
+
+    async def behave(_request: Any) -> Any:
+        extra = (details,) if details is not None else ()
+        raise ApplicationError(message, *extra, type=error_type, non_retryable=non_retryable)
+
+    return behave
+
+
+def unavailable(service: str = "payments") -> Behaviour:
+    """A retryable fault, as for a 503 or a dropped connection."""
+    return refuse(
+        PROVIDER_UNAVAILABLE,
+        f"{service} answered 503 unavailable: try again",
+        non_retryable=False,
+    )
+
+
+def hang(release: asyncio.Event | None = None) -> Behaviour:
+    """Hang (heartbeating) until ``release`` is set, then answer as usual; ``None``: forever.
+
+    Either way the call ends when the activity is cancelled: the heartbeats carry the cancel.
+    """
+
+    async def behave(_request: Any) -> Any:
+        await heartbeating((release or asyncio.Event()).wait())
+        return _DEFAULT
+
+    return behave
+
+
+@dataclass
+class Call:
+    """One call of a stub activity, as the workflow made it."""
+
+    activity: str
+    request: Any
+
+    @property
+    def key(self) -> str | None:
+        """The idempotency key of the call."""
+        return getattr(self.request, "idempotency_key", None)
+
+    @property
+    def adopt(self) -> bool:
+        """Whether the call asked the provider to adopt an earlier attempt's effect."""
+        return bool(getattr(self.request, "adopt_existing", False))
+
+
+class FakeProviders:
+    """In-memory payment gateway, mail service and warehouse, scripted per test.
+
+    ``script(name, *behaviours)`` sets what the next calls of an activity do, one behaviour per
+    call; the last one repeats. Unscripted calls succeed with plausible, stable ids
+    (``pi_1``, ``ch_1``, ``re_1``, ``pl_1``, ``msg_<n>``); the workflow reads no amounts back,
+    so the stubs answer ``1`` where the gateway would answer the order's total.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._scripts: dict[str, list[Behaviour]] = {}
+        self._changed = asyncio.Condition()
+
+    def script(self, name: str, *behaviours: Behaviour) -> None:
+        """Script the next calls of ``name``; no behaviours: back to the default answers."""
+        self._scripts[name] = list(behaviours)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """The stubs to register on a worker."""
+        return [
+            self.create_payment_intent,
+            self.confirm_payment,
+            self.cancel_payment,
+            self.find_charge,
+            self.refund_payment,
+            self.send_email,
+            self.send_picklist,
+            self.cancel_picklist,
+        ]
+
+    def of(self, name: str) -> list[Call]:
+        """The calls of one activity, in order."""
+        return [call for call in self.calls if call.activity == name]
+
+    def log(self) -> list[tuple[str, str | None]]:
+        """``(activity, idempotency key)`` of every call, in order."""
+        return [(call.activity, call.key) for call in self.calls]
+
+    def emails(self) -> list[EmailRequest]:
+        """Every email the workflow asked for, in order."""
+        return [call.request for call in self.of("send_email")]
+
+    async def called(self, name: str, times: int = 1, within: float = 10.0) -> Call:
+        """Wait until ``name`` was called ``times`` times; returns that call."""
+        try:
+            async with asyncio.timeout(within), self._changed:
+                await self._changed.wait_for(lambda: len(self.of(name)) >= times)
+        except TimeoutError:
+            raise AssertionError(f"{name} not called {times}x; calls: {self.log()}") from None
+        return self.of(name)[times - 1]
+
+    async def _answer(self, name: str, request: Any, default: Callable[[], T]) -> T:
+        async with self._changed:
+            self.calls.append(Call(name, request))
+            self._changed.notify_all()
+        script = self._scripts.get(name)
+        behaviour = (script.pop(0) if len(script) > 1 else script[0]) if script else None
+        result = await behaviour(request) if behaviour else _DEFAULT
+        return default() if result is _DEFAULT else cast(T, result)
+
+    @activity.defn(name="create_payment_intent")
+    async def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:
+        return await self._answer(
+            "create_payment_intent",
+            request,
+            lambda: PaymentIntent(id="pi_1", amount=request.amount, currency=request.currency),
+        )
+
+    @activity.defn(name="confirm_payment")
+    async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
+        return await self._answer(
+            "confirm_payment",
+            request,
+            lambda: Charge(id="ch_1", payment_intent=request.intent_id, amount=1, currency="USD"),
+        )
+
+    @activity.defn(name="cancel_payment")
+    async def cancel_payment(self, request: CancelPaymentRequest) -> PaymentIntent:
+        return await self._answer(
+            "cancel_payment",
+            request,
+            lambda: PaymentIntent(
+                id=request.intent_id, amount=1, currency="USD", status="canceled"
+            ),
+        )
+
+    @activity.defn(name="find_charge")
+    async def find_charge(self, order_id: str) -> Charge | None:
+        return await self._answer("find_charge", order_id, lambda: None)
+
+    @activity.defn(name="refund_payment")
+    async def refund_payment(self, request: RefundRequest) -> Refund:
+        return await self._answer("refund_payment", request, lambda: Refund(id="re_1", amount=1))
+
+    @activity.defn(name="send_email")
+    async def send_email(self, request: EmailRequest) -> EmailReceipt:
+        number = len(self.of("send_email")) + 1
+        return await self._answer("send_email", request, lambda: EmailReceipt(id=f"msg_{number}"))
+
+    @activity.defn(name="send_picklist")
+    async def send_picklist(self, request: PicklistRequest) -> Picklist:
+        return await self._answer("send_picklist", request, lambda: Picklist(id="pl_1"))
+
+    @activity.defn(name="cancel_picklist")
+    async def cancel_picklist(self, request: CancelPicklistRequest) -> Picklist | None:
+        return await self._answer(
+            "cancel_picklist", request, lambda: Picklist(id=request.picklist_id or "pl_1")
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The environment: a test server, a worker and a task queue of its own for each test
+# ---------------------------------------------------------------------------------------------
+#
+# The test server's clock is global, and the server holds a time-skipping lock for every
+# scheduled activity until it completes, fails or is cancelled. A call still hanging when its
+# order ends (a prompt cancel does not wait for it) never releases its lock, so time would no
+# longer skip for any later test. At about 0.1 s a start, each test gets its own server.
+
+
+@dataclass
+class Orders:
+    """Orders of one test: its environment, worker's task queue, fake providers, and helpers."""
+
+    env: WorkflowEnvironment
+    fake: FakeProviders
+    task_queue: str
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    async def start(self, options: OrderOptions | None = None) -> Order:
+        order = make_order()
+        await start_order(self.client, order, self.task_queue, options)
+        return order
+
+    def handle(self, order: Order) -> WorkflowHandle[OrderWorkflow, OrderView]:
+        return self.client.get_workflow_handle_for(OrderWorkflow.run, order.id)
+
+    async def until(self, order: Order, status: OrderStatus, within: float = 10.0) -> OrderView:
+        """Query the order until it has ``status``; no workflow time is skipped meanwhile."""
+        view = None
+        try:
+            async with asyncio.timeout(within):
+                while True:
+                    view = await order_status(self.client, order.id)
+                    if view.status == status:
+                        return view
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise AssertionError(f"{order.id} never {status.value}; last: {view}") from None
+
+    async def cancel(self, order: Order, reason: str = "customer changed their mind") -> OrderView:
+        return await self.handle(order).execute_update(
+            OrderWorkflow.cancel, CancelRequest(reason=reason)
+        )
+
+    async def resolve(
+        self, order: Order, action: OperatorAction, reason: str | None = None
+    ) -> OrderView:
+        return await self.handle(order).execute_update(
+            OrderWorkflow.resolve, ResolveRequest(action=action, reason=reason)
+        )
+
+    async def ship(self, order: Order, shipment: Shipment = UPS) -> None:
+        """The warehouse's signal, sent raw (the client would refuse an early one itself)."""
+        await self.handle(order).signal(OrderWorkflow.warehouse_shipped, shipment)
+
+    async def refusal(self, update: Awaitable[OrderView]) -> str:
+        """The message a validator refused ``update`` with."""
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await update
+        return str(refused.value.cause)
+
+
+@pytest.fixture
+async def orders() -> AsyncIterator[Orders]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"),
+        data_converter=DATA_CONVERTER,
+    )
+    try:
+        await register_search_attributes(env.client)
+        fake = FakeProviders()
+        queue = f"logic-{uuid.uuid4().hex[:8]}"
+        async with Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[OrderWorkflow],
+            activities=fake.activities(),
+            workflow_runner=sandboxed_runner(),
+        ):
+            yield Orders(env, fake, queue)
+    finally:
+        await env.shutdown()
+
+
+def steps(view: OrderView) -> list[tuple[Step, StepState]]:
+    """The order's timeline as ``(step, state)`` pairs."""
+    return [(line.step, line.state) for line in view.timeline]
+
+
+def key(order: Order, step: Step, attempt: int = 1) -> str:
+    """The idempotency key the workflow must use (spelled out, not computed by the code)."""
+    return f"{order.id}:{step.value}" + (f":attempt-{attempt}" if attempt > 1 else "")
+
+
+DONE, FAILED = StepState.COMPLETED, StepState.FAILED
+
+
+# ---------------------------------------------------------------------------------------------
+# Stories
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_happy_path_runs_each_step_once_under_its_own_key(orders: Orders) -> None:
+    order = await orders.start()
+    waiting = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    assert (waiting.transaction_id, waiting.picklist_id) == ("ch_1", "pl_1")
+
+    await orders.ship(order)
+    view = await orders.handle(order).result()
+
+    assert view.status == OrderStatus.COMPLETED
+    assert (view.transaction_id, view.payment_intent_id, view.shipment) == ("ch_1", "pi_1", UPS)
+    assert (view.refund_id, view.failure_reason, view.attention_reason) == (None, None, None)
+    assert steps(view) == [
+        (Step.PAYMENT_INTENT, DONE),
+        (Step.PAYMENT_CONFIRM, DONE),
+        (Step.CONFIRMATION_EMAIL, DONE),
+        (Step.PICKLIST, DONE),
+        (Step.SHIPMENT, DONE),
+        (Step.SHIPPED_EMAIL, DONE),
+    ]
+    fake = orders.fake
+    assert fake.log() == [
+        ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
+        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
+        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("send_picklist", key(order, Step.PICKLIST)),
+        ("send_email", key(order, Step.SHIPPED_EMAIL)),
+    ]
+    assert not any(call.adopt for call in fake.calls)
+    intent = fake.of("create_payment_intent")[0].request
+    assert (intent.amount, intent.currency, intent.payment_method) == (4500, "USD", "pm_card_visa")
+    assert fake.of("confirm_payment")[0].request.intent_id == "pi_1"
+    assert [email.template for email in fake.emails()] == [
+        EmailTemplate.ORDER_CONFIRMATION,
+        EmailTemplate.ORDER_SHIPPED,
+    ]
+    assert "transaction ch_1" in fake.emails()[0].body
+    assert UPS.tracking_number in fake.emails()[1].body
+
+
+async def test_declined_card_ends_the_order_with_one_email_and_nothing_to_undo(
+    orders: Orders,
+) -> None:
+    orders.fake.script(
+        "confirm_payment",
+        refuse(
+            PAYMENT_DECLINED,
+            "payments answered 402 card_declined: Your card has insufficient funds.",
+            {"code": "card_declined", "decline_code": "insufficient_funds"},
+        ),
+    )
+    order = await orders.start()
+    view = await orders.handle(order).result()
+
+    assert view.status == OrderStatus.PAYMENT_DECLINED
+    assert view.failure_reason == "payment declined: insufficient_funds"
+    assert (view.transaction_id, view.refund_id, view.picklist_id) == (None, None, None)
+    assert steps(view) == [
+        (Step.PAYMENT_INTENT, DONE),
+        (Step.PAYMENT_CONFIRM, FAILED),
+        (Step.DECLINE_EMAIL, DONE),
+    ]
+    assert orders.fake.log() == [
+        ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
+        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),  # not retried: non-retryable
+        ("send_email", key(order, Step.DECLINE_EMAIL)),
+    ]
+    (email,) = orders.fake.emails()
+    assert email.template == EmailTemplate.PAYMENT_DECLINED
+    assert "declined (insufficient_funds). Nothing was charged." in email.body
+
+
+async def test_out_of_stock_refunds_the_charge_and_says_so(orders: Orders) -> None:
+    orders.fake.script(
+        "send_picklist",
+        refuse(
+            OUT_OF_STOCK,
+            "warehouse answered 422 out_of_stock: SKU-TEE",
+            {"code": "out_of_stock", "sku": "SKU-TEE"},
+        ),
+    )
+    order = await orders.start()
+    view = await orders.handle(order).result()
+
+    assert view.status == OrderStatus.OUT_OF_STOCK
+    assert view.failure_reason == "out of stock: SKU-TEE"
+    assert (view.transaction_id, view.refund_id, view.picklist_id) == ("ch_1", "re_1", None)
+    assert steps(view) == [
+        (Step.PAYMENT_INTENT, DONE),
+        (Step.PAYMENT_CONFIRM, DONE),
+        (Step.CONFIRMATION_EMAIL, DONE),
+        (Step.PICKLIST, FAILED),
+        (Step.REFUND, DONE),
+        (Step.OUT_OF_STOCK_EMAIL, DONE),
+    ]
+    fake = orders.fake
+    assert fake.log() == [
+        ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
+        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
+        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("send_picklist", key(order, Step.PICKLIST)),
+        ("refund_payment", key(order, Step.REFUND)),
+        ("send_email", key(order, Step.OUT_OF_STOCK_EMAIL)),
+    ]  # the refused picklist made nothing: no cancel_picklist, and no cancel of the paid intent
+    refund = fake.of("refund_payment")[0].request
+    assert (refund.charge_id, refund.reason) == ("ch_1", "out of stock: SKU-TEE")
+    email = fake.emails()[-1]
+    assert email.template == EmailTemplate.OUT_OF_STOCK
+    assert "SKU-TEE is out of stock" in email.body
+    assert "Your payment has been refunded in full." in email.body
+
+
+async def test_cancel_while_awaiting_shipment_undoes_newest_first_then_emails(
+    orders: Orders,
+) -> None:
+    order = await orders.start()
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+
+    view = await orders.cancel(order, "customer changed their mind")
+
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == "cancelled: customer changed their mind"
+    assert (view.transaction_id, view.refund_id, view.shipment) == ("ch_1", "re_1", None)
+    assert steps(view)[3:] == [
+        (Step.PICKLIST, DONE),
+        (Step.SHIPMENT, FAILED),
+        (Step.PICKLIST_CANCEL, DONE),
+        (Step.REFUND, DONE),
+        (Step.CANCELLATION_EMAIL, DONE),
+    ]
+    fake = orders.fake
+    assert fake.log()[3:] == [
+        ("send_picklist", key(order, Step.PICKLIST)),
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
+        ("refund_payment", key(order, Step.REFUND)),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]
+    picklist = fake.of("cancel_picklist")[0].request
+    assert (picklist.picklist_id, picklist.picklist) == ("pl_1", None)
+    refund = fake.of("refund_payment")[0].request
+    assert (refund.charge_id, refund.reason) == ("ch_1", "cancelled: customer changed their mind")
+    assert "cancel_payment" not in [call.activity for call in fake.calls]  # charge was known
+    email = fake.emails()[-1]
+    assert email.template == EmailTemplate.ORDER_CANCELLED
+    assert "has been refunded" in email.body
+    assert await orders.handle(order).result() == view
+
+
+@pytest.mark.parametrize(
+    ("gateway_says", "charge", "refund_id", "money_line"),
+    [
+        ("succeeded", "ch_1", "re_1", "Your payment of 45.00 USD has been refunded."),
+        ("canceled", None, None, "Nothing was charged."),
+    ],
+    ids=["confirm-went-through", "confirm-never-landed"],
+)
+async def test_prompt_cancel_during_a_hung_confirm_lets_the_gateway_decide(
+    orders: Orders, gateway_says: str, charge: str | None, refund_id: str | None, money_line: str
+) -> None:
+    fake = orders.fake
+    fake.script("confirm_payment", hang())  # never answers until cancelled
+    fake.script(
+        "cancel_payment",
+        answer(
+            PaymentIntent(
+                id="pi_1", amount=4500, currency="USD", status=gateway_says, charge=charge
+            )
+        ),
+    )
+    order = await orders.start()
+    await fake.called("confirm_payment")
+
+    before = await orders.env.get_current_time()
+    view = await orders.cancel(order, "too slow")
+    assert await orders.env.get_current_time() - before < timedelta(seconds=3)
+
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == "cancelled: too slow"
+    assert (view.transaction_id, view.refund_id) == (charge, refund_id)
+    undo = [(Step.PAYMENT_CANCEL, DONE)] + ([(Step.REFUND, DONE)] if charge else [])
+    assert steps(view) == [
+        (Step.PAYMENT_INTENT, DONE),
+        (Step.PAYMENT_CONFIRM, FAILED),
+        *undo,
+        (Step.CANCELLATION_EMAIL, DONE),
+    ]
+    refund = [("refund_payment", key(order, Step.REFUND))] if charge else []
+    assert fake.log() == [
+        ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
+        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
+        *refund,
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]
+    assert fake.of("cancel_payment")[0].request.intent_id == "pi_1"
+    if charge:
+        assert fake.of("refund_payment")[0].request.charge_id == charge
+    (email,) = fake.emails()  # no confirmation email
+    assert email.template == EmailTemplate.ORDER_CANCELLED
+    assert money_line in email.body
+
+
+async def test_prompt_cancel_while_the_intent_keeps_failing_charges_nothing(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("create_payment_intent", unavailable())
+    order = await orders.start()
+    await fake.called("create_payment_intent")
+
+    before = await orders.env.get_current_time()
+    view = await orders.cancel(order, "gave up")
+    assert await orders.env.get_current_time() - before < timedelta(seconds=3)
+
+    assert view.status == OrderStatus.CANCELLED
+    assert (view.payment_intent_id, view.transaction_id, view.refund_id) == (None, None, None)
+    assert steps(view) == [(Step.PAYMENT_INTENT, FAILED), (Step.CANCELLATION_EMAIL, DONE)]
+    intents = fake.of("create_payment_intent")
+    assert {call.key for call in intents} == {key(order, Step.PAYMENT_INTENT)}
+    assert fake.log() == [
+        *[("create_payment_intent", key(order, Step.PAYMENT_INTENT))] * len(intents),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]  # no intent id was ever known: no cancel_payment, no refund
+    (email,) = fake.emails()
+    assert email.template == EmailTemplate.ORDER_CANCELLED
+    assert "Nothing was charged." in email.body
+
+
+STORY = (Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM, Step.CONFIRMATION_EMAIL, Step.PICKLIST)
+"""The steps up to awaiting shipment, in order."""
+ACTIVITY_OF = {
+    Step.PAYMENT_INTENT: "create_payment_intent",
+    Step.PAYMENT_CONFIRM: "confirm_payment",
+    Step.CONFIRMATION_EMAIL: "send_email",
+    Step.PICKLIST: "send_picklist",
+}
+
+
+@pytest.mark.parametrize(
+    ("step", "service", "options", "label"),
+    [
+        (
+            Step.PAYMENT_CONFIRM,
+            "payments",
+            OrderOptions(payment_retry_budget=timedelta(minutes=1)),
+            "payment",
+        ),
+        (
+            Step.PICKLIST,
+            "warehouse",
+            OrderOptions(step_retry_budget=timedelta(minutes=1)),
+            "picklist",
+        ),
+    ],
+    ids=["payment-budget", "step-budget"],
+)
+async def test_a_step_failing_past_its_budget_needs_an_operator_who_retries_it(
+    orders: Orders, step: Step, service: str, options: OrderOptions, label: str
+) -> None:
+    fake, activity_name = orders.fake, ACTIVITY_OF[step]
+    fake.script(activity_name, unavailable(service))
+    order = await orders.start(options)
+    await fake.called(activity_name)
+    await orders.env.sleep(timedelta(minutes=2))  # skipped, not waited
+
+    parked = await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    assert parked.attention_step == step
+    assert parked.attention_reason is not None
+    assert parked.attention_reason.startswith(f"{label} failing for over 1 minute: ")
+    assert f"{service} answered 503" in parked.attention_reason  # the last error, for operators
+    tried = fake.of(activity_name)
+    assert len(tried) > 1  # retried within the budget, always under the same key
+    assert {(call.key, call.adopt) for call in tried} == {(key(order, step), False)}
+
+    fake.script(activity_name)  # the provider is back
+    before = len(fake.calls)
+    resolved = await orders.resolve(order, OperatorAction.RETRY)
+    assert resolved.status != OrderStatus.NEEDS_ATTENTION
+    assert (resolved.attention_step, resolved.attention_reason) == (None, None)
+    waiting = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+
+    retry = fake.calls[before]
+    assert (retry.activity, retry.key, retry.adopt) == (activity_name, key(order, step, 2), True)
+    later = STORY[STORY.index(step) + 1 :]
+    assert fake.log()[before + 1 :] == [(ACTIVITY_OF[s], key(order, s)) for s in later]
+    assert len(fake.of("create_payment_intent")) == 1  # the intent is not made again
+    assert fake.of("confirm_payment")[-1].request.intent_id == "pi_1"
+    assert (waiting.transaction_id, waiting.picklist_id) == ("ch_1", "pl_1")
+    expected: list[tuple[Step, StepState]] = []
+    for done in STORY:
+        if done == step:
+            expected += [(step, FAILED), (Step.OPERATOR, DONE)]
+        expected.append((done, DONE))
+    assert steps(waiting) == [*expected, (Step.SHIPMENT, StepState.STARTED)]
+
+
+async def test_a_refusal_needs_an_operator_whose_retry_uses_a_new_key(orders: Orders) -> None:
+    fake = orders.fake
+    message = "warehouse answered 422 invalid_request: ship_to is not deliverable"
+    fake.script("send_picklist", refuse(PROVIDER_REJECTED, message), answer(Picklist(id="pl_2")))
+    order = await orders.start()
+
+    parked = await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    assert parked.attention_step == Step.PICKLIST
+    assert parked.attention_reason is not None
+    assert parked.attention_reason.startswith("picklist refused: ")
+    assert message in parked.attention_reason
+    assert fake.log()[-1] == ("send_picklist", key(order, Step.PICKLIST))
+    assert len(fake.of("send_picklist")) == 1  # a refusal is not retried on its own
+
+    await orders.resolve(order, OperatorAction.RETRY)
+    waiting = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+
+    retry = fake.of("send_picklist")[1]
+    assert (retry.key, retry.adopt) == (key(order, Step.PICKLIST, 2), True)
+    assert waiting.picklist_id == "pl_2"
+    assert (waiting.attention_step, waiting.attention_reason) == (None, None)
+    assert steps(waiting)[3:] == [
+        (Step.PICKLIST, FAILED),
+        (Step.OPERATOR, DONE),
+        (Step.PICKLIST, DONE),
+        (Step.SHIPMENT, StepState.STARTED),
+    ]
+    await orders.ship(order)
+    assert (await orders.handle(order).result()).status == OrderStatus.COMPLETED
+
+
+async def test_a_shipped_report_before_the_order_awaits_shipment_is_ignored(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    release = asyncio.Event()
+    fake.script("create_payment_intent", hang(release))
+    order = await orders.start()
+    await fake.called("create_payment_intent")
+
+    await orders.ship(order, EARLY)
+    await _handled_last_signal(orders.handle(order))  # while the intent still hangs
+    assert (await order_status(orders.client, order.id)).status == OrderStatus.RECEIVED
+    release.set()
+
+    waiting = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    assert waiting.shipment is None
+    assert fake.log() == [
+        ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
+        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
+        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("send_picklist", key(order, Step.PICKLIST)),
+    ]  # no shipped email: the early report was not kept
+
+    await orders.ship(order, UPS)
+    view = await orders.handle(order).result()
+    assert view.status == OrderStatus.COMPLETED
+    assert view.shipment == UPS
+    assert [email.template for email in fake.emails()] == [
+        EmailTemplate.ORDER_CONFIRMATION,
+        EmailTemplate.ORDER_SHIPPED,
+    ]
+    assert EARLY.tracking_number not in fake.emails()[-1].body
+
+
+async def _handled_last_signal(handle: WorkflowHandle[Any, Any], within: float = 10.0) -> None:
+    """Wait until a workflow task has completed after the latest signal in the history."""
+    async with asyncio.timeout(within):
+        while True:
+            events = [event.event_type async for event in handle.fetch_history_events()]
+            signalled = max(
+                i
+                for i, kind in enumerate(events)
+                if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            )
+            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[signalled:]:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_prompt_cancel_during_a_hung_picklist_lets_the_warehouse_find_it(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("send_picklist", hang())
+    order = await orders.start()
+    await fake.called("send_picklist")
+
+    before = await orders.env.get_current_time()
+    view = await orders.cancel(order, "too slow")
+    assert await orders.env.get_current_time() - before < timedelta(seconds=3)
+
+    assert view.status == OrderStatus.CANCELLED
+    assert (view.transaction_id, view.refund_id, view.picklist_id) == ("ch_1", "re_1", None)
+    assert steps(view)[3:] == [
+        (Step.PICKLIST, FAILED),
+        (Step.PICKLIST_CANCEL, DONE),
+        (Step.REFUND, DONE),
+        (Step.CANCELLATION_EMAIL, DONE),
+    ]
+    assert fake.log()[3:] == [
+        ("send_picklist", key(order, Step.PICKLIST)),
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
+        ("refund_payment", key(order, Step.REFUND)),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]
+    # The picklist's id never reached the order: the cancel carries the picklist request, so
+    # the warehouse can find the order's picklist (if the cut-short request made one).
+    cancel = fake.of("cancel_picklist")[0].request
+    assert cancel.picklist_id is None
+    assert cancel.picklist is not None
+    assert cancel.picklist.order_id == order.id
+    assert [(i.sku, i.quantity) for i in cancel.picklist.items] == [
+        (i.sku, i.quantity) for i in order.items
+    ]
+    assert "has been refunded" in fake.emails()[-1].body
+
+
+async def _parked_on_a_refused_picklist(orders: Orders) -> Order:
+    """An order whose picklist the warehouse refused (not an outcome): it waits, paid."""
+    orders.fake.script(
+        "send_picklist", refuse(PROVIDER_REJECTED, "warehouse answered 422 invalid_request")
+    )
+    order = await orders.start()
+    await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    return order
+
+
+async def test_operator_cancel_of_a_parked_order_undoes_what_it_did(orders: Orders) -> None:
+    order = await _parked_on_a_refused_picklist(orders)
+
+    view = await orders.resolve(order, OperatorAction.CANCEL, "address undeliverable")
+
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == "cancelled: address undeliverable"
+    assert (view.transaction_id, view.refund_id) == ("ch_1", "re_1")
+    assert steps(view)[3:] == [
+        (Step.PICKLIST, FAILED),
+        (Step.OPERATOR, FAILED),
+        (Step.PICKLIST_CANCEL, DONE),
+        (Step.REFUND, DONE),
+        (Step.CANCELLATION_EMAIL, DONE),
+    ]
+    assert orders.fake.log()[3:] == [
+        ("send_picklist", key(order, Step.PICKLIST)),
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
+        ("refund_payment", key(order, Step.REFUND)),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]
+    assert "has been refunded" in orders.fake.emails()[-1].body
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a cancel while the order needs attention leaves attention_step/attention_reason "
+    "set in the cancelled order's view (Steps.ask_operator clears them only after a retry)",
+)
+async def test_a_cancelled_order_no_longer_asks_for_attention(orders: Orders) -> None:
+    order = await _parked_on_a_refused_picklist(orders)
+
+    view = await orders.resolve(order, OperatorAction.CANCEL, "address undeliverable")
+
+    assert view.status == OrderStatus.CANCELLED
+    assert (view.attention_step, view.attention_reason) == (None, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Update validators
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_cancel_of_a_completed_order_is_refused_with_the_rules_message(
+    orders: Orders,
+) -> None:
+    order = await orders.start()
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    await orders.ship(order)
+    done = await orders.handle(order).result()
+    calls = len(orders.fake.calls)
+
+    refusal = rules.cancel_refusal(done)
+    assert refusal == f"order {order.id} is already completed; it can't be cancelled"
+    with pytest.raises(OrderRefused) as refused:
+        await cancel_order(orders.client, order.id, "too late")
+    assert str(refused.value) == refusal
+    assert len(orders.fake.calls) == calls
+
+
+async def test_a_second_cancel_while_cancelling_is_refused_by_the_validator(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    release = asyncio.Event()
+    fake.script("cancel_picklist", hang(release))
+    order = await orders.start()
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    first = asyncio.create_task(orders.cancel(order, "first"))
+    await fake.called("cancel_picklist")
+
+    cancelling = await order_status(orders.client, order.id)
+    assert cancelling.status == OrderStatus.CANCELLING
+    refusal = await orders.refusal(orders.cancel(order, "second"))
+    assert refusal == rules.cancel_refusal(cancelling)
+    assert refusal == f"order {order.id} is already being cancelled"
+
+    release.set()
+    view = await first
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == "cancelled: first"
+    assert [call for call, _ in fake.log()[4:]] == [
+        "cancel_picklist",
+        "refund_payment",
+        "send_email",
+    ]
+
+
+async def test_resolve_is_refused_when_the_order_needs_no_attention(orders: Orders) -> None:
+    order = await orders.start()
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    calls = len(orders.fake.calls)
+
+    refusal = await orders.refusal(orders.resolve(order, OperatorAction.RETRY))
+
+    assert refusal == (
+        f"order {order.id} is awaiting-shipment, not needs-attention; there is nothing to resolve"
+    )
+    assert (await order_status(orders.client, order.id)).status == OrderStatus.AWAITING_SHIPMENT
+    assert len(orders.fake.calls) == calls
+
+
+async def test_retry_payment_is_refused_for_a_step_that_is_not_a_payment(
+    orders: Orders,
+) -> None:
+    order = await _parked_on_a_refused_picklist(orders)
+    calls = len(orders.fake.calls)
+
+    refusal = await orders.refusal(orders.resolve(order, OperatorAction.RETRY_PAYMENT))
+
+    assert refusal == f"order {order.id} is paid; its picklist step failed: use --action retry"
+    view = await order_status(orders.client, order.id)
+    assert (view.status, view.attention_step) == (OrderStatus.NEEDS_ATTENTION, Step.PICKLIST)
+    assert len(orders.fake.calls) == calls
