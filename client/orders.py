@@ -4,7 +4,9 @@ The workflow is the only record of an order: there is no second database that co
 from it. Each failure a person can cause is raised as an ``OrderError`` with a clear message.
 """
 
-from collections.abc import AsyncIterator
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,6 +16,9 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -28,6 +33,13 @@ from domain.status import OrderStatus
 from workflows.order import OPTIONS_MEMO, OrderWorkflow
 
 QUERY_TIMEOUT = timedelta(seconds=5)
+ACCEPT_TIMEOUT = timedelta(seconds=10)
+"""How long a cancel or resolve waits for a worker to accept or refuse it."""
+POLL_INTERVAL = timedelta(seconds=0.5)
+"""How often ``follow_order`` reads the order's status."""
+# An accepted update has no outcome yet, so polling for it with this deadline ends at once; a
+# refused one carries its refusal in the answer to start_update (see ``_refusal``).
+_PROBE_TIMEOUT = timedelta(milliseconds=1)
 
 
 class OrderError(Exception):
@@ -52,6 +64,43 @@ class OrderRefused(OrderError):
     """The order exists but cannot do what was asked in its current state."""
 
     exit_code = 5
+
+
+class OrderStillRunning(OrderError):
+    """The order accepted the request but had not finished it when the wait ran out.
+
+    Nothing is lost: the order carries on without anyone waiting.
+    """
+
+    exit_code = 6
+
+    def __init__(self, order_id: str, view: OrderView | None) -> None:
+        self.order_id = order_id
+        self.view = view
+        """The order as last seen, if it was seen at all."""
+        status = view.status.value if view else "running"
+        super().__init__(
+            f"order {order_id} is still {status}; follow it with: starter.py status {order_id}"
+        )
+
+
+@dataclass(frozen=True)
+class AcceptedRequest:
+    """A cancel or an operator's decision that the order accepted; it goes on without a waiter."""
+
+    order_id: str
+    action: str
+    """What was accepted: ``cancel``, or the operator's action (``retry``, ``retry-payment``)."""
+    update: WorkflowUpdateHandle[OrderView]
+
+    async def outcome(self) -> OrderView:
+        """Wait until the order has done what it accepted, and return it then."""
+        try:
+            return await self.update.result()
+        except WorkflowUpdateFailedError as err:
+            raise OrderError(
+                f"order {self.order_id}: {self.action} failed after it was accepted: {err.cause}"
+            ) from err
 
 
 @dataclass(frozen=True)
@@ -122,24 +171,34 @@ async def ship_order(client: Client, order_id: str, shipment: Shipment) -> Order
     return view
 
 
-async def cancel_order(client: Client, order_id: str, reason: str) -> OrderView:
-    """Cancel an order that has not shipped; returns it refunded and wound down."""
+async def request_cancel(client: Client, order_id: str, reason: str) -> AcceptedRequest:
+    """Ask the order to cancel; returns as soon as it has accepted (or raises if refused).
+
+    The wind-down (refund, picklist taken back, one email) then runs whether or not anyone
+    waits; ``AcceptedRequest.outcome`` or ``follow_order`` waits for it.
+    """
     view = await order_status(client, order_id)
     if (refusal := cancel_refusal(view)) is not None:
         raise OrderRefused(refusal)
     handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
-    try:
-        return await handle.execute_update(OrderWorkflow.cancel, CancelRequest(reason=reason))
-    except WorkflowUpdateFailedError as err:
-        raise OrderRefused(str(err.cause)) from err
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:  # it ended since we read it
-            raise OrderRefused(await _ended(client, order_id, "cancelled")) from err
-        raise
+    return await _accepted(
+        client,
+        order_id,
+        "cancel",
+        "cancelled",
+        handle.start_update(
+            OrderWorkflow.cancel,
+            CancelRequest(reason=reason),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            rpc_timeout=ACCEPT_TIMEOUT,
+        ),
+    )
 
 
-async def resolve_order(client: Client, order_id: str, request: ResolveRequest) -> OrderView:
-    """Apply an operator's decision to an order that needs attention; returns its outcome.
+async def request_resolve(
+    client: Client, order_id: str, request: ResolveRequest
+) -> AcceptedRequest:
+    """Send an operator's decision; returns as soon as the order has accepted it.
 
     Whether the decision fits the order's state is the workflow's validator's call; its
     refusal is raised as ``OrderRefused``.
@@ -147,21 +206,28 @@ async def resolve_order(client: Client, order_id: str, request: ResolveRequest) 
     # Read first: an unknown order or a missing worker gets its own clear message.
     await order_status(client, order_id)
     handle = client.get_workflow_handle_for(OrderWorkflow.run, order_id)
-    try:
-        return await handle.execute_update(OrderWorkflow.resolve, request)
-    except WorkflowUpdateFailedError as err:
-        raise OrderRefused(str(err.cause)) from err
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:  # it has ended
-            raise OrderRefused(await _ended(client, order_id, "resolved")) from err
-        raise
+    return await _accepted(
+        client,
+        order_id,
+        request.action.value,
+        "resolved",
+        handle.start_update(
+            OrderWorkflow.resolve,
+            request,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            rpc_timeout=ACCEPT_TIMEOUT,
+        ),
+    )
 
 
-async def _ended(client: Client, order_id: str, verb: str) -> str:
-    """Why an order that is no longer running can't be ``verb`` (cancelled, resolved)."""
-    view = await order_status(client, order_id)
-    refusal = cancel_refusal(view) if verb == "cancelled" else None
-    return refusal or f"order {order_id} is already {view.status.value}; it can't be {verb}"
+async def cancel_order(client: Client, order_id: str, reason: str) -> OrderView:
+    """Cancel an order that has not shipped; returns it refunded and wound down."""
+    return await (await request_cancel(client, order_id, reason)).outcome()
+
+
+async def resolve_order(client: Client, order_id: str, request: ResolveRequest) -> OrderView:
+    """Apply an operator's decision to an order that needs attention; returns its outcome."""
+    return await (await request_resolve(client, order_id, request)).outcome()
 
 
 async def list_orders(
@@ -180,6 +246,133 @@ async def list_orders(
             started_at=execution.start_time,
             closed_at=execution.close_time,
         )
+
+
+async def follow_order(
+    client: Client,
+    order_id: str,
+    until: Callable[[OrderView], bool] | Awaitable[OrderView],
+    on_change: Callable[[OrderView], object] | None = None,
+    *,
+    within: timedelta | None = None,
+    poll_every: timedelta = POLL_INTERVAL,
+) -> OrderView:
+    """Watch an order until it gets where ``until`` says, and return it then.
+
+    ``until`` is a test of the order's view (``lambda view: view.status.is_final``) or an
+    awaitable of the outcome, such as ``AcceptedRequest.outcome()``; its view is returned
+    and its errors are raised. The order's status is read every ``poll_every``, and
+    ``on_change`` gets the first view and every later one whose status or latest timeline
+    step differs. After ``within`` (``None``: no limit) ``OrderStillRunning`` is raised; the
+    order itself goes on.
+    """
+    outcome: asyncio.Future[OrderView] | None = None
+    arrived: Callable[[OrderView], bool] | None = None
+    if inspect.isawaitable(until):
+        outcome = asyncio.ensure_future(until)
+    else:
+        arrived = until
+    seen: tuple[object, ...] | None = None
+    last: OrderView | None = None
+
+    def saw(view: OrderView) -> None:
+        nonlocal seen, last
+        last = view
+        if (key := _progress(view)) != seen:
+            seen = key
+            if on_change is not None:
+                on_change(view)
+
+    waiting = asyncio.timeout(within.total_seconds() if within is not None else None)
+    try:
+        async with waiting:
+            while True:
+                view = await order_status(client, order_id)
+                saw(view)
+                if arrived is not None and arrived(view):
+                    return view
+                if outcome is None:
+                    await asyncio.sleep(poll_every.total_seconds())
+                    continue
+                await asyncio.wait({outcome}, timeout=poll_every.total_seconds())
+                if outcome.done():
+                    view = outcome.result()
+                    saw(view)
+                    return view
+    except TimeoutError:
+        if waiting.expired():
+            raise OrderStillRunning(order_id, last) from None
+        raise
+    finally:
+        if outcome is not None and not outcome.done():
+            outcome.cancel()
+            # The SDK turns the cancellation into its own error; retrieve it so that asyncio
+            # does not log it as never retrieved.
+            outcome.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+def _progress(view: OrderView) -> tuple[object, ...]:
+    """What a person following the order sees change: its status and its latest step."""
+    if not view.timeline:
+        return (view.status,)
+    latest = view.timeline[-1]
+    # The timeline's length tells a step run again from the same step seen earlier.
+    return (view.status, len(view.timeline), latest.step, latest.state)
+
+
+async def _accepted(
+    client: Client,
+    order_id: str,
+    action: str,
+    verb: str,
+    start: Awaitable[WorkflowUpdateHandle[OrderView]],
+) -> AcceptedRequest:
+    """Wait, boundedly, until the order accepts or refuses an update; raise if refused."""
+    try:
+        # Acceptance needs a worker to run the validator. Without one the SDK would retry
+        # forever; the rpc timeout alone bounds each try, not the whole wait.
+        async with asyncio.timeout(ACCEPT_TIMEOUT.total_seconds()):
+            update = await start
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+        # The server may still hold the request and hand it to the next worker that starts,
+        # so say it was not confirmed rather than that it failed.
+        raise OrderError(
+            f"order {order_id}: no worker answered within {ACCEPT_TIMEOUT.total_seconds():.0f}s; "
+            "is the worker running? Start the stack with ./scripts/run. The "
+            f"{action} was not confirmed and may still take effect once a worker runs; "
+            f"check with: starter.py status {order_id}"
+        ) from err
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:  # it ended since we read it
+            raise OrderRefused(await _ended(client, order_id, verb)) from err
+        raise OrderError(f"order {order_id}: Temporal refused the {action}: {err.message}") from err
+    if (refusal := await _refusal(update)) is not None:
+        raise OrderRefused(refusal)
+    return AcceptedRequest(order_id=order_id, action=action, update=update)
+
+
+async def _refusal(update: WorkflowUpdateHandle[OrderView]) -> str | None:
+    """The validator's reason if the order refused the update, else ``None``.
+
+    ``start_update`` returns for a refused update too, the refusal already in the server's
+    answer: ``result()`` then raises it without a network call. An accepted update has no
+    outcome yet, so polling for it with a 1 ms deadline times out at once (the Temporal CLI
+    checks acceptance the same way).
+    """
+    try:
+        await update.result(rpc_timeout=_PROBE_TIMEOUT)
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        return None  # accepted and under way
+    except WorkflowUpdateFailedError as err:
+        return str(err.cause)
+    return None  # accepted and already done
+
+
+async def _ended(client: Client, order_id: str, verb: str) -> str:
+    """Why an order that is no longer running can't be ``verb`` (cancelled, resolved)."""
+    view = await order_status(client, order_id)
+    refusal = cancel_refusal(view) if verb == "cancelled" else None
+    return refusal or f"order {order_id} is already {view.status.value}; it can't be {verb}"
 
 
 async def _execution_status(

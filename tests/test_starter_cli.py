@@ -5,12 +5,15 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from temporalio.client import Client
 
-from client.orders import OrderNotFound, order_status, start_order
+from client import orders
+from client.orders import OrderError, OrderNotFound, order_status, start_order
 from domain.rules import ship_refusal
 from domain.status import OrderStatus, Step
 from providers.admin_client import SandboxAdmin
@@ -166,6 +169,16 @@ async def test_cancel_through_the_cli_prints_the_refunded_outcome(
     again = await run_starter("cancel", order_id, "--reason", "again", address=address)
     assert again.returncode == 5
     assert "is already cancelled; it can't be cancelled" in again.stderr
+
+
+async def test_waiting_for_acceptance_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker to run the validator: the wait for acceptance ends with a hint, not a hang."""
+    monkeypatch.setattr(orders, "ACCEPT_TIMEOUT", timedelta(milliseconds=100))
+    never = asyncio.get_running_loop().create_future()
+    with pytest.raises(OrderError, match="no worker answered") as raised:
+        await orders._accepted(cast(Client, None), "o-1", "cancel", "cancelled", never)
+    assert "Start the stack with ./scripts/run" in str(raised.value)
+    assert type(raised.value) is OrderError  # exit 1, not "refused"
 
 
 async def test_shipping_before_payment_is_refused_by_the_rule(
