@@ -797,11 +797,6 @@ async def test_operator_cancel_of_a_parked_order_undoes_what_it_did(orders: Orde
     assert "has been refunded" in orders.fake.emails()[-1].body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cancel while the order needs attention leaves attention_step/attention_reason "
-    "set in the cancelled order's view (Steps.ask_operator clears them only after a retry)",
-)
 async def test_a_cancelled_order_no_longer_asks_for_attention(orders: Orders) -> None:
     order = await _parked_on_a_refused_picklist(orders)
 

@@ -99,6 +99,7 @@ class OrderWorkflow:
         """Undo what the order did, newest first, and tell the customer once."""
         state = self._state
         state.winding_down_to, state.failure_reason = stop.status, stop.reason
+        state.attention_reason = state.attention_step = None  # the question is moot now
         if stop.status == OrderStatus.CANCELLED:
             self._set_status(OrderStatus.CANCELLING)
         self._compensations.discard(stop.step)
