@@ -1,7 +1,9 @@
 """Place orders, report shipments, and look at orders from the command line.
 
-Exit codes: 0 done; 1 Temporal unreachable or another failure; 2 invalid input;
-3 order already exists; 4 no such order; 5 the order refused the request in its current state.
+Exit codes: 0 done; 1 Temporal unreachable, no worker answered, or another failure;
+2 invalid input; 3 order already exists; 4 no such order; 5 the order refused the request in
+its current state; 6 the order accepted a cancel or resolve but had not finished it within
+--timeout (it carries on; follow it with the status command).
 """
 
 import argparse
@@ -18,21 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from temporalio.client import Client
 
 from client.exit import exit_now
 from client.orders import (
+    AcceptedRequest,
     OrderError,
-    cancel_order,
+    OrderStillRunning,
+    follow_order,
     list_orders,
     order_status,
-    resolve_order,
+    request_cancel,
+    request_resolve,
     ship_order,
     start_order,
 )
 from client.temporal import TemporalConnectionError, connect
 from domain.currencies import format_money
 from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
-from domain.status import OperatorAction, OrderStatus
+from domain.status import OperatorAction, OrderStatus, StepState
 
 EXIT_INVALID_INPUT = 2
 
@@ -60,6 +66,20 @@ def _duration(text: str) -> timedelta:
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 2h or 3d")
     return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _wait_options(command: argparse.ArgumentParser) -> None:
+    """--no-wait and --timeout: how long cancel and resolve follow the order once accepted."""
+    wait = command.add_mutually_exclusive_group()
+    wait.add_argument(
+        "--no-wait", action="store_true", help="return once the order has accepted the request"
+    )
+    wait.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help="stop following after this long, exit 6; the order carries on (default: no limit)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,11 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel an order that has not shipped (refunds it)")
     cancel.add_argument("order_id")
     cancel.add_argument("--reason", required=True, help="why; quoted in the customer's email")
+    _wait_options(cancel)
 
     resolve = commands.add_parser("resolve", help="decide for an order that needs attention")
     resolve.add_argument("order_id")
     resolve.add_argument("--action", required=True, choices=[a.value for a in OperatorAction])
     resolve.add_argument("--reason", help="why (for cancel; quoted in the customer's email)")
+    _wait_options(resolve)
 
     status = commands.add_parser("status", help="show an order's status and timeline")
     status.add_argument("order_id")
@@ -250,7 +272,8 @@ async def _ship(args: argparse.Namespace) -> None:
 
 async def _cancel(args: argparse.Namespace) -> None:
     client = await connect(args.profile)
-    _print_view(await cancel_order(client, args.order_id, args.reason))
+    accepted = await request_cancel(client, args.order_id, args.reason)
+    await _follow(client, accepted, args)
 
 
 async def _resolve(args: argparse.Namespace) -> None:
@@ -259,7 +282,42 @@ async def _resolve(args: argparse.Namespace) -> None:
     except ValidationError as err:
         raise InputError("the decision is invalid:\n" + _describe(err)) from None
     client = await connect(args.profile)
-    _print_view(await resolve_order(client, args.order_id, request))
+    accepted = await request_resolve(client, args.order_id, request)
+    await _follow(client, accepted, args)
+
+
+_UNDER_WAY = {
+    OperatorAction.CANCEL.value: "winding down (refund, picklist, email)",
+    OperatorAction.RETRY.value: "running the refused step again",
+    OperatorAction.RETRY_PAYMENT.value: "charging again with the same idempotency keys",
+}
+
+
+async def _follow(client: Client, accepted: AcceptedRequest, args: argparse.Namespace) -> None:
+    """Say at once that the order accepted, then show its progress until it is done."""
+    # Flushed line by line: whoever reads a pipe sees the acceptance before the wind-down ends.
+    under_way = _UNDER_WAY.get(accepted.action)
+    print(
+        f"order {accepted.order_id}: {accepted.action} accepted"
+        + (f"; {under_way}" if under_way else ""),
+        flush=True,
+    )
+    if args.no_wait:
+        return
+    view = await follow_order(
+        client, accepted.order_id, accepted.outcome(), _print_progress, within=args.timeout
+    )
+    _print_view(view)
+
+
+def _print_progress(view: OrderView) -> None:
+    step = ""
+    if view.timeline:
+        latest = view.timeline[-1]
+        step = f": {latest.step.value} {latest.state.value}"
+        if latest.detail and latest.state != StepState.STARTED:
+            step += f" ({latest.detail})"
+    print(f"  {view.status.value}{step}", flush=True)
 
 
 async def _status(args: argparse.Namespace) -> None:
@@ -301,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID_INPUT
+    except OrderStillRunning as err:  # not an error: the order goes on without us
+        print(err, file=sys.stderr)
+        return err.exit_code
     except OrderError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
@@ -308,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        if args.command in ("cancel", "resolve"):
+            print(
+                f"stopped waiting; order {args.order_id} goes on with what it accepted: "
+                f"starter.py status {args.order_id}",
+                file=sys.stderr,
+            )
         return 130
     return 0
 

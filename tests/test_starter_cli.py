@@ -5,7 +5,9 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import cast
 
@@ -13,12 +15,14 @@ import pytest
 from temporalio.client import Client
 
 from client import orders
-from client.orders import OrderError, OrderNotFound, order_status, start_order
+from client.orders import OrderError, OrderNotFound, follow_order, order_status, start_order
+from domain.models import OrderView
 from domain.rules import ship_refusal
 from domain.status import OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from stack.processes import ROOT, free_port
-from tests.support import make_order, wait_for_status
+from tests.support import make_order, order_awaiting_shipment, wait_for_status
+from workflows.order import OrderWorkflow
 
 
 async def run_starter(
@@ -45,6 +49,10 @@ def address(client: Client) -> str:
 def hold_next_request(sandbox: SandboxAdmin, service: str, order_id: str, step: Step) -> None:
     """Hold this order's next request for ``step`` at the provider until ``release``."""
     sandbox.set_faults(service, hold_next=1, key_prefix=f"{order_id}:", key_suffix=f":{step.value}")
+
+
+def accepted_line(order_id: str, action: str) -> str:
+    return f"order {order_id}: {action} accepted;"
 
 
 def write_order(tmp_path: Path, **overrides: object) -> tuple[str, Path]:
@@ -125,6 +133,12 @@ async def test_invalid_order_is_refused_per_field_and_nothing_starts(
         (["ship", "no-such-order", "--carrier", "UPS", "--tracking", "1Z999"], 4, "no order"),
         (["ship", "x", "--carrier", "UPS", "--tracking", "?"], 2, "tracking_number"),
         (["list", "--status", "lost"], 2, "invalid choice: 'lost'"),
+        (["cancel", "x", "--reason", "r", "--timeout", "soon"], 2, "'soon' is not a duration"),
+        (
+            ["cancel", "x", "--reason", "r", "--no-wait", "--timeout", "5s"],
+            2,
+            "not allowed with argument --no-wait",
+        ),
     ],
 )
 async def test_user_mistakes_get_a_message_and_exit_code(
@@ -153,22 +167,103 @@ async def test_unreachable_server_exits_1_with_a_hint(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_cancel_through_the_cli_prints_the_refunded_outcome(
-    client: Client, address: str, task_queue: str, tmp_path: Path
+async def test_cancel_says_accepted_at_once_then_prints_progress_and_the_outcome(
+    client: Client, sandbox: SandboxAdmin, address: str, task_queue: str
 ) -> None:
-    order_id, path = write_order(tmp_path)
-    await run_starter("start", "--file", str(path), address=address, task_queue=task_queue)
-    await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
+    order = await order_awaiting_shipment(client, task_queue)
 
-    cancelled = await run_starter("cancel", order_id, "--reason", "wrong size", address=address)
+    cancelled = await run_starter("cancel", order.id, "--reason", "wrong size", address=address)
+
     assert cancelled.returncode == 0, cancelled.stderr
-    assert f"order {order_id}: cancelled" in cancelled.stdout
+    lines = cancelled.stdout.splitlines()
+    assert lines[0] == (
+        f"order {order.id}: cancel accepted; winding down (refund, picklist, email)"
+    )
+    final = lines.index(f"order {order.id}: cancelled")
+    progress = lines[1:final]
+    assert progress, cancelled.stdout  # at least the state first seen after acceptance
+    assert all(line.startswith("  ") for line in progress), cancelled.stdout
+    assert all(a != b for a, b in pairwise(progress)), "one line per change"
+    assert progress[-1].startswith("  cancelled: "), cancelled.stdout
     assert "refund       re_" in cancelled.stdout
     assert "reason       cancelled: wrong size" in cancelled.stdout
+    effects = sandbox.effects(order.id)
+    assert (effects.refunds, effects.refunded_amount) == (1, order.total)
 
-    again = await run_starter("cancel", order_id, "--reason", "again", address=address)
+    again = await run_starter("cancel", order.id, "--reason", "again", address=address)
     assert again.returncode == 5
-    assert "is already cancelled; it can't be cancelled" in again.stderr
+    assert f"order {order.id} is already cancelled; it can't be cancelled" in again.stderr
+    assert "accepted" not in again.stdout
+    assert sandbox.effects(order.id).refunds == 1
+
+
+async def test_cancel_no_wait_returns_once_accepted_and_the_order_still_cancels(
+    client: Client, sandbox: SandboxAdmin, address: str, task_queue: str
+) -> None:
+    order = await order_awaiting_shipment(client, task_queue)
+    hold_next_request(sandbox, "payments", order.id, Step.REFUND)
+
+    result = await run_starter(
+        "cancel", order.id, "--reason", "found it cheaper", "--no-wait", address=address
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(accepted_line(order.id, "cancel"))
+    assert "timeline" not in result.stdout  # it did not wait for the outcome
+    # The refund is still held at the gateway: the command returned before the wind-down ended.
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    assert (await order_status(client, order.id)).status == OrderStatus.CANCELLING
+    sandbox.release("payments")
+    view = await wait_for_status(client, order.id, OrderStatus.CANCELLED)
+    assert view.refund_id is not None
+    assert sandbox.effects(order.id).refunds == 1
+
+
+async def test_cancel_timeout_exits_6_with_a_hint_and_the_order_carries_on(
+    client: Client, sandbox: SandboxAdmin, address: str, task_queue: str
+) -> None:
+    order = await order_awaiting_shipment(client, task_queue)
+    hold_next_request(sandbox, "payments", order.id, Step.REFUND)
+
+    result = await run_starter(
+        "cancel", order.id, "--reason", "too slow", "--timeout", "1s", address=address
+    )
+
+    assert result.returncode == 6, result.stderr
+    assert (
+        f"order {order.id} is still cancelling; follow it with: starter.py status {order.id}"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert result.stdout.startswith(accepted_line(order.id, "cancel"))
+    assert "  cancelling: refund started" in result.stdout.splitlines()
+    # The refund is still held at the gateway: the order goes on without the command.
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    sandbox.release("payments")
+    seen: list[OrderView] = []
+    view = await follow_order(
+        client, order.id, lambda v: v.status.is_final, seen.append, within=timedelta(seconds=30)
+    )
+    assert view.status == OrderStatus.CANCELLED
+    assert view.refund_id is not None
+    assert seen and seen[-1] == view  # on_change saw the views up to the last
+    effects = sandbox.effects(order.id)
+    assert (effects.refunds, effects.refunded_amount) == (1, order.total)
+
+
+async def test_cancel_without_a_worker_says_so_instead_of_hanging(
+    client: Client, address: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, f"no-worker-{uuid.uuid4().hex[:8]}")
+    try:
+        result = await run_starter("cancel", order.id, "--reason", "r", address=address)
+        assert result.returncode == 1
+        assert "no worker answered" in result.stderr
+        assert "Start the stack with ./scripts/run" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        await client.get_workflow_handle_for(OrderWorkflow.run, order.id).terminate("test over")
 
 
 async def test_waiting_for_acceptance_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,12 +319,14 @@ async def test_resolve_and_listing_the_needs_attention_queue(
     sandbox.reset_faults()
     resolved = await run_starter("resolve", order_id, "--action", "retry-payment", address=address)
     assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.startswith(accepted_line(order_id, "retry-payment"))
     await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
     assert sandbox.effects(order_id).charges == 1
 
     refused = await run_starter("resolve", order_id, "--action", "cancel", address=address)
     assert refused.returncode == 5
     assert "not needs-attention; there is nothing to resolve" in refused.stderr
+    assert "accepted" not in refused.stdout
 
 
 async def test_bad_durations_are_refused(address: str, tmp_path: Path) -> None:
