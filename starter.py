@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
         help="retry a failing gateway this long, then needs-attention (default 1h)",
     )
     start.add_argument(
+        "--step-retry-budget",
+        type=_duration,
+        metavar="DURATION",
+        help="retry any other failing call this long, then needs-attention (default 6h)",
+    )
+    start.add_argument(
         "--shipment-delayed-after",
         type=_duration,
         metavar="DURATION",
@@ -193,6 +199,7 @@ def _order_from_args(args: argparse.Namespace) -> Order:
 def _options_from_args(args: argparse.Namespace) -> OrderOptions:
     given = {
         "payment_retry_budget": args.payment_retry_budget,
+        "step_retry_budget": args.step_retry_budget,
         "shipment_delayed_after": args.shipment_delayed_after,
         "shipment_attention_after": args.shipment_attention_after,
     }

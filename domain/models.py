@@ -175,8 +175,8 @@ class OrderOptions(_Model):
             raise ValueError("durations must be positive")
         if max(budgets) > MAX_STEP_BUDGET:
             raise ValueError(
-                f"retry budgets may be at most {MAX_STEP_BUDGET} (half the providers' "
-                "idempotency key lifetime), so a retry never outlives its key"
+                f"retry budgets may be at most {MAX_STEP_BUDGET.total_seconds() / 3600:g} hours "
+                "(half the providers' idempotency key lifetime), so a retry never outlives its key"
             )
         if self.shipment_attention_after <= self.shipment_delayed_after:
             raise ValueError("shipment_attention_after must be later than shipment_delayed_after")
