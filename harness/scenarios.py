@@ -21,7 +21,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from client.orders import cancel_order
+from client.orders import OrderError, OrderRefused, cancel_order
 from domain.status import OrderStatus, Step
 from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from harness.drive import (
@@ -355,8 +355,26 @@ async def load_with_faults(run: Run, orders: int = 200) -> None:
 async def cancel_orders(client: Client, order_ids: list[str]) -> None:
     """Cancel orders as customers do, a moment after placing them."""
     await asyncio.sleep(0.5)
-    reason = "customer changed their mind"
-    await asyncio.gather(*(cancel_order(client, order_id, reason) for order_id in order_ids))
+    await asyncio.gather(*(cancel_until_accepted(client, order_id) for order_id in order_ids))
+
+
+async def cancel_until_accepted(client: Client, order_id: str, within: float = DEADLINE) -> None:
+    """Cancel one order, trying again (as a customer would) while no worker can answer it.
+
+    With its worker just SIGKILLed, an order answers nothing until another worker takes it
+    over; a refusal, by contrast, is the order's final word.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await cancel_order(client, order_id, "customer changed their mind")
+            return
+        except OrderRefused:
+            raise
+        except OrderError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 SCENARIOS: dict[str, tuple[Scenario, int]] = {
