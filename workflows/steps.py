@@ -119,7 +119,9 @@ class Steps:
             result = await call()
         except (ActivityError, OrderStopped, asyncio.CancelledError) as err:
             detail = err.cause if isinstance(err, ActivityError) else err
-            line.state, line.detail = StepState.FAILED, str(detail or err) or "cancelled"
+            cancelled = isinstance(detail, CancelledError | asyncio.CancelledError)
+            line.state = StepState.FAILED
+            line.detail = "cancelled" if cancelled else str(detail or err)
             line.finished_at = workflow.now()
             raise
         line.state, line.detail = StepState.COMPLETED, describe(result)
