@@ -3,7 +3,7 @@
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,18 +41,29 @@ def make_order(**overrides: Any) -> Order:
     return Order.model_validate(data)
 
 
-async def wait_for_status(
-    client: Client, order_id: str, status: OrderStatus, within: float = 30.0
+async def until_view(
+    client: Client,
+    order_id: str,
+    condition: Callable[[OrderView], bool],
+    what: str,
+    within: float = 30.0,
 ) -> OrderView:
-    """Poll the order's query until it reaches ``status``."""
+    """Poll the order's status query until ``condition`` holds for its read model."""
     deadline = time.monotonic() + within
     view = None
     while time.monotonic() < deadline:
         view = await order_status(client, order_id)
-        if view.status == status:
+        if condition(view):
             return view
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{order_id} did not reach {status.value}; last view: {view}")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{order_id} did not reach {what}; last view: {view}")
+
+
+async def wait_for_status(
+    client: Client, order_id: str, status: OrderStatus, within: float = 30.0
+) -> OrderView:
+    """Poll the order's query until it reaches ``status``."""
+    return await until_view(client, order_id, lambda v: v.status == status, status.value, within)
 
 
 async def order_awaiting_shipment(client: Client, task_queue: str, **overrides: Any) -> Order:

@@ -15,7 +15,7 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowUpdateHandle, WorkflowUpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
-from client.orders import OrderRefused, order_status, resolve_order, ship_order, start_order
+from client.orders import OrderRefused, resolve_order, ship_order, start_order
 from domain.models import (
     CancelRequest,
     Order,
@@ -26,7 +26,7 @@ from domain.models import (
 )
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, order_awaiting_shipment, wait_for_status
+from tests.support import make_order, order_awaiting_shipment, until_view, wait_for_status
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -41,19 +41,6 @@ async def until(condition: Callable[[], bool], what: str, within: float = 30.0) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         await asyncio.sleep(0.05)
-
-
-async def until_view(
-    client: Client, order_id: str, condition: Callable[[OrderView], bool], what: str
-) -> OrderView:
-    """Poll the order's status query until ``condition`` holds for its view."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        view = await order_status(client, order_id)
-        if condition(view):
-            return view
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{order_id}: timed out waiting until {what}")
 
 
 def hold(sandbox: SandboxAdmin, service: str, order: Order, step: Step) -> str:

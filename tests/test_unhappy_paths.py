@@ -19,7 +19,7 @@ from client.orders import (
 from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, order_awaiting_shipment, wait_for_status
+from tests.support import make_order, order_awaiting_shipment, until_view, wait_for_status
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -129,13 +129,8 @@ async def test_two_orders_racing_for_the_last_unit_exactly_one_gets_it(
 
 
 async def settled(client: Client, order_id: str) -> OrderView:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        view = await order_status(client, order_id)
-        if view.status in (OrderStatus.AWAITING_SHIPMENT, OrderStatus.OUT_OF_STOCK):
-            return view
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{order_id} did not settle")
+    settled = (OrderStatus.AWAITING_SHIPMENT, OrderStatus.OUT_OF_STOCK)
+    return await until_view(client, order_id, lambda view: view.status in settled, "settled")
 
 
 async def test_gateway_down_past_budget_needs_attention_then_retry_succeeds(
