@@ -35,12 +35,19 @@ from client.orders import (
     ship_order,
     start_order,
 )
-from client.temporal import TemporalConnectionError, connect
+from client.temporal import TemporalConnectionError
+from client.temporal import connect as connect_temporal
 from domain.currencies import format_money
 from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import OperatorAction, OrderStatus, StepState
+from telemetry import tracing
 
 EXIT_INVALID_INPUT = 2
+
+
+async def connect(profile: str | None) -> Client:
+    """Connect to Temporal, tracing the calls when tracing is on (``telemetry.tracing``)."""
+    return await connect_temporal(profile, interceptors=tracing.client_interceptors())
 
 
 class InputError(Exception):
@@ -361,8 +368,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[object, object, Non
 def main(argv: list[str] | None = None) -> int:
     """Run one command and return its exit code; user mistakes never print a traceback."""
     args = _parser().parse_args(argv)
+    tracing.configure("orders-starter")  # only if OTEL_* variables ask for it
     try:
-        asyncio.run(COMMANDS[args.command](args))
+        asyncio.run(_traced(args))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID_INPUT
@@ -383,7 +391,18 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 130
+    finally:
+        tracing.shutdown()  # exit_now skips OpenTelemetry's exit hook: send the spans now
     return 0
+
+
+async def _traced(args: argparse.Namespace) -> None:
+    """Run the command in one span, the root of the trace of all it sets going."""
+    attributes = {"command": args.command}
+    if getattr(args, "order_id", None):
+        attributes["order.id"] = args.order_id
+    with tracing.span(f"starter.py {args.command}", attributes):
+        await COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 Connection settings come from Temporal's standard client configuration (see ``config.client``);
 providers from ``PROVIDERS_URL`` and ``PROVIDERS_API_KEY``. Run more copies to scale out.
+``--metrics-port`` (or ``ORDERS_METRICS_PORT``) serves Prometheus metrics; the standard
+``OTEL_*`` variables turn on tracing (``telemetry.tracing``).
 SIGINT or SIGTERM stops it gracefully: it stops polling and lets running activities finish.
 """
 
@@ -22,11 +24,29 @@ from activities.warehouse import WarehouseActivities
 from client.exit import exit_now
 from client.temporal import TemporalConnectionError, connect
 from config.settings import TASK_QUEUE, ProviderSettings
+from telemetry import tracing
+from telemetry.metrics import (
+    METRICS_PORT_ENV,
+    MetricsConfigError,
+    metrics_port_from_env,
+    metrics_runtime,
+    metrics_url,
+)
 from workflows.order import OrderWorkflow
 from workflows.policy import STICKY_QUEUE_TIMEOUT
 
 # Deterministic, side-effect-free modules loaded once instead of per workflow run.
-_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "domain", "activities", "httpx")
+_PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "domain",
+    "activities",
+    "httpx",
+    "telemetry",
+    "opentelemetry",
+    "prometheus_client",  # not used by workflows; test modules that define some import it
+)
 
 
 def sandboxed_runner() -> SandboxedWorkflowRunner:
@@ -64,9 +84,13 @@ def build_worker(
     )
 
 
-async def run(profile: str | None) -> None:
-    """Run a worker until SIGINT or SIGTERM."""
-    client = await connect(profile)
+async def run(profile: str | None, metrics_port: int | None = None) -> None:
+    """Run a worker until SIGINT or SIGTERM, serving Prometheus metrics on ``metrics_port``."""
+    tracing.configure("orders-worker")
+    runtime = metrics_runtime(metrics_port)
+    client = await connect(profile, runtime=runtime, interceptors=tracing.client_interceptors())
+    if metrics_port is not None:
+        logging.getLogger("orders").info("metrics at %s", metrics_url(metrics_port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -87,16 +111,25 @@ def main() -> None:
     """Entry point: ``python worker.py [--profile NAME]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", help="Temporal client config profile (default: default)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"serve Prometheus metrics on this port (default: {METRICS_PORT_ENV}, else none)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("temporalio").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    status = 0
     try:
-        asyncio.run(run(args.profile))
-    except TemporalConnectionError as err:
+        port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
+        asyncio.run(run(args.profile, port))
+    except (TemporalConnectionError, MetricsConfigError) as err:
         logging.getLogger("orders").error("%s", err)
-        exit_now(1)
-    exit_now(0)
+        status = 1
+    finally:
+        tracing.shutdown()  # os._exit skips OpenTelemetry's exit hook: send the last spans now
+    exit_now(status)
 
 
 if __name__ == "__main__":

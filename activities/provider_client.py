@@ -7,9 +7,12 @@ from typing import Any
 
 import httpx
 
+from activities import metrics
 from activities.errors import error_for_response, error_for_transport
 from activities.heartbeat import heartbeating
 from config.settings import ProviderSettings
+from telemetry.http_tracing import client_span, record_status
+from telemetry.names import ProviderErrorKind
 
 
 class ProviderClient:
@@ -41,12 +44,21 @@ class ProviderClient:
         return await self._send(self._http.build_request("GET", path, params=params))
 
     async def _send(self, request: httpx.Request) -> dict[str, Any]:
-        try:
-            response = await heartbeating(self._http.send(request))
-        except httpx.TransportError as err:
-            raise error_for_transport(self.service, err) from err
+        name = f"{request.method} /{self.service}"
+        metrics.provider_called(self.service)
+        with client_span(name, request.method, str(request.url), request.headers) as span:
+            try:
+                response = await heartbeating(self._http.send(request))
+            except httpx.TransportError as err:
+                metrics.provider_error(self.service, ProviderErrorKind.UNAVAILABLE)
+                raise error_for_transport(self.service, err) from err
+            record_status(span, response.status_code)
+        if response.headers.get("Idempotent-Replayed") == "true":
+            metrics.provider_error(self.service, ProviderErrorKind.REPLAYED)
         if response.is_error:
-            raise error_for_response(self.service, response)
+            error = error_for_response(self.service, response)
+            metrics.provider_error(self.service, metrics.error_kind(error))
+            raise error
         result: dict[str, Any] = response.json()
         return result
 

@@ -5,13 +5,15 @@ Connection settings come from Temporal's standard client configuration (``tempor
 the config file), so the same code reaches the local dev server, a cluster or Temporal Cloud.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from config.settings import DEFAULT_TEMPORAL_ADDRESS
@@ -40,14 +42,24 @@ def connect_config(profile: str | None = None) -> dict[str, Any]:
     return config
 
 
-async def connect(profile: str | None = None, address: str | None = None) -> Client:
+async def connect(
+    profile: str | None = None,
+    address: str | None = None,
+    *,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
+) -> Client:
     """Connect to Temporal with the project's data converter.
 
     ``address`` (a stack this process started itself) bypasses the client configuration.
+    ``runtime`` (one per process, e.g. serving Prometheus metrics, ``telemetry.metrics``) and
+    ``interceptors`` (tracing, ``telemetry.tracing``) also apply to workers built on the client.
     """
     config = {"target_host": address} if address else connect_config(profile)
     try:
-        return await Client.connect(**config, data_converter=DATA_CONVERTER)
+        return await Client.connect(
+            **config, data_converter=DATA_CONVERTER, runtime=runtime, interceptors=interceptors
+        )
     except (RuntimeError, RPCError) as err:
         raise TemporalConnectionError(
             f"cannot reach Temporal at {config['target_host']} "

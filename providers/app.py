@@ -16,6 +16,9 @@ from providers.errors import install_error_handlers
 from providers.faults import Faults, QuietDrops
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
+from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
+from telemetry import tracing
+from telemetry.http_tracing import TraceContextMiddleware
 
 
 def create_app(db_path: str | Path, api_key: str) -> FastAPI:
@@ -30,10 +33,12 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
         # Installed here, after uvicorn has configured its loggers.
         quiet = QuietDrops()
         logging.getLogger("uvicorn.error").addFilter(quiet)
+        tracing.configure("orders-providers")  # only if OTEL_* variables ask for it
         try:
             yield
         finally:
             logging.getLogger("uvicorn.error").removeFilter(quiet)
+            tracing.shutdown()
             ledger.close()
 
     # The default /docs and /openapi.json would be unauthenticated; a guarded schema is below.
@@ -47,12 +52,19 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
     app.state.ledger = ledger
     app.state.faults = faults
     app.state.idempotency = idempotency
+    app.state.metrics = metrics = ProviderMetrics()
     install_error_handlers(app)
+    # Each request is counted, and runs in a span under the caller's trace (when tracing is on).
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(TraceContextMiddleware)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
-        """Readiness probe; the only endpoint without authentication."""
+        """Readiness probe; with ``/metrics``, the only endpoints without authentication."""
         return {"ok": True}
+
+    # Unauthenticated like /healthz, so Prometheus can scrape it: counts only, no customer data.
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
 
     guarded = [Depends(api_key_dependency(api_key))]
 

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         Shipment,
     )
     from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
+    from workflows import metrics
     from workflows.compensation import Compensations
     from workflows.payment import Payment
     from workflows.picking import Picking
@@ -67,6 +68,7 @@ class OrderWorkflow:
     async def run(self, order: Order) -> OrderView:
         """Process the order to a final status and return its read model."""
         self._set_status(OrderStatus.RECEIVED)
+        metrics.order_started()
         self._story = asyncio.create_task(self._fulfil())
         try:
             await self._story
@@ -193,6 +195,7 @@ class OrderWorkflow:
         return self._state.view()
 
     def _set_status(self, status: OrderStatus) -> None:
+        metrics.status_changed(self._state.status, status, self._state.attention_step)
         self._state.status = status
         workflow.upsert_search_attributes(
             [

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.requests import EffectRequest
     from domain.models import StepRecord
     from domain.status import OperatorAction, OrderStatus, Step, StepState, idempotency_key
+    from workflows import metrics
     from workflows.policy import (
         PROVIDER_CALL_TIMEOUT,
         PROVIDER_HEARTBEAT_TIMEOUT,
@@ -123,9 +124,11 @@ class Steps:
             line.state = StepState.FAILED
             line.detail = "cancelled" if cancelled else str(detail or err)
             line.finished_at = workflow.now()
+            metrics.step_finished(line, None, self._state.order.currency)
             raise
         line.state, line.detail = StepState.COMPLETED, describe(result)
         line.finished_at = workflow.now()
+        metrics.step_finished(line, result, self._state.order.currency)
         return result
 
     async def ask_operator(self, step: Step, reason: str) -> None:
