@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from providers.faults import FaultConfig, FaultsDep
 from providers.ledger import LedgerDep
+from providers.limits import MAX_IDEMPOTENCY_KEY_LENGTH, QueryId
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -46,13 +47,16 @@ def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, di
 
 
 @router.get("/ledger")
-async def get_ledger_summary(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+async def get_ledger_summary(ledger: LedgerDep, order_id: QueryId = None) -> dict[str, Any]:
     """Per order: effect counts, charged and refunded amounts, and emails by template."""
     return {"orders": ledger_summary(ledger.db, order_id)}
 
 
 @router.post("/keys/expire")
-async def expire_keys(ledger: LedgerDep, prefix: str = "") -> dict[str, int]:
+async def expire_keys(
+    ledger: LedgerDep,
+    prefix: Annotated[str, Query(max_length=MAX_IDEMPOTENCY_KEY_LENGTH)] = "",
+) -> dict[str, int]:
     """Forget the answered idempotency keys that start with ``prefix``, as 24 hours would.
 
     Lets tests show what happens when a retry comes after its key's lifetime; keys of requests

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from providers import admin, mail, pages, payments, warehouse
 from providers.auth import api_key_dependency
+from providers.body_limit import BodySizeLimit
 from providers.errors import install_error_handlers
 from providers.faults import Faults, QuietDrops
 from providers.idempotency import Idempotency
@@ -54,6 +55,7 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
     app.state.idempotency = idempotency
     app.state.metrics = metrics = ProviderMetrics()
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
     # Each request is counted, and runs in a span under the caller's trace (when tracing is on).
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(TraceContextMiddleware)

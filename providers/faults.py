@@ -16,6 +16,10 @@ from starlette.types import Receive, Scope, Send
 from providers.errors import ApiError
 
 SERVICES = ("payments", "mail", "warehouse")
+MAX_LATENCY_MS = 600_000
+"""Ten minutes: longer than any client waits."""
+MAX_COUNT = 1_000_000
+"""The most requests a ``*_next`` counter can name."""
 
 
 class FaultConfig(BaseModel):
@@ -24,17 +28,29 @@ class FaultConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     error_rate: float = Field(0.0, ge=0, le=1, description="Share of requests answered 503.")
-    latency_ms: int = Field(0, ge=0, description="Delay added before every effect.")
+    latency_ms: int = Field(
+        0, ge=0, le=MAX_LATENCY_MS, description="Delay added before every effect."
+    )
     drop_rate: float = Field(0.0, ge=0, le=1, description="Share committed, then dropped.")
-    fail_next: int = Field(0, ge=0, description="The next N requests are answered 503.")
-    drop_next: int = Field(0, ge=0, description="The next N requests are committed, then dropped.")
-    hold_next: int = Field(0, ge=0, description="The next N requests wait for a release.")
+    fail_next: int = Field(
+        0, ge=0, le=MAX_COUNT, description="The next N requests are answered 503."
+    )
+    drop_next: int = Field(
+        0, ge=0, le=MAX_COUNT, description="The next N requests are committed, then dropped."
+    )
+    hold_next: int = Field(
+        0, ge=0, le=MAX_COUNT, description="The next N requests wait for a release."
+    )
     reject_next: int = Field(
-        0, ge=0, description="The next N requests are refused as invalid (422, not stored)."
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="The next N requests are refused as invalid (422, not stored).",
     )
     refuse_next: int = Field(
         0,
         ge=0,
+        le=MAX_COUNT,
         description="The next N requests are refused (422) with no effect, the refusal stored "
         "under their key, so a retry with the same key gets it again.",
     )

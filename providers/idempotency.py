@@ -14,20 +14,41 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, NamedTuple
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from starlette.responses import Response
 
-from providers.errors import ApiError
+from providers.errors import ApiError, invalid_idempotency_key, missing_idempotency_key
 from providers.faults import DroppedResponse, Faults
 from providers.ledger import Ledger
+from providers.limits import (
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+)
 
 KEY_TTL_S = 24 * 3600
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias=IDEMPOTENCY_KEY_HEADER,
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="A unique string per effect, at most 255 printable ASCII characters; a "
+        "retry with the same key gets the first answer back instead of a second effect. Keys "
+        "are kept 24 hours.",
+    ),
+]
+"""The ``Idempotency-Key`` header, declared on every POST with an effect so that the OpenAPI
+document describes it (required, at most 255 characters); ``providers.errors`` answers a
+missing or malformed key with 400."""
 
 
 class Outcome(NamedTuple):
@@ -94,18 +115,26 @@ class Idempotency:
             return db.execute("DELETE FROM idempotency_keys WHERE state = 'in_flight'").rowcount
 
     async def run(
-        self, request: Request, service: str, effect: Effect, resource: str | None = None
+        self,
+        request: Request,
+        service: str,
+        effect: Effect,
+        resource: str | None = None,
+        *,
+        key: str | None = None,
     ) -> Response:
         """Answer a POST: replay a stored response, or claim the key and perform ``effect``.
 
+        ``key`` is the route's validated ``IdempotencyKey`` (read from the request if not given).
         ``resource`` (from ``resource_lock``) is locked by the claim until the effect commits or
         fails; a request on it under another key meanwhile is answered 409 ``resource_in_use``
         and leaves nothing behind, so it can simply be retried.
         """
-        key = request.headers.get("idempotency-key", "").strip()
+        key = (request.headers.get(IDEMPOTENCY_KEY_HEADER, "") if key is None else key).strip()
         if not key:
-            message = "POST requests need an 'Idempotency-Key' header (a unique string per effect)."
-            raise ApiError(400, "idempotency_key_missing", message)
+            raise missing_idempotency_key()
+        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+            raise invalid_idempotency_key(key)
         existing = self._claim(key, await fingerprint(request), resource)
         if existing is not None:
             return DroppedResponse() if self.faults.drop_replay(service, key) else existing

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import sqlite3
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from providers.idempotency import IdempotencyDep, Outcome
+from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome
 from providers.ledger import LedgerDep, Resource
+from providers.limits import (
+    MAX_EMAIL_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_MAIL_BODY_LENGTH,
+    MAX_SUBJECT_LENGTH,
+    Id,
+    QueryId,
+)
 
 SERVICE = "mail"
 router = APIRouter(prefix="/mail", tags=[SERVICE])
@@ -27,11 +35,15 @@ MESSAGES = Resource(
 class MessageIn(BaseModel):
     """Body of ``POST /mail/messages``."""
 
-    order_id: str = Field(min_length=1)
-    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Recipient address.")
-    template: str = Field(min_length=1, examples=["order-confirmation"])
-    subject: str
-    body: str
+    order_id: Id
+    to: str = Field(
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        max_length=MAX_EMAIL_LENGTH,
+        description="Recipient address.",
+    )
+    template: Id = Field(examples=["order-confirmation"])
+    subject: str = Field(max_length=MAX_SUBJECT_LENGTH)
+    body: str = Field(max_length=MAX_MAIL_BODY_LENGTH)
 
 
 def _send(message: MessageIn, db: sqlite3.Connection) -> Outcome:
@@ -39,14 +51,18 @@ def _send(message: MessageIn, db: sqlite3.Connection) -> Outcome:
 
 
 @router.post("/messages")
-async def send_message(body: MessageIn, request: Request, idem: IdempotencyDep) -> Response:
+async def send_message(
+    body: MessageIn, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
     """Send (record) one email."""
-    return await idem.run(request, SERVICE, partial(_send, body))
+    return await idem.run(request, SERVICE, partial(_send, body), key=key)
 
 
 @router.get("/messages")
 async def list_messages(
-    ledger: LedgerDep, order_id: str | None = None, template: str | None = None
+    ledger: LedgerDep,
+    order_id: QueryId = None,
+    template: Annotated[str | None, Query(max_length=MAX_ID_LENGTH)] = None,
 ) -> dict[str, Any]:
     """List sent messages, oldest first."""
     return {"data": MESSAGES.find(ledger.db, order_id=order_id, template=template)}

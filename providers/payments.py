@@ -15,8 +15,9 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from providers.errors import ApiError, not_found
-from providers.idempotency import IdempotencyDep, Outcome, resource_lock
+from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource
+from providers.limits import Amount, Id, PathId, QueryId, ShortText
 
 SERVICE = "payments"
 router = APIRouter(prefix="/payments", tags=[SERVICE])
@@ -48,18 +49,18 @@ DECLINES = {
 class IntentIn(BaseModel):
     """Body of ``POST /payments/intents``."""
 
-    order_id: str = Field(min_length=1)
-    amount: int = Field(gt=0, description="In minor units (cents).")
+    order_id: Id
+    amount: Amount
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    payment_method: str = Field(pattern=r"^pm_")
+    payment_method: str = Field(pattern=r"^pm_[A-Za-z0-9_]+$", max_length=200)
 
 
 class RefundIn(BaseModel):
     """Body of ``POST /payments/refunds``; ``amount`` null refunds whatever remains."""
 
-    charge_id: str = Field(min_length=1)
-    amount: int | None = Field(None, gt=0)
-    reason: str | None = None
+    charge_id: Id
+    amount: Amount | None = None
+    reason: ShortText | None = None
 
 
 def _intent_lock(intent_id: str) -> str:
@@ -143,48 +144,58 @@ def _refund(body: RefundIn, db: sqlite3.Connection) -> Outcome:
 
 
 @router.post("/intents")
-async def create_intent(body: IntentIn, request: Request, idem: IdempotencyDep) -> Response:
+async def create_intent(
+    body: IntentIn, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
     """Create a payment intent; no money moves until it is confirmed."""
-    return await idem.run(request, SERVICE, partial(_create_intent, body))
+    return await idem.run(request, SERVICE, partial(_create_intent, body), key=key)
 
 
 @router.post("/intents/{intent_id}/confirm")
-async def confirm_intent(intent_id: str, request: Request, idem: IdempotencyDep) -> Response:
+async def confirm_intent(
+    intent_id: PathId, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
     """Confirm an intent: charge it once (200), decline it (402), or refuse if canceled (400)."""
-    return await idem.run(request, SERVICE, partial(_confirm, intent_id), _intent_lock(intent_id))
+    effect = partial(_confirm, intent_id)
+    return await idem.run(request, SERVICE, effect, _intent_lock(intent_id), key=key)
 
 
 @router.post("/intents/{intent_id}/cancel")
-async def cancel_intent(intent_id: str, request: Request, idem: IdempotencyDep) -> Response:
+async def cancel_intent(
+    intent_id: PathId, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
     """Cancel an unconfirmed intent; any other intent is answered as it is (200).
 
     An intent that already ``succeeded`` is not canceled: its ``charge`` is the one to refund.
     """
-    return await idem.run(request, SERVICE, partial(_cancel, intent_id), _intent_lock(intent_id))
+    effect = partial(_cancel, intent_id)
+    return await idem.run(request, SERVICE, effect, _intent_lock(intent_id), key=key)
 
 
 @router.post("/refunds")
-async def create_refund(body: RefundIn, request: Request, idem: IdempotencyDep) -> Response:
+async def create_refund(
+    body: RefundIn, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
     """Refund part of a charge, or (``amount`` null) all that remains of it.
 
     The refund that leaves nothing of the charge marks the charge ``refunded``.
     """
-    return await idem.run(request, SERVICE, partial(_refund, body))
+    return await idem.run(request, SERVICE, partial(_refund, body), key=key)
 
 
 @router.get("/intents")
-async def list_intents(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+async def list_intents(ledger: LedgerDep, order_id: QueryId = None) -> dict[str, Any]:
     """List payment intents, oldest first, each with its ``status`` and ``charge`` (or null)."""
     return {"data": INTENTS.find(ledger.db, order_id=order_id)}
 
 
 @router.get("/charges")
-async def list_charges(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+async def list_charges(ledger: LedgerDep, order_id: QueryId = None) -> dict[str, Any]:
     """List charges, oldest first."""
     return {"data": CHARGES.find(ledger.db, order_id=order_id)}
 
 
 @router.get("/refunds")
-async def list_refunds(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+async def list_refunds(ledger: LedgerDep, order_id: QueryId = None) -> dict[str, Any]:
     """List refunds, oldest first."""
     return {"data": REFUNDS.find(ledger.db, order_id=order_id)}

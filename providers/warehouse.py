@@ -17,8 +17,17 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from providers.errors import ApiError, not_found
-from providers.idempotency import IdempotencyDep, Outcome, resource_lock
+from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource
+from providers.limits import (
+    MAX_PICKLIST_LINES,
+    MAX_QUANTITY,
+    MAX_STOCK,
+    Id,
+    PathId,
+    QueryId,
+    ShortText,
+)
 
 SERVICE = "warehouse"
 router = APIRouter(prefix="/warehouse", tags=[SERVICE])
@@ -35,33 +44,33 @@ PICKLISTS = Resource(
 class Item(BaseModel):
     """One line of a picklist."""
 
-    sku: str = Field(min_length=1)
-    quantity: int = Field(gt=0)
+    sku: Id
+    quantity: int = Field(gt=0, le=MAX_QUANTITY)
 
 
 class Address(BaseModel):
     """Where the parcel goes."""
 
-    name: str
-    line1: str
-    line2: str | None = None
-    city: str
-    postal_code: str
+    name: ShortText
+    line1: ShortText
+    line2: ShortText | None = None
+    city: ShortText
+    postal_code: str = Field(max_length=32)
     country: str = Field(pattern=r"^[A-Za-z]{2}$", description="ISO 3166 alpha-2 code.")
 
 
 class PicklistIn(BaseModel):
     """Body of ``POST /warehouse/picklists``."""
 
-    order_id: str = Field(min_length=1)
-    items: list[Item] = Field(min_length=1)
+    order_id: Id
+    items: list[Item] = Field(min_length=1, max_length=MAX_PICKLIST_LINES)
     ship_to: Address
 
 
 class StockIn(BaseModel):
     """Body of ``PUT /warehouse/stock/{sku}``."""
 
-    on_hand: int = Field(ge=0)
+    on_hand: int = Field(ge=0, le=MAX_STOCK)
 
 
 def _on_hand(db: sqlite3.Connection, sku: str) -> int | None:
@@ -114,23 +123,27 @@ def _cancel(picklist_id: str, db: sqlite3.Connection) -> Outcome:
 
 
 @router.post("/picklists")
-async def create_picklist(body: PicklistIn, request: Request, idem: IdempotencyDep) -> Response:
+async def create_picklist(
+    body: PicklistIn, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
     """Create a picklist, reserving stock for every sku that has a stock level.
 
     An order that already has an active picklist gets that one back (200), not a second.
     """
     lock = resource_lock("order", body.order_id)
-    return await idem.run(request, SERVICE, partial(_create_picklist, body), lock)
+    return await idem.run(request, SERVICE, partial(_create_picklist, body), lock, key=key)
 
 
 @router.post("/picklists/{picklist_id}/cancel")
-async def cancel_picklist(picklist_id: str, request: Request, idem: IdempotencyDep) -> Response:
+async def cancel_picklist(
+    picklist_id: PathId, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
     """Cancel a picklist and put its stock back; cancelling twice changes nothing."""
-    return await idem.run(request, SERVICE, partial(_cancel, picklist_id))
+    return await idem.run(request, SERVICE, partial(_cancel, picklist_id), key=key)
 
 
 @router.get("/picklists")
-async def list_picklists(ledger: LedgerDep, order_id: str | None = None) -> dict[str, Any]:
+async def list_picklists(ledger: LedgerDep, order_id: QueryId = None) -> dict[str, Any]:
     """List picklists, oldest first."""
     return {"data": PICKLISTS.find(ledger.db, order_id=order_id)}
 
@@ -143,7 +156,7 @@ async def list_stock(ledger: LedgerDep) -> dict[str, Any]:
 
 
 @router.put("/stock/{sku}")
-async def set_stock(sku: str, body: StockIn, ledger: LedgerDep) -> dict[str, Any]:
+async def set_stock(sku: PathId, body: StockIn, ledger: LedgerDep) -> dict[str, Any]:
     """Set the stock level of ``sku`` (PUT is idempotent, so no idempotency key)."""
     with ledger.transaction() as db:
         db.execute(
@@ -155,7 +168,7 @@ async def set_stock(sku: str, body: StockIn, ledger: LedgerDep) -> dict[str, Any
 
 
 @router.delete("/stock/{sku}")
-async def delete_stock(sku: str, ledger: LedgerDep) -> dict[str, Any]:
+async def delete_stock(sku: PathId, ledger: LedgerDep) -> dict[str, Any]:
     """Forget the stock level of ``sku``: it becomes unlimited again (``on_hand`` null)."""
     with ledger.transaction() as db:
         db.execute("DELETE FROM stock WHERE sku = ?", (sku,))

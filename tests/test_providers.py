@@ -765,3 +765,131 @@ def test_a_ledger_from_before_the_new_columns_opens_and_works(
     reopened.close()
     assert "resource" in columns["idempotency_keys"] and "charge" in columns["payment_intents"]
     assert "idempotency_keys_resource" in indexes
+
+
+# --- Every malformed request gets a clear 4xx in the error shape, never a 500 ---------------
+
+EFFECT_POSTS = {
+    "/payments/intents",
+    "/payments/intents/{intent_id}/confirm",
+    "/payments/intents/{intent_id}/cancel",
+    "/payments/refunds",
+    "/mail/messages",
+    "/warehouse/picklists",
+    "/warehouse/picklists/{picklist_id}/cancel",
+}
+
+
+def test_openapi_declares_the_idempotency_key_on_every_post_with_an_effect(
+    http: httpx.Client,
+) -> None:
+    paths = http.get("/openapi.json").json()["paths"]
+    posts = {path for path, operations in paths.items() if "post" in operations}
+    assert posts - {"/admin/keys/expire", "/admin/faults/{service}/release"} == EFFECT_POSTS
+    for path in EFFECT_POSTS:
+        [header] = [p for p in paths[path]["post"]["parameters"] if p["in"] == "header"]
+        assert header["name"] == "Idempotency-Key" and header["required"] is True
+        assert header["schema"]["maxLength"] == 255 and header["schema"]["minLength"] == 1
+
+
+def bad_request(response: httpx.Response, status: int, code: str) -> str:
+    """Assert the error shape, status and code; return the message."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["type"] and error["message"]
+    message: str = error["message"]
+    return message
+
+
+def test_idempotency_key_is_at_most_255_printable_characters(
+    http: httpx.Client, order_id: str
+) -> None:
+    assert post(http, "/mail/messages", message(order_id), key="k" * 255).status_code == 200
+    too_long = post(http, "/mail/messages", message(order_id), key="k" * 3000)
+    text = bad_request(too_long, 400, "idempotency_key_invalid")
+    assert "must be 1 to 255 printable ASCII characters; this one has 3000 characters" in text
+    assert "k" * 20 not in text  # never echoed
+    latin1 = http.post(
+        "/mail/messages", json=message(order_id), headers={b"Idempotency-Key": b"caf\xe9"}
+    )
+    assert "not all of them printable ASCII" in bad_request(latin1, 400, "idempotency_key_invalid")
+    empty = http.post("/mail/messages", json=message(order_id), headers={"Idempotency-Key": ""})
+    bad_request(empty, 400, "idempotency_key_missing")
+    assert count(http, "/mail/messages", order_id=order_id) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/payments/intents", {"amount": 2**63}, "body.amount"),
+        ("/payments/intents", {"amount": 100_000_000}, "body.amount"),
+        ("/payments/intents", {"order_id": "o" * 201}, "body.order_id"),
+        ("/payments/refunds", {"charge_id": "ch_x", "amount": 2**64}, "body.amount"),
+        ("/mail/messages", {"to": f"{'a' * 250}@example.com"}, "body.to"),
+        ("/warehouse/picklists", {"items": [{"sku": "S", "quantity": 10_001}]}, "body.items.0"),
+        ("/payments/intents/" + "p" * 201 + "/confirm", {}, "path.intent_id"),
+    ],
+)  # fmt: skip
+def test_amounts_ids_and_sizes_are_bounded(
+    http: httpx.Client, order_id: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    defaults: dict[str, dict[str, Any]] = {
+        "/payments/intents": {
+            "order_id": order_id, "amount": 100, "currency": "EUR", "payment_method": "pm_x"
+        },
+        "/mail/messages": message(order_id),
+        "/warehouse/picklists": picklist(order_id, "S"),
+    }  # fmt: skip
+    response = post(http, path, {**defaults.get(path, {}), **body})
+    text = bad_request(response, 422, "validation_error")
+    assert f"Invalid request: {field}" in text
+    assert str(2**63) not in text  # the input is not echoed
+
+
+def test_listing_filters_and_stock_are_bounded(http: httpx.Client) -> None:
+    listing_response = http.get("/payments/charges", params={"order_id": "o" * 201})
+    assert "query.order_id" in bad_request(listing_response, 422, "validation_error")
+    stock = http.put("/warehouse/stock/SKU-BIG", json={"on_hand": 2**63})
+    assert "body.on_hand" in bad_request(stock, 422, "validation_error")
+    latency = http.put("/admin/faults/mail", json={"latency_ms": 10**30})
+    assert "body.latency_ms" in bad_request(latency, 422, "validation_error")
+
+
+def test_a_body_over_one_megabyte_is_413(http: httpx.Client, order_id: str) -> None:
+    huge = message(order_id) | {"body": "x" * 1_000_001}
+    bad_request(post(http, "/mail/messages", huge), 413, "request_too_large")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield b'{"body": "'
+        for _ in range(11):
+            yield b"x" * 100_000
+        yield b'"}'
+
+    streamed = http.post(
+        "/mail/messages",
+        content=chunked(),
+        headers={"Idempotency-Key": str(uuid.uuid4()), "content-type": "application/json"},
+    )
+    bad_request(streamed, 413, "request_too_large")
+    assert count(http, "/mail/messages", order_id=order_id) == 0
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"order_id": "\xff\xfe"}', b"[" * 100_000, b'{"amount": 1' + b"0" * 5000 + b"}"]
+)
+def test_an_unreadable_body_is_400_or_422(http: httpx.Client, content: bytes) -> None:
+    response = http.post(
+        "/payments/intents",
+        content=content,
+        headers={"Idempotency-Key": str(uuid.uuid4()), "content-type": "application/json"},
+    )
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["error"]["code"] in ("invalid_body", "validation_error")
+
+
+def test_a_card_number_sent_by_mistake_is_not_echoed(http: httpx.Client, order_id: str) -> None:
+    card = "4242424242424242"
+    body = {"order_id": order_id, "amount": 100, "currency": "EUR", "payment_method": card}
+    response = post(http, "/payments/intents", body)
+    assert "body.payment_method" in bad_request(response, 422, "validation_error")
+    assert card not in response.text
