@@ -4,6 +4,7 @@ Invalid orders are refused here, before anything starts, with one message per fi
 """
 
 import re
+import unicodedata
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -14,14 +15,46 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
-from domain.currencies import MINOR_UNIT_EXPONENT
+from domain.currencies import MINOR_UNIT_EXPONENT, format_money
 from domain.status import MAX_STEP_BUDGET, OperatorAction, OrderStatus, Step, StepState
 
+# Limits, each what a real card gateway, mail service or warehouse would take at most. The
+# providers (providers/) accept at least as much, so an order accepted here is never refused
+# there for its contents (tests/test_properties.py checks orders at these limits end to end).
+MAX_AMOUNT = 99_999_999
+"""The most one card payment can be, in minor units, whatever the currency's exponent:
+Stripe's maximum charge (eight digits: 999,999.99 USD, 99,999,999 JPY, 99,999.999 KWD). It caps
+every unit price and the order total, so no gateway ledger ever overflows."""
+MIN_AMOUNT = 1
+"""The least a unit price can be, in minor units. Gateways' minimum charges (Stripe: about
+0.50 USD) depend on the account's settlement currency and change over time, so the order model
+only requires a positive amount; the sandbox gateway charges any positive amount."""
+MAX_QUANTITY = 1000
+"""Units of one sku in one line: more is a wholesale order, not a shop's."""
+MAX_LINES = 100
+"""Lines in one order; keeps the confirmation email and the picklist a sane size."""
+MAX_ID_LENGTH = 80
+"""Order ids, customer ids and skus. The order id is also the workflow id and the start of every
+idempotency key (``<order id>:<step>:attempt-N``), which must stay within 255 characters."""
+MAX_TEXT_LENGTH = 200
+"""Names, address lines, city, reasons."""
+MAX_EMAIL_LENGTH = 254
+"""RFC 5321: a path is at most 256 octets including its angle brackets."""
+MAX_EMAIL_LOCAL_PART = 64
+"""RFC 5321: the part before the ``@``."""
+MAX_POSTAL_CODE_LENGTH = 20
+MAX_CARRIER_LENGTH = 50
+MAX_SHIPMENT_WAIT = timedelta(days=365)
+"""The latest shipment deadline an order may set; a longer durable timer is a typo."""
+
 _CARD_LIKE = re.compile(r"\d(?:[ -]?\d){12,18}")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[A-Za-z]{2,}")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 def _passes_luhn(digits: str) -> bool:
@@ -50,40 +83,89 @@ def _no_card_number(value: str) -> str:
     return value
 
 
+def _no_control_characters(value: str) -> str:
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValueError("must not contain control characters (newlines, tabs and the like)")
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(
+            "may hold only letters, digits, '.', '_' and '-', starting with a letter or digit "
+            "(pattern [A-Za-z0-9][A-Za-z0-9._-]*)"
+        )
+    return value
+
+
 def _known_currency(value: str) -> str:
     if value not in MINOR_UNIT_EXPONENT:
-        raise ValueError(f"unknown currency {value!r}; use an ISO 4217 code such as USD or EUR")
+        shown = f" {value!r}" if len(value) <= 10 else ""
+        raise ValueError(f"unknown currency{shown}; use an ISO 4217 code such as USD or EUR")
     return value
 
 
 def _upper(value: object) -> object:
-    return value.strip().upper() if isinstance(value, str) else value
+    # ASCII only: "ß".upper() is "SS", which must not turn into a country code.
+    return value.strip().upper() if isinstance(value, str) and value.isascii() else value
 
 
 def _valid_email(value: str) -> str:
-    if not _EMAIL.match(value):
+    if not _EMAIL.fullmatch(value):
         raise ValueError(f"malformed email address {value!r}; expected name@example.com")
+    if len(value.rpartition("@")[0]) > MAX_EMAIL_LOCAL_PART:
+        raise ValueError(
+            f"the part before the @ may be at most {MAX_EMAIL_LOCAL_PART} characters (RFC 5321)"
+        )
     return value
 
 
+def _country(value: str) -> str:
+    if not _COUNTRY.fullmatch(value):
+        raise ValueError("must be an ISO 3166 two-letter country code such as GB or US")
+    return value
+
+
+_FREE_TEXT = (AfterValidator(_no_control_characters), AfterValidator(_no_card_number))
+"""Free text: no control characters, no card numbers."""
 Text = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_card_number),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH),
+    *_FREE_TEXT,
+]
+PostalCode = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_POSTAL_CODE_LENGTH),
+    *_FREE_TEXT,
+]
+Carrier = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CARRIER_LENGTH),
+    *_FREE_TEXT,
 ]
 # Machine codes (order ids, customer ids, skus) are not screened for card numbers: long digit
 # runs are normal there (a 13-digit EAN barcode passes the Luhn check one time in ten).
 Identifier = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH),
+    AfterValidator(_identifier),
 ]
-Email = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(_valid_email)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(_valid_email),
+]
 Currency = Annotated[str, BeforeValidator(_upper), AfterValidator(_known_currency)]
 PaymentMethodToken = Annotated[
     str,
     AfterValidator(_no_card_number),
     StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,100}$"),
 ]
-MinorUnits = Annotated[int, Field(gt=0, description="Money in integer minor units (cents).")]
+MinorUnits = Annotated[
+    int,
+    Field(gt=0, le=MAX_AMOUNT, description="Money in integer minor units (cents)."),
+]
+Quantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
 
 
 class _Model(BaseModel):
@@ -102,7 +184,7 @@ class LineItem(_Model):
     """One product line: sku, quantity and unit price in minor units."""
 
     sku: Identifier
-    quantity: Annotated[int, Field(gt=0)]
+    quantity: Quantity
     unit_price: MinorUnits
 
     @property
@@ -118,10 +200,8 @@ class Address(_Model):
     line1: Text
     line2: Text | None = None
     city: Text
-    postal_code: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20)
-    ]
-    country: Annotated[str, BeforeValidator(_upper), StringConstraints(pattern=r"^[A-Z]{2}$")]
+    postal_code: PostalCode
+    country: Annotated[str, BeforeValidator(_upper), AfterValidator(_country)]
 
 
 class Order(_Model):
@@ -129,12 +209,24 @@ class Order(_Model):
 
     id: Identifier
     customer: Customer
-    items: Annotated[list[LineItem], Field(min_length=1)]
+    items: Annotated[list[LineItem], Field(min_length=1, max_length=MAX_LINES)]
     currency: Currency
     payment_method: PaymentMethodToken = Field(
         description="A payment-method token such as pm_card_visa; never a card number."
     )
     shipping_address: Address
+
+    @field_validator("items")
+    @classmethod
+    def _total_within_one_payment(cls, items: list[LineItem]) -> list[LineItem]:
+        total = sum(item.subtotal for item in items)
+        if total > MAX_AMOUNT:
+            raise ValueError(
+                f"the order total (quantity x unit_price over all lines) is {total:,} minor units;"
+                f" one card payment can be at most {MAX_AMOUNT:,} minor units"
+                f" ({format_money(MAX_AMOUNT, 'USD')}, {format_money(MAX_AMOUNT, 'JPY')})"
+            )
+        return items
 
     @property
     def total(self) -> int:
@@ -145,7 +237,7 @@ class Order(_Model):
 class Shipment(_Model):
     """The warehouse's report that an order has left the building."""
 
-    carrier: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+    carrier: Carrier
     tracking_number: Annotated[
         str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9-]{4,40}$")
     ]
@@ -180,6 +272,10 @@ class OrderOptions(_Model):
             )
         if self.shipment_attention_after <= self.shipment_delayed_after:
             raise ValueError("shipment_attention_after must be later than shipment_delayed_after")
+        if self.shipment_attention_after > MAX_SHIPMENT_WAIT:
+            raise ValueError(
+                f"shipment deadlines may be at most {MAX_SHIPMENT_WAIT.days} days after the order"
+            )
         return self
 
 
