@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from temporalio.client import Client
 
 from client.exit import exit_now
@@ -38,11 +38,20 @@ from client.orders import (
 from client.temporal import TemporalConnectionError
 from client.temporal import connect as connect_temporal
 from domain.currencies import format_money
-from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import (
+    CancelRequest,
+    Identifier,
+    Order,
+    OrderOptions,
+    OrderView,
+    ResolveRequest,
+    Shipment,
+)
 from domain.status import OperatorAction, OrderStatus, StepState
 from telemetry import tracing
 
 EXIT_INVALID_INPUT = 2
+MAX_ORDER_FILE_BYTES = 1_000_000
 
 
 async def connect(profile: str | None) -> Client:
@@ -72,7 +81,22 @@ def _duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 2h or 3d")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is too long a duration") from None
+
+
+_ORDER_ID = TypeAdapter(Identifier)
+
+
+def _order_id(text: str) -> str:
+    """An order id as the order model takes it; anything else never reaches Temporal."""
+    try:
+        return _ORDER_ID.validate_python(text)
+    except ValidationError as err:
+        reason = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise argparse.ArgumentTypeError(f"not an order id: {reason}") from None
 
 
 def _wait_options(command: argparse.ArgumentParser) -> None:
@@ -145,23 +169,23 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     ship = commands.add_parser("ship", help="report that the warehouse shipped an order")
-    ship.add_argument("order_id")
+    ship.add_argument("order_id", type=_order_id)
     ship.add_argument("--carrier", required=True)
     ship.add_argument("--tracking", required=True, help="tracking number")
 
     cancel = commands.add_parser("cancel", help="cancel an order that has not shipped (refunds it)")
-    cancel.add_argument("order_id")
+    cancel.add_argument("order_id", type=_order_id)
     cancel.add_argument("--reason", required=True, help="why; quoted in the customer's email")
     _wait_options(cancel)
 
     resolve = commands.add_parser("resolve", help="decide for an order that needs attention")
-    resolve.add_argument("order_id")
+    resolve.add_argument("order_id", type=_order_id)
     resolve.add_argument("--action", required=True, choices=[a.value for a in OperatorAction])
     resolve.add_argument("--reason", help="why (for cancel; quoted in the customer's email)")
     _wait_options(resolve)
 
     status = commands.add_parser("status", help="show an order's status and timeline")
-    status.add_argument("order_id")
+    status.add_argument("order_id", type=_order_id)
     status.add_argument("--json", action="store_true", help="print the read model as JSON")
 
     listing = commands.add_parser("list", help="list orders, newest first")
@@ -218,10 +242,17 @@ def _options_from_args(args: argparse.Namespace) -> OrderOptions:
 
 def _read_order_file(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        with path.open("rb") as file:
+            raw = file.read(MAX_ORDER_FILE_BYTES + 1)
     except OSError as err:
         raise InputError(f"cannot read {path}: {err.strerror}") from None
-    except json.JSONDecodeError as err:
+    if len(raw) > MAX_ORDER_FILE_BYTES:
+        raise InputError(f"{path} is over {MAX_ORDER_FILE_BYTES:,} bytes; an order is a few KB")
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise InputError(f"{path} is not an order: its JSON is nested too deeply") from None
+    except ValueError as err:  # malformed JSON, not UTF-8, a number of thousands of digits
         raise InputError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path} must hold one JSON object (an order)")
@@ -285,8 +316,12 @@ async def _ship(args: argparse.Namespace) -> None:
 
 
 async def _cancel(args: argparse.Namespace) -> None:
+    try:
+        request = CancelRequest(reason=args.reason)
+    except ValidationError as err:
+        raise InputError("the cancel is invalid:\n" + _describe(err)) from None
     client = await connect(args.profile)
-    accepted = await request_cancel(client, args.order_id, args.reason)
+    accepted = await request_cancel(client, args.order_id, request.reason)
     await _follow(client, accepted, args)
 
 
