@@ -1,0 +1,1 @@
+"""Customer data protection: the payload codec, its keys and the codec server."""
