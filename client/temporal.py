@@ -3,8 +3,14 @@
 Connection settings come from Temporal's standard client configuration (``temporalio.envconfig``:
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, TLS settings, or a profile in
 the config file), so the same code reaches the local dev server, a cluster or Temporal Cloud.
+
+Every payload is encrypted (``security.codec``); the keys reach the converter as described in
+``security.keys``: ``ORDERS_CODEC_KEYS``, ``ORDERS_CODEC_KEY_FILE``, or the local stack's
+generated key file, read once per process on first use. ``connect`` reads them before it
+connects, so a process without keys stops at once with a message that says how to set them.
 """
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,21 +18,52 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from config.settings import DEFAULT_TEMPORAL_ADDRESS
 from domain import search_attributes
+from security.codec import EncryptionCodec
+from security.keys import KeyConfigError, KeyRing, load_key_ring
 
-DATA_CONVERTER = pydantic_data_converter
-"""The project's data converter: pydantic models cross the workflow boundary typed. Everything
-that talks to Temporal (clients, test environments, the replayer) takes it from here, so a
-payload codec is added in one place."""
+CODEC = EncryptionCodec(load_key_ring)
+"""AES-256-GCM over every payload; its keys are loaded on first use, once per process."""
+
+DATA_CONVERTER = dataclasses.replace(
+    pydantic_data_converter,
+    payload_codec=CODEC,
+    # Failure messages and stack traces go into an encoded (so encrypted) payload too.
+    failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+)
+"""The project's data converter: pydantic models cross the workflow boundary typed, and every
+payload (inputs, results, signals, updates, queries, memo, summaries, failure messages) is
+encrypted. Everything that talks to Temporal (clients, workers, test environments, the replayer)
+takes it from here. Payloads not marked encrypted (histories recorded before encryption) decode
+as they are."""
 
 
 class TemporalConnectionError(Exception):
     """Temporal could not be reached or the client configuration is wrong."""
+
+
+class CodecKeyError(TemporalConnectionError):
+    """No usable payload encryption key: the message says how to set one."""
+
+
+def codec_keys() -> KeyRing:
+    """The process's encryption keys, loaded once; ``CodecKeyError`` says how to set them."""
+    try:
+        return CODEC.key_ring()
+    except KeyConfigError as err:
+        raise CodecKeyError(str(err)) from err
+
+
+def data_converter() -> DataConverter:
+    """``DATA_CONVERTER`` once its keys are loaded, so a missing key fails here, clearly."""
+    codec_keys()
+    return DATA_CONVERTER
 
 
 def connect_config(profile: str | None = None) -> dict[str, Any]:
@@ -56,9 +93,10 @@ async def connect(
     ``interceptors`` (tracing, ``telemetry.tracing``) also apply to workers built on the client.
     """
     config = {"target_host": address} if address else connect_config(profile)
+    converter = data_converter()
     try:
         return await Client.connect(
-            **config, data_converter=DATA_CONVERTER, runtime=runtime, interceptors=interceptors
+            **config, data_converter=converter, runtime=runtime, interceptors=interceptors
         )
     except (RuntimeError, RPCError) as err:
         raise TemporalConnectionError(

@@ -3,6 +3,7 @@
 Everything runs on loopback from binaries installed by pip: nothing is downloaded.
 """
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -13,10 +14,17 @@ from client.exit import exit_now
 from client.temporal import DATA_CONVERTER
 from domain import search_attributes
 from providers.admin_client import SandboxAdmin
+from security.keys import KEY_FILE_ENV, KEYS_ENV, generate_key
 from stack.processes import find_binary, free_port, start_providers
 from tests.support import running_worker
 
 API_KEY = "sk_test_suite"
+
+# Payloads are encrypted under a key made for this test run, never a developer's or the local
+# stack's: this process (clients, test servers, the replayer) and every process it starts
+# (workers, starter.py, the codec server) read it from here.
+os.environ[KEYS_ENV] = generate_key("test-run").encoded()
+os.environ.pop(KEY_FILE_ENV, None)
 
 
 @pytest.fixture(scope="session")
