@@ -1,10 +1,13 @@
 """A whole local stack in one folder: Temporal on a SQLite file, the providers, workers.
 
+With a codec port it also runs the codec server the Web UI decrypts payloads through.
+
 The run command, the crash tests, the benchmark and the demo all use this, so what people run
 is what is tested. Every part can be SIGKILLed and started again on the same files and ports,
 which is how the tests show that nothing is lost or done twice.
 """
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,12 +16,22 @@ from types import TracebackType
 
 from temporalio.client import Client
 
-from client.temporal import connect
+from client.temporal import codec_keys, connect
 from config.settings import DEFAULT_PROVIDERS_API_KEY
 from providers.admin_client import SandboxAdmin
+from security.codec_server import ui_origins
+from security.keys import (
+    KEY_FILE_ENV,
+    LOCAL_KEY_FILE_NAME,
+    ensure_key_file,
+    keys_configured,
+    read_key_file,
+)
 from stack.processes import (
     ManagedProcess,
+    StackError,
     free_port,
+    start_codec_server,
     start_providers,
     start_temporal,
     start_worker,
@@ -35,6 +48,10 @@ class LocalStack:
 
     ``data_dir`` holds Temporal's SQLite file, the providers' ledger and ``logs/``. Ports
     default to free ones, so several stacks (one per test) never collide.
+
+    Encryption keys: when this process has none configured (``ORDERS_CODEC_KEYS`` or
+    ``ORDERS_CODEC_KEY_FILE``), the stack generates ``data_dir/codec-keys.json`` (mode 0600) on
+    its first start, reuses it after, and points its processes and this one at it.
     """
 
     data_dir: Path
@@ -43,11 +60,15 @@ class LocalStack:
     providers_port: int = field(default_factory=free_port)
     ui_port: int | None = None
     """The Temporal Web UI's port; ``None`` runs Temporal headless."""
+    codec_port: int | None = None
+    """The codec server's port (the UI decrypts through it); ``None`` starts none."""
     announce: Callable[[str], None] = _quiet
     """Called with a line of progress before each process starts."""
     temporal: ManagedProcess | None = None
     providers: ManagedProcess | None = None
+    codec_server: ManagedProcess | None = None
     workers: dict[str, ManagedProcess] = field(default_factory=dict)
+    _codec_env: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def temporal_address(self) -> str:
@@ -60,6 +81,37 @@ class LocalStack:
         return f"http://127.0.0.1:{self.providers_port}"
 
     @property
+    def codec_url(self) -> str | None:
+        """Where the UI and ``temporal --codec-endpoint`` decrypt payloads, if it runs."""
+        return None if self.codec_port is None else f"http://127.0.0.1:{self.codec_port}"
+
+    @property
+    def key_file(self) -> Path:
+        """The key file the stack generates when no keys are configured."""
+        return self.data_dir / LOCAL_KEY_FILE_NAME
+
+    def codec_env(self) -> dict[str, str]:
+        """Variables that give the stack's processes this process's encryption keys.
+
+        Configured keys are inherited as they are. Without any, the stack's key file is
+        generated (or reused) and set as ``ORDERS_CODEC_KEY_FILE`` for the children and, so its
+        own clients read the same keys, for this process.
+        """
+        if self._codec_env is None:
+            if keys_configured():
+                self._codec_env = {}
+            else:
+                ensure_key_file(self.key_file)
+                os.environ[KEY_FILE_ENV] = str(self.key_file)
+                self._codec_env = {KEY_FILE_ENV: str(self.key_file)}
+                if codec_keys().current != read_key_file(self.key_file).current:
+                    raise StackError(
+                        "this process already encrypts with other keys than the stack's "
+                        f"{self.key_file}; set {KEY_FILE_ENV} before it starts"
+                    )
+        return self._codec_env
+
+    @property
     def log_dir(self) -> Path:
         """Every process's log file is in here."""
         return self.data_dir / "logs"
@@ -69,11 +121,17 @@ class LocalStack:
         return SandboxAdmin(self.providers_url, self.api_key)
 
     async def connect(self) -> Client:
-        """A Temporal client for this stack with the project's data converter."""
+        """A Temporal client for this stack with the project's data converter (and its keys)."""
+        self.codec_env()
         return await connect(address=self.temporal_address)
 
     def start(self, workers: int = 1) -> "LocalStack":
-        """Start Temporal, the providers and ``workers`` workers named worker-1, worker-2, ..."""
+        """Start Temporal, the providers and ``workers`` workers named worker-1, worker-2, ...
+
+        With a codec port, the codec server starts first, so the UI is wired to it.
+        """
+        if self.codec_port is not None:
+            self.start_codec_server()
         self.start_temporal()
         self.start_providers()
         for index in range(workers):
@@ -84,9 +142,19 @@ class LocalStack:
         """Start (or start again, on the same file and port) the Temporal dev server."""
         self.announce("Starting Temporal dev server ...")
         self.temporal = start_temporal(
-            self.data_dir, self.temporal_port, self.ui_port, self.log_dir
+            self.data_dir, self.temporal_port, self.ui_port, self.log_dir, self.codec_url
         )
         return self.temporal
+
+    def start_codec_server(self) -> ManagedProcess:
+        """Start the codec server for the UI on ``ui_port`` (CORS allows only its origins)."""
+        assert self.codec_port is not None, "the stack has no codec port"
+        self.announce("Starting codec server ...")
+        origins = ui_origins(self.ui_port) if self.ui_port is not None else ()
+        self.codec_server = start_codec_server(
+            self.codec_port, origins, self.log_dir / "codec-server.log", self.codec_env()
+        )
+        return self.codec_server
 
     def start_providers(self) -> ManagedProcess:
         """Start (or start again, on the same ledger and port) the sandbox providers."""
@@ -104,6 +172,7 @@ class LocalStack:
             self.api_key,
             self.log_dir / f"{name}.log",
             name=name,
+            extra_env=self.codec_env(),
         )
         return self.workers[name]
 
@@ -133,7 +202,7 @@ class LocalStack:
                 process.stop()
 
     def _processes(self) -> list[ManagedProcess]:
-        parts = (self.temporal, self.providers, *self.workers.values())
+        parts = (self.codec_server, self.temporal, self.providers, *self.workers.values())
         return [process for process in parts if process is not None]
 
     def __enter__(self) -> "LocalStack":

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -138,12 +139,17 @@ def wait_for_port(process: ManagedProcess, port: int, timeout: float = 30.0) -> 
 
 
 def start_temporal(
-    data_dir: Path, port: int, ui_port: int | None = None, log_dir: Path | None = None
+    data_dir: Path,
+    port: int,
+    ui_port: int | None = None,
+    log_dir: Path | None = None,
+    codec_endpoint: str | None = None,
 ) -> ManagedProcess:
     """The Temporal dev server persisted to ``data_dir/temporal.sqlite3``.
 
     WAL with synchronous=normal makes it about 3x faster than SQLite's defaults and still
-    survives a process crash. ``ui_port=None`` runs it headless.
+    survives a process crash. ``ui_port=None`` runs it headless; ``codec_endpoint`` is the codec
+    server the Web UI decrypts payloads through.
     """
     require_free_port("Temporal", port)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +166,8 @@ def start_temporal(
         command.append("--headless")
     else:
         command += ["--ui-port", str(ui_port), "--ui-disable-news-fetch"]
+        if codec_endpoint:
+            command += ["--ui-codec-endpoint", codec_endpoint]
     process = spawn("temporal", command, (log_dir or data_dir) / "temporal.log")
     wait_for_port(process, port)
     return process
@@ -179,6 +187,26 @@ def start_providers(
     return process
 
 
+def start_codec_server(
+    port: int,
+    allowed_origins: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    """The codec server on loopback, decrypting payloads for the UI and CLI (``security``).
+
+    Its keys come from ``env`` over this process's environment, like a worker's; so does its
+    optional bearer token (``ORDERS_CODEC_TOKEN``).
+    """
+    require_free_port("codec server", port)
+    command = [sys.executable, "-m", "security.codec_server", "--port", str(port)]
+    for origin in allowed_origins:
+        command += ["--allow-origin", origin]
+    process = spawn("codec-server", command, log_path, {"PYTHONUNBUFFERED": "1", **(env or {})})
+    wait_for_port(process, port)
+    return process
+
+
 def start_worker(
     temporal_address: str,
     providers_url: str,
@@ -186,9 +214,14 @@ def start_worker(
     log_path: Path,
     task_queue: str | None = None,
     name: str = "worker",
+    extra_env: dict[str, str] | None = None,
 ) -> ManagedProcess:
-    """A ``worker.py`` process; it is ready once it logs that it polls."""
+    """A ``worker.py`` process; it is ready once it logs that it polls.
+
+    ``extra_env`` adds variables such as where its encryption keys are.
+    """
     env = {
+        **(extra_env or {}),
         "TEMPORAL_ADDRESS": temporal_address,
         "PROVIDERS_URL": providers_url,
         "PROVIDERS_API_KEY": api_key,

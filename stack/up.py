@@ -1,17 +1,23 @@
 """Bring up the whole local stack and keep it running until Ctrl-C.
 
-Temporal's dev server (persisted under the data folder, Web UI on :8233), the sandbox providers
-and one or more workers. Orders in flight survive a stop: run it again and they resume.
+Temporal's dev server (persisted under the data folder, Web UI on :8233), the codec server the
+UI decrypts customer data through, the sandbox providers and one or more workers. Orders in
+flight survive a stop: run it again and they resume.
 """
 
 import argparse
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
 
+from client.temporal import codec_keys
 from config.settings import DEFAULT_PROVIDERS_API_KEY
+from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
+from security.codec_server import TOKEN_ENV
+from security.keys import KEY_FILE_ENV, LOCAL_KEY_FILE
 from stack.local import LocalStack
 from stack.processes import StackError
 
@@ -22,16 +28,35 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--temporal-port", type=int, default=7233)
     parser.add_argument("--ui-port", type=int, default=8233)
     parser.add_argument("--providers-port", type=int, default=8000)
+    parser.add_argument(
+        "--codec-port", type=int, default=DEFAULT_CODEC_PORT, help="the codec server's port"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     return parser.parse_args()
 
 
-def _banner(args: argparse.Namespace, api_key: str) -> str:
+def _keys_line(stack: LocalStack) -> str:
+    """Where the encryption keys are, and what other terminals need to use them."""
+    ring = codec_keys()
+    line = f"{ring.source} (current key {ring.current.key_id})"
+    key_file = os.environ.get(KEY_FILE_ENV, "")
+    if key_file and Path(key_file).resolve() != LOCAL_KEY_FILE.resolve():
+        line += f"\n    in other terminals: export {KEY_FILE_ENV}={key_file}"
+    return line
+
+
+def _banner(args: argparse.Namespace, stack: LocalStack) -> str:
+    api_key = stack.api_key
     providers = f"http://127.0.0.1:{args.providers_port}"
+    token = os.environ.get(TOKEN_ENV)
+    codec_note = f"bearer token from ${TOKEN_ENV}" if token else "the Web UI decrypts through it"
+    codec_auth = f' --codec-auth "Bearer ${TOKEN_ENV}"' if token else ""
     return f"""
 Durable orders is running.
   Temporal Web UI   http://localhost:{args.ui_port}
   Temporal gRPC     localhost:{args.temporal_port}
+  Codec server      {stack.codec_url}  ({codec_note})
+  Encryption keys   {_keys_line(stack)}
   Providers         {providers}/?api_key={api_key}
     payments        {providers}/payments/?api_key={api_key}
     mail            {providers}/mail/?api_key={api_key}
@@ -42,6 +67,8 @@ Try it (in another terminal):
   .venv/bin/python starter.py start --file examples/order.json --order-id order-1001
   .venv/bin/python starter.py ship order-1001 --carrier UPS --tracking 1Z999AA10123456784
   .venv/bin/python starter.py status order-1001
+  .venv/bin/temporal workflow show --address localhost:{args.temporal_port} \\
+      --codec-endpoint {stack.codec_url}{codec_auth} --workflow-id order-1001
 
 Press Ctrl-C to stop everything; run again to resume orders in flight.
 """
@@ -64,6 +91,7 @@ def main() -> int:
         temporal_port=args.temporal_port,
         providers_port=args.providers_port,
         ui_port=args.ui_port,
+        codec_port=args.codec_port,
         announce=lambda line: print(line, flush=True),
     )
     with stack:
@@ -72,7 +100,7 @@ def main() -> int:
         except StackError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        print(_banner(args, stack.api_key), flush=True)
+        print(_banner(args, stack), flush=True)
         while not stopping:
             if dead := stack.exited():
                 for child in dead:
