@@ -19,7 +19,6 @@ from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
 from telemetry import tracing
-from telemetry.http_tracing import TraceContextMiddleware
 
 
 def create_app(db_path: str | Path, api_key: str) -> FastAPI:
@@ -56,9 +55,9 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
     app.state.metrics = metrics = ProviderMetrics()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
-    # Each request is counted, and runs in a span under the caller's trace (when tracing is on).
+    # Each request is counted. Tracing needs nothing here: FastAPI's own telemetry runs each
+    # request in a server span under the caller's traceparent once tracing is configured.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(TraceContextMiddleware)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
