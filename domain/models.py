@@ -153,6 +153,7 @@ Identifier = Annotated[
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=MAX_EMAIL_LENGTH),
+    AfterValidator(_no_control_characters),
     AfterValidator(_valid_email),
 ]
 Currency = Annotated[str, BeforeValidator(_upper), AfterValidator(_known_currency)]
