@@ -62,12 +62,16 @@ class LocalStack:
     """The Temporal Web UI's port; ``None`` runs Temporal headless."""
     codec_port: int | None = None
     """The codec server's port (the UI decrypts through it); ``None`` starts none."""
+    worker_metrics_port: int | None = None
+    """worker-1's Prometheus metrics port, worker-N's is this + N - 1; ``None``: free ports."""
     announce: Callable[[str], None] = _quiet
     """Called with a line of progress before each process starts."""
     temporal: ManagedProcess | None = None
     providers: ManagedProcess | None = None
     codec_server: ManagedProcess | None = None
     workers: dict[str, ManagedProcess] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Each worker's metrics port, kept when it is started again."""
     _codec_env: dict[str, str] | None = field(default=None, repr=False)
 
     @property
@@ -88,7 +92,7 @@ class LocalStack:
     @property
     def key_file(self) -> Path:
         """The key file the stack generates when no keys are configured."""
-        return self.data_dir / LOCAL_KEY_FILE_NAME
+        return (self.data_dir / LOCAL_KEY_FILE_NAME).resolve()  # children run from the root
 
     def codec_env(self) -> dict[str, str]:
         """Variables that give the stack's processes this process's encryption keys.
@@ -173,8 +177,24 @@ class LocalStack:
             self.log_dir / f"{name}.log",
             name=name,
             extra_env=self.codec_env(),
+            metrics_port=self._metrics_port(name),
         )
         return self.workers[name]
+
+    def worker_metrics_url(self, name: str) -> str:
+        """Where Prometheus scrapes the worker called ``name``."""
+        return f"http://127.0.0.1:{self._metrics_port(name)}/metrics"
+
+    @property
+    def providers_metrics_url(self) -> str:
+        """Where Prometheus scrapes the providers' own counts."""
+        return f"{self.providers_url}/metrics"
+
+    def _metrics_port(self, name: str) -> int:
+        if name not in self.metrics_ports:
+            base = self.worker_metrics_port
+            self.metrics_ports[name] = base + len(self.metrics_ports) if base else free_port()
+        return self.metrics_ports[name]
 
     def kill_worker(self, name: str) -> float:
         """SIGKILL one worker; returns the wall-clock time of the kill."""
