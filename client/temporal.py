@@ -11,7 +11,9 @@ connects, so a process without keys stops at once with a message that says how t
 """
 
 import dataclasses
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
@@ -67,16 +69,37 @@ def data_converter() -> DataConverter:
 
 
 def connect_config(profile: str | None = None) -> dict[str, Any]:
-    """Load the client configuration, defaulting to the local dev server."""
+    """Load the client configuration, defaulting to the local dev server.
+
+    A profile (``profile``, else ``TEMPORAL_PROFILE``, else ``default``) comes from the TOML
+    file at ``TEMPORAL_CONFIG_FILE`` (default ``~/.config/temporalio/temporal.toml``); the
+    ``TEMPORAL_*`` variables override it. Certificate and key files are read here, so a
+    missing one is reported before any connection is tried.
+    """
     try:
         config: dict[str, Any] = dict(ClientConfig.load_client_connect_config(profile=profile))
     except Exception as err:  # the SDK raises ConfigError and OS errors for bad files
+        hint = "" if isinstance(err, OSError) else _config_file_hint()  # OS errors name the file
         raise TemporalConnectionError(
-            f"Temporal client configuration is invalid: {err}. Check TEMPORAL_PROFILE, "
+            f"Temporal client configuration is invalid: {err}{hint}. Check TEMPORAL_PROFILE, "
             "TEMPORAL_CONFIG_FILE and the TEMPORAL_* environment variables."
         ) from err
     config.setdefault("target_host", DEFAULT_TEMPORAL_ADDRESS)
     return config
+
+
+def _config_file_hint() -> str:
+    """Where profiles were looked for, and which exist there: an unknown profile's context."""
+    configured = os.environ.get("TEMPORAL_CONFIG_FILE")
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    path = Path(configured or Path(config_home) / "temporalio" / "temporal.toml")
+    if not path.is_file():
+        return f" (there is no config file at {path})"
+    try:
+        names = sorted(ClientConfig.load(config_source=path).profiles)
+    except Exception:  # the error itself says what is wrong with the file
+        return ""
+    return f" (profiles in {path}: {', '.join(names) or 'none'})"
 
 
 async def connect(
