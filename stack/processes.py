@@ -215,10 +215,12 @@ def start_worker(
     task_queue: str | None = None,
     name: str = "worker",
     extra_env: dict[str, str] | None = None,
+    metrics_port: int | None = None,
 ) -> ManagedProcess:
     """A ``worker.py`` process; it is ready once it logs that it polls.
 
-    ``extra_env`` adds variables such as where its encryption keys are.
+    ``extra_env`` adds variables such as where its encryption keys are. ``metrics_port``: where
+    it serves Prometheus metrics (``None``: nowhere, whatever this process's environment says).
     """
     env = {
         **(extra_env or {}),
@@ -226,6 +228,7 @@ def start_worker(
         "PROVIDERS_URL": providers_url,
         "PROVIDERS_API_KEY": api_key,
         "PYTHONUNBUFFERED": "1",
+        "ORDERS_METRICS_PORT": str(metrics_port) if metrics_port is not None else "",
     }
     if task_queue:
         env["ORDERS_TASK_QUEUE"] = task_queue

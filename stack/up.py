@@ -32,6 +32,12 @@ def _parse_args() -> argparse.Namespace:
         "--codec-port", type=int, default=DEFAULT_CODEC_PORT, help="the codec server's port"
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9464,
+        help="worker-1's Prometheus metrics port; worker-N gets it + N - 1 (default 9464)",
+    )
     return parser.parse_args()
 
 
@@ -43,6 +49,13 @@ def _keys_line(stack: LocalStack) -> str:
     if key_file and Path(key_file).resolve() != LOCAL_KEY_FILE.resolve():
         line += f"\n    in other terminals: export {KEY_FILE_ENV}={key_file}"
     return line
+
+
+def _metrics_lines(stack: LocalStack) -> str:
+    """Every Prometheus endpoint of the stack (ops/prometheus/prometheus.yml scrapes them)."""
+    lines = [f"{name:<15} {stack.worker_metrics_url(name)}" for name in stack.workers]
+    lines.append(f"{'providers':<15} {stack.providers_metrics_url}")
+    return "\n                    ".join(lines)
 
 
 def _banner(args: argparse.Namespace, stack: LocalStack) -> str:
@@ -61,6 +74,7 @@ Durable orders is running.
     payments        {providers}/payments/?api_key={api_key}
     mail            {providers}/mail/?api_key={api_key}
     warehouse       {providers}/warehouse/?api_key={api_key}
+  Metrics           {_metrics_lines(stack)}
   Data and logs     {args.data_dir.resolve()}
 
 Try it (in another terminal):
@@ -92,6 +106,7 @@ def main() -> int:
         providers_port=args.providers_port,
         ui_port=args.ui_port,
         codec_port=args.codec_port,
+        worker_metrics_port=args.metrics_port,
         announce=lambda line: print(line, flush=True),
     )
     with stack:
