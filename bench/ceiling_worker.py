@@ -1,0 +1,72 @@
+"""The ceiling's worker process: ``python -m bench.ceiling_worker``, started by the benchmark.
+
+The same connection settings as ``worker.py`` (Temporal's client configuration, the project's
+data converter with its encryption), the same sandbox (``worker.sandboxed_runner``) and the same
+worker options, on its own task queue, so the benchmark can read its CPU time apart from the
+real worker's. SIGINT or SIGTERM stops it gracefully.
+"""
+
+import argparse
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bench import ceiling_activities
+from bench.ceiling import CeilingOrderWorkflow
+from bench.ceiling_activities import CEILING_TASK_QUEUE
+from client.exit import exit_now
+from client.temporal import TemporalConnectionError, connect
+from worker import sandboxed_runner
+from workflows.policy import STICKY_QUEUE_TIMEOUT
+
+READY_LINE = "ceiling worker polling"
+"""Logged once the worker polls; the benchmark waits for it."""
+
+
+def build_ceiling_worker(client: Client, task_queue: str = CEILING_TASK_QUEUE) -> Worker:
+    """A worker for the ceiling workflow with the options of ``worker.build_worker``."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CeilingOrderWorkflow],
+        activities=list(ceiling_activities.ALL),
+        workflow_runner=sandboxed_runner(),
+        graceful_shutdown_timeout=timedelta(seconds=5),
+        sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
+    )
+
+
+async def run(task_queue: str) -> None:
+    """Run the ceiling worker until SIGINT or SIGTERM."""
+    client = await connect()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with build_ceiling_worker(client, task_queue):
+        logging.getLogger("bench").info("%s task queue %r", READY_LINE, task_queue)
+        await stop.wait()
+
+
+def main() -> None:
+    """Entry point: ``python -m bench.ceiling_worker [--task-queue NAME]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task-queue", default=CEILING_TASK_QUEUE)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    status = 0
+    try:
+        asyncio.run(run(args.task_queue))
+    except TemporalConnectionError as err:
+        logging.getLogger("bench").error("%s", err)
+        status = 1
+    exit_now(status)
+
+
+if __name__ == "__main__":
+    main()
