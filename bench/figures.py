@@ -1,0 +1,245 @@
+"""The benchmark's figures: CPU and memory between two samples, latency distributions, ratios.
+
+Pure functions over what the benchmark collected (process samples, order histories, completion
+times), so each figure has one definition, shared by the levels and the parking.
+"""
+
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.procstat import ProcessUsage, machine_cpu, process_usage
+from bench.stages import OrderHistory
+from domain.status import OrderStatus
+from harness.checker import Evidence, check, tally
+
+PROCESSES = ("worker", "ceiling_worker", "temporal", "providers", "driver")
+"""The processes accounted for: the real and the ceiling worker, Temporal, the providers, and
+the benchmark itself (``driver``: starting, following, signalling and awaiting orders)."""
+
+STAGES = {
+    "start_to_charged": ("started", "charged"),
+    "start_to_confirmation_email": ("started", "confirmation_email"),
+    "start_to_awaiting_shipment": ("started", "awaiting_shipment"),
+    "shipped_signal_to_completed": ("shipped_signal", "completed"),
+    # Not the system's: how long the benchmark took to notice and send the signal.
+    "awaiting_shipment_to_shipped_signal": ("awaiting_shipment", "shipped_signal"),
+}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Every process's accounting and the machine's CPU at one moment."""
+
+    at: float
+    usage: Mapping[str, ProcessUsage]
+    machine_busy_s: float
+
+
+def sample(pids: Mapping[str, int]) -> Sample:
+    """Read every process's CPU time and memory now."""
+    usage: dict[str, ProcessUsage] = {}
+    for name, pid in pids.items():
+        try:
+            # The driver started the stack's processes: count it alone, not its children.
+            usage[name] = process_usage(pid, children=name != "driver")
+        except OSError:
+            continue
+    return Sample(time.time(), usage, machine_cpu().busy_s)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile, interpolated between the closest ranks."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def distribution(seconds: Iterable[float | None]) -> dict[str, float | int | None]:
+    """Median, p95, p99 and max in milliseconds, and how many values there were."""
+    values = [value * 1000 for value in seconds if value is not None]
+    if not values:
+        return {"median": None, "p95": None, "p99": None, "max": None, "n": 0}
+    return {
+        "median": round(statistics.median(values), 1),
+        "p95": round(percentile(values, 0.95), 1),
+        "p99": round(percentile(values, 0.99), 1),
+        "max": round(max(values), 1),
+        "n": len(values),
+    }
+
+
+def throughput(
+    starts: Sequence[float], dones: Sequence[float], concurrency: int
+) -> tuple[float, str]:
+    """Orders per second while ``concurrency`` orders were in flight, and how it was measured.
+
+    Each completion starts the next order, so until the completion that started the last
+    order, ``concurrency`` orders were always in flight. The first ``concurrency`` completions
+    are mostly the orders started together at the beginning (they finish in a burst), so the
+    sustained rate is that of the completions from the ``concurrency``-th to the one that
+    started the last order: free of the fill at the start and of the drain at the end. A level
+    with too few orders for 10 completions in that window is measured over its whole length.
+    """
+    done = sorted(dones)
+    first, last = concurrency - 1, len(done) - concurrency - 1
+    if last - first >= 10 and done[last] > done[first]:
+        return (last - first) / (done[last] - done[first]), "steady window"
+    return len(done) / (done[-1] - min(starts)), "whole level (too few orders for a steady window)"
+
+
+def cpu_figures(
+    before: Sample, after: Sample, orders: int, worker: str
+) -> tuple[dict[str, float], dict[str, float | None]]:
+    """CPU seconds per process between two samples, and milliseconds per order."""
+    cpu_s = {
+        name: round(after.usage[name].cpu_s - before.usage[name].cpu_s, 3)
+        for name in PROCESSES
+        if name in before.usage and name in after.usage
+    }
+    per_order: dict[str, float | None] = {
+        key: round(cpu_s[name] * 1000 / orders, 1) if name in cpu_s else None
+        for key, name in (
+            ("worker", worker),
+            ("temporal", "temporal"),
+            ("providers", "providers"),
+            ("driver", "driver"),
+        )
+    }
+    parts = [per_order[key] for key in ("worker", "temporal", "providers")]
+    per_order["total"] = round(sum(part or 0.0 for part in parts), 1)
+    return cpu_s, per_order
+
+
+def memory_figures(at: Sample) -> dict[str, dict[str, float]]:
+    """Each process's resident memory now and its peak so far, in MB."""
+    return {
+        name: {"rss": round(usage.rss_mb, 1), "peak": round(usage.peak_rss_mb, 1)}
+        for name, usage in at.usage.items()
+    }
+
+
+def load_figures(before: Sample, after: Sample) -> dict[str, float]:
+    """How busy the machine was, and how much of that was other people's processes."""
+    wall = max(after.at - before.at, 1e-6)
+    busy = (after.machine_busy_s - before.machine_busy_s) / wall
+    ours = sum(
+        after.usage[name].cpu_s - before.usage[name].cpu_s
+        for name in after.usage
+        if name in before.usage
+    )
+    return {
+        "machine_busy_cores": round(busy, 2),
+        "benchmark_cores": round(ours / wall, 2),
+        "other_busy_cores": round(max(busy - ours / wall, 0.0), 2),
+    }
+
+
+def history_figures(histories: Sequence[OrderHistory]) -> dict[str, Any]:
+    """Events and workflow tasks per order, how long tasks queued and ran, timeouts, retries."""
+    count = max(len(histories), 1)
+    return {
+        "events_per_order": round(sum(h.events for h in histories) / count, 1),
+        "workflow_tasks_per_order": round(
+            sum(len(h.workflow_task_run_s) for h in histories) / count, 2
+        ),
+        "workflow_task_run_ms": distribution(s for h in histories for s in h.workflow_task_run_s),
+        "workflow_task_queue_ms": distribution(
+            s for h in histories for s in h.workflow_task_queue_s
+        ),
+        "workflow_task_timeouts": sum(h.workflow_task_timeouts for h in histories),
+        "sticky_task_timeouts": sum(h.sticky_task_timeouts for h in histories),
+        "workflow_task_failures": sum(h.workflow_task_failures for h in histories),
+        "activity_retries": sum(h.activity_retries for h in histories),
+    }
+
+
+def latency_figures(histories: Sequence[OrderHistory]) -> dict[str, Any]:
+    """Each stage's distribution over the orders, in milliseconds."""
+    return {
+        name: distribution(history.stage(since, until) for history in histories)
+        for name, (since, until) in STAGES.items()
+    }
+
+
+def ratio(real: Any, ceiling: Any) -> Any:
+    """Every number of ``real`` divided by the same number of ``ceiling`` (where it is not 0)."""
+    if isinstance(real, Mapping) and isinstance(ceiling, Mapping):
+        ratios = {
+            key: ratio(real[key], ceiling[key])
+            for key in real
+            # Not ratios: counts of the run, and the providers (the ceiling calls none).
+            if key in ceiling and key not in ("n", "orders", "concurrency", "providers")
+        }
+        return {key: value for key, value in ratios.items() if value is not None}
+    numbers = (int, float)
+    if (
+        isinstance(real, numbers)
+        and isinstance(ceiling, numbers)
+        and not isinstance(real, bool)
+        and ceiling
+    ):
+        return round(real / ceiling, 3)
+    return None
+
+
+def sqlite_sizes(data_dir: Path) -> dict[str, float]:
+    """Temporal's SQLite file, its write-ahead log and shared memory file, in MB."""
+    sizes = {}
+    for key, suffix in (("db", ""), ("wal", "-wal"), ("shm", "-shm")):
+        path = data_dir / f"temporal.sqlite3{suffix}"
+        sizes[key] = round(path.stat().st_size / 1e6, 1) if path.exists() else 0.0
+    sizes["total"] = round(sum(sizes.values()), 1)
+    return sizes
+
+
+def overall_load(levels: Sequence[Mapping[str, Any]], park: Mapping[str, Any] | None) -> Any:
+    """Other processes' CPU use averaged over the measured batches (the noise in the figures)."""
+    loads = [level[kind]["load"] for level in levels for kind in ("real", "ceiling")]
+    if park:
+        loads += [park["parking"]["load"], park["shipping"]["load"]]
+    if not loads:
+        return {}
+    return {
+        key: round(statistics.mean(load[key] for load in loads), 2)
+        for key in ("machine_busy_cores", "benchmark_cores", "other_busy_cores")
+    }
+
+
+def judge(evidence: Evidence) -> dict[str, Any]:
+    """The exactly-once checker's verdict over the run's real orders, as the report's field.
+
+    Every promise of ``harness.checker`` (one charge, one email of each kind, one picklist, no
+    order lost, every order finished), and one more of the benchmark's: every order completed.
+    """
+    violations = [str(violation) for violation in check(evidence)]
+    violations += [
+        f"{order_id}: ended {view.status.value}, not completed"
+        for order_id, view in evidence.outcomes.items()
+        if view is not None and view.status.is_final and view.status != OrderStatus.COMPLETED
+    ]
+    counted = tally(evidence)
+    return {
+        "passed": not violations,
+        "orders_checked": counted.orders,
+        "violations": sorted(violations),
+        "tally": {
+            "statuses": dict(counted.statuses),
+            "charges": counted.charges,
+            "refunds": counted.refunds,
+            "confirmation_emails": counted.confirmation_emails,
+            "picklists": counted.picklists,
+            "shipped_emails": counted.shipped_emails,
+            "lost": counted.lost,
+        },
+    }
+
+
+def exit_status(report: Mapping[str, Any]) -> int:
+    """1 if the run broke an exactly-once promise, else 0."""
+    return 0 if report["exactly_once"]["passed"] else 1

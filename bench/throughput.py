@@ -1,0 +1,738 @@
+"""Throughput, latency and CPU per order of the real order workflow against a no-op ceiling.
+
+Run from the repository root (nothing else needs to be running: it brings up its own Temporal
+dev server on a SQLite file with WAL, the providers and a worker in a temporary folder)::
+
+    .venv/bin/python -m bench.throughput                     # levels 1, 10, 50, 100, 200
+    .venv/bin/python -m bench.throughput --quick             # about a minute: 1, 10, 50
+    .venv/bin/python -m bench.throughput --concurrency 1,10,50 --orders 100
+    .venv/bin/python -m bench.throughput --park 10000        # park, measure, ship them all
+
+Each level keeps ``concurrency`` orders in flight: every order is started, signalled shipped as
+soon as its history shows it awaiting shipment, and awaited until completed. Each real level is
+followed by the same level of the ceiling (``bench.ceiling``: five no-op activities and the
+shipped signal, in its own worker process with the real worker's settings), so drift hits both.
+Latencies come from the histories' event times; CPU and memory from each process's ``/proc``.
+At the end the exactly-once checker judges every real order against the providers' ledger.
+
+Exit status: 0 all well; 1 the exactly-once check failed; 2 the run could not finish (an order
+did not complete, nothing moved for ``--stall-timeout`` seconds, a process died).
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import temporalio
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from bench import chart
+from bench.ceiling import CeilingOrderWorkflow
+from bench.ceiling_activities import CEILING_TASK_QUEUE
+from bench.ceiling_worker import READY_LINE
+from bench.figures import (
+    cpu_figures,
+    exit_status,
+    history_figures,
+    judge,
+    latency_figures,
+    load_figures,
+    memory_figures,
+    overall_load,
+    ratio,
+    sample,
+    sqlite_sizes,
+    throughput,
+)
+from bench.procstat import machine, process_usage
+from bench.report import printout
+from bench.stages import (
+    CEILING,
+    REAL,
+    SHIPPED_SIGNAL,
+    AwaitingShipment,
+    OrderHistory,
+    Shape,
+)
+from bench.stages import read_history as read_stages
+from client.exit import exit_now
+from client.orders import start_order
+from domain.models import OrderView
+from domain.status import OrderStatus
+from harness.checker import gather_evidence
+from harness.drive import SHIPMENT, gather_limited, sample_order
+from stack.local import LocalStack
+from stack.processes import ROOT, ManagedProcess, StackError, find_binary, spawn, wait_for_log
+from workflows.order import OrderWorkflow
+
+DEFAULT_LEVELS = (1, 10, 50, 100, 200)
+QUICK_LEVELS = (1, 10, 50)
+_CLOSED = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+}
+
+
+class BenchError(Exception):
+    """The run could not finish as it must: every order shipped and completed."""
+
+
+_BEGAN = time.monotonic()
+
+
+def say(line: str) -> None:
+    """A progress line with the seconds since the command began."""
+    print(f"[{time.monotonic() - _BEGAN:6.1f}s] {line}", flush=True)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- the two workflows measured ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The real order workflow or the ceiling: how to start one and which worker runs it."""
+
+    name: str
+    shape: Shape
+    worker: str
+    """The key of its worker process in the CPU figures."""
+    real: bool
+
+    async def start(self, client: Client, order_id: str) -> None:
+        """Start one order of this kind (the real one through the project's ``start_order``)."""
+        order = sample_order(order_id)
+        if self.real:
+            await start_order(client, order)
+            return
+        await client.start_workflow(
+            CeilingOrderWorkflow.run,
+            order,
+            id=order_id,
+            task_queue=CEILING_TASK_QUEUE,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+
+    async def completed(self, client: Client, order_id: str) -> None:
+        """Wait for the order's result; fail loudly unless it completed."""
+        if self.real:
+            view: OrderView = await client.get_workflow_handle_for(
+                OrderWorkflow.run, order_id
+            ).result()
+            if view.status != OrderStatus.COMPLETED:
+                raise BenchError(f"order {order_id} ended {view.status.value}, not completed")
+        else:
+            result = await client.get_workflow_handle_for(
+                CeilingOrderWorkflow.run, order_id
+            ).result()
+            if result != "completed":
+                raise BenchError(f"ceiling order {order_id} returned {result!r}")
+
+
+REAL_KIND = Kind("real", REAL, "worker", real=True)
+CEILING_KIND = Kind("ceiling", CEILING, "ceiling_worker", real=False)
+
+
+# --- driving orders --------------------------------------------------------------------------
+
+
+@dataclass
+class OrderRun:
+    """One order as the benchmark drove it (wall-clock times of this process)."""
+
+    order_id: str
+    started: float = 0.0
+    ready: float | None = None
+    """When the benchmark saw it awaiting shipment."""
+    done: float | None = None
+    """When the benchmark had its completed result."""
+
+
+@dataclass
+class Progress:
+    """Shared by the orders of one batch, watched for stalls."""
+
+    last: float = field(default_factory=time.monotonic)
+    runs: list[OrderRun] = field(default_factory=list)
+
+    def moved(self) -> None:
+        """Something happened: an order was started, became ready or completed."""
+        self.last = time.monotonic()
+
+
+async def await_ready(client: Client, kind: Kind, run: OrderRun, progress: Progress) -> None:
+    """Follow the order's history (long polls) until it awaits shipment."""
+    detector = AwaitingShipment(kind.shape)
+    handle = client.get_workflow_handle(run.order_id)
+    async for event in handle.fetch_history_events(wait_new_event=True):
+        if detector.feed(event):
+            run.ready = time.time()
+            progress.moved()
+            return
+        if event.event_type in _CLOSED:
+            break
+    raise BenchError(f"order {run.order_id} closed before it awaited shipment")
+
+
+async def drive_order(client: Client, kind: Kind, run: OrderRun, progress: Progress) -> None:
+    """Start the order, ship it as soon as it awaits shipment, wait until it completed."""
+    run.started = time.time()
+    await kind.start(client, run.order_id)
+    progress.moved()
+    await await_ready(client, kind, run, progress)
+    await client.get_workflow_handle(run.order_id).signal(SHIPPED_SIGNAL, SHIPMENT)
+    await kind.completed(client, run.order_id)
+    run.done = time.time()
+    progress.moved()
+
+
+async def in_slots(
+    order_ids: Sequence[str],
+    concurrency: int,
+    step: Callable[[OrderRun, Progress], Awaitable[None]],
+    watch: "Watch",
+) -> list[OrderRun]:
+    """Run ``step`` for every order, ``concurrency`` at a time; fail if nothing moves for long."""
+    pending = deque(order_ids)
+    progress = Progress()
+
+    async def slot() -> None:
+        while pending:
+            run = OrderRun(pending.popleft())
+            progress.runs.append(run)
+            await step(run, progress)
+
+    async def slots() -> None:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(order_ids))):
+                group.create_task(slot())
+
+    await watch.until_done(slots(), progress, lambda: _stalled_orders(progress.runs))
+    return progress.runs
+
+
+def _stalled_orders(runs: Sequence[OrderRun]) -> str:
+    stuck = [run for run in runs if run.done is None]
+    waiting = [run.order_id for run in stuck if run.ready is None]
+    shipped = [run.order_id for run in stuck if run.ready is not None]
+    return (
+        f"{len(waiting)} not yet awaiting shipment (e.g. {', '.join(waiting[:3]) or '-'}), "
+        f"{len(shipped)} shipped but not completed (e.g. {', '.join(shipped[:3]) or '-'})"
+    )
+
+
+@dataclass
+class Watch:
+    """Fails a batch when nothing moved for ``stall_s`` or a process of the stack died."""
+
+    stall_s: float
+    processes: Callable[[], Mapping[str, ManagedProcess]]
+
+    async def until_done(
+        self, work: Awaitable[None], progress: Progress, describe: Callable[[], str]
+    ) -> None:
+        """Await ``work``, checking every second; a failure inside it is raised as it is."""
+        task = asyncio.ensure_future(work)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                self.check_processes()
+                idle = time.monotonic() - progress.last
+                if not task.done() and idle > self.stall_s:
+                    raise BenchError(f"nothing moved for {idle:.0f}s: {describe()}")
+            try:
+                task.result()
+            except BaseExceptionGroup as group:  # from the TaskGroup: the first cause
+                raise _first(group) from group
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    def check_processes(self) -> None:
+        """Fail with the log's tail if a process of the stack has exited."""
+        for name, process in self.processes().items():
+            if not process.alive:
+                raise BenchError(f"{name} exited during the run:\n{process.log_tail(15)}")
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+async def read_histories(
+    client: Client, shape: Shape, order_ids: Sequence[str]
+) -> list[OrderHistory]:
+    """Every order's stages from its history (after the measurement, so it costs it nothing)."""
+
+    async def one(order_id: str) -> OrderHistory:
+        events = [e async for e in client.get_workflow_handle(order_id).fetch_history_events()]
+        return read_stages(shape, events)
+
+    return await gather_limited((one(order_id) for order_id in order_ids), concurrency=20)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """One benchmark run on one stack."""
+
+    stack: LocalStack
+    client: Client
+    args: argparse.Namespace
+    ceiling_worker: ManagedProcess | None = None
+    ceiling_peak_mb: float | None = None
+    """The ceiling worker's peak memory, read just before it stopped."""
+    real_ids: list[str] = field(default_factory=list)
+
+    def processes(self) -> dict[str, ManagedProcess]:
+        """The stack's processes the benchmark needs alive, by their names in the figures."""
+        found = {"temporal": self.stack.temporal, "providers": self.stack.providers}
+        found["worker"] = self.stack.workers.get("worker-1")
+        found["ceiling_worker"] = self.ceiling_worker
+        return {name: process for name, process in found.items() if process is not None}
+
+    def pids(self) -> dict[str, int]:
+        """The pids to account for, this process (``driver``) included."""
+        pids = {name: process.popen.pid for name, process in self.processes().items()}
+        return {**pids, "driver": os.getpid()}
+
+    def watch(self) -> Watch:
+        """A stall and crash watch over the processes."""
+        return Watch(self.args.stall_timeout, self.processes)
+
+    def start_ceiling_worker(self) -> None:
+        """The ceiling's worker process (``bench.ceiling_worker``), with the stack's settings."""
+        say("Starting the ceiling worker ...")
+        # Everything else (encryption keys included) comes from this process's environment,
+        # as the stack's workers get it.
+        env = {"TEMPORAL_ADDRESS": self.stack.temporal_address, "PYTHONUNBUFFERED": "1"}
+        process = spawn(
+            "ceiling-worker",
+            [sys.executable, "-m", "bench.ceiling_worker", "--task-queue", CEILING_TASK_QUEUE],
+            self.stack.log_dir / "ceiling-worker.log",
+            env,
+        )
+        self.ceiling_worker = process
+        wait_for_log(process, READY_LINE, timeout=30.0)
+
+    def stop_ceiling_worker(self) -> None:
+        """Stop the ceiling's worker once its levels are done."""
+        if self.ceiling_worker is not None:
+            with contextlib.suppress(OSError):
+                self.ceiling_peak_mb = process_usage(self.ceiling_worker.popen.pid).peak_rss_mb
+            say("Stopping the ceiling worker ...")
+            self.ceiling_worker.stop()
+            self.ceiling_worker = None
+
+    def order_ids(self, kind: Kind, label: str, count: int) -> list[str]:
+        """Fresh order ids for one batch; real ones are remembered for the final check."""
+        ids = [f"{kind.name}-{label}-{index:05d}" for index in range(count)]
+        if kind.real:
+            self.real_ids += ids
+        return ids
+
+    async def level(self, kind: Kind, concurrency: int, orders: int) -> dict[str, Any]:
+        """Run one level of one kind and return its figures."""
+        ids = self.order_ids(kind, f"c{concurrency}", orders)
+        before = sample(self.pids())
+        runs = await in_slots(
+            ids,
+            concurrency,
+            lambda run, progress: drive_order(self.client, kind, run, progress),
+            self.watch(),
+        )
+        after = sample(self.pids())
+        histories = await read_histories(self.client, kind.shape, ids)
+        rate, method = throughput(
+            [run.started for run in runs], [run.done for run in runs if run.done], concurrency
+        )
+        first = min(run.started for run in runs)
+        last = max(run.done or 0.0 for run in runs)
+        cpu_s, per_order = cpu_figures(before, after, orders, kind.worker)
+        figures = {
+            "workflow": kind.shape.workflow_type,
+            "concurrency": concurrency,
+            "orders": orders,
+            "completed": sum(run.done is not None for run in runs),
+            "wall_s": round(last - first, 2),
+            "throughput_per_s": round(rate, 2),
+            "throughput_method": method,
+            "overall_throughput_per_s": round(orders / (last - first), 2),
+            "latency_ms": latency_figures(histories),
+            "cpu_ms_per_order": per_order,
+            "cpu_s": cpu_s,
+            "memory_mb": memory_figures(after),
+            "history": history_figures(histories),
+            "load": load_figures(before, after),
+        }
+        say(
+            f"{kind.name:7} c={concurrency:<4} {orders} orders  {rate:6.2f}/s  "
+            f"worker {per_order['worker']} ms, server {per_order['temporal']} ms per order"
+        )
+        return figures
+
+    async def warm_up(self, kind: Kind, orders: int) -> None:
+        """A few orders first, not measured: imports, caches and the database warm up."""
+        if orders <= 0:
+            return
+        ids = self.order_ids(kind, "warmup", orders)
+        await in_slots(
+            ids,
+            min(orders, 5),
+            lambda run, progress: drive_order(self.client, kind, run, progress),
+            self.watch(),
+        )
+
+    async def levels(self, concurrencies: Sequence[int]) -> list[dict[str, Any]]:
+        """Every level, the real workflow then the ceiling at the same concurrency."""
+        self.start_ceiling_worker()
+        say(f"Warming up ({self.args.warmup} orders each) ...")
+        await self.warm_up(REAL_KIND, self.args.warmup)
+        await self.warm_up(CEILING_KIND, self.args.warmup)
+        results = []
+        for concurrency in concurrencies:
+            orders = self.args.orders or orders_for(concurrency, self.args.quick)
+            real = await self.level(REAL_KIND, concurrency, orders)
+            ceiling = await self.level(CEILING_KIND, concurrency, orders)
+            results.append(
+                {
+                    "concurrency": concurrency,
+                    "orders": orders,
+                    "real": real,
+                    "ceiling": ceiling,
+                    "ratio": ratio(real, ceiling),
+                }
+            )
+        self.stop_ceiling_worker()
+        return results
+
+    async def park(self, count: int, sustained: float | None) -> dict[str, Any]:
+        """Park ``count`` orders awaiting shipment, measure, then ship them all."""
+        concurrency = self.args.park_concurrency
+        say(f"Parking {count} orders (started {concurrency} at a time) ...")
+        ids = self.order_ids(REAL_KIND, "park", count)
+        before = sample(self.pids())
+
+        async def park_one(run: OrderRun, progress: Progress) -> None:
+            run.started = time.time()
+            await REAL_KIND.start(self.client, run.order_id)
+            progress.moved()
+            await await_ready(self.client, REAL_KIND, run, progress)
+
+        runs = await in_slots(ids, concurrency, park_one, self.watch())
+        parked = sample(self.pids())
+        park_wall = max(run.ready or 0.0 for run in runs) - min(run.started for run in runs)
+        sqlite = sqlite_sizes(self.stack.data_dir)
+        say(
+            f"Parked {count} in {park_wall:.0f}s ({count / park_wall:.2f}/s); "
+            f"SQLite {sqlite['total']} MB; shipping them all ..."
+        )
+        signalled = time.time()
+
+        async def ship(order_id: str) -> None:
+            await self.client.get_workflow_handle(order_id).signal(SHIPPED_SIGNAL, SHIPMENT)
+
+        shipping = asyncio.ensure_future(
+            gather_limited((ship(order_id) for order_id in ids), concurrency)
+        )
+        await self.until_all_closed(shipping, count)
+        shipped = sample(self.pids())
+        finished = await self.last_close_time(set(ids))
+        ship_wall = max(finished - signalled, 1e-6)
+        ship_rate = count / ship_wall
+        step = max(1, count // 300)
+        histories = await read_histories(self.client, REAL, ids[::step])
+        _, park_cpu = cpu_figures(before, parked, count, "worker")
+        _, ship_cpu = cpu_figures(parked, shipped, count, "worker")
+        say(f"Shipped {count} in {ship_wall:.0f}s ({ship_rate:.2f}/s)")
+        return {
+            "orders": count,
+            "start_concurrency": concurrency,
+            "parking": {
+                "wall_s": round(park_wall, 1),
+                "orders_per_s": round(count / park_wall, 2),
+                "cpu_ms_per_order": park_cpu,
+                "load": load_figures(before, parked),
+            },
+            "while_parked": {
+                "memory_mb": memory_figures(parked),
+                "sqlite_mb": sqlite,
+            },
+            "shipping": {
+                "wall_s": round(ship_wall, 1),
+                "orders_per_s": round(ship_rate, 2),
+                "sustained_reference_per_s": sustained,
+                "ratio_to_sustained": round(ship_rate / sustained, 3) if sustained else None,
+                "cpu_ms_per_order": ship_cpu,
+                "latency_ms_sample": {
+                    stage: figures
+                    for stage, figures in latency_figures(histories).items()
+                    if stage != "awaiting_shipment_to_shipped_signal"  # parked on purpose
+                },
+                "history_sample": history_figures(histories),
+                "load": load_figures(parked, shipped),
+            },
+            "memory_mb_after": memory_figures(shipped),
+        }
+
+    async def until_all_closed(self, shipping: "asyncio.Future[Any]", count: int) -> None:
+        """Wait until no real order is running (the signals going out meanwhile)."""
+        query = f"WorkflowType = '{REAL.workflow_type}' AND ExecutionStatus = 'Running'"
+        progress = Progress()
+        remaining = count
+
+        async def closed() -> None:
+            nonlocal remaining
+            while True:
+                running = (await self.client.count_workflows(query)).count
+                if running < remaining:
+                    remaining = running
+                    progress.moved()
+                if running == 0 and shipping.done():
+                    shipping.result()
+                    return
+                await asyncio.sleep(0.5)
+
+        await self.watch().until_done(
+            closed(), progress, lambda: f"{remaining} parked orders still running"
+        )
+
+    async def last_close_time(self, order_ids: set[str]) -> float:
+        """When the last of these orders closed, from the visibility store."""
+        latest = 0.0
+        query = f"WorkflowType = '{REAL.workflow_type}'"
+        async for execution in self.client.list_workflows(query):
+            if execution.id in order_ids and execution.close_time is not None:
+                latest = max(latest, execution.close_time.timestamp())
+        return latest
+
+    async def exactly_once(self) -> dict[str, Any]:
+        """The checker over every real order of the run, against the providers' ledger."""
+        say(f"Checking exactly-once over {len(self.real_ids)} orders ...")
+        admin = self.stack.admin()
+        try:
+            evidence = await gather_evidence(self.client, admin, self.real_ids)
+        finally:
+            admin.close()
+        return judge(evidence)
+
+
+def orders_for(concurrency: int, quick: bool) -> int:
+    """Orders per level by default: 3 x the concurrency, at least 40.
+
+    That leaves ``concurrency`` completions in the steady window (``figures.throughput``).
+    Quick: twice the concurrency plus 10 (at least 12), the least with a steady window.
+    """
+    return max(12, 2 * concurrency + 10) if quick else max(40, 3 * concurrency)
+
+
+def _git() -> dict[str, object]:
+    def run(*command: str) -> str:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "commit": run("git", "rev-parse", "HEAD") or None,
+        "uncommitted_changes": bool(run("git", "status", "--porcelain")),
+    }
+
+
+def _versions() -> dict[str, str]:
+    done = subprocess.run(
+        [find_binary("temporal"), "--version"], capture_output=True, text=True, check=False
+    )
+    return {"temporalio": temporalio.__version__, "temporal_cli": done.stdout.strip()}
+
+
+async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    """Bring up the stack, run the levels and/or the parking, check, and return the report."""
+    report: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "bench.throughput", *sys.argv[1:]]),
+        "started_at": _now(),
+        "machine": machine(),
+        "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
+        "git": _git(),
+        "versions": _versions(),
+        "settings": {
+            "concurrency": args.levels,
+            "orders_per_level": {
+                str(c): args.orders or orders_for(c, args.quick) for c in args.levels
+            },
+            "warmup_orders": args.warmup,
+            "quick": args.quick,
+            "park": args.park,
+            "park_concurrency": args.park_concurrency,
+            "worker_processes": 1,
+            "temporal": "dev server on SQLite, journal_mode=wal, synchronous=normal",
+        },
+    }
+    began = time.monotonic()
+    with LocalStack(data_dir, announce=say) as stack:
+        stack.start(workers=1)
+        bench = Bench(stack, await stack.connect(), args)
+        try:
+            levels = await bench.levels(args.levels) if args.levels else []
+        finally:
+            bench.stop_ceiling_worker()
+        best = max((level["real"]["throughput_per_s"] for level in levels), default=None)
+        park = await bench.park(args.park, best) if args.park else None
+        peaks = {name: mb["peak"] for name, mb in memory_figures(sample(bench.pids())).items()}
+        if bench.ceiling_peak_mb is not None:
+            peaks["ceiling_worker"] = round(bench.ceiling_peak_mb, 1)
+        report["exactly_once"] = await bench.exactly_once()
+    report.update(
+        {
+            "finished_at": _now(),
+            "duration_s": round(time.monotonic() - began, 1),
+            "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
+            "load": overall_load(levels, park),
+            "levels": levels,
+            "park": park,
+            "peak_memory_mb": peaks,
+            "exactly_once": report.pop("exactly_once"),
+        }
+    )
+    return report
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("concurrency levels are numbers of at least 1")
+    return levels
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--park`` alone measures only the parking."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_levels,
+        help="orders in flight per level, e.g. 1,10,50 (default 1,10,50,100,200; "
+        "with --quick 1,10,50; with --park alone, none)",
+    )
+    parser.add_argument(
+        "--orders",
+        type=int,
+        help="orders per level (default: 3 x concurrency, at least 40; quick: 2 x + 10)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    parser.add_argument(
+        "--park",
+        type=int,
+        nargs="?",
+        const=10000,
+        default=0,
+        metavar="N",
+        help="park N orders awaiting shipment (10000 if no N), measure, then ship them all",
+    )
+    parser.add_argument(
+        "--park-concurrency", type=int, default=50, help="orders started at a time when parking"
+    )
+    parser.add_argument(
+        "--warmup", type=int, help="unmeasured orders of each kind first (5; 3 quick)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="the JSON report (default bench/results/throughput-<date>.json)"
+    )
+    parser.add_argument("--chart", type=Path, help="the PNG chart (default: --out with .png)")
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120.0,
+        help="fail when no order moved for this many seconds",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the stack's folder and logs")
+    args = parser.parse_args(argv)
+    if args.concurrency is not None:
+        args.levels = args.concurrency
+    elif args.quick:
+        args.levels = list(QUICK_LEVELS)
+    else:
+        args.levels = [] if args.park else list(DEFAULT_LEVELS)
+    if args.warmup is None:
+        args.warmup = 3 if args.quick else 5
+    if args.orders is not None and args.orders < 1:
+        parser.error("--orders must be at least 1")
+    if args.park < 0 or args.park_concurrency < 1:
+        parser.error("--park and --park-concurrency must be positive")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.out = args.out or ROOT / "bench" / "results" / f"throughput-{stamp}.json"
+    args.chart = args.chart or args.out.with_suffix(".png")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: ``python -m bench.throughput [--quick] [--concurrency 1,10] [--park N]``."""
+    args = parse_args(argv)
+    status = 0
+    try:
+        chart.ensure_matplotlib()
+        folder = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+        try:
+            report = asyncio.run(run(args, folder))
+        finally:
+            if args.keep:
+                print(f"The stack's folder (logs, SQLite files) is kept: {folder}", flush=True)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        if report["levels"]:
+            chart.draw(report, args.chart)
+            report["chart"] = str(args.chart)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(printout(report))
+        print(f"\nWrote {args.out}" + (f" and {args.chart}" if report["levels"] else ""))
+        status = exit_status(report)
+        if status:
+            print("FAILED: the exactly-once check found broken promises (above).", file=sys.stderr)
+    except KeyboardInterrupt:
+        status = 130
+    except (BenchError, StackError, chart.ChartError) as err:
+        print(f"FAILED: {err}", file=sys.stderr)
+        status = 2
+    exit_now(status)  # PITFALLS 2: leave without the SDK's runtime shutting down
+
+
+if __name__ == "__main__":
+    main()
