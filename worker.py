@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.intake import IntakeActivities, PaymentOutcomes
 from activities.mail import MailActivities
 from activities.payment import PaymentActivities
 from activities.provider_client import ProviderClients, open_provider_clients
@@ -24,6 +25,7 @@ from activities.warehouse import WarehouseActivities
 from client.exit import exit_now
 from client.temporal import TemporalConnectionError, connect
 from config.settings import TASK_QUEUE, ProviderSettings
+from domain.intake import IntakePolicy
 from telemetry import tracing
 from telemetry.metrics import (
     METRICS_PORT_ENV,
@@ -32,6 +34,7 @@ from telemetry.metrics import (
     metrics_runtime,
     metrics_url,
 )
+from workflows.intake import IntakeWorkflow
 from workflows.order import OrderWorkflow
 from workflows.policy import STICKY_QUEUE_TIMEOUT
 
@@ -57,16 +60,24 @@ def sandboxed_runner() -> SandboxedWorkflowRunner:
 
 
 def build_worker(
-    client: Client, providers: ProviderClients, task_queue: str = TASK_QUEUE
+    client: Client,
+    providers: ProviderClients,
+    task_queue: str = TASK_QUEUE,
+    intake_policy: IntakePolicy | None = None,
 ) -> Worker:
-    """A worker for the order workflow and every activity it schedules."""
-    payment = PaymentActivities(providers.payments)
+    """A worker for the order workflow, the intake breaker, and every activity they schedule.
+
+    ``intake_policy`` defaults to ``IntakePolicy.from_env()`` (the ``INTAKE_*`` variables).
+    """
+    outcomes = PaymentOutcomes(client, intake_policy or IntakePolicy.from_env())
+    payment = PaymentActivities(providers.payments, outcomes)
+    intake = IntakeActivities(providers.payments, outcomes)
     mail = MailActivities(providers.mail)
     warehouse = WarehouseActivities(providers.warehouse)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[OrderWorkflow],
+        workflows=[OrderWorkflow, IntakeWorkflow],
         activities=[
             payment.create_payment_intent,
             payment.confirm_payment,
@@ -76,6 +87,7 @@ def build_worker(
             mail.send_email,
             warehouse.send_picklist,
             warehouse.cancel_picklist,
+            intake.probe_payments,
         ],
         workflow_runner=sandboxed_runner(),
         graceful_shutdown_timeout=timedelta(seconds=5),

@@ -5,11 +5,14 @@ its intent, which the gateway refuses while a confirm for it is still in flight 
 the charge if the intent was confirmed; that charge is then refunded.
 """
 
+from contextlib import AbstractContextManager, nullcontext
+
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import PROVIDER_REJECTED
+from activities.intake import PaymentOutcomes
 from activities.logging import log_step
 from activities.provider_client import ProviderClient
 from activities.requests import EffectRequest
@@ -78,8 +81,12 @@ class Refund(BaseModel):
 class PaymentActivities:
     """Activities that talk to the payment gateway."""
 
-    def __init__(self, gateway: ProviderClient) -> None:
+    def __init__(self, gateway: ProviderClient, outcomes: PaymentOutcomes | None = None) -> None:
         self._gateway = gateway
+        self._outcomes = outcomes  # create and confirm report how they ended (intake breaker)
+
+    def _watch(self, order_id: str) -> AbstractContextManager[None]:
+        return self._outcomes.watch(order_id) if self._outcomes else nullcontext()
 
     @activity.defn
     async def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:
@@ -90,12 +97,14 @@ class PaymentActivities:
         confirmed was charged by an earlier run of the same order id that Temporal no longer
         holds (its retention passed); that is refused, so the id is never charged twice.
         """
-        existing = await self._existing_intent(request)
-        if existing is not None:
-            log_step(request.order_id, Step.PAYMENT_INTENT, f"adopted {existing.id}")
-            return existing
-        body = request.model_dump(include={"order_id", "amount", "currency", "payment_method"})
-        answer = await self._gateway.post("/intents", body, idempotency_key=request.idempotency_key)
+        with self._watch(request.order_id):
+            existing = await self._existing_intent(request)
+            if existing is not None:
+                log_step(request.order_id, Step.PAYMENT_INTENT, f"adopted {existing.id}")
+                return existing
+            body = request.model_dump(include={"order_id", "amount", "currency", "payment_method"})
+            key = request.idempotency_key
+            answer = await self._gateway.post("/intents", body, idempotency_key=key)
         intent = PaymentIntent.model_validate(answer)
         log_step(request.order_id, Step.PAYMENT_INTENT, f"created {intent.id}")
         return intent
@@ -125,9 +134,10 @@ class PaymentActivities:
     @activity.defn
     async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
         """Confirm the intent; a decline raises a non-retryable ``PaymentDeclined`` error."""
-        answer = await self._gateway.post(
-            f"/intents/{request.intent_id}/confirm", {}, idempotency_key=request.idempotency_key
-        )
+        with self._watch(request.order_id):
+            answer = await self._gateway.post(
+                f"/intents/{request.intent_id}/confirm", {}, idempotency_key=request.idempotency_key
+            )
         charge = Charge.model_validate(answer)
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"charged {charge.id}")
         return charge
