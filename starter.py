@@ -3,7 +3,8 @@
 Exit codes: 0 done; 1 Temporal unreachable, no worker answered, or another failure;
 2 invalid input; 3 order already exists; 4 no such order; 5 the order refused the request in
 its current state; 6 the order accepted a cancel or resolve but had not finished it within
---timeout (it carries on; follow it with the status command).
+--timeout (it carries on; follow it with the status command); 7 intake is paused: start
+refused new orders and started nothing (see: starter.py intake status).
 """
 
 import argparse
@@ -23,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio.client import Client
 
 from client.exit import exit_now
+from client.intake import intake_status, pause_intake, resume_intake
 from client.orders import (
     AcceptedRequest,
     OrderError,
@@ -38,6 +40,7 @@ from client.orders import (
 from client.temporal import TemporalConnectionError
 from client.temporal import connect as connect_temporal
 from domain.currencies import format_money
+from domain.intake import IntakeMode, IntakeStatus, human
 from domain.models import (
     CancelRequest,
     Identifier,
@@ -191,6 +194,19 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list orders, newest first")
     listing.add_argument("--status", choices=[s.value for s in OrderStatus])
     listing.add_argument("--limit", type=int, default=50)
+
+    intake = commands.add_parser(
+        "intake", help="whether new orders are taken; pause or resume taking them"
+    )
+    intake_commands = intake.add_subparsers(dest="intake_command", required=True)
+    intake_status = intake_commands.add_parser("status", help="open or paused, by whom and why")
+    intake_status.add_argument("--json", action="store_true", help="print the status as JSON")
+    pause = intake_commands.add_parser(
+        "pause", help="refuse new orders (exit 7) until resumed; orders placed carry on"
+    )
+    pause.add_argument("--reason", required=True, help="why; shown to whoever is refused")
+    resume = intake_commands.add_parser("resume", help="take new orders again")
+    resume.add_argument("--reason", default="", help="why (kept in the breaker's history)")
     return parser  # fmt: skip
 
 
@@ -390,6 +406,52 @@ async def _list(args: argparse.Namespace) -> None:
         print("no orders" + (f" with status {status.value}" if status else ""))
 
 
+async def _intake(args: argparse.Namespace) -> None:
+    client = await connect(args.profile)
+    if args.intake_command == "pause":
+        status = await pause_intake(client, args.reason)
+        print(f"intake paused by an operator: {status.reason}")
+        print("  new orders are refused until: starter.py intake resume; orders placed carry on")
+        return
+    if args.intake_command == "resume":
+        was_paused = (await intake_status(client)).paused
+        status = await resume_intake(client, args.reason)
+        print("intake open: taking new orders" if was_paused else "intake was already open")
+        return
+    status = await intake_status(client)
+    if args.json:
+        print(status.model_dump_json(indent=2))
+    else:
+        _print_intake(status)
+
+
+def _print_intake(status: IntakeStatus) -> None:
+    if not status.paused:
+        print("intake open: taking new orders")
+        if status.since and status.by:
+            print(f"  since        {status.since:%Y-%m-%d %H:%M:%S %Z}, by the {status.by}")
+            print(f"  reason       {status.reason}")
+        return
+    print(status.headline())
+    print(f"  task queue   {status.task_queue}")
+    if status.paused_at and status.paused_at != status.since:
+        print(f"  paused at    {status.paused_at:%Y-%m-%d %H:%M:%S %Z}")
+    if status.evidence and status.evidence.last_failure:
+        print(f"  last failure {status.evidence.last_failure}")
+    if status.mode == IntakeMode.PAUSED_BY_BREAKER and status.policy is not None:
+        policy = status.policy
+        if policy.auto_close:
+            print(f"  auto-close   on: {status.healthy_streak} of {policy.healthy_probes} healthy "
+                  f"probes in a row, one every {human(policy.probe_interval)}")  # fmt: skip
+        else:
+            print("  auto-close   off: an operator resumes intake")
+    if status.last_probe is not None:
+        probe = status.last_probe
+        health = "healthy" if probe.healthy else "unhealthy"
+        print(f"  last probe   {probe.at:%H:%M:%S} {health}: {probe.detail}")
+    print("  resume with: starter.py intake resume --reason TEXT")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[object, object, None]]] = {
     "start": _start,
     "ship": _ship,
@@ -397,6 +459,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[object, object, Non
     "resolve": _resolve,
     "status": _status,
     "list": _list,
+    "intake": _intake,
 }
 
 

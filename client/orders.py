@@ -120,7 +120,13 @@ async def start_order(
     task_queue: str = TASK_QUEUE,
     options: OrderOptions | None = None,
 ) -> None:
-    """Start the order's workflow; refused if an order with this id ever existed."""
+    """Start the order's workflow; refused if an order with this id ever existed.
+
+    Refused with ``IntakePaused`` (nothing started) while intake is paused (``client.intake``).
+    """
+    from client.intake import check_intake  # here: client.intake imports this module
+
+    await check_intake(client, task_queue)
     try:
         await client.start_workflow(
             OrderWorkflow.run,
