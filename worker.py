@@ -25,7 +25,7 @@ from activities.warehouse import WarehouseActivities
 from client.exit import exit_now
 from client.temporal import TemporalConnectionError, connect
 from config.settings import TASK_QUEUE, ProviderSettings
-from domain.intake import IntakePolicy
+from domain.intake import IntakePolicy, IntakePolicyError
 from telemetry import tracing
 from telemetry.metrics import (
     METRICS_PORT_ENV,
@@ -136,7 +136,7 @@ def main() -> None:
     try:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
         asyncio.run(run(args.profile, port))
-    except (TemporalConnectionError, MetricsConfigError) as err:
+    except (TemporalConnectionError, MetricsConfigError, IntakePolicyError) as err:
         logging.getLogger("orders").error("%s", err)
         status = 1
     finally:

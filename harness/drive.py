@@ -58,7 +58,8 @@ async def ship(client: Client, order_id: str) -> None:
 
 async def count(client: Client, status: OrderStatus | None = None, running: bool = True) -> int:
     """How many orders have ``status`` (any, if ``None``), among running or closed ones."""
-    query = f"ExecutionStatus {'=' if running else '!='} 'Running'"
+    query = f"WorkflowType = '{OrderWorkflow.__name__}'"
+    query += f" AND ExecutionStatus {'=' if running else '!='} 'Running'"
     if status is not None:
         query += f" AND {search_attributes.ORDER_STATUS.name} = '{status.value}'"
     return (await client.count_workflows(query)).count
