@@ -4,7 +4,9 @@ matplotlib is in the ``bench`` dependency group (``scripts/setup`` installs it);
 without it gets it installed on first use, with a message saying so.
 """
 
+import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -44,6 +46,17 @@ def ensure_matplotlib() -> None:
             f"could not install {MATPLOTLIB}; install it by hand: "
             f"{sys.executable} -m pip install --group bench"
         )
+
+
+def main() -> None:
+    """Draw the chart again from a report: ``python -m bench.chart REPORT.json OUT.png``."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("report", type=Path, help="a JSON report of bench.throughput")
+    parser.add_argument("out", type=Path, help="where to write the PNG")
+    args = parser.parse_args()
+    ensure_matplotlib()
+    draw(json.loads(args.report.read_text()), args.out)
+    print(f"Wrote {args.out}")
 
 
 def _series(levels: Sequence[Mapping[str, Any]], kind: str, *path: str) -> list[float | None]:
@@ -94,6 +107,7 @@ def draw(report: Mapping[str, Any], path: Path) -> None:
         ),
     )
     for axis, title, paths, labels in panels:
+        latency = "(ms)" in title and "CPU" not in title
         for kind, kind_label, colour, marker in KINDS:
             for index, (series, label) in enumerate(zip(paths, labels, strict=True)):
                 axis.plot(
@@ -109,7 +123,10 @@ def draw(report: Mapping[str, Any], path: Path) -> None:
         axis.set_xticks(x, [str(c) for c in x])
         axis.minorticks_off()
         axis.set_xlabel("orders in flight (concurrency)")
-        axis.set_ylim(bottom=0)
+        if latency:  # from a quarter of a second at 1 to tens of seconds at 200
+            axis.set_yscale("log")
+        else:
+            axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     machine = report["machine"]
@@ -124,3 +141,7 @@ def draw(report: Mapping[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

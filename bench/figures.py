@@ -116,11 +116,18 @@ def cpu_figures(
     return cpu_s, per_order
 
 
-def memory_figures(at: Sample) -> dict[str, dict[str, float]]:
-    """Each process's resident memory now and its peak so far, in MB."""
+def memory_figures(at: Sample, worker: str | None = None) -> dict[str, dict[str, float]]:
+    """Each process's resident memory now and its peak so far, in MB.
+
+    With ``worker``, that process is named ``worker`` (the one that ran the batch).
+    """
     return {
-        name: {"rss": round(usage.rss_mb, 1), "peak": round(usage.peak_rss_mb, 1)}
+        "worker" if name == worker else name: {
+            "rss": round(usage.rss_mb, 1),
+            "peak": round(usage.peak_rss_mb, 1),
+        }
         for name, usage in at.usage.items()
+        if worker is None or name == worker or name not in ("worker", "ceiling_worker")
     }
 
 
@@ -167,14 +174,18 @@ def latency_figures(histories: Sequence[OrderHistory]) -> dict[str, Any]:
     }
 
 
+_NO_RATIO = frozenset({"n", "orders", "concurrency", "completed", "cpu_s", "load", "providers"})
+
+
 def ratio(real: Any, ceiling: Any) -> Any:
     """Every number of ``real`` divided by the same number of ``ceiling`` (where it is not 0)."""
     if isinstance(real, Mapping) and isinstance(ceiling, Mapping):
         ratios = {
             key: ratio(real[key], ceiling[key])
             for key in real
-            # Not ratios: counts of the run, and the providers (the ceiling calls none).
-            if key in ceiling and key not in ("n", "orders", "concurrency", "providers")
+            # Not ratios: the sizes of the batches; the raw CPU seconds and the machine's load
+            # (per process, not per role); the providers (the ceiling calls none).
+            if key in ceiling and key not in _NO_RATIO
         }
         return {key: value for key, value in ratios.items() if value is not None}
     numbers = (int, float)

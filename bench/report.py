@@ -36,6 +36,13 @@ def printout(report: Mapping[str, Any]) -> str:
             f"average: the benchmark's processes {load['benchmark_cores']}, other processes "
             f"{load['other_busy_cores']}."
         )
+    idle = report.get("idle_cpu_ms_per_s")
+    if idle:
+        lines.append(
+            "With no order in flight, CPU ms per second: "
+            + ", ".join(f"{name} {ms:g}" for name, ms in idle.items())
+            + " (inside every per-order figure below, most at low concurrency)."
+        )
     if report["levels"]:
         head = (
             f"{'conc.':>5} {'workflow':>8} {'orders':>6} {'orders/s':>8} {'worker':>7} "

@@ -311,6 +311,8 @@ class Bench:
     args: argparse.Namespace
     ceiling_worker: ManagedProcess | None = None
     ceiling_peak_mb: float | None = None
+    idle_cpu_ms_per_s: dict[str, float] | None = None
+    """CPU milliseconds per second each process used while no order was in flight."""
     """The ceiling worker's peak memory, read just before it stopped."""
     real_ids: list[str] = field(default_factory=list)
 
@@ -391,7 +393,11 @@ class Bench:
             "latency_ms": latency_figures(histories),
             "cpu_ms_per_order": per_order,
             "cpu_s": cpu_s,
-            "memory_mb": memory_figures(after),
+            "memory_mb": {
+                role: figures
+                for role, figures in memory_figures(after, worker=kind.worker).items()
+                if role in ("worker", "temporal", "providers")
+            },
             "history": history_figures(histories),
             "load": load_figures(before, after),
         }
@@ -419,6 +425,7 @@ class Bench:
         say(f"Warming up ({self.args.warmup} orders each) ...")
         await self.warm_up(REAL_KIND, self.args.warmup)
         await self.warm_up(CEILING_KIND, self.args.warmup)
+        await self.measure_idle(2.0 if self.args.quick else 4.0)
         results = []
         for concurrency in concurrencies:
             orders = self.args.orders or orders_for(concurrency, self.args.quick)
@@ -435,6 +442,18 @@ class Bench:
             )
         self.stop_ceiling_worker()
         return results
+
+    async def measure_idle(self, seconds: float) -> None:
+        """Each process's CPU use with no order in flight: the floor under every figure."""
+        before = sample(self.pids())
+        await asyncio.sleep(seconds)
+        after = sample(self.pids())
+        wall = after.at - before.at
+        self.idle_cpu_ms_per_s = {
+            name: round((after.usage[name].cpu_s - before.usage[name].cpu_s) * 1000 / wall, 1)
+            for name in after.usage
+            if name in before.usage
+        }
 
     async def park(self, count: int, sustained: float | None) -> dict[str, Any]:
         """Park ``count`` orders awaiting shipment, measure, then ship them all."""
@@ -518,9 +537,10 @@ class Bench:
                 if running < remaining:
                     remaining = running
                     progress.moved()
-                if running == 0 and shipping.done():
-                    shipping.result()
-                    return
+                if shipping.done():
+                    shipping.result()  # raises if a signal could not be sent
+                    if running == 0:
+                        return
                 await asyncio.sleep(0.5)
 
         await self.watch().until_done(
@@ -616,6 +636,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "duration_s": round(time.monotonic() - began, 1),
             "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
             "load": overall_load(levels, park),
+            "idle_cpu_ms_per_s": bench.idle_cpu_ms_per_s,
             "levels": levels,
             "park": park,
             "peak_memory_mb": peaks,
@@ -730,6 +751,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         status = 130
     except (BenchError, StackError, chart.ChartError) as err:
         print(f"FAILED: {err}", file=sys.stderr)
+        status = 2
+    except Exception as err:  # anything else that stopped the run: say what, leave non-zero
+        print(f"FAILED: {err!r}", file=sys.stderr)
         status = 2
     exit_now(status)  # PITFALLS 2: leave without the SDK's runtime shutting down
 
