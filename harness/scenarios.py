@@ -275,10 +275,17 @@ async def _steps_completed(client: Client, order_id: str, at_least: int) -> bool
 
 
 async def _refused_as_in_flight(client: Client, order_id: str) -> bool:
-    """Whether the order's running activity last failed with 409: its key was in flight."""
+    """Whether the order's running activity last failed with 409: its key was in flight.
+
+    Failure messages are encrypted in Temporal, so they are decoded with the client's converter.
+    """
     description = await client.get_workflow_handle(order_id).describe()
-    pending = description.raw_description.pending_activities
-    return any("409" in activity.last_failure.message for activity in pending)
+    for activity in description.raw_description.pending_activities:
+        if activity.HasField("last_failure"):
+            failure = await client.data_converter.decode_failure(activity.last_failure)
+            if "409" in str(failure):
+                return True
+    return False
 
 
 # -- 5 and 6: Temporal or the providers killed mid-flight and started on the same files ----

@@ -584,17 +584,13 @@ async def _completed_without_task_failures(client: Client, order_id: str) -> Non
 
 @examples(6)
 @given(
-    early=st.lists(signal_payloads.filter(lambda payload: payload is not None), max_size=6),
+    early=st.lists(signal_payloads, max_size=6),
     awaiting=st.lists(signal_payloads, min_size=1, max_size=10),
 )
 async def test_no_signal_payload_breaks_a_running_order(
     client: Client, task_queue: str, early: list[Any], awaiting: list[Any]
 ) -> None:
-    """Any JSON as the shipped signal, before and while the order awaits shipment.
-
-    A null payload before the order awaits shipment is left out here until the workflow is
-    fixed: it breaks the order (``test_a_malformed_shipped_signal_does_not_break_the_order``).
-    """
+    """Any JSON as the shipped signal, before and while the order awaits shipment."""
     order = await _place(client, task_queue, _order_data())
     handle = client.get_workflow_handle(order.id)
     for payload in early:  # the order is still being paid and picked
@@ -631,13 +627,6 @@ async def _first_task_failure(client: Client, order_id: str) -> str | None:
     raise AssertionError(f"{order_id}: the signal was neither handled nor failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found while writing the signal properties: OrderWorkflow.warehouse_shipped fails "
-    "its workflow task for good (every retry replays the signal) on a null payload while the "
-    "order is not awaiting shipment (it logs shipment.tracking_number), and on a signal with "
-    "no argument or with two; the fix belongs in workflows/order.py",
-)
 @pytest.mark.parametrize("args", [[None], [], [{"carrier": "UPS", "tracking_number": "1Z99"}, 1]])
 async def test_a_malformed_shipped_signal_does_not_break_the_order(
     client: Client, task_queue: str, args: list[Any]
@@ -649,6 +638,23 @@ async def test_a_malformed_shipped_signal_does_not_break_the_order(
         assert await _first_task_failure(client, order.id) is None
     finally:
         await handle.terminate("test over")  # a broken order would retry its task forever
+
+
+async def test_a_malformed_shipped_signal_then_a_valid_one_completes_the_order(
+    client: Client, task_queue: str
+) -> None:
+    order = await _place(client, task_queue, _order_data())
+    handle = client.get_workflow_handle(order.id)
+    await handle.signal("warehouse_shipped", args=[None])
+    await handle.signal("warehouse_shipped", args=[])
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    await handle.signal(
+        "warehouse_shipped", args=[{"carrier": "UPS", "tracking_number": "1Z99"}, 1]
+    )
+    shipment = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
+    await handle.signal(OrderWorkflow.warehouse_shipped, shipment)
+    await _completed_without_task_failures(client, order.id)
+    assert (await order_status(client, order.id)).shipment == shipment
 
 
 # --- (e) an order the model accepts is never refused by a provider for its contents ---------

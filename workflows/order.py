@@ -12,11 +12,14 @@ what actually happened.
 """
 
 import asyncio
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from activities.mail import EmailRequest, MailActivities
     from domain import emails, rules, search_attributes
     from domain.emails import EmailContent
@@ -133,16 +136,21 @@ class OrderWorkflow:
         return Step.CANCELLATION_EMAIL, emails.order_cancelled(order, stop.detail, refunded)
 
     @workflow.signal
-    def warehouse_shipped(self, shipment: Shipment) -> None:
-        """The warehouse reports the parcel has left; refused unless the order awaits it."""
-        state = self._state
+    def warehouse_shipped(self, *report: Any) -> None:
+        """The warehouse reports the parcel has left; refused unless the order awaits it.
+
+        The report arrives raw and is validated here: a malformed signal (none, two, or not a
+        shipment) is logged and ignored; it can never fail the order's workflow task.
+        """
+        shipment, state = _shipment_from(report), self._state
+        if shipment is None:
+            workflow.logger.warning("ignored shipped signal: it is not one shipment report")
+            return
         refusal = rules.ship_refusal(state.view())
         # Older orders took a report before they awaited shipment; they replay as they ran.
         refused_before = state.shipment or state.cancel_reason or state.status.is_final
         if refusal and (refused_before or workflow.patched(SHIP_RULE_PATCH)):
-            workflow.logger.warning(
-                "ignored shipped signal %s: %s", shipment.tracking_number, refusal
-            )
+            workflow.logger.warning("ignored shipped signal: %s", refusal)
             return
         state.shipment = shipment
 
@@ -203,6 +211,16 @@ class OrderWorkflow:
                 search_attributes.CUSTOMER_ID.value_set(self._state.order.customer.id),
             ]
         )
+
+
+def _shipment_from(report: tuple[Any, ...]) -> Shipment | None:
+    """The one shipment a shipped signal carries, or ``None`` when it carries anything else."""
+    if len(report) != 1:
+        return None
+    try:
+        return Shipment.model_validate(report[0])
+    except ValidationError:
+        return None
 
 
 def _refuse(reason: str | None) -> None:
