@@ -667,7 +667,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.throughput",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--concurrency",
@@ -691,7 +690,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="park N orders awaiting shipment (10000 if no N), measure, then ship them all",
     )
     parser.add_argument(
-        "--park-concurrency", type=int, default=50, help="orders started at a time when parking"
+        "--park-concurrency",
+        type=int,
+        default=50,
+        help="orders started at a time when parking (default 50)",
     )
     parser.add_argument(
         "--warmup", type=int, help="unmeasured orders of each kind first (5; 3 quick)"
@@ -704,7 +706,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--stall-timeout",
         type=float,
         default=120.0,
-        help="fail when no order moved for this many seconds",
+        help="fail when no order moved for this many seconds (default 120)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder and logs")
     args = parser.parse_args(argv)
