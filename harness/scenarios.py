@@ -21,7 +21,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from client.orders import OrderError, OrderRefused, cancel_order
+from client.orders import OrderError, OrderRefused, cancel_order, order_status
 from domain.status import OrderStatus, Step
 from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from harness.drive import (
@@ -372,16 +372,27 @@ async def cancel_until_accepted(client: Client, order_id: str, within: float = D
     over; a refusal, by contrast, is the order's final word.
     """
     deadline = time.monotonic() + within
+    tried = False
     while True:
         try:
             await cancel_order(client, order_id, "customer changed their mind")
             return
         except OrderRefused:
+            # An earlier try that lost its answer (its worker killed) may have been accepted.
+            if tried and await _cancel_taken(client, order_id):
+                return
             raise
         except OrderError:
             if time.monotonic() > deadline:
                 raise
+            tried = True
             await asyncio.sleep(0.5)
+
+
+async def _cancel_taken(client: Client, order_id: str) -> bool:
+    """Whether the order took a cancel: it is cancelled, or winding down to cancelled."""
+    view = await order_status(client, order_id)
+    return OrderStatus.CANCELLED in (view.status, view.winding_down_to)
 
 
 SCENARIOS: dict[str, tuple[Scenario, int]] = {
