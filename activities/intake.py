@@ -247,17 +247,7 @@ class PaymentOutcomes:
             evidence=evidence,
             policy=self.policy,
         )
-        await self._client.start_workflow(
-            WORKFLOW_TYPE,
-            IntakeStart(),
-            id=breaker_id(queue),
-            task_queue=queue,
-            start_signal=TRIP_SIGNAL,
-            start_signal_args=[report],
-            memo={STATUS_MEMO: paused},
-            static_summary="intake paused by the breaker",
-            static_details=reason,
-        )
+        await start_paused(self._client, paused, TRIP_SIGNAL, report)
         logger.warning("intake paused on task queue %r: %s", queue, reason)
 
 
@@ -296,3 +286,24 @@ class IntakeActivities:
             )
         seen = f"{evidence.failing} of {evidence.orders} recent orders' payments failing"
         return ProbeResult(at=at, healthy=True, detail=f"the gateway answers; {seen}")
+
+
+_PAUSED_BY = {"operator": "an operator", "breaker": "the breaker"}
+
+
+async def start_paused(client: Client, paused: IntakeStatus, signal: str, argument: object) -> None:
+    """Pause intake by signal-with-start of the breaker: in effect once Temporal has it.
+
+    The one way intake pauses, whether the breaker trips or an operator pauses it.
+    """
+    await client.start_workflow(
+        WORKFLOW_TYPE,
+        IntakeStart(),
+        id=breaker_id(paused.task_queue),
+        task_queue=paused.task_queue,
+        start_signal=signal,
+        start_signal_args=[argument],
+        memo={STATUS_MEMO: paused},
+        static_summary=f"intake paused by {_PAUSED_BY.get(paused.by, paused.by)}",
+        static_details=paused.reason,
+    )

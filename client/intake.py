@@ -16,7 +16,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.intake import IntakeStart
+from activities.intake import start_paused
 from client.orders import ACCEPT_TIMEOUT, OrderError
 from config.settings import TASK_QUEUE
 from domain.intake import (
@@ -99,17 +99,7 @@ async def pause_intake(client: Client, reason: str, task_queue: str = TASK_QUEUE
         reason=request.reason,
         paused_at=now,
     )
-    await client.start_workflow(
-        IntakeWorkflow.run,
-        IntakeStart(),
-        id=breaker_id(task_queue),
-        task_queue=task_queue,
-        start_signal=PAUSE_SIGNAL,
-        start_signal_args=[request],
-        memo={STATUS_MEMO: paused},
-        static_summary="intake paused by an operator",
-        static_details=request.reason,
-    )
+    await start_paused(client, paused, PAUSE_SIGNAL, request)
     return paused
 
 

@@ -1,6 +1,9 @@
 """Helpers shared by the tests: sample orders, waiting on an order's status, a worker."""
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +18,7 @@ from config.settings import ProviderSettings
 from domain.models import Order, OrderView
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
+from stack.processes import ROOT
 from worker import build_worker
 
 
@@ -84,3 +88,19 @@ async def running_worker(client: Client, sandbox: SandboxAdmin) -> AsyncIterator
         build_worker(client, providers, task_queue=queue),
     ):
         yield queue
+
+
+async def run_starter(
+    *args: str, address: str, task_queue: str = "unused"
+) -> subprocess.CompletedProcess[str]:
+    """Run starter.py in a thread: a worker of this process shares this event loop."""
+    env = {**os.environ, "TEMPORAL_ADDRESS": address, "ORDERS_TASK_QUEUE": task_queue}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "starter.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

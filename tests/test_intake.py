@@ -9,9 +9,7 @@ share a prefix). One test runs every part as a process and SIGKILLs them all.
 import asyncio
 import json
 import logging
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -49,8 +47,7 @@ from domain.models import Order
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from stack.local import LocalStack
-from stack.processes import ROOT
-from tests.support import make_order, wait_for_status
+from tests.support import make_order, run_starter, wait_for_status
 from worker import build_worker
 from workflows.intake import IntakeWorkflow
 
@@ -106,20 +103,6 @@ def failing_orders(sandbox: SandboxAdmin, prefix: str, count: int) -> list[Order
     """``count`` orders whose payment calls the gateway answers with 503 until cleared."""
     sandbox.set_faults("payments", error_rate=1.0, key_prefix=prefix)
     return [make_order(id=f"{prefix}{index}") for index in range(count)]
-
-
-async def run_starter(*args: str, address: str, queue: str) -> subprocess.CompletedProcess[str]:
-    """Run starter.py in a thread: this test's worker shares this event loop."""
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "ORDERS_TASK_QUEUE": queue}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "starter.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 # -- the policy and the window, as pure logic ----------------------------------------------
@@ -318,7 +301,7 @@ async def test_operators_pause_and_resume_intake_from_the_command_line(
     async with breaker_worker(client, sandbox, FAST) as queue:
 
         async def starter(*args: str) -> subprocess.CompletedProcess[str]:
-            done = await run_starter(*args, address=address, queue=queue)
+            done = await run_starter(*args, address=address, task_queue=queue)
             assert "Traceback" not in done.stderr, done.stderr
             return done
 
@@ -449,7 +432,7 @@ async def test_a_paused_intake_survives_a_restart_of_every_process(
 
         resumed = await run_starter(
             "intake", "resume", "--reason", "checked", address=stack.temporal_address,
-            queue=TASK_QUEUE,
+            task_queue=TASK_QUEUE,
         )  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
         await start_order(client, make_order())

@@ -2,9 +2,6 @@
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 from itertools import pairwise
@@ -20,25 +17,9 @@ from domain.models import OrderView
 from domain.rules import ship_refusal
 from domain.status import OrderStatus, Step
 from providers.admin_client import SandboxAdmin
-from stack.processes import ROOT, free_port
-from tests.support import make_order, order_awaiting_shipment, wait_for_status
+from stack.processes import free_port
+from tests.support import make_order, order_awaiting_shipment, run_starter, wait_for_status
 from workflows.order import OrderWorkflow
-
-
-async def run_starter(
-    *args: str, address: str, task_queue: str = "unused"
-) -> subprocess.CompletedProcess[str]:
-    """Run starter.py in a thread: the session's worker shares this event loop."""
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "ORDERS_TASK_QUEUE": task_queue}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "starter.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="module")
