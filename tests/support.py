@@ -18,7 +18,6 @@ from config.settings import ProviderSettings
 from domain.models import Order, OrderView
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
-from stack.processes import ROOT
 from worker import build_worker
 
 
@@ -94,6 +93,9 @@ async def run_starter(
     *args: str, address: str, task_queue: str = "unused"
 ) -> subprocess.CompletedProcess[str]:
     """Run starter.py in a thread: a worker of this process shares this event loop."""
+    # Imported here: test modules that define workflows import this module inside the sandbox,
+    # which forbids the path resolution stack.processes does at import.
+    from stack.processes import ROOT
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "ORDERS_TASK_QUEUE": task_queue}
     return await asyncio.to_thread(
         subprocess.run,
