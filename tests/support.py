@@ -96,6 +96,7 @@ async def run_starter(
     # Imported here: test modules that define workflows import this module inside the sandbox,
     # which forbids the path resolution stack.processes does at import.
     from stack.processes import ROOT
+
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "ORDERS_TASK_QUEUE": task_queue}
     return await asyncio.to_thread(
         subprocess.run,
