@@ -5,7 +5,9 @@ Every time here is an event's timestamp written by the Temporal server, not a cl
 - **start**: ``WorkflowExecutionStarted``;
 - **charged**: ``ActivityTaskCompleted`` of the charge (``confirm_payment``);
 - **confirmation email**: ``ActivityTaskCompleted`` of the first email scheduled (the order
-  confirmation: no other email is sent before it on the happy path);
+  confirmation: no other email is sent before it on the happy path), or, when it ran as a local
+  activity, the completion time the worker wrote in its marker (the marker event itself is
+  written only when the workflow task completes);
 - **awaiting shipment**: the search-attribute upsert to ``awaiting-shipment`` (the real order);
   for the ceiling, which has no status, the workflow task that took the picklist's result, after
   which it waits for the signal: both mark the moment the order was ready to ship;
@@ -25,6 +27,7 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from domain import search_attributes
 from domain.status import OrderStatus
+from harness.drive import local_activity
 
 SHIPPED_SIGNAL = "warehouse_shipped"
 
@@ -143,6 +146,13 @@ def read_history(shape: Shape, events: Iterable[HistoryEvent]) -> OrderHistory:
             activity_types[event.event_id] = name
             if name == shape.email_activity and first_email is None:
                 first_email = event.event_id
+        elif local := local_activity(event):
+            name, completed = local
+            if name == shape.charge_activity:
+                history.charged = completed
+            elif name == shape.email_activity and first_email is None:
+                first_email = event.event_id
+                history.confirmation_email = completed
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             history.activity_retries += event.activity_task_started_event_attributes.attempt - 1
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:

@@ -31,6 +31,7 @@ from domain.models import CancelRequest, Order, OrderOptions, OrderView, Resolve
 from domain.rules import cancel_refusal, ship_refusal
 from domain.status import OrderStatus
 from workflows.order import OPTIONS_MEMO, OrderWorkflow
+from workflows.policy import WORKFLOW_TASK_TIMEOUT
 
 QUERY_TIMEOUT = timedelta(seconds=5)
 ACCEPT_TIMEOUT = timedelta(seconds=10)
@@ -138,6 +139,7 @@ async def start_order(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"{order.customer.name}: {format_money(order.total, order.currency)}",
             memo={OPTIONS_MEMO: options or OrderOptions()},
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
         )
     except WorkflowAlreadyStartedError as err:
         raise OrderExists(

@@ -9,9 +9,11 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
 from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -117,11 +119,39 @@ async def finish_orders(client: Client, order_ids: Iterable[str], within: float)
     await wait_until(all_finished, "every order has finished", within, poll=0.5)
 
 
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The marker the SDK records for each local activity's result."""
+
+
+def local_activity(event: HistoryEvent) -> tuple[str, float] | None:
+    """The activity type and completion time of a successful local activity's marker.
+
+    The marker is written when its workflow task completes; the completion time is the one the
+    worker wrote into it (the task's start plus the call's run time).
+    """
+    if event.event_type != EventType.EVENT_TYPE_MARKER_RECORDED:
+        return None
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or marker.HasField("failure"):
+        return None
+    data = marker.details["data"].payloads
+    fields = json.loads(data[0].data) if data else {}
+    completed = fields.get("complete_time")
+    if isinstance(completed, dict):
+        at = int(completed.get("seconds", 0)) + int(completed.get("nanos", 0)) / 1e9
+    elif isinstance(completed, str):
+        at = datetime.fromisoformat(completed.replace("Z", "+00:00")).timestamp()
+    else:
+        at = event.event_time.ToMicroseconds() / 1e6
+    return str(fields.get("activity_type", "")), at
+
+
 async def recovery_seconds(client: Client, order_id: str, killed_at: float) -> float | None:
     """Seconds from a kill until the order's next step had completed and been recorded.
 
-    That is the first activity of the order to complete after ``killed_at``, and the workflow
-    task that recorded it (so the order has moved on): both read from the order's history.
+    That is the first activity of the order to complete after ``killed_at`` (a regular one, or
+    a local one's marker), and the workflow task that recorded it (so the order has moved on):
+    both read from the order's history.
     ``None`` if no step completed after the kill.
     """
     step_done = False
@@ -129,6 +159,8 @@ async def recovery_seconds(client: Client, order_id: str, killed_at: float) -> f
         at = event.event_time.ToMicroseconds() / 1e6
         if at < killed_at:
             continue
+        if local_activity(event):
+            return at - killed_at  # recorded by the workflow task that just completed
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             step_done = True
         elif step_done and event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:

@@ -166,6 +166,19 @@ def failures_in(message: Message) -> Iterator[Failure]:
 
 
 PATCH_MARKER = ".marker_recorded_event_attributes.details.payloads"
+SDK_MARKER_FIELDS = {
+    *("id", "deprecated"),  # workflow.patched
+    *("seq", "attempt", "activity_id", "activity_type", "complete_time", "backoff"),
+    *("original_schedule_time", "activation_index"),  # a local activity (its result is ours)
+}
+"""The fields of the SDK's own marker data: ids, counters and times, never customer data."""
+
+
+def sdk_bookkeeping(payload: Payload) -> bool:
+    """A marker payload the SDK writes for itself: plain JSON of ``SDK_MARKER_FIELDS`` only."""
+    if payload.metadata.get("encoding") != b"json/plain":
+        return False
+    return set(json.loads(payload.data)) <= SDK_MARKER_FIELDS
 
 
 def assert_protected(message: Message, person: Person, what: str) -> int:
@@ -174,8 +187,8 @@ def assert_protected(message: Message, person: Person, what: str) -> int:
     assert not leaks(json_format.MessageToJson(message), person), f"{what} leaks (JSON)"
     payloads = list(payloads_in(message))
     for path, payload in payloads:
-        if path.endswith(PATCH_MARKER) and set(json.loads(payload.data)) == {"id", "deprecated"}:
-            continue  # the SDK's own record of a patch id (workflow.patched), never encoded
+        if path.endswith(PATCH_MARKER) and sdk_bookkeeping(payload):
+            continue  # the SDK's own bookkeeping of a patch or a local activity, never encoded
         assert payload.metadata.get("encoding") == ENCRYPTED_ENCODING, f"{what}{path} in clear"
         assert payload.metadata.get(KEY_ID_KEY), f"{what}{path} has no key id"
     for failure in failures_in(message):

@@ -17,9 +17,12 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
-from domain.status import OrderStatus, Step
+from domain.status import EMAIL_STEPS, OrderStatus, Step
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
+
+LOCAL_TRY = RetryPolicy(maximum_attempts=1)
+"""A step that runs locally first tries once in the worker; any retry is a regular activity."""
 
 PROVIDER_HEARTBEAT_TIMEOUT = timedelta(seconds=2)
 """A call that runs longer heartbeats (``activities.heartbeat``); when the beats stop because
@@ -32,6 +35,16 @@ PROVIDER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,  # bounded by each step's budget, not by a count
 )
+
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=5)
+"""How long a worker may hold one of an order's workflow tasks (Temporal's default is 10 s).
+
+A workflow task that runs a local-first step (``StepPolicy.local_first``) holds the call
+inside it; when its worker dies, the task is retried on another worker after this timeout
+and the call is re-run under the same key. 5 s keeps that recovery as quick as an activity's
+(heartbeat timeout, backoff, sticky timeout). A task running longer than 4 s (80% of it)
+because a local call is slow is kept alive by the SDK, so a slow provider never times it out.
+"""
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=2)
 """How long a workflow task waits on the queue of the worker that has the order cached.
@@ -70,6 +83,13 @@ class StepPolicy:
     label: str
     payment: bool = False
     outcomes: Mapping[str, Outcome] = field(default_factory=dict)
+    local_first: bool = False
+    """Try the call once as a local activity inside the workflow task, then (if it did not
+    answer) as the regular activity under the same key. Saves a round trip through the server
+    per call. Only for steps without an undo: a workflow task lost with its worker leaves no
+    trace of a local call, so the order replayed after a crash may stop before reaching that
+    step again, and must then have nothing to take back. Emails qualify: they are never undone,
+    and the key makes a re-sent one the same email."""
 
 
 _PAYMENT = "payment"
@@ -88,6 +108,7 @@ POLICIES: Mapping[Step, StepPolicy] = {
         Step.PICKLIST.value,
         outcomes={OUT_OF_STOCK: Outcome(OrderStatus.OUT_OF_STOCK, "out of stock", "sku")},
     ),
+    **{step: StepPolicy(step.value, local_first=True) for step in EMAIL_STEPS},
 }
 """Steps with their own rules; every other step has ``StepPolicy(step name)``."""
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.requests import EffectRequest
@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.status import OperatorAction, OrderStatus, Step, StepState, idempotency_key
     from workflows import metrics
     from workflows.policy import (
+        LOCAL_TRY,
         PROVIDER_CALL_TIMEOUT,
         PROVIDER_HEARTBEAT_TIMEOUT,
         PROVIDER_RETRY,
@@ -27,6 +28,9 @@ with workflow.unsafe.imports_passed_through():
         policy_for,
     )
     from workflows.state import OrderState
+
+LOCAL_FIRST_PATCH = "local-first"
+"""From here on the steps whose policy says ``local_first`` try a local activity first."""
 
 T = TypeVar("T")
 R = TypeVar("R", bound=EffectRequest)
@@ -79,8 +83,13 @@ class Steps:
                 adopt_existing=attempt > 1,
                 **fields,
             )
+            local_first = (
+                policy.local_first and attempt == 1 and workflow.patched(LOCAL_FIRST_PATCH)
+            )
             try:
-                return await self.run_activity(step, activity, arg, summary, describe, budget)
+                return await self.run_activity(
+                    step, activity, arg, summary, describe, budget, local_first=local_first
+                )
             except ActivityError as err:
                 self._stop_if_outcome(step, policy, err)
                 await self.ask_operator(step, _attention_reason(policy, budget, err))
@@ -94,11 +103,29 @@ class Steps:
         summary: str,
         describe: Callable[[T], str],
         budget: timedelta,
+        *,
+        local_first: bool = False,
     ) -> T:
-        """Run one activity with the shared timeouts and retry policy, as a line of the timeline."""
-        return await self.record(
-            step,
-            lambda: workflow.execute_activity_method(
+        """Run one activity with the shared timeouts and retry policy, as a line of the timeline.
+
+        ``local_first``: try it once as a local activity first (see ``StepPolicy.local_first``).
+        """
+
+        async def call() -> T:
+            if local_first:
+                try:
+                    return await workflow.execute_local_activity_method(
+                        activity,
+                        arg,
+                        start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
+                        retry_policy=LOCAL_TRY,
+                        summary=summary,
+                    )
+                except FailureError as err:
+                    failure = _as_activity_error(err, step)
+                    if not _worth_retrying(failure):
+                        raise failure  # noqa: B904 (its cause is the local failure)
+            return await workflow.execute_activity_method(
                 activity,
                 arg,
                 start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
@@ -106,9 +133,9 @@ class Steps:
                 schedule_to_close_timeout=budget,
                 retry_policy=PROVIDER_RETRY,
                 summary=summary,
-            ),
-            describe,
-        )
+            )
+
+        return await self.record(step, call, describe)
 
     async def record(
         self, step: Step, call: Callable[[], Awaitable[T]], describe: Callable[[T], str]
@@ -180,6 +207,35 @@ class Steps:
             detail = str(details.get(outcome.detail_key) or outcome.label)
             reason = f"{outcome.label}: {detail}"
             raise OrderStopped(outcome.status, reason, detail, step) from err
+
+
+def _as_activity_error(err: FailureError, step: Step) -> ActivityError:
+    """A local try's failure in the shape of a regular activity's, for the step's rules.
+
+    The SDK raises a failed local activity's own error (``ApplicationError``, ``TimeoutError``)
+    where a regular activity's arrives as the cause of an ``ActivityError``.
+    """
+    if isinstance(err, ActivityError):
+        return err
+    wrapped = ActivityError(
+        f"local try of the {step} step failed",
+        scheduled_event_id=0,
+        started_event_id=0,
+        identity="",
+        activity_type=step.value,
+        activity_id="",
+        retry_state=None,
+    )
+    wrapped.__cause__ = err
+    return wrapped
+
+
+def _worth_retrying(err: ActivityError) -> bool:
+    """Whether a failed local try goes on as a regular activity: not after a refusal or cancel."""
+    cause = err.cause
+    if isinstance(cause, CancelledError):
+        return False
+    return not (isinstance(cause, ApplicationError) and cause.non_retryable)
 
 
 def _attention_reason(policy: StepPolicy, budget: timedelta, err: ActivityError) -> str:
