@@ -5,6 +5,7 @@ Everything runs on loopback from binaries installed by pip: nothing is downloade
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from temporalio.client import Client
@@ -23,7 +24,14 @@ API_KEY = "sk_test_suite"
 # Payloads are encrypted under a key made for this test run, never a developer's or the local
 # stack's: this process (clients, test servers, the replayer) and every process it starts
 # (workers, starter.py, the codec server) read it from here.
-os.environ[KEYS_ENV] = generate_key("test-run").encoded()
+# Recorded histories (tests/test_replay.py) are encrypted under a committed key of their own
+# (test data only), which every test run can also decrypt with; recording encrypts with it.
+_HISTORIES_KEY = (Path(__file__).parent / "histories" / "codec-key.txt").read_text().strip()
+_RUN_KEY = generate_key("test-run").encoded()
+_KEYS = (
+    [_HISTORIES_KEY, _RUN_KEY] if os.environ.get("RECORD_HISTORIES") else [_RUN_KEY, _HISTORIES_KEY]
+)
+os.environ[KEYS_ENV] = ",".join(_KEYS)
 os.environ.pop(KEY_FILE_ENV, None)
 
 

@@ -73,10 +73,11 @@ RECORDED = {
         "early-shipped-signal",
     ),
 }
+RECORDED["v5"] = (*RECORDED["v4"], "email-local-try-lost")
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
-providers and shipped reports refused before shipment is due. The last is the current one,
-which recording writes."""
+providers and shipped reports refused before shipment is due, v5 with emails tried as local
+activities first. The last is the current one, which recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -119,6 +120,7 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     await wait_for_status(client, refused, OrderStatus.AWAITING_SHIPMENT)
 
     await record_v4_scenarios(client, sandbox, task_queue, orders)
+    await record_v5_scenarios(client, sandbox, task_queue, orders)
 
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
@@ -160,6 +162,17 @@ async def record_v4_scenarios(
     await client.get_workflow_handle(early.id).signal("warehouse_shipped", UPS.model_dump())
     sandbox.release("payments")
     await wait_for_status(client, early.id, OrderStatus.AWAITING_SHIPMENT)
+
+
+async def record_v5_scenarios(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
+) -> None:
+    """A confirmation email sent by its local try whose answer was lost: the activity replays it."""
+    lost = orders["email-local-try-lost"]
+    sandbox.set_faults("mail", drop_next=1, key_prefix=f"{lost.id}:{Step.CONFIRMATION_EMAIL}")
+    await start_order(client, lost, task_queue)
+    await wait_for_status(client, lost.id, OrderStatus.AWAITING_SHIPMENT)
+    await ship_order(client, lost.id, UPS)
 
 
 async def wait_until_step(client: Client, order_id: str, step: Step) -> None:
