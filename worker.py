@@ -9,9 +9,13 @@ SIGINT or SIGTERM stops it gracefully: it stops polling and lets running activit
 
 import argparse
 import asyncio
+import compileall
 import logging
 import signal
+import sys
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -24,7 +28,7 @@ from activities.provider_client import ProviderClients, open_provider_clients
 from activities.warehouse import WarehouseActivities
 from client.exit import exit_now
 from client.temporal import TemporalConnectionError, connect
-from config.settings import TASK_QUEUE, ProviderSettings
+from config.settings import TASK_QUEUE, CapacityError, ProviderSettings, WorkerCapacity
 from domain.intake import IntakePolicy, IntakePolicyError
 from telemetry import tracing
 from telemetry.metrics import (
@@ -52,11 +56,35 @@ _PASSTHROUGH = (
 )
 
 
+def cache_bytecode(*workflow_classes: type) -> None:
+    """Write the bytecode of the packages that hold these workflows, if it is missing.
+
+    The sandbox imports a workflow's modules afresh for every workflow run. Without cached
+    bytecode (``PYTHONDONTWRITEBYTECODE=1``, a fresh checkout) every one of those imports
+    compiled the source again: 5% of the worker's CPU at 50 orders in flight (py-spy). Where
+    the folder is read-only this does nothing, and imports compile as before.
+    """
+    for workflow_class in workflow_classes:
+        module_file = sys.modules[workflow_class.__module__].__file__
+        if module_file is not None:
+            compileall.compile_dir(Path(module_file).parent, maxlevels=0, quiet=2)
+
+
 def sandboxed_runner() -> SandboxedWorkflowRunner:
     """The workflow sandbox, passing through deterministic modules for speed."""
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
     )
+
+
+def capacity_options(capacity: WorkerCapacity | None = None) -> dict[str, Any]:
+    """The ``Worker`` options that bound how much it takes on (``WorkerCapacity.from_env``)."""
+    capacity = capacity or WorkerCapacity.from_env()
+    return {
+        "max_concurrent_workflow_tasks": capacity.workflow_tasks,
+        "max_concurrent_activities": capacity.activities,
+        "max_concurrent_local_activities": capacity.local_activities,
+    }
 
 
 def build_worker(
@@ -74,6 +102,7 @@ def build_worker(
     intake = IntakeActivities(providers.payments, outcomes)
     mail = MailActivities(providers.mail)
     warehouse = WarehouseActivities(providers.warehouse)
+    cache_bytecode(OrderWorkflow, IntakeWorkflow)
     return Worker(
         client,
         task_queue=task_queue,
@@ -93,6 +122,7 @@ def build_worker(
         graceful_shutdown_timeout=timedelta(seconds=5),
         # A killed worker's orders move to a live worker after this, not after 10 s.
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
+        **capacity_options(),
     )
 
 
@@ -136,7 +166,7 @@ def main() -> None:
     try:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
         asyncio.run(run(args.profile, port))
-    except (TemporalConnectionError, MetricsConfigError, IntakePolicyError) as err:
+    except (TemporalConnectionError, MetricsConfigError, IntakePolicyError, CapacityError) as err:
         logging.getLogger("orders").error("%s", err)
         status = 1
     finally:

@@ -20,7 +20,8 @@ from bench.ceiling import CeilingOrderWorkflow
 from bench.ceiling_activities import CEILING_TASK_QUEUE
 from client.exit import exit_now
 from client.temporal import TemporalConnectionError, connect
-from worker import sandboxed_runner
+from config.settings import CapacityError
+from worker import cache_bytecode, capacity_options, sandboxed_runner
 from workflows.policy import STICKY_QUEUE_TIMEOUT
 
 READY_LINE = "ceiling worker polling"
@@ -29,6 +30,7 @@ READY_LINE = "ceiling worker polling"
 
 def build_ceiling_worker(client: Client, task_queue: str = CEILING_TASK_QUEUE) -> Worker:
     """A worker for the ceiling workflow with the options of ``worker.build_worker``."""
+    cache_bytecode(CeilingOrderWorkflow)
     return Worker(
         client,
         task_queue=task_queue,
@@ -37,6 +39,7 @@ def build_ceiling_worker(client: Client, task_queue: str = CEILING_TASK_QUEUE) -
         workflow_runner=sandboxed_runner(),
         graceful_shutdown_timeout=timedelta(seconds=5),
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
+        **capacity_options(),
     )
 
 
@@ -62,7 +65,7 @@ def main() -> None:
     status = 0
     try:
         asyncio.run(run(args.task_queue))
-    except TemporalConnectionError as err:
+    except (TemporalConnectionError, CapacityError) as err:
         logging.getLogger("bench").error("%s", err)
         status = 1
     exit_now(status)

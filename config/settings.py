@@ -28,3 +28,41 @@ class ProviderSettings:
             base_url=os.environ.get("PROVIDERS_URL", DEFAULT_PROVIDERS_URL),
             api_key=os.environ.get("PROVIDERS_API_KEY", DEFAULT_PROVIDERS_API_KEY),
         )
+
+
+class CapacityError(Exception):
+    """A worker capacity setting is not a usable number; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class WorkerCapacity:
+    """How much work one worker process takes on at once; the rest waits at Temporal.
+
+    One Python process runs every workflow task and activity on one core. Taking more at once
+    does not finish more: each task just takes longer, until tasks near their timeouts. With
+    these bounds the worker polls only when a slot is free, so under overload the queue grows
+    at Temporal (where any worker can take it) instead of inside one process.
+    """
+
+    workflow_tasks: int = 10
+    activities: int = 20
+    local_activities: int = 20
+
+    @classmethod
+    def from_env(cls) -> "WorkerCapacity":
+        """Read ``ORDERS_WORKER_WORKFLOW_TASKS``, ``..._ACTIVITIES``, ``..._LOCAL_ACTIVITIES``."""
+        default = cls()
+        return cls(
+            workflow_tasks=_slots("ORDERS_WORKER_WORKFLOW_TASKS", default.workflow_tasks, 2),
+            activities=_slots("ORDERS_WORKER_ACTIVITIES", default.activities, 1),
+            local_activities=_slots("ORDERS_WORKER_LOCAL_ACTIVITIES", default.local_activities, 1),
+        )
+
+
+def _slots(name: str, default: int, least: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not least <= int(text) <= 10_000:
+        raise CapacityError(f"{name}={text!r}: give a whole number from {least} to 10000")
+    return int(text)

@@ -692,7 +692,8 @@ async def test_a_shipped_report_before_the_order_awaits_shipment_is_ignored(
 
     waiting = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
     assert waiting.shipment is None
-    assert fake.log() == [
+    # The hung intent's local try timed out and the activity asked again under the same key.
+    assert list(dict.fromkeys(fake.log())) == [
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
         ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
         ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
@@ -711,16 +712,20 @@ async def test_a_shipped_report_before_the_order_awaits_shipment_is_ignored(
 
 
 async def _handled_last_signal(handle: WorkflowHandle[Any, Any], within: float = 10.0) -> None:
-    """Wait until a workflow task has completed after the latest signal in the history."""
+    """Wait until a workflow task has completed after the latest signal in the history.
+
+    A signal sent while a workflow task runs (a step's local try) enters the history when that
+    task completes; until then there is none to find.
+    """
     async with asyncio.timeout(within):
         while True:
             events = [event.event_type async for event in handle.fetch_history_events()]
-            signalled = max(
+            signals = [
                 i
                 for i, kind in enumerate(events)
                 if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-            )
-            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[signalled:]:
+            ]
+            if signals and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in events[signals[-1] :]:
                 return
             await asyncio.sleep(0.02)
 

@@ -88,13 +88,16 @@ class StepPolicy:
     answer) as the regular activity under the same key. Saves a round trip through the server
     per call. Only for steps without an undo: a workflow task lost with its worker leaves no
     trace of a local call, so the order replayed after a crash may stop before reaching that
-    step again, and must then have nothing to take back. Emails qualify: they are never undone,
-    and the key makes a re-sent one the same email."""
+    step again, and must then have nothing to take back. Emails qualify (never undone; the key
+    makes a re-sent one the same email), and so does the payment intent (no money moves until
+    the confirm, a regular activity)."""
 
 
 _PAYMENT = "payment"
 POLICIES: Mapping[Step, StepPolicy] = {
-    Step.PAYMENT_INTENT: StepPolicy(_PAYMENT, payment=True),
+    # The intent moves no money: a confirm needs its id, and runs only as a regular activity,
+    # whose command lands in history after the intent's result.
+    Step.PAYMENT_INTENT: StepPolicy(_PAYMENT, payment=True, local_first=True),
     Step.PAYMENT_CONFIRM: StepPolicy(
         _PAYMENT,
         payment=True,
