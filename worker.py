@@ -165,6 +165,7 @@ def main() -> None:
     status = 0
     try:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
+        WorkerCapacity.from_env()  # a bad setting stops the worker before it connects
         asyncio.run(run(args.profile, port))
     except (TemporalConnectionError, MetricsConfigError, IntakePolicyError, CapacityError) as err:
         logging.getLogger("orders").error("%s", err)

@@ -1,6 +1,9 @@
 """``worker.py`` as a process: it polls, logs a line per step, and stops cleanly on a signal."""
 
+import os
 import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from temporalio.client import Client
 from client.orders import start_order
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
-from stack.processes import start_worker
+from stack.processes import ROOT, start_worker
 from tests.support import make_order, wait_for_status
 
 
@@ -45,3 +48,16 @@ async def test_worker_logs_each_step_and_shuts_down_gracefully(
         assert f"{order.id} {step}" in log, log
     assert "shutting down: finishing running activities" in log
     assert "Traceback" not in log
+
+
+@pytest.mark.parametrize("value", ["lots", "1", "0", "-4", "99999"])
+def test_a_bad_capacity_setting_stops_the_worker_with_the_fix(value: str) -> None:
+    env = {**os.environ, "ORDERS_WORKER_WORKFLOW_TASKS": value}
+    done = subprocess.run(
+        [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert f"ORDERS_WORKER_WORKFLOW_TASKS={value!r}: give a whole number from 2 to 10000" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
