@@ -14,6 +14,7 @@ Exits 1 if the checker found a violation in any run.
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +24,7 @@ from pathlib import Path
 from client.exit import exit_now
 from domain.status import OrderStatus
 from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
+from security.keys import KEYS_ENV, generate_key, keys_configured
 
 COLUMNS = (
     ("scenario", 28),
@@ -94,6 +96,9 @@ def summarize(name: str, results: Sequence[ScenarioResult]) -> str:
 
 async def bench(names: Sequence[str], runs: int) -> int:
     """Run each scenario ``runs`` times, print the table, return the exit status."""
+    if not keys_configured():
+        # One key for every run: a stack's own key file goes with its temporary folder.
+        os.environ[KEYS_ENV] = generate_key("bench-recovery").encoded()
     print(_row([title for title, _ in COLUMNS]))
     every: list[ScenarioResult] = []
     for name in names:

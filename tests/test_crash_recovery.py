@@ -8,12 +8,17 @@ no order was lost; a declined order was never charged. Everything is stopped aft
 when a test fails; the processes' logs stay in ``tmp_path/logs``.
 """
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from domain.status import OrderStatus, Step
 from harness.scenarios import ScenarioResult, run_scenario
+from security.keys import KEY_FILE_ENV, KEYS_ENV
+from stack.processes import ROOT
 
 pytestmark = pytest.mark.processes
 
@@ -104,3 +109,16 @@ async def test_200_orders_with_faults_cancels_and_two_worker_kills(tmp_path: Pat
     assert_exactly_once(result, completed=170, declined=20, cancelled=10)
     assert result.kills == 2
     assert result.retries > 0
+
+
+def test_the_recovery_benchmark_runs_twice_with_no_keys_configured() -> None:
+    # As from a fresh clone: no keys set, so each run's stack would make its own key file.
+    env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, KEY_FILE_ENV)}
+    command = [sys.executable, "-m", "bench.recovery", "--runs", "2"]
+    command += ["--scenario", "kill-at-step-boundaries"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("kill-at-step"))
+    runs, kills, interrupted = row.split()[1:4]
+    assert (runs, kills, interrupted) == ("2", "2", "8")
