@@ -28,6 +28,7 @@ from harness.drive import (
     DECLINED_CARD,
     finish_orders,
     gather_limited,
+    local_activity,
     lost_with,
     recovery_seconds,
     retried_attempts,
@@ -267,10 +268,11 @@ async def paused_worker_late_call(run: Run) -> None:
 
 
 async def _steps_completed(client: Client, order_id: str, at_least: int) -> bool:
-    """Whether at least ``at_least`` of the order's activities have completed."""
+    """Whether at least ``at_least`` of the order's activities (local ones too) have completed."""
     completed = 0
     async for event in client.get_workflow_handle(order_id).fetch_history_events():
         completed += event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        completed += local_activity(event) is not None
     return completed >= at_least
 
 
