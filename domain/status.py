@@ -100,18 +100,6 @@ MAX_STEP_BUDGET = IDEMPOTENCY_KEY_LIFETIME / 2
 PAYMENT_STEPS = frozenset({Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM})
 """The steps an operator's ``retry-payment`` applies to."""
 
-EMAIL_STEPS = frozenset(
-    {
-        Step.CONFIRMATION_EMAIL,
-        Step.SHIPPED_EMAIL,
-        Step.DECLINE_EMAIL,
-        Step.DELAY_EMAIL,
-        Step.CANCELLATION_EMAIL,
-        Step.OUT_OF_STOCK_EMAIL,
-    }
-)
-"""The steps that send the customer an email."""
-
 
 def idempotency_key(order_id: str, step: Step, attempt: int = 1) -> str:
     """The key for one attempt at one step of one order: the same on every retry, from any worker.

@@ -17,7 +17,7 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
-from domain.status import EMAIL_STEPS, OrderStatus, Step
+from domain.status import OrderStatus, Step
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
 
@@ -88,14 +88,19 @@ class StepPolicy:
     local_first: bool = False
     """Try the call once as a local activity inside the workflow task, then (if it did not
     answer) as the regular activity under the same key. Saves a round trip through the server
-    per call. Only for steps without an undo: a workflow task lost with its worker leaves no
-    trace of a local call, so the order replayed after a crash may stop before reaching that
-    step again, and must then have nothing to take back. Emails qualify (never undone; the key
-    makes a re-sent one the same email), and so does the payment intent (no money moves until
-    the confirm, a regular activity)."""
+    per call. A workflow task lost with its worker leaves no trace of a local call, and the task
+    run again on another worker may take another path: it may stop the order before that step
+    (so the step must have no undo), and it may not see an update the lost task handled (an
+    update lands in history only when its task completes), so no update may lead to the step or
+    change what it sends. The payment intent qualifies (no money moves until the confirm, a
+    regular activity), and so do the confirmation, delay and shipped emails (never undone, sent
+    the same under the same key, reached by activity results, timers and signals, which are in
+    history first). The farewell emails are not: a cancel update leads to them, and a lost
+    task once sent "Nothing was charged" for an order its rerun went on to charge and refund."""
 
 
 _PAYMENT = "payment"
+_ON_THE_WAY_EMAILS = (Step.CONFIRMATION_EMAIL, Step.DELAY_EMAIL, Step.SHIPPED_EMAIL)
 POLICIES: Mapping[Step, StepPolicy] = {
     # The intent moves no money: a confirm needs its id, and runs only as a regular activity,
     # whose command lands in history after the intent's result.
@@ -113,7 +118,8 @@ POLICIES: Mapping[Step, StepPolicy] = {
         Step.PICKLIST.value,
         outcomes={OUT_OF_STOCK: Outcome(OrderStatus.OUT_OF_STOCK, "out of stock", "sku")},
     ),
-    **{step: StepPolicy(step.value, local_first=True) for step in EMAIL_STEPS},
+    # Emails the story sends on its way; the farewell emails of a stopped order stay regular.
+    **{step: StepPolicy(step.value, local_first=True) for step in _ON_THE_WAY_EMAILS},
 }
 """Steps with their own rules; every other step has ``StepPolicy(step name)``."""
 
