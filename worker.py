@@ -92,10 +92,12 @@ def build_worker(
     providers: ProviderClients,
     task_queue: str = TASK_QUEUE,
     intake_policy: IntakePolicy | None = None,
+    capacity: WorkerCapacity | None = None,
 ) -> Worker:
     """A worker for the order workflow, the intake breaker, and every activity they schedule.
 
-    ``intake_policy`` defaults to ``IntakePolicy.from_env()`` (the ``INTAKE_*`` variables).
+    ``intake_policy`` defaults to ``IntakePolicy.from_env()`` (the ``INTAKE_*`` variables),
+    ``capacity`` to ``WorkerCapacity.from_env()`` (the ``ORDERS_WORKER_*`` variables).
     """
     outcomes = PaymentOutcomes(client, intake_policy or IntakePolicy.from_env())
     payment = PaymentActivities(providers.payments, outcomes)
@@ -122,11 +124,13 @@ def build_worker(
         graceful_shutdown_timeout=timedelta(seconds=5),
         # A killed worker's orders move to a live worker after this, not after 10 s.
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
-        **capacity_options(),
+        **capacity_options(capacity),
     )
 
 
-async def run(profile: str | None, metrics_port: int | None = None) -> None:
+async def run(
+    profile: str | None, metrics_port: int | None = None, capacity: WorkerCapacity | None = None
+) -> None:
     """Run a worker until SIGINT or SIGTERM, serving Prometheus metrics on ``metrics_port``."""
     tracing.configure("orders-worker")
     runtime = metrics_runtime(metrics_port)
@@ -138,7 +142,7 @@ async def run(profile: str | None, metrics_port: int | None = None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with open_provider_clients(ProviderSettings.from_env()) as providers:
-        worker = build_worker(client, providers)
+        worker = build_worker(client, providers, capacity=capacity)
         async with worker:
             logging.getLogger("orders").info(
                 "worker polling task queue %r on %s",
@@ -165,8 +169,8 @@ def main() -> None:
     status = 0
     try:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
-        WorkerCapacity.from_env()  # a bad setting stops the worker before it connects
-        asyncio.run(run(args.profile, port))
+        capacity = WorkerCapacity.from_env()  # a bad setting stops it before it connects
+        asyncio.run(run(args.profile, port, capacity))
     except (TemporalConnectionError, MetricsConfigError, IntakePolicyError, CapacityError) as err:
         logging.getLogger("orders").error("%s", err)
         status = 1
