@@ -49,7 +49,8 @@ _PASSTHROUGH = (
     "annotated_types",
     "domain",
     "activities",
-    "httpx",
+    "aiohttp",
+    "httpx",  # not used by workflows; test modules that define some import it
     "telemetry",
     "opentelemetry",
     "prometheus_client",  # not used by workflows; test modules that define some import it
@@ -165,7 +166,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("temporalio").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     status = 0
     try:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()

@@ -1,6 +1,9 @@
 """How provider answers become Temporal errors: business outcomes stop, transient faults retry."""
 
-import httpx
+import json
+from dataclasses import dataclass
+from typing import Any
+
 from temporalio.exceptions import ApplicationError
 
 PAYMENT_DECLINED = "PaymentDeclined"
@@ -13,7 +16,21 @@ _BUSINESS_ERROR_TYPES = {"card_declined": PAYMENT_DECLINED, "out_of_stock": OUT_
 _RETRYABLE_STATUSES = {401, 403, 408, 409, 425, 429}
 
 
-def error_for_response(service: str, response: httpx.Response) -> ApplicationError:
+@dataclass(frozen=True)
+class ProviderAnswer:
+    """A provider's HTTP answer, read whole."""
+
+    status: int
+    body: bytes
+    replayed: bool = False
+    """The provider answered from its idempotency store: an earlier try got through."""
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` if it is not)."""
+        return json.loads(self.body)
+
+
+def error_for_response(service: str, response: ProviderAnswer) -> ApplicationError:
     """Classify a failed provider response.
 
     5xx, 409 (same key still in flight) and throttling are retryable: the retry sends the same
@@ -21,14 +38,14 @@ def error_for_response(service: str, response: httpx.Response) -> ApplicationErr
     """
     error = _error_body(response)
     code = str(error.get("code", "unknown"))
-    message = f"{service} answered {response.status_code} {code}: {error.get('message', '')}"
-    if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUSES:
+    message = f"{service} answered {response.status} {code}: {error.get('message', '')}"
+    if response.status >= 500 or response.status in _RETRYABLE_STATUSES:
         return ApplicationError(message, type=PROVIDER_UNAVAILABLE)
     error_type = _BUSINESS_ERROR_TYPES.get(code, PROVIDER_REJECTED)
     return ApplicationError(message, error, type=error_type, non_retryable=True)
 
 
-def error_for_transport(service: str, err: httpx.TransportError) -> ApplicationError:
+def error_for_transport(service: str, err: Exception) -> ApplicationError:
     """A timeout or dropped connection: the outcome is unknown, so retry with the same key."""
     return ApplicationError(
         f"{service} unreachable or connection dropped ({type(err).__name__}: {err})",
@@ -36,10 +53,10 @@ def error_for_transport(service: str, err: httpx.TransportError) -> ApplicationE
     )
 
 
-def _error_body(response: httpx.Response) -> dict[str, object]:
+def _error_body(response: ProviderAnswer) -> dict[str, object]:
     try:
         body = response.json()
     except ValueError:
-        return {"message": response.text[:200]}
+        return {"message": response.body[:200].decode(errors="replace")}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {"message": str(body)[:200]}

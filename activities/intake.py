@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -64,7 +63,7 @@ def classify(err: BaseException) -> PaymentOutcome | None:
     if err.type == PAYMENT_DECLINED:
         return PaymentOutcome.DECLINED
     if err.type == PROVIDER_UNAVAILABLE:
-        timed_out = isinstance(err.__cause__, httpx.TimeoutException)
+        timed_out = isinstance(err.__cause__, TimeoutError)
         return PaymentOutcome.TIMEOUT if timed_out else PaymentOutcome.UNAVAILABLE
     if err.type == PROVIDER_REJECTED and err.details:
         return PaymentOutcome.REFUSED

@@ -18,7 +18,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -161,8 +160,8 @@ def test_each_order_counts_once_with_its_latest_payment_outcome() -> None:
 
 
 def test_only_the_gateways_own_failures_count() -> None:
-    timeout = error_for_transport("payments", httpx.ReadTimeout("slow"))
-    timeout.__cause__ = httpx.ReadTimeout("slow")
+    timeout = error_for_transport("payments", TimeoutError("slow"))
+    timeout.__cause__ = TimeoutError("slow")
     assert classify(timeout) == PaymentOutcome.TIMEOUT
     dropped = ApplicationError("payments unreachable", type="ProviderUnavailable")
     assert classify(dropped) == PaymentOutcome.UNAVAILABLE
