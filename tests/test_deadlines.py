@@ -12,12 +12,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from client.orders import order_status, resolve_order, ship_order, start_order
-from client.temporal import DATA_CONVERTER, register_search_attributes
 from domain.models import OrderOptions, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin
-from stack.processes import find_binary
-from tests.support import make_order, running_worker
+from tests.support import make_order, running_worker, start_time_skipping
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -25,11 +23,7 @@ UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 
 @pytest.fixture(scope="module")
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=DATA_CONVERTER,
-    )
-    await register_search_attributes(env.client)
+    env = await start_time_skipping()
     yield env
     await env.shutdown()
 

@@ -43,12 +43,10 @@ from activities.payment import (
 )
 from activities.warehouse import CancelPicklistRequest, Picklist, PicklistRequest
 from client.orders import OrderRefused, cancel_order, order_status, start_order
-from client.temporal import DATA_CONVERTER, register_search_attributes
 from domain import rules
 from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
-from stack.processes import find_binary
-from tests.support import make_order
+from tests.support import make_order, start_time_skipping
 from worker import sandboxed_runner
 from workflows.order import OrderWorkflow
 
@@ -312,12 +310,8 @@ class Orders:
 
 @pytest.fixture
 async def orders() -> AsyncIterator[Orders]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_binary("temporal-test-server"),
-        data_converter=DATA_CONVERTER,
-    )
+    env = await start_time_skipping()
     try:
-        await register_search_attributes(env.client)
         fake = FakeProviders()
         queue = f"logic-{uuid.uuid4().hex[:8]}"
         async with Worker(
