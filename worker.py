@@ -85,6 +85,7 @@ def capacity_options(capacity: WorkerCapacity | None = None) -> dict[str, Any]:
         "max_concurrent_workflow_tasks": capacity.workflow_tasks,
         "max_concurrent_activities": capacity.activities,
         "max_concurrent_local_activities": capacity.local_activities,
+        "max_cached_workflows": capacity.cached_workflows,
     }
 
 

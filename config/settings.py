@@ -47,15 +47,20 @@ class WorkerCapacity:
     workflow_tasks: int = 10
     activities: int = 20
     local_activities: int = 20
+    cached_workflows: int = 500
+    """Orders kept in memory between their workflow tasks (about 0.2 MB each); the rest replay
+    their history when they next move. An order runs its steps in seconds and then waits days
+    for the warehouse, long past any cache, so a few hundred cover the orders that are moving."""
 
     @classmethod
     def from_env(cls) -> "WorkerCapacity":
-        """Read ``ORDERS_WORKER_WORKFLOW_TASKS``, ``..._ACTIVITIES``, ``..._LOCAL_ACTIVITIES``."""
+        """Read the ``ORDERS_WORKER_*`` variables (see the README); unset ones keep the default."""
         default = cls()
         return cls(
             workflow_tasks=_slots("ORDERS_WORKER_WORKFLOW_TASKS", default.workflow_tasks, 2),
             activities=_slots("ORDERS_WORKER_ACTIVITIES", default.activities, 1),
             local_activities=_slots("ORDERS_WORKER_LOCAL_ACTIVITIES", default.local_activities, 1),
+            cached_workflows=_slots("ORDERS_WORKER_CACHED_WORKFLOWS", default.cached_workflows, 0),
         )
 
 
