@@ -1,0 +1,101 @@
+"""The worker's HTTP client to the providers: every outcome becomes the Temporal error that says
+whether a retry may help, against the real providers and against a dead or silent address."""
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import PROVIDER_REJECTED, PROVIDER_UNAVAILABLE
+from activities.intake import classify
+from activities.provider_client import ProviderClient, open_provider_clients
+from config.settings import ProviderSettings
+from domain.intake import PaymentOutcome
+from domain.status import EmailTemplate
+from providers.admin_client import SandboxAdmin
+
+
+def _email(order_id: str) -> dict[str, str]:
+    return {
+        "order_id": order_id,
+        "to": "ada@example.com",
+        "template": EmailTemplate.ORDER_CONFIRMATION.value,
+        "subject": "Your order",
+        "body": "Thank you.",
+    }
+
+
+@pytest.fixture
+async def mail(sandbox: SandboxAdmin) -> AsyncIterator[ProviderClient]:
+    settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
+    async with open_provider_clients(settings) as providers:
+        yield providers.mail
+
+
+async def test_a_retried_key_gets_the_first_answer_and_sends_once(
+    mail: ProviderClient, sandbox: SandboxAdmin
+) -> None:
+    order_id = f"client-{uuid.uuid4().hex[:8]}"
+    key = f"{order_id}:confirmation-email"
+    first = await mail.post("/messages", _email(order_id), idempotency_key=key)
+    again = await mail.post("/messages", _email(order_id), idempotency_key=key)
+    assert again == first
+    template = EmailTemplate.ORDER_CONFIRMATION.value
+    listing = await mail.get("/messages", {"order_id": order_id, "template": template})
+    assert [message["id"] for message in listing["data"]] == [first["id"]]
+    assert sandbox.effects(order_id).emails_of(template) == 1
+
+
+async def test_a_503_is_retryable_and_a_refusal_is_final(
+    mail: ProviderClient, sandbox: SandboxAdmin
+) -> None:
+    order_id = f"client-{uuid.uuid4().hex[:8]}"
+    sandbox.set_faults("mail", fail_next=1, refuse_next=1, key_prefix=f"{order_id}:")
+    with pytest.raises(ApplicationError) as down:
+        await mail.post("/messages", _email(order_id), idempotency_key=f"{order_id}:a")
+    assert down.value.type == PROVIDER_UNAVAILABLE and not down.value.non_retryable
+    assert "mail answered 503" in str(down.value)
+    with pytest.raises(ApplicationError) as refused:
+        await mail.post("/messages", _email(order_id), idempotency_key=f"{order_id}:b")
+    assert refused.value.type == PROVIDER_REJECTED and refused.value.non_retryable
+    assert "mail answered 422" in str(refused.value)
+    assert refused.value.details  # the provider's error body, for the operator
+    assert sandbox.effects(order_id).emails_of(EmailTemplate.ORDER_CONFIRMATION.value) == 0
+
+
+async def test_nobody_listening_is_a_retryable_unavailability() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = ProviderSettings(base_url=f"http://127.0.0.1:{port}", api_key="k")
+    async with open_provider_clients(settings) as providers:
+        with pytest.raises(ApplicationError) as unreachable:
+            await providers.payments.get("/intents", {"order_id": "o-1"})
+    assert unreachable.value.type == PROVIDER_UNAVAILABLE and not unreachable.value.non_retryable
+    assert "payments unreachable or connection dropped" in str(unreachable.value)
+    assert classify(unreachable.value) == PaymentOutcome.UNAVAILABLE
+
+
+async def test_a_silent_provider_times_out_as_a_retryable_timeout() -> None:
+    async def accept_and_say_nothing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await reader.read()  # read until the client gives up; never answer
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = ProviderSettings(
+        base_url=f"http://127.0.0.1:{port}", api_key="k", request_timeout_seconds=0.3
+    )
+    try:
+        async with open_provider_clients(settings) as providers:
+            with pytest.raises(ApplicationError) as slow:
+                await providers.payments.post("/intents", {"amount": 1}, idempotency_key="o:p")
+    finally:
+        server.close()
+    assert slow.value.type == PROVIDER_UNAVAILABLE and not slow.value.non_retryable
+    assert isinstance(slow.value.__cause__, TimeoutError)
+    assert classify(slow.value) == PaymentOutcome.TIMEOUT
