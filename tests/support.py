@@ -21,7 +21,6 @@ from config.settings import ProviderSettings
 from domain.models import Order, OrderView
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
-from stack.processes import find_binary
 from worker import build_worker
 
 
@@ -31,6 +30,10 @@ async def start_time_skipping() -> WorkflowEnvironment:
     It gets 30 s to come up instead of the SDK's 5: in a full run on a busy 2-core machine it
     once took longer.
     """
+    # Imported here: test modules that define workflows import this one inside the sandbox,
+    # where stack.processes may not resolve paths at import time.
+    from stack.processes import find_binary
+
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
         data_converter=DATA_CONVERTER,
