@@ -248,6 +248,52 @@ async def test_an_effect_whose_answer_was_lost_and_key_expired_happens_once(
     assert (effects.charges, effects.picklists) == (1, 1)
 
 
+async def retried_while_held(client: Client, order_id: str, activity: str) -> None:
+    """Wait until the order's pending ``activity`` has been answered and tried again."""
+    handle = client.get_workflow_handle(order_id)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pending = (await handle.describe()).raw_description.pending_activities
+        if any(p.activity_type.name == activity and p.attempt >= 2 for p in pending):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{activity} of {order_id} was not tried again while held")
+
+
+@pytest.mark.parametrize(
+    ("service", "step", "activity"),
+    [
+        ("mail", Step.CONFIRMATION_EMAIL, "send_email"),
+        ("warehouse", Step.PICKLIST, "send_picklist"),
+    ],
+    ids=["email", "picklist"],
+)
+async def test_a_request_still_in_flight_when_the_operator_retries_takes_effect_once(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, service: str, step: Step, activity: str
+) -> None:
+    """The provider holds the step's request past the step's budget (slow, not down); the
+    operator's retry sends the same key, so the provider makes it wait for that request and
+    answers with its result, where a new key would have acted a second time."""
+    order = make_order()
+    key = hold(sandbox, service, order, step)
+    budget = OrderOptions(step_retry_budget=timedelta(seconds=3))
+    await start_order(client, order, task_queue, budget)
+    await held(sandbox, service, key)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_step == step
+
+    await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY))
+    await retried_while_held(client, order.id, activity)  # the retry met the held request
+    assert sandbox.release(service) == 1
+    view = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+
+    effects = sandbox.effects(order.id)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
+    assert (effects.charges, effects.picklists, effects.cancelled_picklists) == (1, 1, 0)
+    lines = [line.state for line in view.timeline if line.step == step]
+    assert lines == [StepState.FAILED, StepState.COMPLETED]
+
+
 async def test_an_order_id_reused_after_its_first_run_is_gone_is_never_charged_again(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:

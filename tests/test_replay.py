@@ -74,10 +74,12 @@ RECORDED = {
     ),
 }
 RECORDED["v5"] = (*RECORDED["v4"], "email-local-try-lost")
+RECORDED["v6"] = RECORDED["v5"]
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
-the emails tried as local activities first. The last is the current one, which recording writes."""
+the emails tried as local activities first, v6 with an operator's retry after faults sending the
+step's key again (``operator-retry``). The last is the current one, which recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 

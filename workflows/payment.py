@@ -108,5 +108,5 @@ class Payment:
     def _legacy_outcome_unknown(self) -> bool:
         # Older orders looked their charge up only once a confirm had been escalated.
         state = self._state
-        escalated = state.attempts.get(Step.PAYMENT_CONFIRM, 1) > 1
+        escalated = state.retries.get(Step.PAYMENT_CONFIRM, 0) > 0
         return escalated or state.attention_step == Step.PAYMENT_CONFIRM

@@ -28,7 +28,10 @@ class OrderState:
     operator_action: OperatorAction | None = None
     """The operator's decision for the step that needs attention, until the step takes it."""
     attempts: dict[Step, int] = field(default_factory=dict)
-    """Operator-chosen attempts per step (1 until an operator retries it)."""
+    """The idempotency key's attempt number per step: 1 until a provider refuses the step and
+    an operator retries it (see ``Steps.call``)."""
+    retries: dict[Step, int] = field(default_factory=dict)
+    """How many times an operator retried each step."""
     timeline: list[StepRecord] = field(default_factory=list)
 
     def view(self) -> OrderView:

@@ -32,6 +32,9 @@ with workflow.unsafe.imports_passed_through():
 LOCAL_FIRST_PATCH = "local-first"
 """From here on the steps whose policy says ``local_first`` try a local activity first."""
 
+RETRY_SAME_KEY_PATCH = "retry-same-key"
+"""From here on an operator's retry after faults sends the step's key again (see ``call``)."""
+
 T = TypeVar("T")
 R = TypeVar("R", bound=EffectRequest)
 
@@ -68,23 +71,27 @@ class Steps:
     ) -> T:
         """Call a provider as ``step`` until it answers, the order stops, or an operator decides.
 
-        ``request`` is built here from ``fields`` with this attempt's idempotency key; an
-        operator's retry is a new attempt that first adopts an effect an earlier attempt made.
+        ``request`` is built here from ``fields`` with the step's idempotency key. An operator's
+        retry first adopts an effect an earlier try made without our hearing the answer. After a
+        refusal it uses a new key, so the refusal the provider stored is not replayed to it.
+        After faults it sends the same key again: a request of the earlier try may still be in
+        flight at the provider, which a listing cannot see but the key can (the provider makes
+        the retry wait for it, then answers with its result), so the effect happens once.
         """
         state, policy = self._state, policy_for(step)
         options = state.options
         budget = options.payment_retry_budget if policy.payment else options.step_retry_budget
         while True:
-            attempt = state.attempts.get(step, 1)
-            key = idempotency_key(state.order.id, step, attempt)
+            attempt, retried = state.attempts.get(step, 1), state.retries.get(step, 0)
             arg = request(
                 order_id=state.order.id,
-                idempotency_key=key,
-                adopt_existing=attempt > 1,
+                idempotency_key=idempotency_key(state.order.id, step, attempt),
+                adopt_existing=retried > 0,
                 **fields,
             )
+            # Never local after an operator's update: see StepPolicy.local_first.
             local_first = (
-                policy.local_first and attempt == 1 and workflow.patched(LOCAL_FIRST_PATCH)
+                policy.local_first and retried == 0 and workflow.patched(LOCAL_FIRST_PATCH)
             )
             try:
                 return await self.run_activity(
@@ -93,7 +100,9 @@ class Steps:
             except ActivityError as err:
                 self._stop_if_outcome(step, policy, err)
                 await self.ask_operator(step, _attention_reason(policy, budget, err))
-                state.attempts[step] = attempt + 1
+                state.retries[step] = retried + 1
+                if _refused(err) or not workflow.patched(RETRY_SAME_KEY_PATCH):
+                    state.attempts[step] = attempt + 1
 
     async def run_activity(
         self,
@@ -230,17 +239,19 @@ def _as_activity_error(err: FailureError, step: Step) -> ActivityError:
     return wrapped
 
 
+def _refused(err: ActivityError) -> bool:
+    """Whether the step failed on a refusal (a final answer), not on faults that ran out."""
+    return isinstance(err.cause, ApplicationError) and err.cause.non_retryable
+
+
 def _worth_retrying(err: ActivityError) -> bool:
     """Whether a failed local try goes on as a regular activity: not after a refusal or cancel."""
-    cause = err.cause
-    if isinstance(cause, CancelledError):
-        return False
-    return not (isinstance(cause, ApplicationError) and cause.non_retryable)
+    return not (isinstance(err.cause, CancelledError) or _refused(err))
 
 
 def _attention_reason(policy: StepPolicy, budget: timedelta, err: ActivityError) -> str:
     cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.non_retryable:
+    if _refused(err):
         return f"{policy.label} refused: {cause}"
     last = cause.__cause__ if cause is not None and cause.__cause__ is not None else cause
     return f"{policy.label} failing for over {human(budget)}: {last or err}"
