@@ -38,8 +38,8 @@ class MailActivities:
     async def send_email(self, request: EmailRequest) -> EmailReceipt:
         """Send the email once; a retry with the same key gets the first receipt back.
 
-        An operator's retry (a new key) first adopts this order's message of the same template
-        if an earlier attempt sent it without our hearing the answer.
+        An operator's retry first adopts this order's message of the same template if an earlier
+        try sent it without our hearing the answer (under another key, or one expired since).
         """
         if request.adopt_existing and (receipt := await self._sent_before(request)):
             log_step(request.order_id, request.step, f"adopted {receipt.id}")

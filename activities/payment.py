@@ -92,8 +92,8 @@ class PaymentActivities:
     async def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:
         """Create the order's payment intent, or adopt the unconfirmed one the gateway has.
 
-        The gateway is asked first, whatever the key: an operator's retry (a new key) after an
-        answer was lost adopts the intent that attempt created. An intent this order id already
+        The gateway is asked first, whatever the key: an operator's retry after an answer was
+        lost adopts the intent the earlier try created. An intent this order id already
         confirmed was charged by an earlier run of the same order id that Temporal no longer
         holds (its retention passed); that is refused, so the id is never charged twice.
         """

@@ -12,5 +12,6 @@ class EffectRequest(BaseModel):
     order_id: str
     idempotency_key: str
     adopt_existing: bool = False
-    """An earlier attempt under another key may have acted without our hearing the answer:
-    adopt that effect if the provider has it, instead of acting a second time."""
+    """Set on an operator's retry: an earlier try may have acted without our hearing the answer,
+    under another key or under one that has expired since; adopt that effect if the provider
+    has it, instead of acting a second time."""

@@ -1,7 +1,7 @@
 """Picklists at the warehouse.
 
 The warehouse de-duplicates picklists on the order id, so a picklist sent again under a new key
-(an operator's retry) returns the order's open picklist instead of picking twice.
+(an operator's retry after a refusal) returns the order's open picklist instead of picking twice.
 """
 
 from pydantic import BaseModel

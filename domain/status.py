@@ -106,8 +106,8 @@ def idempotency_key(order_id: str, step: Step, attempt: int = 1) -> str:
 
     It is derived from the order id, the step and the operator's attempt number only (never
     from time or randomness), so a step re-run after a crash, before anything was recorded,
-    still sends the same key. An operator's retry is a new attempt with a new key, so a
-    refusal the provider stored under the old key is not replayed to it.
+    still sends the same key. An operator's retry after a refusal is a new attempt with a new
+    key, so the refusal the provider stored under the old key is not replayed to it.
     """
     key = f"{order_id}:{step.value}"
     return key if attempt == 1 else f"{key}:attempt-{attempt}"
