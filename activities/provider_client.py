@@ -25,21 +25,16 @@ _IDLE_CONNECTION_SECONDS = 4.0
 
 
 class ProviderClient:
-    """Calls one sandbox service (payments, mail or warehouse) with its API key.
+    """Calls one sandbox service (payments, mail or warehouse) over a shared HTTP session.
 
     Every mutating call carries an ``Idempotency-Key``; any failure is raised as a Temporal
-    ``ApplicationError`` that says whether a retry may help. Open it inside a running event
-    loop (``open_provider_clients``).
+    ``ApplicationError`` that says whether a retry may help.
     """
 
-    def __init__(self, service: str, settings: ProviderSettings) -> None:
+    def __init__(self, service: str, base_url: str, session: aiohttp.ClientSession) -> None:
         self.service = service
-        self._base_url = f"{settings.base_url.rstrip('/')}/{service}"
-        self._session = aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {settings.api_key}"},
-            timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
-            connector=aiohttp.TCPConnector(keepalive_timeout=_IDLE_CONNECTION_SECONDS),
-        )
+        self._base_url = f"{base_url.rstrip('/')}/{service}"
+        self._session = session
 
     async def post(
         self, path: str, body: dict[str, Any], *, idempotency_key: str
@@ -96,10 +91,6 @@ class ProviderClient:
                 replayed=response.headers.get("Idempotent-Replayed") == "true",
             )
 
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._session.close()
-
 
 @dataclass
 class ProviderClients:
@@ -112,14 +103,14 @@ class ProviderClients:
 
 @asynccontextmanager
 async def open_provider_clients(settings: ProviderSettings) -> AsyncIterator[ProviderClients]:
-    """Open one client per service and close them all on exit."""
-    clients = ProviderClients(
-        payments=ProviderClient("payments", settings),
-        mail=ProviderClient("mail", settings),
-        warehouse=ProviderClient("warehouse", settings),
-    )
-    try:
-        yield clients
-    finally:
-        for client in (clients.payments, clients.mail, clients.warehouse):
-            await client.aclose()
+    """Open one client per service on one connection pool (with the API key), closed on exit."""
+    async with aiohttp.ClientSession(
+        headers={"Authorization": f"Bearer {settings.api_key}"},
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
+        connector=aiohttp.TCPConnector(keepalive_timeout=_IDLE_CONNECTION_SECONDS),
+    ) as session:
+        yield ProviderClients(
+            payments=ProviderClient("payments", settings.base_url, session),
+            mail=ProviderClient("mail", settings.base_url, session),
+            warehouse=ProviderClient("warehouse", settings.base_url, session),
+        )
