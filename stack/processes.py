@@ -4,6 +4,7 @@ The run command and the crash tests both use these, so what users run is what is
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -78,11 +79,39 @@ class ManagedProcess:
         return "\n".join(self.output().splitlines()[-lines:])
 
 
+_PORTS_HANDED_OUT: set[int] = set()
+_BELOW_EPHEMERAL = (20000, 32768)
+"""Where ``free_port`` looks: below Linux's ephemeral range (32768-60999 by default)."""
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _BELOW_EPHEMERAL[1]
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback that nothing listens on, and that the kernel will not hand out.
+
+    A port from ``bind(0)`` lies in the ephemeral range, where the kernel hands it to the next
+    process asking for any port (the Temporal dev server binds several internal ones): between
+    choosing a port and starting the process meant for it, another took it. Ports below that
+    range are only ever taken by name, and this process never hands one out twice.
+    """
+    low, high = _BELOW_EPHEMERAL[0], min(_BELOW_EPHEMERAL[1], _ephemeral_start())
+    for _ in range(200):
+        port = random.randrange(low, high)
+        if port in _PORTS_HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_HANDED_OUT.add(port)
+        return port
+    raise StackError(f"no free TCP port on 127.0.0.1 between {low} and {high}")
 
 
 def find_binary(name: str) -> str:
