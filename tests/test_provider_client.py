@@ -2,7 +2,6 @@
 whether a retry may help, against the real providers and against a dead or silent address."""
 
 import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +15,7 @@ from config.settings import ProviderSettings
 from domain.intake import PaymentOutcome
 from domain.status import EmailTemplate
 from providers.admin_client import SandboxAdmin
+from stack.processes import free_port
 
 
 def _email(order_id: str) -> dict[str, str]:
@@ -67,9 +67,7 @@ async def test_a_503_is_retryable_and_a_refusal_is_final(
 
 
 async def test_nobody_listening_is_a_retryable_unavailability() -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there, and the kernel hands it to no one
     settings = ProviderSettings(base_url=f"http://127.0.0.1:{port}", api_key="k")
     async with open_provider_clients(settings) as providers:
         with pytest.raises(ApplicationError) as unreachable:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from providers.admin_client import SandboxAdmin
+from stack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "sk_test_contract"
@@ -39,9 +39,7 @@ class Provider:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         args = ["--port", str(port), "--db", str(self.db), "--api-key", API_KEY]
         cmd = [sys.executable, "-m", "providers", *args]
