@@ -164,7 +164,8 @@ class Idempotency:
         """Claim ``key`` (and ``resource``); return the answer to send instead if already claimed.
 
         Checking and claiming share one transaction, so of two requests racing for a resource
-        exactly one gets it.
+        exactly one gets it. A key already claimed answers 409 while its first request is in
+        flight (even for another body), then the stored answer, or 422 for another request.
         """
         with self.ledger.transaction() as db:
             db.execute(
@@ -188,15 +189,17 @@ class Idempotency:
                     (key, print_, resource, time.time()),
                 )
                 return None
+        # In flight first, whatever the body: a 422 is a final refusal to the caller, which may
+        # then move on to a new key while the first request under this one can still commit.
+        if row["state"] == "in_flight":
+            message = f"A request with idempotency key '{key}' is still in progress; retry later."
+            raise ApiError(409, "idempotency_key_in_use", message, "idempotency_error")
         if row["fingerprint"] != print_:
             message = (
                 f"Idempotency key '{key}' was already used for a different request "
                 "(method, path or body differ); use a new key for a new request."
             )
             raise ApiError(422, "idempotency_key_reused", message, "idempotency_error")
-        if row["state"] == "in_flight":
-            message = f"A request with idempotency key '{key}' is still in progress; retry later."
-            raise ApiError(409, "idempotency_key_in_use", message, "idempotency_error")
         return _json_response(row["status_code"], row["body"], **{"Idempotent-Replayed": "true"})
 
     @staticmethod

@@ -235,6 +235,31 @@ def test_key_in_flight_is_409(http: httpx.Client, order_id: str) -> None:
     assert count(http, "/mail/messages", order_id=order_id) == 1
 
 
+def test_key_in_flight_is_409_whatever_the_body_and_422_only_once_done(
+    http: httpx.Client, order_id: str
+) -> None:
+    """A 422 is final to the caller, who may then move on to a new key: while the first request
+    under the key can still commit, any other request under it is told to retry (409)."""
+    key = f"{order_id}-mail"
+    other_body = ("/mail/messages", message(order_id, subject="Different"))
+    other_path = ("/warehouse/picklists", picklist(order_id, "SKU-ANY"))
+    in_use = f"A request with idempotency key '{key}' is still in progress; retry later."
+    with holding(
+        http, "mail", lambda: post(http, "/mail/messages", message(order_id), key)
+    ) as first:
+        for path, body in (other_body, other_path):
+            busy = post(http, path, body, key=key)
+            assert error_of(busy) == (409, "idempotency_error", "idempotency_key_in_use", in_use)
+        assert http.post("/admin/faults/mail/release").json() == {"released": 1}
+        assert first.result(timeout=10).status_code == 200
+    for path, body in (other_body, other_path):
+        reused = post(http, path, body, key=key)
+        assert reused.status_code == 422
+        assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert count(http, "/mail/messages", order_id=order_id) == 1
+    assert count(http, "/warehouse/picklists", order_id=order_id) == 0
+
+
 def test_confirm_twice_with_different_keys_charges_once(http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
     first = post(http, f"/payments/intents/{intent_id}/confirm")
