@@ -1,7 +1,8 @@
-"""Admin API: fault injection at run time, and per-order effect counts for checkers."""
+"""Admin API: fault injection at run time, per-order effect counts and idempotency keys."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Annotated, Any
 
@@ -70,6 +71,36 @@ async def expire_keys(
     return {"expired": expired}
 
 
+@router.get("/keys")
+async def list_keys(
+    ledger: LedgerDep,
+    prefix: Annotated[str, Query(max_length=MAX_IDEMPOTENCY_KEY_LENGTH)] = "",
+) -> dict[str, Any]:
+    """The idempotency keys that start with ``prefix``, oldest first, and what each holds.
+
+    ``state`` is ``in_flight`` (claimed, its effect not committed yet) or ``done``; a done key
+    has the ``status`` and ``body`` it answered (and answers any retry with). A request that
+    has not claimed its key (one ``delay_next`` keeps on its way) is not listed.
+    """
+    rows = ledger.db.execute(
+        "SELECT key, state, resource, status_code, body FROM idempotency_keys"
+        " WHERE substr(key, 1, ?) = ? ORDER BY created_at, rowid",
+        (len(prefix), prefix),
+    )
+    return {
+        "data": [
+            {
+                "key": row["key"],
+                "state": row["state"],
+                "resource": row["resource"],
+                "status": row["status_code"],
+                "body": None if row["body"] is None else json.loads(row["body"]),
+            }
+            for row in rows
+        ]
+    }
+
+
 @router.get("/faults")
 async def get_faults(faults: FaultsDep) -> dict[str, FaultConfig]:
     """Every service's fault settings."""
@@ -99,6 +130,16 @@ async def release_held(service: str, faults: FaultsDep, fail: bool = False) -> d
     return {"released": faults.release(service, fail)}
 
 
+@router.post("/faults/{service}/deliver")
+async def deliver_delayed(service: str, faults: FaultsDep) -> dict[str, int]:
+    """Let the service's delayed requests (``delay_next``) arrive.
+
+    Each then claims its key and is handled as if it had just been sent, whatever happened
+    meanwhile (the caller may have given up on it long ago).
+    """
+    return {"delivered": faults.deliver(service)}
+
+
 @router.get("/held")
 async def get_held(faults: FaultsDep) -> dict[str, int]:
     """How many requests each service holds right now."""
@@ -109,3 +150,9 @@ async def get_held(faults: FaultsDep) -> dict[str, int]:
 async def get_held_keys(faults: FaultsDep) -> dict[str, list[str]]:
     """The idempotency keys of the requests each service holds right now."""
     return faults.held_keys()
+
+
+@router.get("/delayed/keys")
+async def get_delayed_keys(faults: FaultsDep) -> dict[str, list[str]]:
+    """The idempotency keys of the requests each service delays on their way in right now."""
+    return faults.delayed_keys()

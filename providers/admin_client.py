@@ -71,6 +71,29 @@ class SandboxAdmin:
         released: int = self._check(response)["released"]
         return released
 
+    def deliver(self, service: str) -> int:
+        """Let the requests one service delays on their way in (``delay_next``) arrive.
+
+        Returns how many there were; each then claims its key as if it had just been sent.
+        """
+        response = self._http.post(f"/admin/faults/{service}/deliver")
+        delivered: int = self._check(response)["delivered"]
+        return delivered
+
+    def delayed_keys(self) -> dict[str, list[str]]:
+        """The idempotency keys of the requests each service delays before their claim."""
+        keys: dict[str, list[str]] = self._get("/admin/delayed/keys", {})
+        return keys
+
+    def keys(self, prefix: str) -> list[dict[str, Any]]:
+        """The idempotency keys starting with ``prefix``, oldest first, with what each holds.
+
+        Each has ``key`` and ``state`` (``in_flight`` or ``done``); a done key also has the
+        ``status`` and ``body`` it answered.
+        """
+        data: list[dict[str, Any]] = self._get("/admin/keys", {"prefix": prefix})["data"]
+        return data
+
     def held(self) -> dict[str, int]:
         """How many requests each service is holding right now."""
         held: dict[str, int] = self._get("/admin/held", {})

@@ -1,4 +1,14 @@
-"""Run-time fault injection per service: errors, refusals, latency, drops, held requests."""
+"""Run-time fault injection per service: errors, refusals, latency, drops, held and late requests.
+
+Two ways to keep a request waiting, on either side of its idempotency claim:
+
+- *held* (``hold_next``): the request has claimed its key (and the resource it locks) and waits
+  to commit. The provider knows it is in flight: a retry under its key, or a request on its
+  resource, is answered 409.
+- *delayed* (``delay_next``): the request waits before it claims anything, as if still on the
+  network, queued in a server, or about to be sent again. The provider has no trace of it: a
+  listing does not show it and nothing is refused because of it. It arrives when delivered.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +49,19 @@ class FaultConfig(BaseModel):
         0, ge=0, le=MAX_COUNT, description="The next N requests are committed, then dropped."
     )
     hold_next: int = Field(
-        0, ge=0, le=MAX_COUNT, description="The next N requests wait for a release."
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="The next N requests claim their key, then wait for "
+        "POST /admin/faults/{service}/release (the provider knows they are in flight).",
+    )
+    delay_next: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="The next N requests wait before they claim their key, until "
+        "POST /admin/faults/{service}/deliver: like a request still on its way, the provider "
+        "has no trace of them (no key, no lock) until they arrive.",
     )
     reject_next: int = Field(
         0,
@@ -68,10 +90,20 @@ class FaultConfig(BaseModel):
         max_length=100,
         description="Only requests whose Idempotency-Key ends with this get faults (empty: all).",
     )
+    path_prefix: str = Field(
+        "",
+        max_length=200,
+        description="Only requests whose path starts with this get faults (empty: all), e.g. "
+        "'/payments/refunds' for refunds only.",
+    )
 
-    def targets(self, key: str) -> bool:
-        """Whether a request with this Idempotency-Key is subject to these faults."""
-        return key.startswith(self.key_prefix) and key.endswith(self.key_suffix)
+    def targets(self, key: str, path: str) -> bool:
+        """Whether a request with this Idempotency-Key and path is subject to these faults."""
+        return (
+            key.startswith(self.key_prefix)
+            and key.endswith(self.key_suffix)
+            and path.startswith(self.path_prefix)
+        )
 
 
 @dataclass(frozen=True)
@@ -87,8 +119,8 @@ class FaultPlan:
 
 
 @dataclass
-class _Held:
-    """One held request: released to commit, or (``fail``) to answer 503 without committing."""
+class _Waiting:
+    """One waiting request: released to go on, or (``fail``, held only) to answer 503."""
 
     key: str
     released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -99,7 +131,9 @@ class _Held:
 class _Service:
     config: FaultConfig = field(default_factory=FaultConfig)
     # One entry per held request, so /admin/held drops to 0 the moment they are released.
-    held: list[_Held] = field(default_factory=list)
+    held: list[_Waiting] = field(default_factory=list)
+    # Requests delayed before their claim: the only trace of them until they are delivered.
+    delayed: list[_Waiting] = field(default_factory=list)
 
 
 class Faults:
@@ -125,10 +159,10 @@ class Faults:
         state.config = state.config.model_copy(update=patch.model_dump(exclude_unset=True))
         return state.config
 
-    def plan(self, service: str, key: str) -> FaultPlan:
+    def plan(self, service: str, key: str, path: str) -> FaultPlan:
         """Decide the faults for one new request, consuming the ``*_next`` counters."""
         config = self._get(service).config
-        if not config.targets(key):
+        if not config.targets(key, path):
             return FaultPlan()
         if config.fail_next or random.random() < config.error_rate:
             config.fail_next = max(0, config.fail_next - 1)
@@ -145,10 +179,10 @@ class Faults:
         config.drop_next = max(0, config.drop_next - 1)
         return FaultPlan(hold=hold, latency_s=config.latency_ms / 1000, drop=drop)
 
-    def drop_replay(self, service: str, key: str) -> bool:
+    def drop_replay(self, service: str, key: str, path: str) -> bool:
         """Whether to drop a stored answer replayed for ``key`` (only with ``drop_replays``)."""
         config = self._get(service).config
-        if not (config.drop_replays and config.targets(key)):
+        if not (config.drop_replays and config.targets(key, path)):
             return False
         drop = config.drop_next > 0 or random.random() < config.drop_rate
         config.drop_next = max(0, config.drop_next - 1)
@@ -160,17 +194,31 @@ class Faults:
         Raises the 503 ``ApiError`` if released as a failure, so nothing is committed: the
         request then looks like one that failed before reaching the provider's ledger.
         """
-        state = self._get(service)
-        held = _Held(key)
-        state.held.append(held)
-        try:
-            await held.released.wait()
-        finally:
-            if held in state.held:  # cancelled before its release
-                state.held.remove(held)
+        held = _Waiting(key)
+        await _wait(self._get(service).held, held)
         if held.fail:
             message = f"Injected fault: held {service} request released as a failure; retry."
             raise ApiError(503, "injected_fault", message, "api_error")
+
+    async def delay(self, service: str, key: str, path: str) -> None:
+        """Keep a request that has not claimed its key yet waiting, if ``delay_next`` says so.
+
+        Called before the claim, so the provider has no trace of the request (no key, no lock)
+        until ``deliver`` lets it go on; then it is handled as if it had just arrived.
+        """
+        state = self._get(service)
+        config = state.config
+        if config.delay_next and config.targets(key, path):
+            config.delay_next -= 1
+            await _wait(state.delayed, _Waiting(key))
+
+    def deliver(self, service: str) -> int:
+        """Let every delayed request of ``service`` arrive; return how many there were."""
+        state = self._get(service)
+        delivered, state.delayed = state.delayed, []
+        for delayed in delivered:
+            delayed.released.set()
+        return len(delivered)
 
     def release(self, service: str, fail: bool = False) -> int:
         """Let every held request of ``service`` go on (or fail); return how many there were."""
@@ -189,11 +237,29 @@ class Faults:
         """Return the idempotency keys of the requests each service is holding right now."""
         return {name: [held.key for held in state.held] for name, state in self._services.items()}
 
+    def delayed_keys(self) -> dict[str, list[str]]:
+        """Return the idempotency keys of the requests each service is delaying right now."""
+        return {
+            name: [delayed.key for delayed in state.delayed]
+            for name, state in self._services.items()
+        }
+
     def reset(self) -> None:
-        """Clear every fault and release every held request."""
+        """Clear every fault, release every held request and deliver every delayed one."""
         for name, state in self._services.items():
             state.config = FaultConfig()
             self.release(name)
+            self.deliver(name)
+
+
+async def _wait(waiting: list[_Waiting], request: _Waiting) -> None:
+    """Wait in ``waiting`` until ``request`` is let go; leave the list if cancelled before."""
+    waiting.append(request)
+    try:
+        await request.released.wait()
+    finally:
+        if request in waiting:  # cancelled before it was let go
+            waiting.remove(request)
 
 
 class ConnectionDropped(Exception):

@@ -135,11 +135,14 @@ class Idempotency:
             raise missing_idempotency_key()
         if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
             raise invalid_idempotency_key(key)
+        path = request.url.path
+        # Before the claim: a delayed request is one the provider cannot see yet.
+        await self.faults.delay(service, key, path)
         existing = self._claim(key, await fingerprint(request), resource)
         if existing is not None:
-            return DroppedResponse() if self.faults.drop_replay(service, key) else existing
+            return DroppedResponse() if self.faults.drop_replay(service, key, path) else existing
         try:
-            plan = self.faults.plan(service, key)
+            plan = self.faults.plan(service, key, path)
             if plan.fail:
                 message = f"Injected fault: {service} is unavailable; retry with the same key."
                 raise ApiError(503, "injected_fault", message, "api_error")

@@ -148,6 +148,19 @@ def wait_held(http: httpx.Client, service: str, n: int) -> None:
         time.sleep(0.02)
 
 
+def wait_delayed(http: httpx.Client, service: str, key: str) -> None:
+    deadline = time.monotonic() + 10
+    while key not in http.get("/admin/delayed/keys").json()[service]:
+        assert time.monotonic() < deadline, f"{service} never delayed {key}"
+        time.sleep(0.02)
+
+
+def stored_under(http: httpx.Client, key: str) -> list[dict[str, Any]]:
+    """What the provider keeps under exactly ``key`` (nothing, or one entry)."""
+    keys = http.get("/admin/keys", params={"prefix": key}).json()["data"]
+    return [entry for entry in keys if entry["key"] == key]
+
+
 @contextmanager
 def holding(
     http: httpx.Client, service: str, call: Callable[[], httpx.Response]
@@ -626,6 +639,44 @@ def test_drop_replays_loses_the_retries_answers_too(http: httpx.Client, order_id
     assert count(http, "/mail/messages", order_id=order_id) == 1
 
 
+def test_path_prefix_targets_one_endpoint(http: httpx.Client, order_id: str) -> None:
+    http.put("/admin/faults/payments", json={"fail_next": 1, "path_prefix": "/payments/refunds"})
+    intent_id = intent(http, order_id)["id"]  # not under the prefix: no fault
+    charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
+    refund = post(http, "/payments/refunds", {"charge_id": charge_id})
+    assert error_of(refund)[:3] == (503, "api_error", "injected_fault")
+    assert http.get("/admin/faults").json()["payments"]["fail_next"] == 0
+
+
+def test_a_delayed_request_is_invisible_until_delivered(http: httpx.Client, order_id: str) -> None:
+    """``delay_next`` stops a request before it claims its key, like one still on its way:
+    its key and its order are free, so another request on the order is not refused; delivered,
+    it is handled as if it had just arrived."""
+    late_key, other_key = f"{order_id}:picklist", f"{order_id}:picklist-retry"
+    body = picklist(order_id, "SKU-FREE")
+    faults = {"delay_next": 1, "key_prefix": late_key, "path_prefix": "/warehouse/picklists"}
+    http.put("/admin/faults/warehouse", json=faults)
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(post, http, "/warehouse/picklists", body, late_key)
+        try:
+            wait_delayed(http, "warehouse", late_key)
+            assert stored_under(http, late_key) == []
+            # Held, the request would lock its order (409); delayed, the provider cannot know.
+            other = post(http, "/warehouse/picklists", body, other_key)
+            assert other.status_code == 200
+            assert http.get("/admin/held").json()["warehouse"] == 0
+        finally:
+            delivered = http.post("/admin/faults/warehouse/deliver").json()
+        assert delivered == {"delivered": 1}
+        arrived = late.result(timeout=10)
+    assert arrived.json() == other.json()  # the order's one picklist, found on arrival
+    assert "idempotent-replayed" not in arrived.headers
+    [stored] = stored_under(http, late_key)
+    assert (stored["state"], stored["status"], stored["body"]) == ("done", 200, other.json())
+    assert http.get("/admin/delayed/keys").json() == {"payments": [], "mail": [], "warehouse": []}
+    assert http.get("/admin/faults").json()["warehouse"]["delay_next"] == 0
+
+
 def test_latency(http: httpx.Client, order_id: str) -> None:
     http.put("/admin/faults/mail", json={"latency_ms": 300})
     started = time.monotonic()
@@ -645,6 +696,7 @@ def test_fault_admin_api(http: httpx.Client) -> None:
     assert set(reset) == {"payments", "mail", "warehouse"}
     assert all(not value for faults in reset.values() for value in faults.values())
     assert http.get("/admin/held").json() == {"payments": 0, "mail": 0, "warehouse": 0}
+    assert http.get("/admin/delayed/keys").json() == {"payments": [], "mail": [], "warehouse": []}
 
 
 def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -> None:
@@ -808,7 +860,12 @@ def test_openapi_declares_the_idempotency_key_on_every_post_with_an_effect(
 ) -> None:
     paths = http.get("/openapi.json").json()["paths"]
     posts = {path for path, operations in paths.items() if "post" in operations}
-    assert posts - {"/admin/keys/expire", "/admin/faults/{service}/release"} == EFFECT_POSTS
+    admin = {
+        "/admin/keys/expire",
+        "/admin/faults/{service}/release",
+        "/admin/faults/{service}/deliver",
+    }
+    assert posts - admin == EFFECT_POSTS
     for path in EFFECT_POSTS:
         [header] = [p for p in paths[path]["post"]["parameters"] if p["in"] == "header"]
         assert header["name"] == "Idempotency-Key" and header["required"] is True
