@@ -20,7 +20,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 SCHEMA = """
--- Columns added since ledgers were first kept on disk are in ADDED_COLUMNS, not here.
+-- Columns added since ledgers were first kept on disk are in ADDED_COLUMNS, not here. A table
+-- added since needs nothing more: IF NOT EXISTS creates it in an older ledger when it opens.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('in_flight', 'done')),
@@ -58,6 +59,11 @@ CREATE INDEX IF NOT EXISTS picklists_order ON picklists (order_id);
 -- A sku without a row here has unlimited stock.
 CREATE TABLE IF NOT EXISTS stock (
     sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL CHECK (on_hand >= 0)
+);
+-- Orders cancelled at the warehouse (POST /warehouse/orders/{id}/cancel): closed for good, so
+-- a picklist request still on its way when the order was cancelled is refused when it arrives.
+CREATE TABLE IF NOT EXISTS closed_orders (
+    order_id TEXT PRIMARY KEY, closed TEXT NOT NULL
 );
 """
 

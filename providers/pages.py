@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from providers.ledger import LedgerDep
 from providers.mail import MESSAGES
 from providers.payments import CHARGES, INTENTS, REFUNDS
-from providers.warehouse import PICKLISTS
+from providers.warehouse import PICKLISTS, closed_orders
 
 router = APIRouter(include_in_schema=False)
 
@@ -92,7 +92,7 @@ async def mail_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
 
 @router.get("/warehouse/")
 async def warehouse_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
-    """Picklists and stock levels."""
+    """Picklists, stock levels, and the orders cancelled at the warehouse."""
     picklists = [
         {
             **picklist,
@@ -107,4 +107,9 @@ async def warehouse_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
         "Warehouse",
         _table("Picklists", picklists, ("created", "id", "order_id", "items", "ship_to", "status")),
         _table("Stock (other skus are unlimited)", stock, ("sku", "on_hand")),
+        _table(
+            "Cancelled orders (they take no new picklist)",
+            closed_orders(ledger.db),
+            ("closed", "order_id"),
+        ),
     )

@@ -1,7 +1,15 @@
-"""Sandbox warehouse: picklists that reserve stock, and the stock levels themselves.
+"""Sandbox warehouse: picklists that reserve stock, the stock levels, and order cancels.
 
 Like a real warehouse, it de-duplicates picklists on the shop's order reference: an order has at
 most one active (not cancelled) picklist, whatever idempotency key asks for another.
+
+An order is taken back as a whole (``POST /warehouse/orders/{order_id}/cancel``): that closes it
+for good and cancels its active picklist, if any, putting the stock back. From then on a picklist
+for the order is refused (422 ``order_closed``), so a picklist request still on its way when the
+order was cancelled (delayed on the network, queued in a server, a retry about to go out) picks
+nothing when it arrives. Creating a picklist and cancelling its order both lock the order (see
+``providers.idempotency``): they never overlap, and a cancel meets a picklist being made with
+409 until that picklist exists or has failed.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from starlette.responses import Response
 
 from providers.errors import ApiError, not_found
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
-from providers.ledger import LedgerDep, Resource
+from providers.ledger import LedgerDep, Resource, now_iso
 from providers.limits import (
     MAX_PICKLIST_LINES,
     MAX_QUANTITY,
@@ -79,7 +87,27 @@ def _on_hand(db: sqlite3.Connection, sku: str) -> int | None:
     return None if row is None else int(row["on_hand"])
 
 
+def _closed(db: sqlite3.Connection, order_id: str) -> str | None:
+    """Return when the order was cancelled at the warehouse; None if it never was."""
+    row = db.execute("SELECT closed FROM closed_orders WHERE order_id = ?", (order_id,)).fetchone()
+    return None if row is None else str(row["closed"])
+
+
+def closed_orders(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The orders cancelled at the warehouse, newest first: ``order_id`` and ``closed``."""
+    rows = db.execute("SELECT order_id, closed FROM closed_orders ORDER BY rowid DESC")
+    return [dict(row) for row in rows]
+
+
 def _create_picklist(body: PicklistIn, db: sqlite3.Connection) -> Outcome:
+    if (closed := _closed(db, body.order_id)) is not None:
+        # A stored refusal, not a 409: the request may have set out before the cancel, and
+        # nothing may be picked for the order now, however often it is sent again.
+        message = (
+            f"Order '{body.order_id}' was cancelled at the warehouse ({closed}); "
+            "a cancelled order takes no new picklist."
+        )
+        raise ApiError(422, "order_closed", message, order_id=body.order_id)
     active = db.execute(
         "SELECT * FROM picklists WHERE order_id = ? AND status != 'cancelled' ORDER BY rowid",
         (body.order_id,),
@@ -108,18 +136,46 @@ def _create_picklist(body: PicklistIn, db: sqlite3.Connection) -> Outcome:
     return Outcome(200, picklist)
 
 
+def _take_back(db: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
+    """Cancel the picklist in ``row`` unless it is already; return its row as it is now."""
+    if row["status"] == "cancelled":
+        return row
+    # Give back exactly what was taken; a sku made unlimited since then needs nothing.
+    for sku, quantity in json.loads(row["reserved"]).items():
+        db.execute("UPDATE stock SET on_hand = on_hand + ? WHERE sku = ?", (quantity, sku))
+    db.execute("UPDATE picklists SET status = 'cancelled' WHERE id = ?", (row["id"],))
+    cancelled = PICKLISTS.get_row(db, row["id"])
+    assert cancelled is not None
+    return cancelled
+
+
 def _cancel(picklist_id: str, db: sqlite3.Connection) -> Outcome:
     row = PICKLISTS.get_row(db, picklist_id)
     if row is None:
         raise not_found("picklist", picklist_id)
-    if row["status"] != "cancelled":
-        # Give back exactly what was taken; a sku made unlimited since then needs nothing.
-        for sku, quantity in json.loads(row["reserved"]).items():
-            db.execute("UPDATE stock SET on_hand = on_hand + ? WHERE sku = ?", (quantity, sku))
-        db.execute("UPDATE picklists SET status = 'cancelled' WHERE id = ?", (picklist_id,))
-        row = PICKLISTS.get_row(db, picklist_id)
-        assert row is not None
-    return Outcome(200, PICKLISTS.render(row))
+    return Outcome(200, PICKLISTS.render(_take_back(db, row)))
+
+
+def _cancel_order(order_id: str, db: sqlite3.Connection) -> Outcome:
+    db.execute(
+        "INSERT INTO closed_orders (order_id, closed) VALUES (?, ?)"
+        " ON CONFLICT (order_id) DO NOTHING",
+        (order_id, now_iso()),
+    )
+    rows = db.execute(
+        "SELECT * FROM picklists WHERE order_id = ? ORDER BY rowid", (order_id,)
+    ).fetchall()
+    # At most one is active, and it is the newest (a picklist is made only when none is
+    # active); the newest is the one to answer with, whether cancelled now or before.
+    taken = [_take_back(db, row) for row in rows]
+    body = {
+        "object": "order",
+        "order_id": order_id,
+        "status": "closed",
+        "closed": _closed(db, order_id),
+        "picklist": PICKLISTS.render(taken[-1]) if taken else None,
+    }
+    return Outcome(200, body)
 
 
 @router.post("/picklists")
@@ -128,7 +184,11 @@ async def create_picklist(
 ) -> Response:
     """Create a picklist, reserving stock for every sku that has a stock level.
 
-    An order that already has an active picklist gets that one back (200), not a second.
+    An order that already has an active picklist gets that one back (200), not a second. A sku
+    short of stock is refused with 422 ``out_of_stock``, and an order cancelled at the
+    warehouse (``POST /warehouse/orders/{order_id}/cancel``) with 422 ``order_closed``; both
+    refusals are stored under the key. Refused with 409 while another request on the order is
+    in progress: retry.
     """
     lock = resource_lock("order", body.order_id)
     return await idem.run(request, SERVICE, partial(_create_picklist, body), lock, key=key)
@@ -140,6 +200,23 @@ async def cancel_picklist(
 ) -> Response:
     """Cancel a picklist and put its stock back; cancelling twice changes nothing."""
     return await idem.run(request, SERVICE, partial(_cancel, picklist_id), key=key)
+
+
+@router.post("/orders/{order_id}/cancel")
+async def cancel_order(
+    order_id: PathId, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
+    """Cancel an order at the warehouse: take back its picklist and close the order for good.
+
+    The order's active picklist, if any, is cancelled and its stock put back. The answer names
+    the order (``status`` ``closed``, and since when) and its picklist, ``null`` if none was
+    ever made. From then on a picklist for the order is refused with 422 ``order_closed``, so a
+    picklist request still on its way (sent before the cancel, arriving after it) picks
+    nothing. Refused with 409 while a picklist for the order is being made: retry, and the
+    cancel takes back what it made. Cancelling twice changes nothing.
+    """
+    lock = resource_lock("order", order_id)
+    return await idem.run(request, SERVICE, partial(_cancel_order, order_id), lock, key=key)
 
 
 @router.get("/picklists")

@@ -500,6 +500,106 @@ def test_picklist_in_flight_for_the_order_is_409(http: httpx.Client, order_id: s
     assert listing(http, "/warehouse/picklists", order_id=order_id) == [first]
 
 
+def order_closed(order_id: str, closed: str) -> tuple[int, str, str, str]:
+    message = (
+        f"Order '{order_id}' was cancelled at the warehouse ({closed}); "
+        "a cancelled order takes no new picklist."
+    )
+    return 422, "invalid_request", "order_closed", message
+
+
+def test_cancelling_an_order_takes_back_its_picklist_and_closes_it(
+    http: httpx.Client, order_id: str
+) -> None:
+    sku = f"SKU-{order_id}"
+    http.put(f"/warehouse/stock/{sku}", json={"on_hand": 5})
+    created = post(http, "/warehouse/picklists", picklist(order_id, sku, 2)).json()
+    assert stock_of(http, sku) == 3
+    cancel, cancel_key = f"/warehouse/orders/{order_id}/cancel", f"{order_id}:picklist-cancel"
+
+    first = post(http, cancel, key=cancel_key)
+
+    assert first.status_code == 200
+    closed = first.json()
+    assert closed == {
+        "object": "order",
+        "order_id": order_id,
+        "status": "closed",
+        "closed": closed["closed"],
+        "picklist": created | {"status": "cancelled"},
+    }
+    assert stock_of(http, sku) == 5
+    # A picklist request that arrives now, under a key never used, is refused and stored.
+    late_key = f"{order_id}:picklist-late"
+    late = post(http, "/warehouse/picklists", picklist(order_id, sku, 2), late_key)
+    assert error_of(late) == order_closed(order_id, closed["closed"])
+    assert late.json()["error"]["order_id"] == order_id
+    replay = post(http, "/warehouse/picklists", picklist(order_id, sku, 2), late_key)
+    assert (replay.content, replay.headers["idempotent-replayed"]) == (late.content, "true")
+    # Cancelling again, under the same key or a new one, changes nothing.
+    again = post(http, cancel, key=cancel_key)
+    assert (again.content, again.headers["idempotent-replayed"]) == (first.content, "true")
+    assert post(http, cancel).json() == closed
+    assert stock_of(http, sku) == 5
+    assert listing(http, "/warehouse/picklists", order_id=order_id) == [closed["picklist"]]
+
+
+def test_cancelling_an_order_with_no_picklist_closes_it(http: httpx.Client, order_id: str) -> None:
+    sku = f"SKU-{order_id}"
+    http.put(f"/warehouse/stock/{sku}", json={"on_hand": 5})
+    closed = post(http, f"/warehouse/orders/{order_id}/cancel").json()
+    assert (closed["order_id"], closed["status"], closed["picklist"]) == (order_id, "closed", None)
+    late = post(http, "/warehouse/picklists", picklist(order_id, sku, 2))
+    assert error_of(late) == order_closed(order_id, closed["closed"])
+    assert stock_of(http, sku) == 5  # nothing reserved, not even for a moment
+    assert count(http, "/warehouse/picklists", order_id=order_id) == 0
+    other = post(http, "/warehouse/picklists", picklist(f"{order_id}-b", sku, 2))
+    assert other.status_code == 200  # only that order is closed
+
+
+def test_an_order_cancel_while_its_picklist_is_being_made_is_409(
+    http: httpx.Client, order_id: str
+) -> None:
+    sku = f"SKU-{order_id}"
+    http.put(f"/warehouse/stock/{sku}", json={"on_hand": 5})
+    cancel, cancel_key = f"/warehouse/orders/{order_id}/cancel", f"{order_id}:picklist-cancel"
+    body = picklist(order_id, sku, 2)
+    with holding(
+        http, "warehouse", lambda: post(http, "/warehouse/picklists", body, f"{order_id}:picklist")
+    ) as held:
+        busy = post(http, cancel, key=cancel_key)
+        assert error_of(busy) == resource_in_use("order", order_id)
+        http.post("/admin/faults/warehouse/release")
+        created = held.result(timeout=10).json()
+    assert stock_of(http, sku) == 3
+    retried = post(http, cancel, key=cancel_key)
+    assert "idempotent-replayed" not in retried.headers  # the 409 was not stored under its key
+    assert retried.json()["picklist"] == created | {"status": "cancelled"}
+    assert stock_of(http, sku) == 5
+
+
+def test_a_picklist_request_arriving_after_its_order_was_cancelled_picks_nothing(
+    http: httpx.Client, order_id: str
+) -> None:
+    """The request is on its way (delayed before its claim) when the order is cancelled: the
+    cancel cannot see it, but the closed order refuses it when it arrives."""
+    sku = f"SKU-{order_id}"
+    http.put(f"/warehouse/stock/{sku}", json={"on_hand": 5})
+    key = f"{order_id}:picklist"
+    http.put("/admin/faults/warehouse", json={"delay_next": 1, "key_prefix": key})
+    with ThreadPoolExecutor(1) as pool:
+        on_its_way = pool.submit(post, http, "/warehouse/picklists", picklist(order_id, sku), key)
+        try:
+            wait_delayed(http, "warehouse", key)
+            closed = post(http, f"/warehouse/orders/{order_id}/cancel").json()
+        finally:
+            http.post("/admin/faults/warehouse/deliver")
+        arrived = on_its_way.result(timeout=10)
+    assert closed["picklist"] is None  # nothing was picked when the order was cancelled
+    assert error_of(arrived) == order_closed(order_id, closed["closed"])
+    assert (count(http, "/warehouse/picklists", order_id=order_id), stock_of(http, sku)) == (0, 5)
+
+
 def test_two_orders_race_for_the_last_unit(http: httpx.Client, order_id: str) -> None:
     sku = f"SKU-{order_id}"
     http.put(f"/warehouse/stock/{sku}", json={"on_hand": 1})
@@ -739,12 +839,15 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
 
 def test_html_pages(provider: Provider, http: httpx.Client, order_id: str) -> None:
     post(http, "/mail/messages", message(order_id, subject="<script>alert(1)</script>"))
+    post(http, f"/warehouse/orders/{order_id}/cancel")
     for path in ("/", "/payments/", "/mail/", "/warehouse/"):
         page = httpx.get(f"{provider.url}{path}", params={"api_key": API_KEY})
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert f'href="/mail/?api_key={API_KEY}"' in page.text
     mail = http.get("/mail/").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail and "<script>" not in mail
+    warehouse = http.get("/warehouse/").text
+    assert "Cancelled orders" in warehouse and f"<td>{order_id}</td>" in warehouse
 
 
 def test_sigkill_and_restart_keeps_the_ledger(tmp_path: Path, order_id: str) -> None:
@@ -829,6 +932,9 @@ def test_a_ledger_from_before_the_new_columns_opens_and_works(
             cancelled = post(http, f"/payments/intents/{intent(http, order_id)['id']}/cancel")
             assert cancelled.json()["status"] == "canceled"
             assert count(http, "/payments/charges", order_id=order_id) == 1
+            # A table added since: created when the old ledger opened.
+            closed = post(http, f"/warehouse/orders/{order_id}/cancel")
+            assert (closed.status_code, closed.json()["status"]) == (200, "closed")
     finally:
         server.kill()
     with sqlite3.connect(path) as reopened:
@@ -852,6 +958,7 @@ EFFECT_POSTS = {
     "/mail/messages",
     "/warehouse/picklists",
     "/warehouse/picklists/{picklist_id}/cancel",
+    "/warehouse/orders/{order_id}/cancel",
 }
 
 
