@@ -71,7 +71,9 @@ async def fingerprint(request: Request) -> str:
     raw = await request.body()  # already read and cached by FastAPI
     try:
         canonical = json.dumps(json.loads(raw) if raw.strip() else {}, sort_keys=True)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Not JSON, or nested too deep to parse (an endpoint without a body never validates
+        # it): the text itself is the fingerprint, not a 500.
         canonical = raw.decode(errors="replace")
     text = f"{request.method} {request.url.path}\n{canonical}"
     return hashlib.sha256(text.encode()).hexdigest()

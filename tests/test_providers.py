@@ -1074,6 +1074,18 @@ def test_an_unreadable_body_is_400_or_422(http: httpx.Client, content: bytes) ->
     assert response.json()["error"]["code"] in ("invalid_body", "validation_error")
 
 
+def test_a_body_nested_too_deep_for_an_endpoint_without_one_is_no_500(
+    http: httpx.Client,
+) -> None:
+    """The body is never validated there, but the idempotency fingerprint still reads it."""
+    response = http.post(
+        "/warehouse/picklists/pl_nope/cancel",
+        content=b"[" * 100_000,
+        headers={"Idempotency-Key": str(uuid.uuid4()), "content-type": "application/json"},
+    )
+    bad_request(response, 404, "resource_missing")
+
+
 def test_a_card_number_sent_by_mistake_is_not_echoed(http: httpx.Client, order_id: str) -> None:
     card = "4242424242424242"
     body = {"order_id": order_id, "amount": 100, "currency": "EUR", "payment_method": card}
