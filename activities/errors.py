@@ -45,6 +45,16 @@ def error_for_response(service: str, response: ProviderAnswer) -> ApplicationErr
     return ApplicationError(message, error, type=error_type, non_retryable=True)
 
 
+def provider_error_code(err: ApplicationError) -> str | None:
+    """The provider's error code (``out_of_stock``, ``order_closed``...) of a refusal.
+
+    Read from the error body that ``error_for_response`` attaches; None for any other error.
+    """
+    details = err.details[0] if err.details else None
+    code = details.get("code") if isinstance(details, dict) else None
+    return code if isinstance(code, str) else None
+
+
 def error_for_transport(service: str, err: Exception) -> ApplicationError:
     """A timeout or dropped connection: the outcome is unknown, so retry with the same key."""
     return ApplicationError(

@@ -1,19 +1,36 @@
-"""Picklists at the warehouse.
+"""Picklists at the warehouse, and taking an order's picklist back.
 
 The warehouse de-duplicates picklists on the order id, so a picklist sent again under a new key
 (an operator's retry after a refusal) returns the order's open picklist instead of picking twice.
+
+Taking it back cancels the whole order at the warehouse (``POST /warehouse/orders/{id}/cancel``),
+never a picklist found by asking: the warehouse cancels the picklist it has for the order,
+whether or not its id ever reached the workflow, and closes the order, so a picklist request
+still on its way (delayed on the network, queued, a retry about to go out) is refused when it
+arrives instead of picking for a cancelled order. A request in flight at the warehouse makes
+the cancel wait (409, retried) until it has an outcome.
 """
+
+from urllib.parse import quote
 
 from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import OUT_OF_STOCK
+from activities.errors import PROVIDER_REJECTED, provider_error_code
 from activities.logging import log_step
 from activities.provider_client import ProviderClient
 from activities.requests import EffectRequest
 from domain.models import Address
 from domain.status import Step
+
+ORDER_CLOSED = "order_closed"
+"""The warehouse's error code for a picklist of an order it has cancelled (and closed)."""
+
+CLOSE_KEY_SUFFIX = ":close"
+"""Added to the cancel step's key for the order cancel. Not the step's key itself: an attempt
+that ran before the order cancel existed may have used that key on the picklist's own cancel,
+and a key sent again to another path is refused as reused."""
 
 
 class PicklistItem(BaseModel):
@@ -36,17 +53,25 @@ class Picklist(BaseModel):
     id: str
 
 
-class CancelPicklistRequest(EffectRequest):
-    """Take back a picklist the warehouse has not shipped.
+class ClosedOrder(BaseModel):
+    """The warehouse's answer to an order cancel: the order's picklist, if one was ever made."""
 
-    When the picklist's id never reached the order (its request was cut short by a cancel),
-    ``picklist`` is that request: the warehouse keeps one open picklist per order, so sending it
-    again (under this request's key plus ``:find``) returns the order's picklist if one was made,
-    is refused with 409 while one is in flight, and otherwise makes one, to be cancelled at once.
+    order_id: str
+    picklist: Picklist | None
+
+
+class CancelPicklistRequest(EffectRequest):
+    """Take back the order's picklist, if the warehouse has one, and close the order there.
+
+    The warehouse cancels the order as a whole and finds its picklist itself, so neither field
+    decides anything.
     """
 
     picklist_id: str | None = None
+    """The picklist's id if it reached the order: shown with the step's input, not sent."""
     picklist: PicklistRequest | None = None
+    """Ignored. Orders no longer send it; orders already running may, from before the order
+    cancel, when the picklist request was sent again to find the order's picklist."""
 
 
 class WarehouseActivities:
@@ -57,38 +82,47 @@ class WarehouseActivities:
 
     @activity.defn
     async def send_picklist(self, request: PicklistRequest) -> Picklist:
-        """Send the picklist once; a sku out of stock raises a non-retryable ``OutOfStock``."""
-        picklist = await self._post_picklist(request)
+        """Send the picklist once; a sku out of stock raises a non-retryable ``OutOfStock``.
+
+        An order the warehouse has closed (a cancel took its picklist back) raises a
+        non-retryable ``ProviderRejected`` that says so.
+        """
+        body = request.model_dump(mode="json", include={"order_id", "items", "ship_to"})
+        try:
+            answer = await self._warehouse.post(
+                "/picklists", body, idempotency_key=request.idempotency_key
+            )
+        except ApplicationError as err:
+            if provider_error_code(err) != ORDER_CLOSED:
+                raise
+            # Only a request the order gave up on when it was cancelled should meet this. If a
+            # live step ever does (an order id used again, a cancel made at the warehouse by
+            # hand), the operator reads why nothing can be picked, and what to do.
+            raise ApplicationError(
+                f"{err.message} (nothing was picked for order {request.order_id}, and nothing "
+                "can be: cancel it; if its id was used before, place it again under a new id)",
+                *err.details,
+                type=PROVIDER_REJECTED,
+                non_retryable=True,
+            ) from err
+        picklist = Picklist.model_validate(answer)
         log_step(request.order_id, Step.PICKLIST, f"accepted {picklist.id}")
         return picklist
 
-    async def _post_picklist(self, request: PicklistRequest) -> Picklist:
-        body = request.model_dump(mode="json", include={"order_id", "items", "ship_to"})
-        answer = await self._warehouse.post(
-            "/picklists", body, idempotency_key=request.idempotency_key
-        )
-        return Picklist.model_validate(answer)
-
     @activity.defn
     async def cancel_picklist(self, request: CancelPicklistRequest) -> Picklist | None:
-        """Cancel the picklist and return its stock; cancelling twice changes nothing.
+        """Cancel the order at the warehouse: its picklist is cancelled and its stock returned.
 
-        Returns ``None`` when the warehouse refused the picklist in the first place.
+        Returns the cancelled picklist, or ``None`` when none was ever made for the order.
+        Cancelling twice changes nothing, and a picklist request still on its way is refused
+        when it arrives.
         """
-        picklist_id = request.picklist_id
-        if picklist_id is None and request.picklist is not None:
-            find_key = f"{request.idempotency_key}:find"
-            probe = request.picklist.model_copy(update={"idempotency_key": find_key})
-            try:
-                picklist_id = (await self._post_picklist(probe)).id
-            except ApplicationError as err:
-                if err.type != OUT_OF_STOCK:
-                    raise
-                log_step(request.order_id, Step.PICKLIST_CANCEL, "nothing was picked")
-                return None
         answer = await self._warehouse.post(
-            f"/picklists/{picklist_id}/cancel", {}, idempotency_key=request.idempotency_key
+            f"/orders/{quote(request.order_id, safe='')}/cancel",
+            {},
+            idempotency_key=f"{request.idempotency_key}{CLOSE_KEY_SUFFIX}",
         )
-        picklist = Picklist.model_validate(answer)
-        log_step(request.order_id, Step.PICKLIST_CANCEL, f"cancelled {picklist.id}")
+        picklist = ClosedOrder.model_validate(answer).picklist
+        outcome = f"cancelled {picklist.id}" if picklist else "nothing was picked"
+        log_step(request.order_id, Step.PICKLIST_CANCEL, outcome)
         return picklist

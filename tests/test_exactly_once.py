@@ -6,8 +6,10 @@ conditions rather than for time, and asserts the ledger and the customer's email
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import WorkflowExecution
@@ -15,6 +17,7 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowUpdateHandle, WorkflowUpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.warehouse import ORDER_CLOSED
 from client.orders import OrderRefused, resolve_order, ship_order, start_order
 from domain.models import (
     CancelRequest,
@@ -53,6 +56,11 @@ def hold(sandbox: SandboxAdmin, service: str, order: Order, step: Step) -> str:
 async def held(sandbox: SandboxAdmin, service: str, key: str) -> None:
     """Wait until ``service`` holds the request with ``key``."""
     await until(lambda: key in sandbox.held_keys()[service], f"{service} holds {key}")
+
+
+def stored_under(sandbox: SandboxAdmin, key: str) -> dict[str, Any]:
+    """What the providers keep under exactly ``key`` (empty until a request claims it)."""
+    return next((entry for entry in sandbox.keys(key) if entry["key"] == key), {})
 
 
 def email_body(sandbox: SandboxAdmin, order: Order, template: EmailTemplate) -> str:
@@ -190,6 +198,49 @@ async def test_cancel_racing_the_picklist_that_completes_takes_it_back(
         EmailTemplate.ORDER_CANCELLED: 1,
     }
     assert REFUNDED in email_body(sandbox, order, EmailTemplate.ORDER_CANCELLED)
+
+
+async def test_a_picklist_request_still_on_its_way_when_the_customer_cancels_picks_nothing(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    """The picklist request is delayed before it reaches the warehouse (no key claimed, no
+    lock: nothing there can see it) and the customer cancels meanwhile. The undo cancels the
+    order at the warehouse, which closes it, so the request that arrives afterwards is refused:
+    nothing is picked for a cancelled, refunded order, not even for a moment."""
+    sku = f"SKU-LATE-{uuid.uuid4().hex[:8]}"
+    order = make_order(items=[{"sku": sku, "quantity": 2, "unit_price": 1250}])
+    sandbox.set_stock(sku, 5)
+    key = f"{order.id}:{Step.PICKLIST.value}"
+    # The picklist request itself, not the cancel's (its key starts the same).
+    sandbox.set_faults("warehouse", delay_next=1, key_prefix=key, key_suffix=f":{Step.PICKLIST}")
+    await start_order(client, order, task_queue)
+    await until(lambda: key in sandbox.delayed_keys()["warehouse"], f"{key} is on its way")
+
+    cancel = await start_cancel(client, order, "changed my mind")
+    view = await cancel.result()
+    assert view.status == OrderStatus.CANCELLED
+    assert view.picklist_id is None  # the picklist step was cut short before any answer
+    assert sandbox.deliver("warehouse") == 1  # the request reaches the warehouse at last
+    await until(lambda: stored_under(sandbox, key).get("state") == "done", f"{key} answered")
+
+    open_picklists = [
+        picklist
+        for picklist in sandbox.list("/warehouse/picklists", order_id=order.id)
+        if picklist["status"] != "cancelled"
+    ]
+    assert open_picklists == []
+    assert sandbox.stock(sku) == 5
+    effects = sandbox.effects(order.id)
+    assert effects.picklists == 0  # no picklist made to find one, nor by the late request
+    assert (effects.charges, effects.refunds) == (1, 1)
+    assert effects.refunded_amount == effects.charged_amount == order.total
+    assert effects.emails == {
+        EmailTemplate.ORDER_CONFIRMATION: 1,
+        EmailTemplate.ORDER_CANCELLED: 1,
+    }
+    assert REFUNDED in email_body(sandbox, order, EmailTemplate.ORDER_CANCELLED)
+    late = stored_under(sandbox, key)
+    assert (late["status"], late["body"]["error"]["code"]) == (422, ORDER_CLOSED)
 
 
 async def test_a_stored_refusal_retried_by_an_operator_is_not_replayed(

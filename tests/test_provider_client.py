@@ -7,15 +7,24 @@ from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from activities.errors import PROVIDER_REJECTED, PROVIDER_UNAVAILABLE
+from activities.errors import PROVIDER_REJECTED, PROVIDER_UNAVAILABLE, provider_error_code
 from activities.intake import classify
 from activities.provider_client import ProviderClient, open_provider_clients
+from activities.warehouse import (
+    ORDER_CLOSED,
+    CancelPicklistRequest,
+    PicklistItem,
+    PicklistRequest,
+    WarehouseActivities,
+)
 from config.settings import ProviderSettings
 from domain.intake import PaymentOutcome
 from domain.status import EmailTemplate
 from providers.admin_client import SandboxAdmin
 from stack.processes import free_port
+from tests.support import make_order
 
 
 def _email(order_id: str) -> dict[str, str]:
@@ -64,6 +73,51 @@ async def test_a_503_is_retryable_and_a_refusal_is_final(
     assert "mail answered 422" in str(refused.value)
     assert refused.value.details  # the provider's error body, for the operator
     assert sandbox.effects(order_id).emails_of(EmailTemplate.ORDER_CONFIRMATION.value) == 0
+
+
+@pytest.fixture
+async def warehouse(sandbox: SandboxAdmin) -> AsyncIterator[WarehouseActivities]:
+    settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
+    async with open_provider_clients(settings) as providers:
+        yield WarehouseActivities(providers.warehouse)
+
+
+async def test_a_picklist_for_an_order_cancelled_at_the_warehouse_is_a_final_refusal(
+    warehouse: WarehouseActivities,
+) -> None:
+    """Only an attempt the order gave up on should meet it; if a live step ever did, the
+    operator would read what happened and what to do."""
+    order = make_order()
+    picklist = PicklistRequest(
+        order_id=order.id,
+        idempotency_key=f"{order.id}:picklist",
+        items=[PicklistItem(sku=item.sku, quantity=item.quantity) for item in order.items],
+        ship_to=order.shipping_address,
+    )
+    take_back = CancelPicklistRequest(order_id=order.id, idempotency_key=f"{order.id}:cancel")
+    env = ActivityEnvironment()
+    picked = await env.run(warehouse.send_picklist, picklist)
+    assert await env.run(warehouse.cancel_picklist, take_back) == picked
+    assert await env.run(warehouse.cancel_picklist, take_back) == picked  # changes nothing
+
+    again = picklist.model_copy(update={"idempotency_key": f"{order.id}:picklist:attempt-2"})
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(warehouse.send_picklist, again)
+
+    assert refused.value.type == PROVIDER_REJECTED and refused.value.non_retryable
+    assert provider_error_code(refused.value) == ORDER_CLOSED
+    message = refused.value.message
+    assert message.startswith("warehouse answered 422 order_closed: Order ")
+    assert f"'{order.id}' was cancelled at the warehouse" in message
+    assert f"nothing was picked for order {order.id}, and nothing can be: cancel it" in message
+
+
+async def test_taking_back_an_order_that_was_never_picked_finds_nothing(
+    warehouse: WarehouseActivities,
+) -> None:
+    order_id = f"client-{uuid.uuid4().hex[:8]}"
+    take_back = CancelPicklistRequest(order_id=order_id, idempotency_key=f"{order_id}:cancel")
+    assert await ActivityEnvironment().run(warehouse.cancel_picklist, take_back) is None
 
 
 async def test_nobody_listening_is_a_retryable_unavailability() -> None:

@@ -41,24 +41,19 @@ class Picking:
         state.picklist_id = picklist.id
 
     async def take_back(self, warehouse_decides: bool) -> None:
-        """Cancel the picklist; with its id unknown, the warehouse finds the order's own."""
+        """Cancel the order at the warehouse, which takes back its picklist, id known or not.
+
+        The warehouse also closes the order, so a picklist request still on its way (cut short
+        here, but not yet arrived there) is refused when it arrives.
+        """
         state = self._state
         if state.picklist_id is None and not warehouse_decides:
             return  # older orders took back only a picklist they had heard of
-        find = None
-        if state.picklist_id is None:
-            find = PicklistRequest(
-                order_id=state.order.id,
-                idempotency_key="",  # the activity derives it from the cancel's own key
-                items=self._items(),
-                ship_to=state.order.shipping_address,
-            )
         await self._steps.call(
             Step.PICKLIST_CANCEL,
             WarehouseActivities.cancel_picklist,
             CancelPicklistRequest,
             picklist_id=state.picklist_id,
-            picklist=find,
             summary=f"cancel {state.picklist_id or 'the order picklist'}",
             describe=lambda picklist: f"cancelled {picklist.id}" if picklist else "none picked",
         )
