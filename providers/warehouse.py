@@ -198,7 +198,12 @@ async def create_picklist(
 async def cancel_picklist(
     picklist_id: PathId, request: Request, idem: IdempotencyDep, key: IdempotencyKey
 ) -> Response:
-    """Cancel a picklist and put its stock back; cancelling twice changes nothing."""
+    """Cancel a picklist and put its stock back; cancelling twice changes nothing.
+
+    The order stays open: a picklist request for it still on its way makes a new picklist when
+    it arrives. To take an order back for good, cancel the order
+    (``POST /warehouse/orders/{order_id}/cancel``).
+    """
     return await idem.run(request, SERVICE, partial(_cancel, picklist_id), key=key)
 
 
