@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.provider_client import open_provider_clients
@@ -82,6 +83,20 @@ async def until_view(
             return view
         await asyncio.sleep(0.05)
     raise AssertionError(f"{order_id} did not reach {what}; last view: {view}")
+
+
+async def until_cancel_request_handled(handle: WorkflowHandle[Any, Any]) -> None:
+    """Wait until a workflow task completed after the workflow's cancel request."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        kinds = [event.event_type async for event in handle.fetch_history_events()]
+        requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+        if requested in kinds:
+            after = kinds[kinds.index(requested) :]
+            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the worker did not handle the cancel request in 30 s")
 
 
 async def wait_for_status(

@@ -22,7 +22,7 @@ from domain.emails import order_confirmation
 from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, wait_for_status
+from tests.support import make_order, until_cancel_request_handled, wait_for_status
 from worker import sandboxed_runner
 from workflows.order import OrderWorkflow
 
@@ -75,11 +75,14 @@ RECORDED = {
 }
 RECORDED["v5"] = (*RECORDED["v4"], "email-local-try-lost")
 RECORDED["v6"] = RECORDED["v5"]
+RECORDED["v7"] = (*RECORDED["v6"], "temporal-cancel", "temporal-cancel-after-shipment")
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
 the emails tried as local activities first, v6 with an operator's retry after faults sending the
-step's key again (``operator-retry``). The last is the current one, which recording writes."""
+step's key again (``operator-retry``), v7 with a workflow cancel requested through Temporal
+winding the order down, or ignored once it has shipped. The last is the current one, which
+recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -123,6 +126,7 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
 
     await record_v4_scenarios(client, sandbox, task_queue, orders)
     await record_v5_scenarios(client, sandbox, task_queue, orders)
+    await record_v7_scenarios(client, sandbox, task_queue, orders)
 
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
@@ -175,6 +179,23 @@ async def record_v5_scenarios(
     await start_order(client, lost, task_queue)
     await wait_for_status(client, lost.id, OrderStatus.AWAITING_SHIPMENT)
     await ship_order(client, lost.id, UPS)
+
+
+async def record_v7_scenarios(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
+) -> None:
+    """Workflow cancels requested through Temporal: one winds the order down, one is ignored."""
+    cancelled, shipped = orders["temporal-cancel"], orders["temporal-cancel-after-shipment"]
+    for order in (cancelled, shipped):
+        await start_order(client, order, task_queue)
+        await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    await client.get_workflow_handle(cancelled.id).cancel()
+    sandbox.set_faults("mail", hold_next=1, key_prefix=f"{shipped.id}:")
+    await ship_order(client, shipped.id, UPS)
+    await asyncio.to_thread(sandbox.wait_held, "mail", 1)
+    await client.get_workflow_handle(shipped.id).cancel()
+    await until_cancel_request_handled(client.get_workflow_handle(shipped.id))
+    sandbox.release("mail")
 
 
 async def wait_until_step(client: Client, order_id: str, step: Step) -> None:

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from client.orders import (
     OrderRefused,
@@ -19,8 +19,14 @@ from client.orders import (
 from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, order_awaiting_shipment, until_view, wait_for_status
-from workflows.order import OrderWorkflow
+from tests.support import (
+    make_order,
+    order_awaiting_shipment,
+    until_cancel_request_handled,
+    until_view,
+    wait_for_status,
+)
+from workflows.order import TEMPORAL_CANCEL_REASON, OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 SHORT_BUDGET = OrderOptions(payment_retry_budget=timedelta(seconds=3))
@@ -77,6 +83,44 @@ async def test_cancel_while_shipped_signal_pending_is_refused_by_the_validator(
     result = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
     assert result.status == OrderStatus.COMPLETED
     assert sandbox.effects(order.id).refunds == 0
+
+
+async def test_a_workflow_cancel_through_temporal_winds_the_order_down(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = await order_awaiting_shipment(client, task_queue)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, order.id)
+
+    await handle.cancel()  # what the Web UI's "Request Cancellation" does
+
+    view = await handle.result()
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == f"cancelled: {TEMPORAL_CANCEL_REASON}"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds, effects.cancelled_picklists) == (1, 1, 1)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1, EmailTemplate.ORDER_CANCELLED: 1}
+
+
+async def test_a_workflow_cancel_through_temporal_after_shipment_is_ignored(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = await order_awaiting_shipment(client, task_queue)
+    sandbox.set_faults("mail", hold_next=1, key_prefix=f"{order.id}:")
+    await ship_order(client, order.id, UPS)
+    await asyncio.to_thread(sandbox.wait_held, "mail", 1)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, order.id)
+
+    await handle.cancel()
+    await until_cancel_request_handled(handle)
+    sandbox.release("mail")
+
+    await wait_for_status(client, order.id, OrderStatus.COMPLETED)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    effects = sandbox.effects(order.id)
+    assert (effects.charges, effects.refunds, effects.cancelled_picklists) == (1, 0, 0)
+    assert effects.emails_of(EmailTemplate.ORDER_SHIPPED) == 1
+    assert effects.emails_of(EmailTemplate.ORDER_CANCELLED) == 0
 
 
 async def test_cancel_during_payment_charges_nothing(

@@ -51,6 +51,9 @@ PROVIDER_DECIDES_PATCH = "compensation-decided-by-provider"
 """From here on compensation runs newest first and each provider decides what to undo."""
 SHIP_RULE_PATCH = "ship-only-when-awaiting"
 """From here on a shipped report before the order awaits shipment is refused."""
+TEMPORAL_CANCEL_PATCH = "temporal-cancel-winds-down"
+"""From here on a workflow cancel requested through Temporal winds the order down."""
+TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
 
 
 @workflow.defn
@@ -69,7 +72,26 @@ class OrderWorkflow:
 
     @workflow.run
     async def run(self, order: Order) -> OrderView:
-        """Process the order to a final status and return its read model."""
+        """Process the order to a final status and return its read model.
+
+        A cancel requested through Temporal (the Web UI's or the CLI's workflow cancel) is
+        taken as the customer's cancel: refused once the order has shipped, else the order is
+        wound down like any cancelled order. It never ends the run with money or goods kept.
+        """
+        life = asyncio.create_task(self._live())
+        while True:
+            try:
+                return await asyncio.shield(life)
+            except asyncio.CancelledError:
+                if not workflow.patched(TEMPORAL_CANCEL_PATCH):
+                    # Older orders ended here, mid-step and without undoing anything.
+                    life.cancel()
+                    await asyncio.wait([life])
+                    raise
+                self._take_temporal_cancel()
+
+    async def _live(self) -> OrderView:
+        """The order's whole life: its story, its wind-down if it stops, its last handlers."""
         self._set_status(OrderStatus.RECEIVED)
         metrics.order_started()
         self._story = asyncio.create_task(self._fulfil())
@@ -195,12 +217,24 @@ class OrderWorkflow:
             _refuse(f"{order} is paid; its {view.attention_step} step failed: use --action retry")
 
     async def _cancel(self, reason: str) -> OrderView:
-        """Accept a cancel: the story stops at once (or, for older orders, at its next step)."""
+        """Accept a cancel and return the order once it is wound down."""
+        self._accept_cancel(reason)
+        await workflow.wait_condition(lambda: self._state.status.is_final)
+        return self._state.view()
+
+    def _accept_cancel(self, reason: str) -> None:
+        """The story stops at once (or, for older orders, at its next step)."""
         self._state.cancel_reason = reason
         if self._story is not None and workflow.patched(PROMPT_CANCEL_PATCH):
             self._story.cancel()
-        await workflow.wait_condition(lambda: self._state.status.is_final)
-        return self._state.view()
+
+    def _take_temporal_cancel(self) -> None:
+        """Apply the cancel rule to a cancel requested through Temporal; a refusal is logged."""
+        refusal = rules.cancel_refusal(self._state.view())
+        if refusal is not None:
+            workflow.logger.warning("ignored a workflow cancel request: %s", refusal)
+            return
+        self._accept_cancel(TEMPORAL_CANCEL_REASON)
 
     def _set_status(self, status: OrderStatus) -> None:
         metrics.status_changed(self._state.status, status, self._state.attention_step)
