@@ -40,6 +40,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A Temporal dev server (in memory) from the pip-installed ``temporal`` binary."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_binary("temporal"),
+        port=free_port(),  # not the SDK's bind(0): see free_port
         search_attributes=search_attributes.ALL,
         data_converter=DATA_CONVERTER,
         ui=False,

@@ -33,10 +33,11 @@ async def start_time_skipping() -> WorkflowEnvironment:
     """
     # Imported here: test modules that define workflows import this one inside the sandbox,
     # where stack.processes may not resolve paths at import time.
-    from stack.processes import find_binary
+    from stack.processes import find_binary, free_port
 
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
+        port=free_port(),  # not the SDK's bind(0): see free_port
         data_converter=DATA_CONVERTER,
         test_server_startup_timeout=timedelta(seconds=30),
     )
