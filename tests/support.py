@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -86,18 +86,25 @@ async def until_view(
     raise AssertionError(f"{order_id} did not reach {what}; last view: {view}")
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 30.0) -> None:
+    """Poll ``check`` until it is true; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.05)
+
+
 async def until_cancel_request_handled(handle: WorkflowHandle[Any, Any]) -> None:
     """Wait until a workflow task completed after the workflow's cancel request."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    async def handled() -> bool:
         kinds = [event.event_type async for event in handle.fetch_history_events()]
         requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
-        if requested in kinds:
-            after = kinds[kinds.index(requested) :]
-            if EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after:
-                return
-        await asyncio.sleep(0.1)
-    raise AssertionError("the worker did not handle the cancel request in 30 s")
+        after = kinds[kinds.index(requested) :] if requested in kinds else []
+        return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after
+
+    await eventually(handled, "the worker handled the cancel request")
 
 
 async def wait_for_status(

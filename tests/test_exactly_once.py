@@ -29,7 +29,13 @@ from domain.models import (
 )
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, order_awaiting_shipment, until_view, wait_for_status
+from tests.support import (
+    eventually,
+    make_order,
+    order_awaiting_shipment,
+    until_view,
+    wait_for_status,
+)
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -39,11 +45,7 @@ NOTHING_CHARGED = "Nothing was charged"
 
 async def until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
     """Poll ``condition`` (run in a thread: it may call the providers) until it holds."""
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await asyncio.sleep(0.05)
+    await eventually(lambda: asyncio.to_thread(condition), what, within)
 
 
 def hold(sandbox: SandboxAdmin, service: str, order: Order, step: Step) -> str:
@@ -299,13 +301,12 @@ async def test_an_effect_whose_answer_was_lost_and_key_expired_happens_once(
 async def retried_while_held(client: Client, order_id: str, activity: str) -> None:
     """Wait until the order's pending ``activity`` has been answered and tried again."""
     handle = client.get_workflow_handle(order_id)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    async def retried() -> bool:
         pending = (await handle.describe()).raw_description.pending_activities
-        if any(p.activity_type.name == activity and p.attempt >= 2 for p in pending):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{activity} of {order_id} was not tried again while held")
+        return any(p.activity_type.name == activity and p.attempt >= 2 for p in pending)
+
+    await eventually(retried, f"{activity} of {order_id} was tried again while held")
 
 
 @EFFECTS_AN_OPERATOR_RETRIES
