@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.errors import PROVIDER_REJECTED, PROVIDER_UNAVAILABLE, provider_error_code
 from activities.intake import classify
-from activities.provider_client import ProviderClient, open_provider_clients
+from activities.provider_client import ProviderClient, ProviderClients, open_provider_clients
 from activities.warehouse import (
     ORDER_CLOSED,
     CancelPicklistRequest,
@@ -38,10 +38,15 @@ def _email(order_id: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def mail(sandbox: SandboxAdmin) -> AsyncIterator[ProviderClient]:
+async def providers(sandbox: SandboxAdmin) -> AsyncIterator[ProviderClients]:
     settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
-    async with open_provider_clients(settings) as providers:
-        yield providers.mail
+    async with open_provider_clients(settings) as clients:
+        yield clients
+
+
+@pytest.fixture
+def mail(providers: ProviderClients) -> ProviderClient:
+    return providers.mail
 
 
 async def test_a_retried_key_gets_the_first_answer_and_sends_once(
@@ -76,10 +81,8 @@ async def test_a_503_is_retryable_and_a_refusal_is_final(
 
 
 @pytest.fixture
-async def warehouse(sandbox: SandboxAdmin) -> AsyncIterator[WarehouseActivities]:
-    settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
-    async with open_provider_clients(settings) as providers:
-        yield WarehouseActivities(providers.warehouse)
+def warehouse(providers: ProviderClients) -> WarehouseActivities:
+    return WarehouseActivities(providers.warehouse)
 
 
 async def test_a_picklist_for_an_order_cancelled_at_the_warehouse_is_a_final_refusal(
