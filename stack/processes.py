@@ -3,6 +3,7 @@
 The run command and the crash tests both use these, so what users run is what is tested.
 """
 
+import functools
 import os
 import random
 import shutil
@@ -84,6 +85,7 @@ _BELOW_EPHEMERAL = (20000, 32768)
 """Where ``free_port`` looks: below Linux's ephemeral range (32768-60999 by default)."""
 
 
+@functools.cache
 def _ephemeral_start() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
