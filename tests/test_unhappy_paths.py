@@ -17,7 +17,7 @@ from client.orders import (
     ship_order,
     start_order,
 )
-from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from tests.support import (
@@ -95,14 +95,22 @@ async def test_cancel_is_refused_once_shipped_or_cancelled_and_changes_nothing(
     assert sandbox.effects(cancelled.id).emails_of(EmailTemplate.ORDER_CANCELLED) == 1
 
 
-async def test_cancel_while_shipped_signal_pending_is_refused_by_the_validator(
+async def shipped_with_its_email_held(
     client: Client, sandbox: SandboxAdmin, task_queue: str
-) -> None:
+) -> Order:
+    """An order reported shipped whose shipped email waits at the mail service (released by
+    ``sandbox.release("mail")``)."""
     order = await order_awaiting_shipment(client, task_queue)
-    # The shipped email waits at the mail service.
     sandbox.set_faults("mail", hold_next=1, key_prefix=f"{order.id}:")
     await ship_order(client, order.id, UPS)
     await asyncio.to_thread(sandbox.wait_held, "mail", 1)
+    return order
+
+
+async def test_cancel_while_shipped_signal_pending_is_refused_by_the_validator(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    order = await shipped_with_its_email_held(client, sandbox, task_queue)
     with pytest.raises(OrderRefused, match="has shipped; it can't be cancelled"):
         await cancel_order(client, order.id, "too late")
     sandbox.release("mail")
@@ -114,10 +122,7 @@ async def test_cancel_while_shipped_signal_pending_is_refused_by_the_validator(
 async def test_a_workflow_cancel_through_temporal_after_shipment_is_ignored(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    order = await order_awaiting_shipment(client, task_queue)
-    sandbox.set_faults("mail", hold_next=1, key_prefix=f"{order.id}:")
-    await ship_order(client, order.id, UPS)
-    await asyncio.to_thread(sandbox.wait_held, "mail", 1)
+    order = await shipped_with_its_email_held(client, sandbox, task_queue)
     handle = client.get_workflow_handle_for(OrderWorkflow.run, order.id)
 
     await handle.cancel()
