@@ -102,8 +102,8 @@ def build_worker(
     ``capacity`` to ``WorkerCapacity.from_env()`` (the ``ORDERS_WORKER_*`` variables).
     """
     outcomes = PaymentOutcomes(client, intake_policy or IntakePolicy.from_env())
-    payment = PaymentActivities(providers.payments, outcomes)
-    intake = IntakeActivities(providers.payments, outcomes)
+    payment = PaymentActivities(providers.gateway, outcomes)
+    intake = IntakeActivities(providers.gateway, outcomes)
     mail = MailActivities(providers.mail)
     warehouse = WarehouseActivities(providers.warehouse)
     cache_bytecode(OrderWorkflow, IntakeWorkflow)
@@ -114,6 +114,8 @@ def build_worker(
         activities=[
             payment.create_payment_intent,
             payment.confirm_payment,
+            payment.authorize_payment,
+            payment.capture_payment,
             payment.cancel_payment,
             payment.find_charge,
             payment.refund_payment,

@@ -14,6 +14,7 @@ PROVIDER_UNAVAILABLE = "ProviderUnavailable"
 _BUSINESS_ERROR_TYPES = {"card_declined": PAYMENT_DECLINED, "out_of_stock": OUT_OF_STOCK}
 # 401/403 mean our configuration is wrong, not the order: wait for an operator to fix it.
 _RETRYABLE_STATUSES = {401, 403, 408, 409, 425, 429}
+_CARD_ERROR_STATUS = 402
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,11 @@ def error_for_response(service: str, response: ProviderAnswer) -> ApplicationErr
     message = f"{service} answered {response.status} {code}: {error.get('message', '')}"
     if response.status >= 500 or response.status in _RETRYABLE_STATUSES:
         return ApplicationError(message, type=PROVIDER_UNAVAILABLE)
-    error_type = _BUSINESS_ERROR_TYPES.get(code, PROVIDER_REJECTED)
+    # 402 is Stripe's card error: a decline, whatever its code (card_declined, expired_card...).
+    declined = response.status == _CARD_ERROR_STATUS
+    error_type = (
+        PAYMENT_DECLINED if declined else _BUSINESS_ERROR_TYPES.get(code, PROVIDER_REJECTED)
+    )
     return ApplicationError(message, error, type=error_type, non_retryable=True)
 
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
+from stripe.params import PaymentIntentSearchParams
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import PAYMENT_DECLINED, PROVIDER_REJECTED, PROVIDER_UNAVAILABLE
-from activities.provider_client import ProviderClient
+from activities.stripe_client import StripeGateway
 from domain.intake import (
     STATUS_MEMO,
     TRIP_SIGNAL,
@@ -43,7 +44,7 @@ from domain.intake import (
 logger = logging.getLogger("orders.intake")
 
 PROBE_ORDER_ID = "intake-probe"
-"""The probe reads the gateway's intents of this order id: a read, with no effect."""
+"""The probe searches the gateway's intents of this order id: a read, with no effect."""
 
 
 class IntakeStart(BaseModel):
@@ -253,7 +254,7 @@ class PaymentOutcomes:
 class IntakeActivities:
     """The breaker's activity: whether the payment gateway is healthy again."""
 
-    def __init__(self, gateway: ProviderClient, outcomes: PaymentOutcomes) -> None:
+    def __init__(self, gateway: StripeGateway, outcomes: PaymentOutcomes) -> None:
         self._gateway = gateway
         self._outcomes = outcomes
 
@@ -270,7 +271,13 @@ class IntakeActivities:
         at = datetime.fromtimestamp(now, UTC)
         try:
             async with asyncio.timeout(within.total_seconds()):
-                await self._gateway.get("/intents", {"order_id": PROBE_ORDER_ID})
+                query: PaymentIntentSearchParams = {
+                    "query": f"metadata['order_id']:'{PROBE_ORDER_ID}'"
+                }
+                await self._gateway.send(
+                    "GET /v1/payment_intents/search",
+                    lambda options: self._gateway.v1.payment_intents.search_async(query, options),
+                )
         except TimeoutError:
             return ProbeResult(
                 at=at, healthy=False, detail=f"the gateway did not answer within {human(within)}"

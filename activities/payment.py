@@ -1,22 +1,44 @@
-"""Two-phase payment at the gateway: create an intent (no money moves), then confirm it.
+"""Payment at the gateway, on Stripe's API: create an intent, authorize it, capture it.
 
-Undoing a payment is decided by the gateway, never guessed from a listing: the order cancels
-its intent, which the gateway refuses while a confirm for it is still in flight and answers with
-the charge if the intent was confirmed; that charge is then refunded.
+Phase one creates the payment intent (no money moves; its id lands in history). Orders from
+authorize-then-capture on create it with ``capture_method=manual``: the confirm then only
+authorizes the card (``requires_capture``) and the money moves when the order captures it,
+once the warehouse has reserved the stock. Orders started before confirm with automatic
+capture, which moves the money at once (``confirm_payment``).
+
+Every answer that matters for money is read from the intent itself, never from a search:
+Stripe's search lags writes. An action the intent's status no longer allows (confirming a
+confirmed intent under a new key, cancelling a captured one) is answered by Stripe with
+``payment_intent_unexpected_state``; the activity then retrieves the intent (consistent, by
+id) and goes by its status. Undoing a payment is decided by the gateway: the order cancels its
+intent, which releases an authorization, is refused (429 ``lock_timeout``, retried) while a
+confirm or capture is in flight, and is answered with the charge if the intent was captured;
+that charge is then refunded once.
 """
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Literal
 
+import stripe
 from pydantic import BaseModel
+from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import PROVIDER_REJECTED
 from activities.intake import PaymentOutcomes
 from activities.logging import log_step
-from activities.provider_client import ProviderClient
 from activities.requests import EffectRequest
+from activities.stripe_client import UNEXPECTED_STATE, StripeGateway, error_code
 from domain.status import Step
+
+CONFIRMABLE = frozenset({"requires_confirmation", "requires_payment_method"})
+"""Intent statuses in which no card was charged or authorized yet."""
+AUTHORIZED = "requires_capture"
+CAPTURED = "succeeded"
+CANCELED = "canceled"
+ALREADY_REFUNDED = "charge_already_refunded"
 
 
 class PaymentIntentRequest(EffectRequest):
@@ -25,6 +47,9 @@ class PaymentIntentRequest(EffectRequest):
     amount: int
     currency: str
     payment_method: str
+    capture_method: Literal["automatic", "manual"] = "automatic"
+    """``manual``: the confirm only authorizes and ``capture_payment`` moves the money.
+    Orders started before authorize-then-capture sent no such field: automatic."""
 
 
 class PaymentIntent(BaseModel):
@@ -35,16 +60,28 @@ class PaymentIntent(BaseModel):
     currency: str
     status: str = "requires_confirmation"
     charge: str | None = None
-    """The charge id once the intent is confirmed."""
+    """The intent's latest charge: an authorization while ``requires_capture``, money taken
+    once ``succeeded``."""
 
     @property
     def charged(self) -> bool:
-        """True when the gateway confirmed this intent: money moved."""
-        return self.status == "succeeded" and self.charge is not None
+        """True when the money moved (captured): it can only be given back by a refund."""
+        return self.status == CAPTURED and self.charge is not None
+
+    @property
+    def authorized(self) -> bool:
+        """True while the card is authorized and not captured: a cancel releases it."""
+        return self.status == AUTHORIZED
 
 
 class ConfirmPaymentRequest(EffectRequest):
-    """Phase 2: move the money for an intent."""
+    """Phase 2: confirm the intent (authorize the card, or charge it for older orders)."""
+
+    intent_id: str
+
+
+class CapturePaymentRequest(EffectRequest):
+    """Move the authorized money, once the warehouse has reserved the stock."""
 
     intent_id: str
 
@@ -56,7 +93,7 @@ class CancelPaymentRequest(EffectRequest):
 
 
 class Charge(BaseModel):
-    """The money taken; confirming the same intent again returns this same charge."""
+    """The money taken; capturing (or confirming) the same intent again returns this charge."""
 
     id: str
     payment_intent: str
@@ -72,7 +109,7 @@ class RefundRequest(EffectRequest):
 
 
 class Refund(BaseModel):
-    """Money given back; refunding a refunded charge in full returns this same refund."""
+    """Money given back; a charge is refunded in full at most once."""
 
     id: str
     amount: int
@@ -81,8 +118,9 @@ class Refund(BaseModel):
 class PaymentActivities:
     """Activities that talk to the payment gateway."""
 
-    def __init__(self, gateway: ProviderClient, outcomes: PaymentOutcomes | None = None) -> None:
+    def __init__(self, gateway: StripeGateway, outcomes: PaymentOutcomes | None = None) -> None:
         self._gateway = gateway
+        self._intents = gateway.v1.payment_intents
         self._outcomes = outcomes  # create and confirm report how they ended (intake breaker)
 
     def _watch(self, order_id: str) -> AbstractContextManager[None]:
@@ -92,35 +130,50 @@ class PaymentActivities:
     async def create_payment_intent(self, request: PaymentIntentRequest) -> PaymentIntent:
         """Create the order's payment intent, or adopt the unconfirmed one the gateway has.
 
-        The gateway is asked first, whatever the key: an operator's retry after an answer was
-        lost adopts the intent the earlier try created. An intent this order id already
-        confirmed was charged by an earlier run of the same order id that Temporal no longer
-        holds (its retention passed); that is refused, so the id is never charged twice.
+        An order id used again, after Temporal forgot its first run, is refused, so it is never
+        charged twice: within 24 hours the step's key brings back the first run's intent, whose
+        status shows it was confirmed; after that, Stripe's search (which lags writes by
+        seconds, not days) finds it. An operator's retry adopts an open intent of the order.
         """
         with self._watch(request.order_id):
             existing = await self._existing_intent(request)
             if existing is not None:
                 log_step(request.order_id, Step.PAYMENT_INTENT, f"adopted {existing.id}")
                 return existing
-            body = request.model_dump(include={"order_id", "amount", "currency", "payment_method"})
-            key = request.idempotency_key
-            answer = await self._gateway.post("/intents", body, idempotency_key=key)
-        intent = PaymentIntent.model_validate(answer)
+            params: PaymentIntentCreateParams = {
+                "amount": request.amount,
+                "currency": request.currency.lower(),
+                "payment_method": request.payment_method,
+                "capture_method": request.capture_method,
+                "metadata": {"order_id": request.order_id},
+            }
+            created = await self._gateway.send(
+                "POST /v1/payment_intents",
+                lambda options: self._intents.create_async(params, options),
+                idempotency_key=request.idempotency_key,
+            )
+            if _replayed(created):  # the first answer under this key: the intent may be past it
+                created = await self._retrieve(created.id)
+        intent = _intent(created)
+        if intent.status not in CONFIRMABLE:
+            raise _used_before(request.order_id, intent)
         log_step(request.order_id, Step.PAYMENT_INTENT, f"created {intent.id}")
         return intent
 
     async def _existing_intent(self, request: PaymentIntentRequest) -> PaymentIntent | None:
-        listing = await self._gateway.get("/intents", {"order_id": request.order_id})
-        intents = [PaymentIntent.model_validate(intent) for intent in listing["data"]]
-        if charged := [intent for intent in intents if intent.charged]:
-            raise ApplicationError(
-                f"order id {request.order_id} was already charged ({charged[0].charge}) by an "
-                "earlier order with this id; nothing was charged again. Cancel this order, "
-                "and place new orders under new ids",
-                type=PROVIDER_REJECTED,
-                non_retryable=True,
-            )
-        open_intents = [i for i in intents if i.status == "requires_confirmation"]
+        """Refuse an order id another run confirmed; on an operator's retry, adopt its intent."""
+        found = await self._gateway.send(
+            "GET /v1/payment_intents/search",
+            lambda options: self._intents.search_async(
+                {"query": f"metadata['order_id']:'{request.order_id}'"}, options
+            ),
+        )
+        intents = [_intent(intent) for intent in found.data]
+        if used := [intent for intent in intents if intent.status not in (*CONFIRMABLE, CANCELED)]:
+            raise _used_before(request.order_id, used[0])
+        if not request.adopt_existing:
+            return None
+        open_intents = [intent for intent in intents if intent.status in CONFIRMABLE]
         for intent in open_intents:
             if (intent.amount, intent.currency) != (request.amount, request.currency):
                 raise ApplicationError(
@@ -132,48 +185,198 @@ class PaymentActivities:
         return open_intents[-1] if open_intents else None
 
     @activity.defn
-    async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
-        """Confirm the intent; a decline raises a non-retryable ``PaymentDeclined`` error."""
+    async def authorize_payment(self, request: ConfirmPaymentRequest) -> PaymentIntent:
+        """Confirm a manual-capture intent: the card is authorized, no money moves yet.
+
+        A decline raises a non-retryable ``PaymentDeclined`` error. An intent an earlier try
+        already authorized (its answer lost, the operator retrying under a new key) is adopted.
+        """
         with self._watch(request.order_id):
-            answer = await self._gateway.post(
-                f"/intents/{request.intent_id}/confirm", {}, idempotency_key=request.idempotency_key
+            intent = await self._act_on_intent(
+                request,
+                "confirm",
+                lambda options: self._intents.confirm_async(request.intent_id, options=options),
+                accept={AUTHORIZED, CAPTURED},
             )
-        charge = Charge.model_validate(answer)
+        log_step(request.order_id, Step.PAYMENT_CONFIRM, f"authorized {intent.id}")
+        return intent
+
+    @activity.defn
+    async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
+        """Confirm an automatic-capture intent (orders started before authorize-then-capture).
+
+        The money moves at once; a decline raises a non-retryable ``PaymentDeclined`` error.
+        """
+        with self._watch(request.order_id):
+            intent = await self._act_on_intent(
+                request,
+                "confirm",
+                lambda options: self._intents.confirm_async(request.intent_id, options=options),
+                accept={CAPTURED},
+            )
+        charge = _charge(intent)
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"charged {charge.id}")
+        return charge
+
+    @activity.defn
+    async def capture_payment(self, request: CapturePaymentRequest) -> Charge:
+        """Capture the authorized money; capturing a captured intent returns its charge.
+
+        An intent that can no longer be captured (its authorization released or expired) is a
+        refusal: the order asks an operator.
+        """
+        intent = await self._act_on_intent(
+            request,
+            "capture",
+            lambda options: self._intents.capture_async(request.intent_id, options=options),
+            accept={CAPTURED},
+        )
+        charge = _charge(intent)
+        log_step(request.order_id, Step.PAYMENT_CAPTURE, f"captured {charge.id}")
         return charge
 
     @activity.defn
     async def cancel_payment(self, request: CancelPaymentRequest) -> PaymentIntent:
         """Cancel the intent so it can never be charged; its answer says if it already was.
 
-        While a confirm for the intent is in flight the gateway answers 409, which is retried:
-        the cancel waits for that confirm's outcome instead of guessing it.
+        Cancelling an authorized intent releases the authorization. A captured intent stays
+        captured and is answered as it is, its ``charge`` to be refunded. While a confirm or
+        capture of the intent is in flight the gateway refuses (``lock_timeout``), which is
+        retried: the cancel waits for that call's outcome instead of guessing it.
         """
-        answer = await self._gateway.post(
-            f"/intents/{request.intent_id}/cancel", {}, idempotency_key=request.idempotency_key
+        intent = await self._act_on_intent(
+            request,
+            "cancel",
+            lambda options: self._intents.cancel_async(request.intent_id, options=options),
+            accept={CAPTURED, CANCELED},
         )
-        intent = PaymentIntent.model_validate(answer)
-        outcome = f"charged {intent.charge}, to refund" if intent.charged else intent.status
+        if intent.charged:
+            outcome = f"captured {intent.charge}, to refund"
+        else:
+            outcome = "released" if intent.charge else intent.status
         log_step(request.order_id, Step.PAYMENT_CANCEL, f"{intent.id} {outcome}")
         return intent
 
+    async def _act_on_intent(
+        self,
+        request: ConfirmPaymentRequest | CapturePaymentRequest | CancelPaymentRequest,
+        action: str,
+        call: Callable[[stripe.RequestOptions], Awaitable[stripe.PaymentIntent]],
+        accept: set[str],
+    ) -> PaymentIntent:
+        """POST ``action`` on the intent, or adopt the intent if an earlier try got there.
+
+        When Stripe answers that the intent's status no longer allows ``action``, the intent is
+        retrieved and returned as it is if its status is in ``accept``.
+        """
+        try:
+            answer = await self._gateway.send(
+                f"POST /v1/payment_intents/{{intent}}/{action}",
+                call,
+                idempotency_key=request.idempotency_key,
+            )
+        except ApplicationError as err:
+            if error_code(err) != UNEXPECTED_STATE:
+                raise
+            current = _intent(await self._retrieve(request.intent_id))
+            if current.status not in accept:
+                raise
+            return current
+        return _intent(answer)
+
+    async def _retrieve(self, intent_id: str) -> stripe.PaymentIntent:
+        return await self._gateway.send(
+            "GET /v1/payment_intents/{intent}",
+            lambda options: self._intents.retrieve_async(intent_id, options=options),
+        )
+
     @activity.defn
     async def find_charge(self, order_id: str) -> Charge | None:
-        """The order's charge, if the gateway lists one.
+        """The order's charge, if the gateway's search shows one.
 
         Only orders started before the gateway decided compensation call this (they must
-        replay as they ran); a listing cannot see a confirm still in flight.
+        replay as they ran); a search lags writes and cannot see a confirm still in flight.
         """
-        charges = (await self._gateway.get("/charges", {"order_id": order_id}))["data"]
-        charge = Charge.model_validate(charges[0]) if charges else None
+        found = await self._gateway.send(
+            "GET /v1/payment_intents/search",
+            lambda options: self._intents.search_async(
+                {"query": f"metadata['order_id']:'{order_id}'"}, options
+            ),
+        )
+        charged = [_intent(intent) for intent in found.data]
+        charge = next((_charge(intent) for intent in charged if intent.charged), None)
         log_step(order_id, Step.CHARGE_LOOKUP, f"found {charge.id}" if charge else "no charge")
         return charge
 
     @activity.defn
     async def refund_payment(self, request: RefundRequest) -> Refund:
-        """Refund the charge in full, once, whatever the number of retries or keys."""
-        body = {"charge_id": request.charge_id, "amount": None, "reason": request.reason}
-        answer = await self._gateway.post("/refunds", body, idempotency_key=request.idempotency_key)
-        refund = Refund.model_validate(answer)
+        """Refund the charge in full, once, whatever the number of retries or keys.
+
+        A charge already refunded in full (by an earlier try under another key) is answered by
+        Stripe with ``charge_already_refunded``; its refund is then looked up and returned.
+        """
+        params: RefundCreateParams = {
+            "charge": request.charge_id,
+            "metadata": {"order_id": request.order_id, "reason": request.reason},
+        }
+        try:
+            created = await self._gateway.send(
+                "POST /v1/refunds",
+                lambda options: self._gateway.v1.refunds.create_async(params, options),
+                idempotency_key=request.idempotency_key,
+            )
+            refund = Refund(id=created.id, amount=created.amount)
+        except ApplicationError as err:
+            if error_code(err) != ALREADY_REFUNDED:
+                raise
+            refund = await self._earlier_refund(request.charge_id, err)
         log_step(request.order_id, Step.REFUND, f"refunded {refund.id} ({refund.amount})")
         return refund
+
+    async def _earlier_refund(self, charge_id: str, refusal: ApplicationError) -> Refund:
+        """The refund that already gave the charge back (a list is consistent, unlike search)."""
+        listed = await self._gateway.send(
+            "GET /v1/refunds",
+            lambda options: self._gateway.v1.refunds.list_async({"charge": charge_id}, options),
+        )
+        done = [refund for refund in listed.data if refund.status == "succeeded"]
+        if not done:
+            raise refusal
+        return Refund(id=done[0].id, amount=sum(refund.amount for refund in done))
+
+
+def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
+    """The order's view of a Stripe payment intent (currency in the order's upper case)."""
+    latest = intent.latest_charge
+    return PaymentIntent(
+        id=intent.id,
+        amount=intent.amount,
+        currency=intent.currency.upper(),
+        status=intent.status,
+        charge=latest if isinstance(latest, str) or latest is None else latest.id,
+    )
+
+
+def _charge(intent: PaymentIntent) -> Charge:
+    """The captured charge of ``intent``."""
+    assert intent.charge is not None, f"{intent.id} is {intent.status} without a charge"
+    return Charge(
+        id=intent.charge, payment_intent=intent.id, amount=intent.amount, currency=intent.currency
+    )
+
+
+def _replayed(obj: stripe.StripeObject) -> bool:
+    """Whether the gateway answered from its idempotency store (an earlier try got through)."""
+    response = obj.last_response
+    return response is not None and response.headers.get("Idempotent-Replayed") == "true"
+
+
+def _used_before(order_id: str, intent: PaymentIntent) -> ApplicationError:
+    """The refusal for an order id whose payment an earlier run of the same id confirmed."""
+    return ApplicationError(
+        f"order id {order_id} was already used: its payment intent {intent.id} is "
+        f"{intent.status} from an earlier order with this id; nothing was charged again. "
+        "Cancel this order, and place new orders under new ids",
+        type=PROVIDER_REJECTED,
+        non_retryable=True,
+    )

@@ -15,6 +15,7 @@ import aiohttp
 from activities import metrics
 from activities.errors import ProviderAnswer, error_for_response, error_for_transport
 from activities.heartbeat import heartbeating
+from activities.stripe_client import StripeGateway, open_gateway
 from config.settings import ProviderSettings
 from telemetry.http_tracing import client_span, record_status
 from telemetry.names import ProviderErrorKind
@@ -94,23 +95,33 @@ class ProviderClient:
 
 @dataclass
 class ProviderClients:
-    """The three service clients a worker shares across all activity calls."""
+    """The service clients a worker shares across all activity calls."""
 
-    payments: ProviderClient
+    gateway: StripeGateway
+    """The payment gateway, on Stripe's API through the official library."""
     mail: ProviderClient
     warehouse: ProviderClient
 
 
 @asynccontextmanager
 async def open_provider_clients(settings: ProviderSettings) -> AsyncIterator[ProviderClients]:
-    """Open one client per service on one connection pool (with the API key), closed on exit."""
-    async with aiohttp.ClientSession(
-        headers={"Authorization": f"Bearer {settings.api_key}"},
-        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
-        connector=aiohttp.TCPConnector(keepalive_timeout=_IDLE_CONNECTION_SECONDS),
-    ) as session:
+    """Open one client per service, closed on exit.
+
+    Mail and warehouse share one connection pool (with the sandbox's API key); the gateway has
+    the Stripe library's own, with the gateway's secret key.
+    """
+    gateway_url, gateway_key = settings.gateway
+    timeout = settings.request_timeout_seconds
+    async with (
+        open_gateway(gateway_url, gateway_key, timeout, _IDLE_CONNECTION_SECONDS) as gateway,
+        aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {settings.api_key}"},
+            timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
+            connector=aiohttp.TCPConnector(keepalive_timeout=_IDLE_CONNECTION_SECONDS),
+        ) as session,
+    ):
         yield ProviderClients(
-            payments=ProviderClient("payments", settings.base_url, session),
+            gateway=gateway,
             mail=ProviderClient("mail", settings.base_url, session),
             warehouse=ProviderClient("warehouse", settings.base_url, session),
         )

@@ -11,22 +11,44 @@ DEFAULT_PROVIDERS_URL = "http://127.0.0.1:8000"
 DEFAULT_PROVIDERS_API_KEY = "sk_test_sandbox"
 
 
+STRIPE_API_BASE = "https://api.stripe.com"
+"""Stripe itself: where the payment activities go when a Stripe secret key and no gateway
+address are configured."""
+
+
 @dataclass(frozen=True)
 class ProviderSettings:
-    """How workers reach the payment gateway, mail service and warehouse."""
+    """How workers reach the payment gateway, mail service and warehouse.
+
+    The gateway speaks Stripe's API: the sandbox's ``/v1`` by default, Stripe itself (test or
+    live mode, by the key) when ``STRIPE_API_KEY`` is set and ``STRIPE_API_BASE`` is not.
+    """
 
     base_url: str = DEFAULT_PROVIDERS_URL
     api_key: str = DEFAULT_PROVIDERS_API_KEY
+    gateway_url: str | None = None
+    """Where the payment gateway's Stripe API is (``None``: the sandbox at ``base_url``)."""
+    gateway_key: str | None = None
+    """The gateway's secret key (``None``: ``api_key``, the sandbox's)."""
     request_timeout_seconds: float = 4.0
     """Below the activities' start-to-close timeout, so a slow call fails as a retryable
     transport error in the activity rather than as an activity timeout."""
 
+    @property
+    def gateway(self) -> tuple[str, str]:
+        """The payment gateway's address and secret key."""
+        return self.gateway_url or self.base_url, self.gateway_key or self.api_key
+
     @classmethod
     def from_env(cls) -> "ProviderSettings":
-        """Read ``PROVIDERS_URL`` and ``PROVIDERS_API_KEY``."""
+        """Read ``PROVIDERS_URL``/``_API_KEY`` and ``STRIPE_API_KEY``/``STRIPE_API_BASE``."""
+        stripe_key = os.environ.get("STRIPE_API_KEY") or None
+        stripe_base = os.environ.get("STRIPE_API_BASE") or None
         return cls(
             base_url=os.environ.get("PROVIDERS_URL", DEFAULT_PROVIDERS_URL),
             api_key=os.environ.get("PROVIDERS_API_KEY", DEFAULT_PROVIDERS_API_KEY),
+            gateway_url=stripe_base or (STRIPE_API_BASE if stripe_key else None),
+            gateway_key=stripe_key,
         )
 
 

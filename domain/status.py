@@ -12,6 +12,7 @@ class OrderStatus(StrEnum):
     """Where an order stands, as customers and operators see it."""
 
     RECEIVED = "received"
+    AUTHORIZED = "authorized"
     PAID = "paid"
     AWAITING_SHIPMENT = "awaiting-shipment"
     SHIPMENT_DELAYED = "shipment-delayed"
@@ -44,6 +45,8 @@ class Step(StrEnum):
 
     PAYMENT_INTENT = "payment-intent"
     PAYMENT_CONFIRM = "payment-confirm"
+    """Confirms the intent: authorizes the card (charged it, in orders before capture)."""
+    PAYMENT_CAPTURE = "payment-capture"
     CONFIRMATION_EMAIL = "confirmation-email"
     PICKLIST = "picklist"
     SHIPMENT = "shipment"
@@ -97,7 +100,7 @@ could act a second time, so no step retries longer than ``MAX_STEP_BUDGET``."""
 MAX_STEP_BUDGET = IDEMPOTENCY_KEY_LIFETIME / 2
 """The longest any step retries before it asks an operator: half the key lifetime."""
 
-PAYMENT_STEPS = frozenset({Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM})
+PAYMENT_STEPS = frozenset({Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM, Step.PAYMENT_CAPTURE})
 """The steps an operator's ``retry-payment`` applies to."""
 
 

@@ -1,4 +1,4 @@
-"""The order workflow: charge, confirm, pick, wait for shipment, tell the customer.
+"""The order workflow: authorize, reserve, capture, confirm, wait for shipment, tell the customer.
 
 Deterministic: it only schedules activities and timers, reacts to signals and updates, and
 keeps the order's state. Each step's result lands in Temporal's history, so after any crash the
@@ -54,6 +54,8 @@ SHIP_RULE_PATCH = "ship-only-when-awaiting"
 TEMPORAL_CANCEL_PATCH = "temporal-cancel-winds-down"
 """From here on a workflow cancel requested through Temporal winds the order down."""
 TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
+AUTHORIZE_RESERVE_CAPTURE_PATCH = "authorize-reserve-capture"
+"""From here on the card is authorized, the stock reserved, and only then the money captured."""
 
 
 @workflow.defn
@@ -104,23 +106,48 @@ class OrderWorkflow:
 
     async def _fulfil(self) -> None:
         """The story of an order that goes well."""
-        state, order, steps = self._state, self._state.order, self._steps
+        state, steps = self._state, self._steps
         try:
-            charge_id = await self._payment.charge()
-            self._set_status(OrderStatus.PAID)
-            await self._email(Step.CONFIRMATION_EMAIL, emails.order_confirmation(order, charge_id))
-            steps.stop_if_cancelled()
-            await self._picking.send()
-            steps.stop_if_cancelled()
+            if workflow.patched(AUTHORIZE_RESERVE_CAPTURE_PATCH):
+                await self._authorize_reserve_capture()
+            else:
+                await self._charge_confirm_pick()
             self._set_status(OrderStatus.AWAITING_SHIPMENT)
             shipment = await wait_for_shipment(state, steps, self._set_status, self._email)
             self._set_status(OrderStatus.SHIPPED)
-            await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(order, shipment))
+            await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(state.order, shipment))
             self._set_status(OrderStatus.COMPLETED)
         except asyncio.CancelledError:
             if state.cancel_reason is None:
                 raise
             raise steps.cancelled() from None
+
+    async def _authorize_reserve_capture(self) -> None:
+        """Authorize the card, reserve the stock, then take the money and confirm the order.
+
+        An order the warehouse cannot fill stops before any money moves: its authorization is
+        released and the customer never hears "confirmed".
+        """
+        order, steps = self._state.order, self._steps
+        await self._payment.authorize()
+        self._set_status(OrderStatus.AUTHORIZED)
+        steps.stop_if_cancelled()
+        await self._picking.send()
+        steps.stop_if_cancelled()
+        charge_id = await self._payment.capture()
+        self._set_status(OrderStatus.PAID)
+        await self._email(Step.CONFIRMATION_EMAIL, emails.order_confirmation(order, charge_id))
+        steps.stop_if_cancelled()
+
+    async def _charge_confirm_pick(self) -> None:
+        """Orders started before authorize-reserve-capture: charge, confirm, then pick."""
+        order, steps = self._state.order, self._steps
+        charge_id = await self._payment.charge()
+        self._set_status(OrderStatus.PAID)
+        await self._email(Step.CONFIRMATION_EMAIL, emails.order_confirmation(order, charge_id))
+        steps.stop_if_cancelled()
+        await self._picking.send()
+        steps.stop_if_cancelled()
 
     async def _wind_down(self, stop: OrderStopped) -> None:
         """Undo what the order did, newest first, and tell the customer once."""

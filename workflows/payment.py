@@ -1,8 +1,11 @@
-"""The order's two-phase payment, and its undo as the gateway decides it.
+"""The order's payment, and its undo as the gateway decides it.
 
 Phase one creates (or adopts) a payment intent: no money moves, its id lands in history.
-Phase two confirms it: the money moves, at most once per intent. The undo is registered just
-before the confirm, because from then on money may move whatever the workflow hears.
+Phase two confirms it. Orders from authorize-then-capture on create it for manual capture, so
+the confirm only authorizes the card and ``capture`` moves the money once the stock is
+reserved; orders started before confirmed with automatic capture (``charge``). The undo is
+registered just before the confirm, because from then on money may move (or be held) whatever
+the workflow hears.
 """
 
 from temporalio import workflow
@@ -10,6 +13,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.payment import (
         CancelPaymentRequest,
+        CapturePaymentRequest,
         ConfirmPaymentRequest,
         PaymentActivities,
         PaymentIntent,
@@ -29,8 +33,40 @@ class Payment:
     def __init__(self, state: OrderState, steps: Steps, compensations: Compensations) -> None:
         self._state, self._steps, self._compensations = state, steps, compensations
 
-    async def charge(self) -> str:
-        """Create or adopt the intent, then confirm it; returns the charge id."""
+    async def authorize(self) -> None:
+        """Create or adopt a manual-capture intent, then confirm it: the card is authorized.
+
+        No money moves until ``capture``; a decline stops the order.
+        """
+        state = self._state
+        intent = await self._create_intent(capture_method="manual")
+        self._compensations.add(Step.PAYMENT_CONFIRM, self.undo)
+        state.intent = await self._steps.call(
+            Step.PAYMENT_CONFIRM,
+            PaymentActivities.authorize_payment,
+            ConfirmPaymentRequest,
+            intent_id=intent.id,
+            summary=f"authorize {intent.id}",
+            describe=lambda authorized: f"authorized {authorized.id}",
+        )
+
+    async def capture(self) -> str:
+        """Move the authorized money; returns the charge id."""
+        state, order = self._state, self._state.order
+        assert state.intent is not None, "capture follows authorize"
+        charge = await self._steps.call(
+            Step.PAYMENT_CAPTURE,
+            PaymentActivities.capture_payment,
+            CapturePaymentRequest,
+            intent_id=state.intent.id,
+            summary=f"capture {format_money(order.total, order.currency)}",
+            describe=lambda charge: charge.id,
+        )
+        state.charge_id = charge.id
+        return charge.id
+
+    async def _create_intent(self, **fields: str) -> PaymentIntent:
+        """Create the order's intent once (its id in history), or return the one it has."""
         state, order = self._state, self._state.order
         if state.intent is None:
             state.intent = await self._steps.call(
@@ -42,8 +78,16 @@ class Payment:
                 payment_method=order.payment_method,
                 summary=f"intent for {format_money(order.total, order.currency)}",
                 describe=lambda intent: intent.id,
+                **fields,
             )
             self._steps.stop_if_cancelled()
+        return state.intent
+
+    async def charge(self) -> str:
+        """Orders before authorize-then-capture: create the intent, confirm it (money moves)."""
+        state = self._state
+        await self._create_intent()
+        assert state.intent is not None
         self._compensations.add(Step.PAYMENT_CONFIRM, self.undo)
         charge = await self._steps.call(
             Step.PAYMENT_CONFIRM,
@@ -59,10 +103,10 @@ class Payment:
     async def undo(self, gateway_decides: bool) -> None:
         """Give back what was charged, exactly once.
 
-        With the charge unknown, the gateway decides: the order cancels its intent, which the
-        gateway refuses while a confirm is still in flight (retried) and answers with the
-        charge if the intent was confirmed. Orders started before that looked the charge up
-        instead, and replay as they ran.
+        With the charge unknown, the gateway decides: the order cancels its intent, which
+        releases an authorization, is refused while a confirm or capture is still in flight
+        (retried) and is answered with the charge if the intent was captured. Orders started
+        before that looked the charge up instead, and replay as they ran.
         """
         state = self._state
         if state.charge_id is None and state.intent is not None:

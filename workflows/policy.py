@@ -114,6 +114,8 @@ POLICIES: Mapping[Step, StepPolicy] = {
             )
         },
     ),
+    # Capturing moves money already authorized: nothing to decline, retried as payment is.
+    Step.PAYMENT_CAPTURE: StepPolicy(_PAYMENT, payment=True),
     Step.PICKLIST: StepPolicy(
         Step.PICKLIST.value,
         outcomes={OUT_OF_STOCK: Outcome(OrderStatus.OUT_OF_STOCK, "out of stock", "sku")},
