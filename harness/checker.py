@@ -66,12 +66,13 @@ def check(evidence: Evidence, require_final: bool = True) -> list[Violation]:
     Each order is judged on its own, from its status in Temporal:
 
     - Always, even mid-flight: nothing happened twice (payment intents, cancelled intents,
-      charges, refunds, picklists, cancelled picklists, emails of any one template), no more
-      was refunded than charged, and every intent, charge, refund and picklist the order
-      records is in the ledger.
+      authorizations, releases, charges, refunds, picklists, cancelled picklists, emails of
+      any one template), no more was refunded than charged, and every intent, charge, refund
+      and picklist the order records is in the ledger.
     - Once final, what its outcome promises: the emails it needs exactly once and none it must
-      not send; a completed order charged once and never refunded, a declined one never
-      charged, a cancelled or out-of-stock one refunded in full if it was charged; one payment
+      not send (a confirmation only if the money was taken); a completed order charged once and
+      never refunded, a declined one never charged, a cancelled or out-of-stock one refunded in
+      full if it was charged; no authorization left held (captured or released); one payment
       intent once the order got past payment; one active picklist if completed, none otherwise.
     - No order is lost: Temporal knows every order that was started and every order the
       providers acted for.
@@ -109,7 +110,7 @@ def judge(view: OrderView | None, effects: Effects) -> list[str]:
         problems += _as_promised(view.status, effects, bounds)
     _as_recorded(view, bounds)
     for what in counts:
-        if what != _ACTIVE_PICKLIST:  # implied by "at most 1 picklist"
+        if what not in _DERIVED:  # implied by "at most 1" of what they derive from
             bounds[what].append(_Bound(0, 1))
     if effects.refunded_amount > effects.charged_amount:
         problems.append(
@@ -147,6 +148,9 @@ class _Bound:
 
 
 _ACTIVE_PICKLIST = "active picklist"
+_HELD_AUTHORIZATION = "held authorization"
+"""An authorization neither captured nor released: money the customer cannot spend."""
+_DERIVED = (_ACTIVE_PICKLIST, _HELD_AUTHORIZATION)
 
 _EMAILS: Mapping[OrderStatus, tuple[frozenset[str], frozenset[str]]] = {
     # Final status -> (emails it needs exactly once, emails it may have sent once on the way).
@@ -155,7 +159,8 @@ _EMAILS: Mapping[OrderStatus, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({EmailTemplate.SHIPMENT_DELAYED}),
     ),
     OrderStatus.PAYMENT_DECLINED: (frozenset({EmailTemplate.PAYMENT_DECLINED}), frozenset()),
-    # Out of stock is found at the picklist, after the charge and its confirmation.
+    # Out of stock is found at the picklist: before the capture since authorize-reserve-capture
+    # (no confirmation), after the charge and its confirmation in orders started before.
     OrderStatus.OUT_OF_STOCK: (
         frozenset({EmailTemplate.OUT_OF_STOCK}),
         frozenset({EmailTemplate.ORDER_CONFIRMATION}),
@@ -175,11 +180,14 @@ def _counts(effects: Effects) -> dict[str, int]:
     return {
         "payment intent": effects.payment_intents,
         "cancelled payment intent": effects.cancelled_intents,
+        "authorization": effects.authorizations,
+        "released authorization": effects.released,
         "charge": effects.charges,
         "refund": effects.refunds,
         "picklist": effects.picklists,
         "cancelled picklist": effects.cancelled_picklists,
         _ACTIVE_PICKLIST: max(effects.picklists - effects.cancelled_picklists, 0),
+        _HELD_AUTHORIZATION: max(effects.authorizations - effects.charges - effects.released, 0),
         **{f"{template} email": effects.emails_of(template) for template in templates},
     }
 
@@ -190,16 +198,20 @@ def _as_promised(
     """Add the bounds a final ``status`` promises to ``bounds``; return the refund problems."""
     outcome = f" for {_an(status.value)} order"
     needed, allowed = _EMAILS[status]
+    charged = effects.charges > 0 or effects.charged_amount > 0
+    if not charged:  # the confirmation follows the capture: no money taken, no confirmation
+        allowed = allowed - {EmailTemplate.ORDER_CONFIRMATION}
     for what in bounds:
         template = what.removesuffix(" email")
         if what.endswith(" email") and template not in allowed:
             bounds[what].append(
                 _Bound(1, 1, outcome) if template in needed else _Bound(0, 0, outcome)
             )
-    charged = effects.charges > 0 or effects.charged_amount > 0
     # The decline is the gateway's answer to confirming the intent, so it exists then too.
-    if charged or status in (OrderStatus.COMPLETED, OrderStatus.PAYMENT_DECLINED):
+    paying = charged or effects.authorizations > 0
+    if paying or status in (OrderStatus.COMPLETED, OrderStatus.PAYMENT_DECLINED):
         bounds["payment intent"].append(_Bound(1, 1, outcome))
+    bounds[_HELD_AUTHORIZATION].append(_Bound(0, 0, outcome))
     # Only a completed order keeps its picklist; any other end takes it back (or never made it).
     picked = int(status == OrderStatus.COMPLETED)
     bounds[_ACTIVE_PICKLIST].append(_Bound(picked, picked, outcome))
@@ -208,6 +220,7 @@ def _as_promised(
         bounds["charge"].append(_Bound(1, 1, outcome))
         bounds["refund"].append(_Bound(0, 0, outcome))
     elif status == OrderStatus.PAYMENT_DECLINED:
+        bounds["authorization"].append(_Bound(0, 0, outcome))
         bounds["charge"].append(_Bound(0, 0, outcome))
         bounds["refund"].append(_Bound(0, 0, outcome))
     elif not charged:
@@ -251,7 +264,8 @@ def _count(count: int, what: str) -> str:
 def _describe(effects: Effects) -> str:
     """The effects that happened, in words ("1 charge, 1 order-confirmation email"), or ""."""
     counts = _counts(effects)
-    del counts[_ACTIVE_PICKLIST]
+    for derived in _DERIVED:
+        del counts[derived]
     return ", ".join(_count(n, what) for what, n in counts.items() if n)
 
 
@@ -261,6 +275,8 @@ class Tally:
 
     orders: int
     statuses: Mapping[str, int]
+    authorizations: int
+    released: int
     charges: int
     refunds: int
     confirmation_emails: int
@@ -276,6 +292,8 @@ def tally(evidence: Evidence) -> Tally:
     return Tally(
         orders=len(evidence.outcomes),
         statuses=dict(statuses),
+        authorizations=sum(e.authorizations for e in effects),
+        released=sum(e.released for e in effects),
         charges=sum(e.charges for e in effects),
         refunds=sum(e.refunds for e in effects),
         confirmation_emails=sum(e.emails_of(EmailTemplate.ORDER_CONFIRMATION) for e in effects),

@@ -27,7 +27,7 @@ from workflows.order import OrderWorkflow
 T = TypeVar("T")
 
 SHIPMENT = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
-DECLINED_CARD = "pm_card_declined"
+DECLINED_CARD = "pm_card_chargeDeclined"
 
 
 def sample_order(order_id: str, payment_method: str = "pm_card_visa") -> Order:

@@ -149,8 +149,8 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
 
 
 def hold_one_order_per_step(admin: SandboxAdmin) -> None:
-    """Hold the next charge, the next confirmation email and the next picklist."""
-    admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CONFIRM}")
+    """Hold the next capture (the money moves), confirmation email and picklist."""
+    admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CAPTURE}")
     admin.set_faults("mail", hold_next=1, key_suffix=f":{Step.CONFIRMATION_EMAIL}")
     admin.set_faults("warehouse", hold_next=1, key_suffix=f":{Step.PICKLIST}")
 
@@ -170,9 +170,10 @@ def held_steps(admin: SandboxAdmin) -> dict[str, str]:
 async def _kill_at_boundaries(run: Run, commit_held: bool) -> None:
     """Four orders, each stopped at another boundary; one SIGKILL interrupts them all.
 
-    One held request per service, targeted by key: the first order to confirm is held at the
-    gateway, the first of the others to send its confirmation at the mail service, the first
-    of the rest at the warehouse, and the last one reaches the wait for shipment.
+    One held request per service, targeted by key: the first order to send its picklist is
+    held at the warehouse, the first of the others to capture its payment at the gateway, the
+    first of the rest to send its confirmation at the mail service, and the last one reaches
+    the wait for shipment.
     """
     hold_one_order_per_step(run.admin)
     ids = await run.start(4)
@@ -204,12 +205,12 @@ async def kill_after_effect_committed(run: Run) -> None:
 
 
 async def gateway_drops_after_commit(run: Run) -> None:
-    """Scenario 3: each charge commits and its answer is lost, and so are the retries'.
+    """Scenario 3: each capture commits and its answer is lost, and so are the retries'.
 
-    The gateway drops its next 30 answers to a confirm, replayed answers included: with 10
+    The gateway drops its next 30 answers to a capture, replayed answers included: with 10
     orders each charge's outcome is unknown to the worker about three times in a row.
     """
-    suffix = f":{Step.PAYMENT_CONFIRM}"
+    suffix = f":{Step.PAYMENT_CAPTURE}"
     run.admin.set_faults("payments", drop_next=30, drop_replays=True, key_suffix=suffix)
     await run.start(10)
     await run.finish()
@@ -235,15 +236,15 @@ async def provider_storm(run: Run) -> None:
 
 
 async def paused_worker_late_call(run: Run) -> None:
-    """Scenario 4b: SIGSTOP a worker mid-charge for longer than the activity timeout.
+    """Scenario 4b: SIGSTOP a worker mid-capture for longer than the activity timeout.
 
-    The charge is held at the gateway; the worker is paused; a second worker starts and takes
+    The capture is held at the gateway; the worker is paused; a second worker starts and takes
     over the timed-out activity, and the gateway refuses its retry (409: the key is in flight).
     Then the paused worker's call commits, late; the second worker's next retry gets that same
     charge back; SIGCONT lets the first worker finish its stale attempt, which Temporal
     ignores.
     """
-    run.admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CONFIRM}")
+    run.admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CAPTURE}")
     [order_id] = await run.start(1)
     await asyncio.to_thread(run.admin.wait_held, "payments", 1)
     paused = run.stack.workers["worker-1"]
@@ -257,14 +258,18 @@ async def paused_worker_late_call(run: Run) -> None:
         )
         run.admin.release("payments")  # the paused worker's call commits now, late
         await wait_until(
-            lambda: _steps_completed(run.client, order_id, 2),
-            "the second worker's retry gets the charge back (intent and charge done)",
+            lambda: _steps_completed(run.client, order_id, len(_UP_TO_CAPTURE)),
+            "the second worker's retry gets the charge back (the capture and all before it)",
             DEADLINE,
         )
     finally:
         paused.send(signal.SIGCONT)
     await run.start(4)  # both workers, the resumed one included, take new orders
     await run.finish()
+
+
+_UP_TO_CAPTURE = (Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM, Step.PICKLIST, Step.PAYMENT_CAPTURE)
+"""The order's activities up to and including the capture."""
 
 
 async def _steps_completed(client: Client, order_id: str, at_least: int) -> bool:

@@ -342,7 +342,7 @@ async def protected(
     person = Person.unique()
     orders = {
         "completed": person.order(),
-        "payment-declined": person.order(payment_method="pm_card_declined"),
+        "payment-declined": person.order(payment_method="pm_card_chargeDeclined"),
         "cancelled-refunded": person.order(),
         "refused-step-retried": person.order(),
     }

@@ -24,7 +24,8 @@ async def test_happy_path_charges_once_and_sends_each_email_once(
 
     waiting = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
     effects = sandbox.effects(order.id)
-    assert (effects.payment_intents, effects.charges, effects.picklists) == (1, 1, 1)
+    assert (effects.payment_intents, effects.authorizations, effects.charges) == (1, 1, 1)
+    assert (effects.picklists, effects.released) == (1, 0)
     assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
     assert waiting.transaction_id == sandbox.list("/payments/charges", order_id=order.id)[0]["id"]
 
@@ -76,7 +77,7 @@ async def test_status_query_shows_timeline_transaction_and_tracking(
 async def test_declined_card_is_not_retried_and_gets_one_decline_email(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
-    order = make_order(payment_method="pm_card_declined")
+    order = make_order(payment_method="pm_card_chargeDeclined")
     await start_order(client, order, task_queue)
     result = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
 
@@ -94,7 +95,7 @@ async def test_declined_card_is_not_retried_and_gets_one_decline_email(
     "faults",
     [
         {"fail_next": 3},  # 503 before anything happens
-        {"drop_next": 2},  # intent and charge commit, then the connection drops
+        {"drop_next": 3},  # intent, authorization and capture commit, then the answer is lost
     ],
     ids=["5xx", "commit-then-drop"],
 )
@@ -108,7 +109,8 @@ async def test_transient_gateway_faults_are_retried_to_exactly_one_charge(
     await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
 
     effects = sandbox.effects(order.id)
-    assert (effects.payment_intents, effects.charges, effects.picklists) == (1, 1, 1)
+    assert (effects.payment_intents, effects.authorizations, effects.charges) == (1, 1, 1)
+    assert (effects.picklists, effects.released) == (1, 0)
     assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
 
 
@@ -165,7 +167,7 @@ async def test_invalid_and_duplicate_shipped_signals_never_break_the_order(
 
 
 async def test_shipping_a_declined_order_is_refused(client: Client, task_queue: str) -> None:
-    order = make_order(payment_method="pm_card_insufficient_funds")
+    order = make_order(payment_method="pm_card_chargeDeclinedInsufficientFunds")
     await start_order(client, order, task_queue)
     await wait_for_status(client, order.id, OrderStatus.PAYMENT_DECLINED)
     with pytest.raises(OrderRefused, match="is payment-declined; there is nothing to ship"):

@@ -96,7 +96,7 @@ def test_histories_are_committed() -> None:
 async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queue: str) -> None:
     """Record the current version's histories from real runs; older ones stay as they were."""
     orders = {scenario: make_order() for scenario in RECORDED[CURRENT]}
-    orders["payment-declined"] = make_order(payment_method="pm_card_declined")
+    orders["payment-declined"] = make_order(payment_method="pm_card_chargeDeclined")
     sku = f"SKU-GONE-{orders['out-of-stock'].id}"
     sandbox.set_stock(sku, 0)
     orders["out-of-stock"] = make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 100}])

@@ -274,7 +274,7 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
     try:
         assert f"metrics at {worker_url}" in worker.output()
         paid = make_order(currency="EUR")
-        declined = make_order(currency="EUR", payment_method="pm_card_declined")
+        declined = make_order(currency="EUR", payment_method="pm_card_chargeDeclined")
         parked = make_order(currency="EUR")
         # The confirm commits and its answer is lost: the retry gets it replayed. One email 503s.
         sandbox.set_faults(

@@ -156,7 +156,7 @@ async def test_cancel_during_payment_charges_nothing(
     assert "Nothing was charged" in sandbox.list("/mail/messages", order_id=order.id)[0]["body"]
 
 
-async def test_out_of_stock_refunds_and_apologises_once(
+async def test_out_of_stock_releases_the_authorization_and_apologises_once(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
     sku = f"SKU-RARE-{uuid.uuid4().hex}"
@@ -167,22 +167,37 @@ async def test_out_of_stock_refunds_and_apologises_once(
 
     assert result.status == OrderStatus.OUT_OF_STOCK
     assert result.failure_reason == f"out of stock: {sku}"
+    assert (result.transaction_id, result.refund_id) == (None, None)
     effects = sandbox.effects(order.id)
-    assert (effects.charges, effects.refunds, effects.picklists) == (1, 1, 0)
-    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1, EmailTemplate.OUT_OF_STOCK: 1}
+    assert (effects.authorizations, effects.released) == (1, 1)
+    assert (effects.charges, effects.refunds, effects.picklists) == (0, 0, 0)
+    assert effects.emails == {EmailTemplate.OUT_OF_STOCK: 1}  # never "order confirmed"
+    apology = sandbox.list("/mail/messages", order_id=order.id)[0]["body"]
+    assert "Nothing was charged" in apology
 
 
-async def test_two_orders_racing_for_the_last_unit_exactly_one_gets_it(
+async def test_three_orders_racing_for_the_last_unit_one_is_captured_two_released(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
+    """Each card is authorized, the stock reserved, and only the order that got it is charged."""
     sku = f"SKU-LAST-{uuid.uuid4().hex}"
     sandbox.set_stock(sku, 1)
-    orders = [make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 900}]) for _ in "ab"]
+    orders = [make_order(items=[{"sku": sku, "quantity": 1, "unit_price": 900}]) for _ in "abc"]
     await asyncio.gather(*(start_order(client, order, task_queue) for order in orders))
-    results = [await settled(client, order.id) for order in orders]
-    statuses = sorted(view.status.value for view in results)
-    assert statuses == ["awaiting-shipment", "out-of-stock"]
-    assert sum(sandbox.effects(order.id).refunds for order in orders) == 1
+    results = {order.id: await settled(client, order.id) for order in orders}
+    statuses = sorted(view.status.value for view in results.values())
+    assert statuses == ["awaiting-shipment", "out-of-stock", "out-of-stock"]
+    winner = next(o for o in orders if results[o.id].status == OrderStatus.AWAITING_SHIPMENT)
+    await ship_order(client, winner.id, UPS)
+    await wait_for_status(client, winner.id, OrderStatus.COMPLETED)
+
+    for order in orders:
+        effects, won = sandbox.effects(order.id), order is winner
+        assert effects.authorizations == 1
+        assert (effects.charges, effects.released, effects.refunds) == (int(won), int(not won), 0)
+        assert effects.emails_of(EmailTemplate.ORDER_CONFIRMATION) == int(won)
+        assert effects.emails_of(EmailTemplate.OUT_OF_STOCK) == int(not won)
+        assert effects.emails_of(EmailTemplate.ORDER_SHIPPED) == int(won)
     assert sandbox.stock(sku) == 0
 
 
@@ -210,7 +225,7 @@ async def test_gateway_down_past_budget_needs_attention_then_retry_succeeds(
     assert Step.OPERATOR in timeline_steps
 
 
-async def test_gateway_charged_without_answering_then_operator_cancel_refunds_once(
+async def test_gateway_authorized_without_answering_then_operator_cancel_releases_it(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
     order = make_order()
@@ -220,9 +235,9 @@ async def test_gateway_charged_without_answering_then_operator_cancel_refunds_on
     sandbox.release("payments")  # the intent goes through; the confirm is held next
     await asyncio.to_thread(sandbox.wait_held, "payments", 1)
     await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
-    sandbox.release("payments")  # now the gateway charges, but nobody is listening
+    sandbox.release("payments")  # now the gateway authorizes, but nobody is listening
     deadline = time.monotonic() + 10
-    while sandbox.effects(order.id).charges == 0:
+    while sandbox.effects(order.id).authorizations == 0:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
 
@@ -232,9 +247,10 @@ async def test_gateway_charged_without_answering_then_operator_cancel_refunds_on
 
     assert view.status == OrderStatus.CANCELLED
     effects = sandbox.effects(order.id)
-    assert (effects.charges, effects.refunds, effects.picklists) == (1, 1, 0)
+    assert (effects.authorizations, effects.released) == (1, 1)
+    assert (effects.charges, effects.refunds, effects.picklists) == (0, 0, 0)
     assert effects.emails == {EmailTemplate.ORDER_CANCELLED: 1}
-    assert view.transaction_id == sandbox.list("/payments/charges", order_id=order.id)[0]["id"]
+    assert (view.transaction_id, view.refund_id) == (None, None)
 
 
 async def test_resolve_is_refused_unless_the_order_needs_attention(
