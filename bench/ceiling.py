@@ -1,8 +1,8 @@
 """The ceiling: a no-op workflow with the naive order shape, to measure the real one against.
 
-Five regular activities in sequence that return at once (payment intent, charge, confirmation
-email, picklist, shipped email) and the warehouse's shipped signal between the picklist and the
-shipped email. It takes the same ``Order`` input, schedules its activities with the real steps'
+Six regular activities in sequence that return at once (payment intent, authorization,
+picklist, capture, confirmation email, shipped email) and the warehouse's shipped signal between
+the confirmation and the shipped email. It takes the same ``Order`` input, schedules its activities with the real steps'
 timeouts and retry policy (``workflows.policy``), and runs in a worker with the real worker's
 sandbox and settings (``bench.ceiling_worker``). Whatever the real workflow costs above this is
 the project's own; a real workflow at or above the ceiling's throughput has fewer round trips
@@ -25,15 +25,15 @@ STEP_BUDGET = timedelta(hours=6)
 
 @workflow.defn
 class CeilingOrderWorkflow:
-    """Charge, confirm, pick, wait for the shipped signal, tell the customer: all no-ops."""
+    """Authorize, reserve, capture, confirm, wait for the shipment, tell the customer: no-ops."""
 
     def __init__(self) -> None:
         self._shipment: Shipment | None = None
 
     @workflow.run
     async def run(self, order: Order) -> str:
-        """Run the five steps with the shipped signal between picklist and shipped email."""
-        for step in ceiling_activities.ALL[:4]:
+        """Run the steps with the shipped signal before the shipped email."""
+        for step in ceiling_activities.ALL[:-1]:
             await self._step(step, order.id)
         await workflow.wait_condition(lambda: self._shipment is not None)
         await self._step(ceiling_activities.send_shipped_email, order.id)

@@ -1,4 +1,4 @@
-"""The ceiling's five activities: the order's steps with nothing behind them (``bench.ceiling``).
+"""The ceiling's six activities: the order's steps with nothing behind them (``bench.ceiling``).
 
 Each returns at once, so what the ceiling costs is Temporal's own work per order: the workflow
 tasks, activity tasks, events and round trips of the naive order shape.
@@ -16,9 +16,15 @@ async def create_payment_intent(order_id: str) -> str:
     return f"pi_{order_id}"
 
 
-@activity.defn(name="ceiling_confirm_payment")
-async def confirm_payment(order_id: str) -> str:
-    """Stands in for charging the card."""
+@activity.defn(name="ceiling_authorize_payment")
+async def authorize_payment(order_id: str) -> str:
+    """Stands in for authorizing the card."""
+    return f"pi_{order_id}"
+
+
+@activity.defn(name="ceiling_capture_payment")
+async def capture_payment(order_id: str) -> str:
+    """Stands in for capturing the payment (the money moves)."""
     return f"ch_{order_id}"
 
 
@@ -42,8 +48,10 @@ async def send_shipped_email(order_id: str) -> str:
 
 ALL = (
     create_payment_intent,
-    confirm_payment,
-    send_confirmation_email,
+    authorize_payment,
     send_picklist,
+    capture_payment,
+    send_confirmation_email,
     send_shipped_email,
 )
+"""In the order's story: everything up to the confirmation email, then the shipped email."""

@@ -3,14 +3,15 @@
 Every time here is an event's timestamp written by the Temporal server, not a client's clock:
 
 - **start**: ``WorkflowExecutionStarted``;
-- **charged**: ``ActivityTaskCompleted`` of the charge (``confirm_payment``);
+- **charged**: ``ActivityTaskCompleted`` of the capture (``capture_payment``), when money moves;
 - **confirmation email**: ``ActivityTaskCompleted`` of the first email scheduled (the order
   confirmation: no other email is sent before it on the happy path), or, when it ran as a local
   activity, the completion time the worker wrote in its marker (the marker event itself is
   written only when the workflow task completes);
 - **awaiting shipment**: the search-attribute upsert to ``awaiting-shipment`` (the real order);
-  for the ceiling, which has no status, the workflow task that took the picklist's result, after
-  which it waits for the signal: both mark the moment the order was ready to ship;
+  for the ceiling, which has no status, the workflow task that took its last step's result (the
+  confirmation email), after which it waits for the signal: both mark the moment the order was
+  ready to ship;
 - **shipped signal**: ``WorkflowExecutionSignaled`` (the first ``warehouse_shipped``);
 - **completed**: ``WorkflowExecutionCompleted``.
 
@@ -40,16 +41,17 @@ class Shape:
     charge_activity: str
     email_activity: str
     """The activity type of the confirmation email (the first one scheduled)."""
-    picklist_activity: str | None
-    """``None``: awaiting shipment is the status upsert; else the workflow task after this."""
+    last_before_wait: str | None
+    """``None``: awaiting shipment is the status upsert; else the workflow task after this
+    activity completed."""
 
 
-REAL = Shape("OrderWorkflow", "confirm_payment", "send_email", None)
+REAL = Shape("OrderWorkflow", "capture_payment", "send_email", None)
 CEILING = Shape(
     "CeilingOrderWorkflow",
-    "ceiling_confirm_payment",
+    "ceiling_capture_payment",
     "ceiling_send_confirmation_email",
-    "ceiling_send_picklist",
+    "ceiling_send_confirmation_email",
 )
 
 
@@ -67,7 +69,7 @@ class AwaitingShipment:
     def __init__(self, shape: Shape) -> None:
         self._shape = shape
         self._activity_types: dict[int, str] = {}
-        self._picked = False
+        self._ready = False
         self.at: float | None = None
         """The event time at which the order awaited shipment, once seen."""
 
@@ -76,7 +78,7 @@ class AwaitingShipment:
         if self.at is not None:
             return True
         kind = event.event_type
-        if self._shape.picklist_activity is None:
+        if self._shape.last_before_wait is None:
             if kind == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
                 fields = event.upsert_workflow_search_attributes_event_attributes
                 payload = fields.search_attributes.indexed_fields.get(
@@ -91,9 +93,9 @@ class AwaitingShipment:
             self._activity_types[event.event_id] = scheduled.activity_type.name
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             scheduled_id = event.activity_task_completed_event_attributes.scheduled_event_id
-            if self._activity_types.get(scheduled_id) == self._shape.picklist_activity:
-                self._picked = True
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and self._picked:
+            if self._activity_types.get(scheduled_id) == self._shape.last_before_wait:
+                self._ready = True
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and self._ready:
             self.at = _seconds(event)
         return self.at is not None
 

@@ -10,7 +10,7 @@ dev server on a SQLite file with WAL, the providers and a worker in a temporary 
 
 Each level keeps ``concurrency`` orders in flight: every order is started, signalled shipped as
 soon as its history shows it awaiting shipment, and awaited until completed. Each real level is
-followed by the same level of the ceiling (``bench.ceiling``: five no-op activities and the
+followed by the same level of the ceiling (``bench.ceiling``: six no-op activities and the
 shipped signal, in its own worker process with the real worker's settings), so drift hits both.
 Latencies come from the histories' event times; CPU and memory from each process's ``/proc``.
 At the end the exactly-once checker judges every real order against the providers' ledger.
