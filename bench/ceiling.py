@@ -3,10 +3,10 @@
 Six regular activities in sequence that return at once (payment intent, authorization,
 picklist, capture, confirmation email, shipped email) and the warehouse's shipped signal between
 the confirmation and the shipped email. It takes the same ``Order`` input, schedules its
-activities with the real steps' timeouts and retry policy (``workflows.policy``), and runs in a worker with the real worker's
-sandbox and settings (``bench.ceiling_worker``). Whatever the real workflow costs above this is
-the project's own; a real workflow at or above the ceiling's throughput has fewer round trips
-than the naive shape.
+activities with the real steps' timeouts and retry policy (``workflows.policy``), and runs in
+a worker with the real worker's sandbox and settings (``bench.ceiling_worker``). Whatever the
+real workflow costs above this is the project's own; a real workflow at or above the ceiling's
+throughput has fewer round trips than the naive shape.
 """
 
 from collections.abc import Awaitable, Callable
