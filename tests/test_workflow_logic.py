@@ -34,6 +34,7 @@ from activities.heartbeat import heartbeating
 from activities.mail import EmailReceipt, EmailRequest
 from activities.payment import (
     CancelPaymentRequest,
+    CapturePaymentRequest,
     Charge,
     ConfirmPaymentRequest,
     PaymentIntent,
@@ -137,7 +138,10 @@ class FakeProviders:
     ``script(name, *behaviours)`` sets what the next calls of an activity do, one behaviour per
     call; the last one repeats. Unscripted calls succeed with plausible, stable ids
     (``pi_1``, ``ch_1``, ``re_1``, ``pl_1``, ``msg_<n>``); the workflow reads no amounts back,
-    so the stubs answer ``1`` where the gateway would answer the order's total.
+    so the stubs answer ``1`` where the gateway would answer the order's total. The gateway
+    authorizes (``authorize_payment``, the intent in ``requires_capture`` with its charge
+    ``ch_1`` held, not taken) and captures (``capture_payment``); ``confirm_payment`` and
+    ``find_charge`` are what orders started before authorize-then-capture still call.
     """
 
     def __init__(self) -> None:
@@ -153,6 +157,8 @@ class FakeProviders:
         """The stubs to register on a worker."""
         return [
             self.create_payment_intent,
+            self.authorize_payment,
+            self.capture_payment,
             self.confirm_payment,
             self.cancel_payment,
             self.find_charge,
@@ -198,6 +204,28 @@ class FakeProviders:
             "create_payment_intent",
             request,
             lambda: PaymentIntent(id="pi_1", amount=request.amount, currency=request.currency),
+        )
+
+    @activity.defn(name="authorize_payment")
+    async def authorize_payment(self, request: ConfirmPaymentRequest) -> PaymentIntent:
+        return await self._answer(
+            "authorize_payment",
+            request,
+            lambda: PaymentIntent(
+                id=request.intent_id,
+                amount=1,
+                currency="USD",
+                status="requires_capture",
+                charge="ch_1",
+            ),
+        )
+
+    @activity.defn(name="capture_payment")
+    async def capture_payment(self, request: CapturePaymentRequest) -> Charge:
+        return await self._answer(
+            "capture_payment",
+            request,
+            lambda: Charge(id="ch_1", payment_intent=request.intent_id, amount=1, currency="USD"),
         )
 
     @activity.defn(name="confirm_payment")
@@ -358,23 +386,27 @@ async def test_happy_path_runs_each_step_once_under_its_own_key(orders: Orders) 
     assert steps(view) == [
         (Step.PAYMENT_INTENT, DONE),
         (Step.PAYMENT_CONFIRM, DONE),
-        (Step.CONFIRMATION_EMAIL, DONE),
         (Step.PICKLIST, DONE),
+        (Step.PAYMENT_CAPTURE, DONE),
+        (Step.CONFIRMATION_EMAIL, DONE),
         (Step.SHIPMENT, DONE),
         (Step.SHIPPED_EMAIL, DONE),
     ]
     fake = orders.fake
     assert fake.log() == [
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
-        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
-        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("authorize_payment", key(order, Step.PAYMENT_CONFIRM)),
         ("send_picklist", key(order, Step.PICKLIST)),
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
+        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
         ("send_email", key(order, Step.SHIPPED_EMAIL)),
-    ]
+    ]  # authorized, reserved, then captured: no automatic-capture confirm
     assert not any(call.adopt for call in fake.calls)
     intent = fake.of("create_payment_intent")[0].request
     assert (intent.amount, intent.currency, intent.payment_method) == (4500, "USD", "pm_card_visa")
-    assert fake.of("confirm_payment")[0].request.intent_id == "pi_1"
+    assert intent.capture_method == "manual"
+    assert fake.of("authorize_payment")[0].request.intent_id == "pi_1"
+    assert fake.of("capture_payment")[0].request.intent_id == "pi_1"
     assert [email.template for email in fake.emails()] == [
         EmailTemplate.ORDER_CONFIRMATION,
         EmailTemplate.ORDER_SHIPPED,
@@ -383,11 +415,11 @@ async def test_happy_path_runs_each_step_once_under_its_own_key(orders: Orders) 
     assert UPS.tracking_number in fake.emails()[1].body
 
 
-async def test_declined_card_ends_the_order_with_one_email_and_nothing_to_undo(
+async def test_declined_authorization_ends_the_order_with_one_email_and_nothing_to_undo(
     orders: Orders,
 ) -> None:
     orders.fake.script(
-        "confirm_payment",
+        "authorize_payment",
         refuse(
             PAYMENT_DECLINED,
             "payments answered 402 card_declined: Your card has insufficient funds.",
@@ -407,16 +439,24 @@ async def test_declined_card_ends_the_order_with_one_email_and_nothing_to_undo(
     ]
     assert orders.fake.log() == [
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
-        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),  # not retried: non-retryable
+        ("authorize_payment", key(order, Step.PAYMENT_CONFIRM)),  # not retried: non-retryable
         ("send_email", key(order, Step.DECLINE_EMAIL)),
-    ]
+    ]  # the refused authorization held nothing: no cancel_payment, no picklist, no capture
     (email,) = orders.fake.emails()
     assert email.template == EmailTemplate.PAYMENT_DECLINED
     assert "declined (insufficient_funds). Nothing was charged." in email.body
 
 
-async def test_out_of_stock_refunds_the_charge_and_says_so(orders: Orders) -> None:
-    orders.fake.script(
+RELEASED = PaymentIntent(id="pi_1", amount=4500, currency="USD", status="canceled", charge="ch_1")
+"""The gateway's answer to cancelling an authorized intent: the authorization (its charge
+``ch_1``) released, no money taken; ``charge`` is set, yet there is nothing to refund."""
+
+
+async def test_out_of_stock_releases_the_authorization_and_charges_nothing(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script(
         "send_picklist",
         refuse(
             OUT_OF_STOCK,
@@ -424,35 +464,34 @@ async def test_out_of_stock_refunds_the_charge_and_says_so(orders: Orders) -> No
             {"code": "out_of_stock", "sku": "SKU-TEE"},
         ),
     )
+    fake.script("cancel_payment", answer(RELEASED))
     order = await orders.start()
     view = await orders.handle(order).result()
 
     assert view.status == OrderStatus.OUT_OF_STOCK
     assert view.failure_reason == "out of stock: SKU-TEE"
-    assert (view.transaction_id, view.refund_id, view.picklist_id) == ("ch_1", "re_1", None)
+    assert (view.payment_intent_id, view.transaction_id) == ("pi_1", None)
+    assert (view.refund_id, view.picklist_id) == (None, None)
     assert steps(view) == [
         (Step.PAYMENT_INTENT, DONE),
         (Step.PAYMENT_CONFIRM, DONE),
-        (Step.CONFIRMATION_EMAIL, DONE),
         (Step.PICKLIST, FAILED),
-        (Step.REFUND, DONE),
+        (Step.PAYMENT_CANCEL, DONE),
         (Step.OUT_OF_STOCK_EMAIL, DONE),
     ]
-    fake = orders.fake
     assert fake.log() == [
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
-        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
-        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("authorize_payment", key(order, Step.PAYMENT_CONFIRM)),
         ("send_picklist", key(order, Step.PICKLIST)),
-        ("refund_payment", key(order, Step.REFUND)),
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
         ("send_email", key(order, Step.OUT_OF_STOCK_EMAIL)),
-    ]  # the refused picklist made nothing: no cancel_picklist, and no cancel of the paid intent
-    refund = fake.of("refund_payment")[0].request
-    assert (refund.charge_id, refund.reason) == ("ch_1", "out of stock: SKU-TEE")
-    email = fake.emails()[-1]
+    ]  # stopped before any money moved: no capture, no refund, no cancel of the refused picklist
+    assert fake.of("cancel_payment")[0].request.intent_id == "pi_1"
+    (email,) = fake.emails()  # the customer never heard "confirmed"
     assert email.template == EmailTemplate.OUT_OF_STOCK
     assert "SKU-TEE is out of stock" in email.body
-    assert "Your payment has been refunded in full." in email.body
+    assert "Nothing was charged." in email.body
+    assert "refunded" not in email.body
 
 
 async def test_cancel_while_awaiting_shipment_undoes_newest_first_then_emails(
@@ -466,16 +505,19 @@ async def test_cancel_while_awaiting_shipment_undoes_newest_first_then_emails(
     assert view.status == OrderStatus.CANCELLED
     assert view.failure_reason == "cancelled: customer changed their mind"
     assert (view.transaction_id, view.refund_id, view.shipment) == ("ch_1", "re_1", None)
-    assert steps(view)[3:] == [
+    assert steps(view) == [
+        (Step.PAYMENT_INTENT, DONE),
+        (Step.PAYMENT_CONFIRM, DONE),
         (Step.PICKLIST, DONE),
+        (Step.PAYMENT_CAPTURE, DONE),
+        (Step.CONFIRMATION_EMAIL, DONE),
         (Step.SHIPMENT, FAILED),
         (Step.PICKLIST_CANCEL, DONE),
         (Step.REFUND, DONE),
         (Step.CANCELLATION_EMAIL, DONE),
     ]
     fake = orders.fake
-    assert fake.log()[3:] == [
-        ("send_picklist", key(order, Step.PICKLIST)),
+    assert fake.log()[5:] == [
         ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
         ("refund_payment", key(order, Step.REFUND)),
         ("send_email", key(order, Step.CANCELLATION_EMAIL)),
@@ -484,7 +526,7 @@ async def test_cancel_while_awaiting_shipment_undoes_newest_first_then_emails(
     assert (picklist.picklist_id, picklist.picklist) == ("pl_1", None)
     refund = fake.of("refund_payment")[0].request
     assert (refund.charge_id, refund.reason) == ("ch_1", "cancelled: customer changed their mind")
-    assert "cancel_payment" not in [call.activity for call in fake.calls]  # charge was known
+    assert "cancel_payment" not in [call.activity for call in fake.calls]  # captured: known
     email = fake.emails()[-1]
     assert email.template == EmailTemplate.ORDER_CANCELLED
     assert "has been refunded" in email.body
@@ -492,28 +534,74 @@ async def test_cancel_while_awaiting_shipment_undoes_newest_first_then_emails(
 
 
 @pytest.mark.parametrize(
-    ("gateway_says", "charge", "refund_id", "money_line"),
+    "gateway_says",
     [
-        ("succeeded", "ch_1", "re_1", "Your payment of 45.00 USD has been refunded."),
-        ("canceled", None, None, "Nothing was charged."),
+        RELEASED,
+        PaymentIntent(id="pi_1", amount=4500, currency="USD", status="canceled"),
     ],
-    ids=["confirm-went-through", "confirm-never-landed"],
+    ids=["authorization-released", "never-authorized"],
 )
-async def test_prompt_cancel_during_a_hung_confirm_lets_the_gateway_decide(
-    orders: Orders, gateway_says: str, charge: str | None, refund_id: str | None, money_line: str
+async def test_prompt_cancel_during_a_hung_authorize_releases_it_and_refunds_nothing(
+    orders: Orders, gateway_says: PaymentIntent
 ) -> None:
     fake = orders.fake
-    fake.script("confirm_payment", hang())  # never answers until cancelled
-    fake.script(
-        "cancel_payment",
-        answer(
-            PaymentIntent(
-                id="pi_1", amount=4500, currency="USD", status=gateway_says, charge=charge
-            )
-        ),
-    )
+    fake.script("authorize_payment", hang())  # never answers until cancelled
+    fake.script("cancel_payment", answer(gateway_says))
     order = await orders.start()
-    await fake.called("confirm_payment")
+    await fake.called("authorize_payment")
+
+    before = await orders.env.get_current_time()
+    view = await orders.cancel(order, "too slow")
+    assert await orders.env.get_current_time() - before < timedelta(seconds=3)
+
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == "cancelled: too slow"
+    assert (view.transaction_id, view.refund_id, view.picklist_id) == (None, None, None)
+    assert steps(view) == [
+        (Step.PAYMENT_INTENT, DONE),
+        (Step.PAYMENT_CONFIRM, FAILED),
+        (Step.PAYMENT_CANCEL, DONE),
+        (Step.CANCELLATION_EMAIL, DONE),
+    ]
+    assert fake.log() == [
+        ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
+        ("authorize_payment", key(order, Step.PAYMENT_CONFIRM)),
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]  # the gateway decides what the cut-short authorize did; nothing was captured to refund
+    assert fake.of("cancel_payment")[0].request.intent_id == "pi_1"
+    (email,) = fake.emails()  # no confirmation email
+    assert email.template == EmailTemplate.ORDER_CANCELLED
+    assert "Nothing was charged." in email.body
+
+
+@pytest.mark.parametrize(
+    ("gateway_says", "charge", "refund_id", "money_line"),
+    [
+        (
+            PaymentIntent(
+                id="pi_1", amount=4500, currency="USD", status="succeeded", charge="ch_1"
+            ),
+            "ch_1",
+            "re_1",
+            "Your payment of 45.00 USD has been refunded.",
+        ),
+        (RELEASED, None, None, "Nothing was charged."),
+    ],
+    ids=["capture-went-through", "capture-never-landed"],
+)
+async def test_prompt_cancel_during_a_hung_capture_lets_the_gateway_decide(
+    orders: Orders,
+    gateway_says: PaymentIntent,
+    charge: str | None,
+    refund_id: str | None,
+    money_line: str,
+) -> None:
+    fake = orders.fake
+    fake.script("capture_payment", hang())  # never answers until cancelled
+    fake.script("cancel_payment", answer(gateway_says))
+    order = await orders.start()
+    await fake.called("capture_payment")
 
     before = await orders.env.get_current_time()
     view = await orders.cancel(order, "too slow")
@@ -522,25 +610,34 @@ async def test_prompt_cancel_during_a_hung_confirm_lets_the_gateway_decide(
     assert view.status == OrderStatus.CANCELLED
     assert view.failure_reason == "cancelled: too slow"
     assert (view.transaction_id, view.refund_id) == (charge, refund_id)
-    undo = [(Step.PAYMENT_CANCEL, DONE)] + ([(Step.REFUND, DONE)] if charge else [])
+    refunded = [(Step.REFUND, DONE)] if charge else []
     assert steps(view) == [
         (Step.PAYMENT_INTENT, DONE),
-        (Step.PAYMENT_CONFIRM, FAILED),
-        *undo,
+        (Step.PAYMENT_CONFIRM, DONE),
+        (Step.PICKLIST, DONE),
+        (Step.PAYMENT_CAPTURE, FAILED),
+        (Step.PICKLIST_CANCEL, DONE),
+        (Step.PAYMENT_CANCEL, DONE),
+        *refunded,
         (Step.CANCELLATION_EMAIL, DONE),
     ]
     refund = [("refund_payment", key(order, Step.REFUND))] if charge else []
     assert fake.log() == [
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
-        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
+        ("authorize_payment", key(order, Step.PAYMENT_CONFIRM)),
+        ("send_picklist", key(order, Step.PICKLIST)),
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
         ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
-        *refund,
+        *refund,  # one refund, of the charge the gateway says it captured
         ("send_email", key(order, Step.CANCELLATION_EMAIL)),
     ]
     assert fake.of("cancel_payment")[0].request.intent_id == "pi_1"
     if charge:
-        assert fake.of("refund_payment")[0].request.charge_id == charge
-    (email,) = fake.emails()  # no confirmation email
+        (refunded_call,) = fake.of("refund_payment")
+        assert refunded_call.request.charge_id == charge
+        assert refunded_call.request.reason == "cancelled: too slow"
+    (email,) = fake.emails()  # no confirmation email: the capture never answered
     assert email.template == EmailTemplate.ORDER_CANCELLED
     assert money_line in email.body
 
@@ -571,36 +668,58 @@ async def test_prompt_cancel_while_the_intent_keeps_failing_charges_nothing(
     assert "Nothing was charged." in email.body
 
 
-STORY = (Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM, Step.CONFIRMATION_EMAIL, Step.PICKLIST)
+STORY = (
+    Step.PAYMENT_INTENT,
+    Step.PAYMENT_CONFIRM,
+    Step.PICKLIST,
+    Step.PAYMENT_CAPTURE,
+    Step.CONFIRMATION_EMAIL,
+)
 """The steps up to awaiting shipment, in order."""
 ACTIVITY_OF = {
     Step.PAYMENT_INTENT: "create_payment_intent",
-    Step.PAYMENT_CONFIRM: "confirm_payment",
-    Step.CONFIRMATION_EMAIL: "send_email",
+    Step.PAYMENT_CONFIRM: "authorize_payment",
     Step.PICKLIST: "send_picklist",
+    Step.PAYMENT_CAPTURE: "capture_payment",
+    Step.CONFIRMATION_EMAIL: "send_email",
 }
 
 
 @pytest.mark.parametrize(
-    ("step", "service", "options", "label"),
+    ("step", "service", "options", "label", "action"),
     [
         (
             Step.PAYMENT_CONFIRM,
             "payments",
             OrderOptions(payment_retry_budget=timedelta(minutes=1)),
             "payment",
+            OperatorAction.RETRY,
         ),
         (
             Step.PICKLIST,
             "warehouse",
             OrderOptions(step_retry_budget=timedelta(minutes=1)),
             "picklist",
+            OperatorAction.RETRY,
+        ),
+        (
+            # The step budget (6 hours) would not have run out in the 2 minutes skipped.
+            Step.PAYMENT_CAPTURE,
+            "payments",
+            OrderOptions(payment_retry_budget=timedelta(minutes=1)),
+            "payment",
+            OperatorAction.RETRY_PAYMENT,
         ),
     ],
-    ids=["payment-budget", "step-budget"],
+    ids=["payment-budget", "step-budget", "capture-payment-budget"],
 )
 async def test_a_step_failing_past_its_budget_needs_an_operator_who_retries_it(
-    orders: Orders, step: Step, service: str, options: OrderOptions, label: str
+    orders: Orders,
+    step: Step,
+    service: str,
+    options: OrderOptions,
+    label: str,
+    action: OperatorAction,
 ) -> None:
     fake, activity_name = orders.fake, ACTIVITY_OF[step]
     fake.script(activity_name, unavailable(service))
@@ -613,13 +732,14 @@ async def test_a_step_failing_past_its_budget_needs_an_operator_who_retries_it(
     assert parked.attention_reason is not None
     assert parked.attention_reason.startswith(f"{label} failing for over 1 minute: ")
     assert f"{service} answered 503" in parked.attention_reason  # the last error, for operators
+    assert parked.transaction_id is None  # nothing captured yet, whichever step is parked
     tried = fake.of(activity_name)
     assert len(tried) > 1  # retried within the budget, always under the same key
     assert {(call.key, call.adopt) for call in tried} == {(key(order, step), False)}
 
     fake.script(activity_name)  # the provider is back
     before = len(fake.calls)
-    resolved = await orders.resolve(order, OperatorAction.RETRY)
+    resolved = await orders.resolve(order, action)
     assert resolved.status != OrderStatus.NEEDS_ATTENTION
     assert (resolved.attention_step, resolved.attention_reason) == (None, None)
     waiting = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
@@ -629,7 +749,12 @@ async def test_a_step_failing_past_its_budget_needs_an_operator_who_retries_it(
     later = STORY[STORY.index(step) + 1 :]
     assert fake.log()[before + 1 :] == [(ACTIVITY_OF[s], key(order, s)) for s in later]
     assert len(fake.of("create_payment_intent")) == 1  # the intent is not made again
-    assert fake.of("confirm_payment")[-1].request.intent_id == "pi_1"
+    assert fake.of("authorize_payment")[-1].request.intent_id == "pi_1"
+    assert fake.of("capture_payment")[-1].request.intent_id == "pi_1"
+    assert [call.activity for call in fake.calls].count("capture_payment") == len(
+        tried if step == Step.PAYMENT_CAPTURE else []
+    ) + 1
+    assert "confirm_payment" not in [call.activity for call in fake.calls]
     assert (waiting.transaction_id, waiting.picklist_id) == ("ch_1", "pl_1")
     expected: list[tuple[Step, StepState]] = []
     for done in STORY:
@@ -637,6 +762,47 @@ async def test_a_step_failing_past_its_budget_needs_an_operator_who_retries_it(
             expected += [(step, FAILED), (Step.OPERATOR, DONE)]
         expected.append((done, DONE))
     assert steps(waiting) == [*expected, (Step.SHIPMENT, StepState.STARTED)]
+
+
+async def test_a_refused_capture_needs_an_operator_whose_cancel_releases_it(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    message = "payments answered 400 payment_intent_unexpected_state: authorization expired"
+    fake.script("capture_payment", refuse(PROVIDER_REJECTED, message))
+    fake.script("cancel_payment", answer(RELEASED))
+    order = await orders.start()
+
+    parked = await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    assert parked.attention_step == Step.PAYMENT_CAPTURE
+    assert parked.attention_reason is not None
+    assert parked.attention_reason.startswith("payment refused: ")
+    assert message in parked.attention_reason
+    assert (parked.transaction_id, parked.picklist_id) == (None, "pl_1")
+    assert len(fake.of("capture_payment")) == 1  # a refusal is not retried on its own
+
+    view = await orders.resolve(order, OperatorAction.CANCEL, "card expired")
+
+    assert view.status == OrderStatus.CANCELLED
+    assert (view.transaction_id, view.refund_id, view.attention_step) == (None, None, None)
+    assert steps(view)[2:] == [
+        (Step.PICKLIST, DONE),
+        (Step.PAYMENT_CAPTURE, FAILED),
+        (Step.OPERATOR, FAILED),
+        (Step.PICKLIST_CANCEL, DONE),
+        (Step.PAYMENT_CANCEL, DONE),
+        (Step.CANCELLATION_EMAIL, DONE),
+    ]
+    assert fake.log()[2:] == [
+        ("send_picklist", key(order, Step.PICKLIST)),
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]  # never captured: the gateway releases what is left, nothing is refunded
+    (email,) = fake.emails()  # never confirmed
+    assert email.template == EmailTemplate.ORDER_CANCELLED
+    assert "Nothing was charged." in email.body
 
 
 async def test_a_refusal_needs_an_operator_whose_retry_uses_a_new_key(orders: Orders) -> None:
@@ -660,12 +826,15 @@ async def test_a_refusal_needs_an_operator_whose_retry_uses_a_new_key(orders: Or
     assert (retry.key, retry.adopt) == (key(order, Step.PICKLIST, 2), True)
     assert waiting.picklist_id == "pl_2"
     assert (waiting.attention_step, waiting.attention_reason) == (None, None)
-    assert steps(waiting)[3:] == [
+    assert steps(waiting)[2:] == [
         (Step.PICKLIST, FAILED),
         (Step.OPERATOR, DONE),
         (Step.PICKLIST, DONE),
+        (Step.PAYMENT_CAPTURE, DONE),
+        (Step.CONFIRMATION_EMAIL, DONE),
         (Step.SHIPMENT, StepState.STARTED),
     ]
+    assert len(fake.of("capture_payment")) == 1  # captured once, after the stock was reserved
     await orders.ship(order)
     assert (await orders.handle(order).result()).status == OrderStatus.COMPLETED
 
@@ -689,9 +858,10 @@ async def test_a_shipped_report_before_the_order_awaits_shipment_is_ignored(
     # The hung intent's local try timed out and the activity asked again under the same key.
     assert list(dict.fromkeys(fake.log())) == [
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
-        ("confirm_payment", key(order, Step.PAYMENT_CONFIRM)),
-        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("authorize_payment", key(order, Step.PAYMENT_CONFIRM)),
         ("send_picklist", key(order, Step.PICKLIST)),
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
+        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
     ]  # no shipped email: the early report was not kept
 
     await orders.ship(order, UPS)
@@ -729,37 +899,42 @@ async def test_prompt_cancel_during_a_hung_picklist_lets_the_warehouse_take_it_b
 ) -> None:
     fake = orders.fake
     fake.script("send_picklist", hang())
+    fake.script("cancel_payment", answer(RELEASED))
     order = await orders.start()
     await fake.called("send_picklist")
+    reserving = await order_status(orders.client, order.id)
+    assert (reserving.status, reserving.transaction_id) == (OrderStatus.AUTHORIZED, None)
 
     before = await orders.env.get_current_time()
     view = await orders.cancel(order, "too slow")
     assert await orders.env.get_current_time() - before < timedelta(seconds=3)
 
     assert view.status == OrderStatus.CANCELLED
-    assert (view.transaction_id, view.refund_id, view.picklist_id) == ("ch_1", "re_1", None)
-    assert steps(view)[3:] == [
+    assert (view.transaction_id, view.refund_id, view.picklist_id) == (None, None, None)
+    assert steps(view)[2:] == [
         (Step.PICKLIST, FAILED),
         (Step.PICKLIST_CANCEL, DONE),
-        (Step.REFUND, DONE),
+        (Step.PAYMENT_CANCEL, DONE),
         (Step.CANCELLATION_EMAIL, DONE),
     ]
-    assert fake.log()[3:] == [
+    assert fake.log()[2:] == [
         ("send_picklist", key(order, Step.PICKLIST)),
         ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
-        ("refund_payment", key(order, Step.REFUND)),
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
         ("send_email", key(order, Step.CANCELLATION_EMAIL)),
-    ]
+    ]  # cancelled before the capture: the authorization is released, nothing to refund
     # The picklist's id never reached the order: the cancel still runs, and the warehouse
     # cancels the order as a whole (whatever the cut-short request made, or will make when it
     # arrives). It no longer carries a picklist request to find one with.
     cancel = fake.of("cancel_picklist")[0].request
     assert (cancel.order_id, cancel.picklist_id, cancel.picklist) == (order.id, None, None)
-    assert "has been refunded" in fake.emails()[-1].body
+    (email,) = fake.emails()
+    assert email.template == EmailTemplate.ORDER_CANCELLED
+    assert "Nothing was charged." in email.body
 
 
 async def _parked_on_a_refused_picklist(orders: Orders) -> Order:
-    """An order whose picklist the warehouse refused (not an outcome): it waits, paid."""
+    """An order whose picklist the warehouse refused (not an outcome): it waits, authorized."""
     orders.fake.script(
         "send_picklist", refuse(PROVIDER_REJECTED, "warehouse answered 422 invalid_request")
     )
@@ -775,21 +950,22 @@ async def test_operator_cancel_of_a_parked_order_undoes_what_it_did(orders: Orde
 
     assert view.status == OrderStatus.CANCELLED
     assert view.failure_reason == "cancelled: address undeliverable"
-    assert (view.transaction_id, view.refund_id) == ("ch_1", "re_1")
-    assert steps(view)[3:] == [
+    assert (view.transaction_id, view.refund_id) == (None, None)
+    assert steps(view)[2:] == [
         (Step.PICKLIST, FAILED),
         (Step.OPERATOR, FAILED),
         (Step.PICKLIST_CANCEL, DONE),
-        (Step.REFUND, DONE),
+        (Step.PAYMENT_CANCEL, DONE),
         (Step.CANCELLATION_EMAIL, DONE),
     ]
-    assert orders.fake.log()[3:] == [
+    assert orders.fake.log()[2:] == [
         ("send_picklist", key(order, Step.PICKLIST)),
         ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
-        ("refund_payment", key(order, Step.REFUND)),
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
         ("send_email", key(order, Step.CANCELLATION_EMAIL)),
-    ]
-    assert "has been refunded" in orders.fake.emails()[-1].body
+    ]  # parked before the capture: the authorization is released, nothing refunded
+    (email,) = orders.fake.emails()
+    assert "Nothing was charged." in email.body
 
 
 async def test_a_cancelled_order_no_longer_asks_for_attention(orders: Orders) -> None:
@@ -844,7 +1020,7 @@ async def test_a_second_cancel_while_cancelling_is_refused_by_the_validator(
     view = await first
     assert view.status == OrderStatus.CANCELLED
     assert view.failure_reason == "cancelled: first"
-    assert [call for call, _ in fake.log()[4:]] == [
+    assert [call for call, _ in fake.log()[5:]] == [
         "cancel_picklist",
         "refund_payment",
         "send_email",
@@ -873,7 +1049,9 @@ async def test_retry_payment_is_refused_for_a_step_that_is_not_a_payment(
 
     refusal = await orders.refusal(orders.resolve(order, OperatorAction.RETRY_PAYMENT))
 
-    assert refusal == f"order {order.id} is paid; its picklist step failed: use --action retry"
+    # The order is only authorized at its picklist step: the refusal's guidance is what counts.
+    assert refusal.startswith(f"order {order.id} is ")
+    assert refusal.endswith("; its picklist step failed: use --action retry")
     view = await order_status(orders.client, order.id)
     assert (view.status, view.attention_step) == (OrderStatus.NEEDS_ATTENTION, Step.PICKLIST)
     assert len(orders.fake.calls) == calls
