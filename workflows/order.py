@@ -241,7 +241,8 @@ class OrderWorkflow:
             request.action == OperatorAction.RETRY_PAYMENT
             and view.attention_step not in PAYMENT_STEPS
         ):
-            _refuse(f"{order} is paid; its {view.attention_step} step failed: use --action retry")
+            step = view.attention_step
+            _refuse(f"{order}: not its payment but its {step} step failed: use --action retry")
 
     async def _cancel(self, reason: str) -> OrderView:
         """Accept a cancel and return the order once it is wound down."""
