@@ -33,6 +33,11 @@ _INTEGER = re.compile(r"^-?[0-9]+$")
 Value = str | dict[str, Any] | list[Any]
 
 
+def _fits(digits: str) -> bool:
+    """Whether an integer's text fits in a signed 64-bit integer."""
+    return len(digits) <= 20 and -(2**63) <= int(digits) < 2**63
+
+
 def _segments(name: str) -> list[str]:
     """Split ``a[b][]`` into ``["a", "b", ""]``; a malformed name is a 400."""
     match = _NAME.match(name)
@@ -173,9 +178,14 @@ class Params:
         value = self._take(name, required)
         if value is None:
             return None
-        if not isinstance(value, str) or not _INTEGER.match(value) or len(value) > 20:
-            shown = value[:30] if isinstance(value, str) else "(a hash or an array)"
-            raise invalid_request(f"Invalid integer: {shown}", "parameter_invalid_integer", name)
+        # Beyond 64 bits is not an integer to Stripe (nor to SQLite).
+        if not isinstance(value, str) or not _INTEGER.match(value) or not _fits(value):
+            # Unlike Stripe, the value is not echoed: it might be a card number sent by mistake.
+            raise invalid_request(
+                f"Invalid integer: {name} must be a whole number (64 bits at most).",
+                "parameter_invalid_integer",
+                name,
+            )
         number = int(value)
         amount = name.startswith("amount")
         if number < minimum:

@@ -257,16 +257,11 @@ async def _run(
     )
 
 
-@router.post("/payment_intents")
-async def create_payment_intent(
-    request: Request, idem: IdempotencyDep, key: IdempotencyKey
-) -> Response:
-    """Create a payment intent: ``amount``, ``currency``, ``payment_method``, ``metadata``...
+def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]]:
+    """Validate ``POST /v1/payment_intents``'s parameters: the row's values, confirm, expand.
 
-    No money moves. With a payment method it is ``requires_confirmation``; with
-    ``confirm=true`` it is confirmed at once (and answers as a confirm does).
+    Raises the 400 naming the first parameter at fault (nothing is stored for it).
     """
-    params = Params(await read_form(request))
     amount = params.integer("amount", required=True, minimum=1, maximum=MAX_AMOUNT)
     currency = params.string(
         "currency", required=True, max_length=3, pattern=r"[A-Za-z]{3}", what="not a currency"
@@ -294,6 +289,20 @@ async def create_payment_intent(
         "metadata": json.dumps(metadata),
         "description": description,
     }
+    return values, confirm, expand
+
+
+@router.post("/payment_intents")
+async def create_payment_intent(
+    request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
+    """Create a payment intent: ``amount``, ``currency``, ``payment_method``, ``metadata``...
+
+    No money moves. With a payment method it is ``requires_confirmation``; with
+    ``confirm=true`` it is confirmed at once (and answers as a confirm does).
+    """
+    params = Params(await read_form(request))
+    values, confirm, expand = create_params(params)
     return await _run(request, idem, key, params, partial(_create, values, confirm, expand), None)
 
 

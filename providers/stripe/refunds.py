@@ -132,12 +132,13 @@ def _expand(params: Params) -> tuple[str, ...]:
     return tuple(expand)
 
 
-@router.post("/refunds")
-async def create_refund(
-    request: Request, idem: IdempotencyDep, key: IdempotencyKey, ledger: LedgerDep
-) -> Response:
-    """Refund a ``payment_intent`` or a ``charge``: ``amount`` (default: all that remains)."""
-    params = Params(await read_form(request))
+def create_params(
+    params: Params,
+) -> tuple[str | None, str | None, int | None, dict[str, Any], tuple[str, ...]]:
+    """Validate ``POST /v1/refunds``'s parameters: intent, charge, amount, values, expand.
+
+    Raises the 400 naming the first parameter at fault (nothing is stored for it).
+    """
     intent_id = params.string("payment_intent", max_length=300)
     charge_id = params.string("charge", max_length=300)
     amount = params.integer("amount", minimum=1, maximum=MAX_AMOUNT)
@@ -151,11 +152,21 @@ async def create_refund(
             "or charge."
         )
         raise invalid_request(message, "parameter_missing", "payment_intent")
+    values = {"reason": reason, "metadata": json.dumps(metadata)}
+    return intent_id, charge_id, amount, values, expand
+
+
+@router.post("/refunds")
+async def create_refund(
+    request: Request, idem: IdempotencyDep, key: IdempotencyKey, ledger: LedgerDep
+) -> Response:
+    """Refund a ``payment_intent`` or a ``charge``: ``amount`` (default: all that remains)."""
+    params = Params(await read_form(request))
+    intent_id, charge_id, amount, values, expand = create_params(params)
     # The lock is the intent's, so a refund never overlaps a capture or cancel of it.
     target = intent_id
     if charge_id is not None and (row := charges.get_charge_row(ledger.db, charge_id)):
         target = str(row["payment_intent"])
-    values = {"reason": reason, "metadata": json.dumps(metadata)}
     effect = partial(_refund, intent_id, charge_id, amount, values, expand)
     return await idem.run(
         request,
