@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from providers.app import create_app
+from providers.faults import DEFAULT_SEARCH_LAG_MS, SEARCH_LAG_ENV
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -19,6 +20,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(env("PROVIDERS_PORT", "8000")))
     parser.add_argument("--db", default=env("PROVIDERS_DB", "data/providers.sqlite3"))
     parser.add_argument("--api-key", default=env("PROVIDERS_API_KEY", "sk_test_sandbox"))
+    parser.add_argument(
+        "--search-lag-ms",
+        type=int,
+        default=int(env(SEARCH_LAG_ENV, str(DEFAULT_SEARCH_LAG_MS))),
+        help="how long the gateway's search lags its writes, as Stripe's does "
+        f"(default {DEFAULT_SEARCH_LAG_MS}; at run time: PUT /admin/faults/payments "
+        '{"search_lag_ms": ...})',
+    )
     return parser.parse_args(argv)
 
 
@@ -26,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Serve the app with uvicorn until interrupted."""
     args = parse_args(argv)
     uvicorn.run(
-        create_app(args.db, args.api_key),
+        create_app(args.db, args.api_key, args.search_lag_ms),
         host=args.host,
         port=args.port,
         log_level="warning",

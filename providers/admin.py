@@ -14,12 +14,17 @@ from providers.limits import MAX_IDEMPOTENCY_KEY_LENGTH, QueryId
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-# Ledger summary field -> (aggregate, table, extra condition).
+# Ledger summary field -> (aggregate, table, extra condition). Money that moved is what was
+# captured (charges, charged_amount) and refunded; an authorization (a charge an approved
+# confirm made, captured or not) moves nothing until captured, and a released one never does.
 FIELDS = {
     "payment_intents": ("COUNT(*)", "payment_intents", "1"),
     "cancelled_intents": ("COUNT(*)", "payment_intents", "status = 'canceled'"),
-    "charges": ("COUNT(*)", "charges", "1"),
-    "charged_amount": ("SUM(amount)", "charges", "1"),
+    "authorizations": ("COUNT(*)", "charges", "status = 'succeeded'"),
+    "charges": ("COUNT(*)", "charges", "captured = 1"),
+    "charged_amount": ("SUM(amount_captured)", "charges", "captured = 1"),
+    "released": ("COUNT(*)", "charges", "released_at IS NOT NULL"),
+    "released_amount": ("SUM(amount)", "charges", "released_at IS NOT NULL"),
     "refunds": ("COUNT(*)", "refunds", "1"),
     "refunded_amount": ("SUM(amount)", "refunds", "1"),
     "picklists": ("COUNT(*)", "picklists", "1"),
@@ -36,7 +41,8 @@ def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, di
 
     if order_id is not None:
         entry(order_id)
-    where, args = ("order_id = ?", (order_id,)) if order_id is not None else ("1", ())
+    # A payment intent created without metadata[order_id] belongs to no order.
+    where, args = ("order_id = ?", (order_id,)) if order_id is not None else ("order_id != ''", ())
     for name, (aggregate, table, condition) in FIELDS.items():
         sql = f"SELECT order_id, {aggregate} FROM {table} WHERE {where} AND {condition} GROUP BY 1"
         for order, value in db.execute(sql, args):
@@ -49,7 +55,12 @@ def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, di
 
 @router.get("/ledger")
 async def get_ledger_summary(ledger: LedgerDep, order_id: QueryId = None) -> dict[str, Any]:
-    """Per order: effect counts, charged and refunded amounts, and emails by template."""
+    """Per order: effect counts, money moved (charged, refunded), and emails by template.
+
+    ``charges``/``charged_amount`` count captured money only; ``authorizations`` every charge
+    an approved confirm made (captured or not); ``released``/``released_amount`` the
+    authorizations a cancel let go (no money moved).
+    """
     return {"orders": ledger_summary(ledger.db, order_id)}
 
 

@@ -15,7 +15,12 @@ SERVICES = ("payments", "mail", "warehouse")
 
 @dataclass(frozen=True)
 class Effects:
-    """What the providers' ledger holds for one order; amounts are in minor units."""
+    """What the providers' ledger holds for one order; amounts are in minor units.
+
+    ``charges``/``charged_amount``: captured money (it moved). ``authorizations``: charges an
+    approved confirm made, captured or not. ``released``/``released_amount``: authorizations
+    a cancel let go (no money moved).
+    """
 
     payment_intents: int = 0
     charges: int = 0
@@ -26,6 +31,9 @@ class Effects:
     cancelled_intents: int = 0
     charged_amount: int = 0
     refunded_amount: int = 0
+    authorizations: int = 0
+    released: int = 0
+    released_amount: int = 0
 
     def emails_of(self, template: str) -> int:
         """How many emails of one template went out."""

@@ -10,21 +10,29 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from providers import admin, mail, pages, payments, warehouse
+from providers import admin, mail, pages, payments, stripe, warehouse
 from providers.auth import api_key_dependency
 from providers.body_limit import BodySizeLimit
 from providers.errors import install_error_handlers
-from providers.faults import Faults, QuietDrops
+from providers.faults import DEFAULT_SEARCH_LAG_MS, Faults, QuietDrops
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
+from providers.stripe.errors import restyle
+from providers.stripe.request_ids import RequestIds
 from telemetry import tracing
 
 
-def create_app(db_path: str | Path, api_key: str) -> FastAPI:
-    """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``."""
+def create_app(
+    db_path: str | Path, api_key: str, search_lag_ms: int = DEFAULT_SEARCH_LAG_MS
+) -> FastAPI:
+    """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
+
+    ``search_lag_ms`` is how long the gateway's search lags its writes unless the ``payments``
+    faults say otherwise (``search_lag_ms``).
+    """
     ledger = Ledger(db_path)
-    faults = Faults()
+    faults = Faults(search_lag_ms)
     idempotency = Idempotency(ledger, faults)
     idempotency.release_stale_claims()
 
@@ -53,11 +61,13 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
     app.state.faults = faults
     app.state.idempotency = idempotency
     app.state.metrics = metrics = ProviderMetrics()
-    install_error_handlers(app)
+    # Under /v1 errors are worded as Stripe's, so its library raises the right exceptions.
+    install_error_handlers(app, {stripe.PREFIX: restyle})
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
     # Each request is counted. Tracing needs nothing here: FastAPI's own telemetry runs each
     # request in a server span under the caller's traceparent once tracing is configured.
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIds)  # Request-Id: req_... on every answer, as Stripe's
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
@@ -74,6 +84,6 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (payments, mail, warehouse, admin, pages):
+    for module in (stripe, payments, mail, warehouse, admin, pages):
         app.include_router(module.router, dependencies=guarded)
     return app

@@ -1,7 +1,14 @@
-"""The one error shape every endpoint answers with: ``{"error": {type, code, message, ...}}``."""
+"""The error shape every endpoint answers with: ``{"error": {type, code, message, ...}}``.
+
+The JSON services use it as is. An API with an error vocabulary of its own (Stripe's, under
+``/v1``) registers a *restyle* for its path prefix with ``install_error_handlers``: FastAPI's own
+errors (validation, unknown routes, crashes) and errors raised by shared code (the API-key
+guard) are then rewritten into its words before they are sent.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,16 +28,28 @@ class ApiError(Exception):
     def __init__(
         self,
         status: int,
-        code: str,
+        code: str | None,
         message: str,
         error_type: str = "invalid_request",
         **extra: Any,
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body: dict[str, Any] = {
-            "error": {"type": error_type, "code": code, "message": message, **extra}
-        }
+        self.message = message
+        head = {"type": error_type} | ({} if code is None else {"code": code})
+        self.body: dict[str, Any] = {"error": {**head, "message": message, **extra}}
+
+    @property
+    def type(self) -> str:
+        """The error's ``type`` (``invalid_request``, ``api_error``, ...)."""
+        error_type: str = self.body["error"]["type"]
+        return error_type
+
+    @property
+    def code(self) -> str | None:
+        """The error's ``code``, if it has one."""
+        code: str | None = self.body["error"].get("code")
+        return code
 
     def response(self) -> JSONResponse:
         """Return this error as a JSON response."""
@@ -62,9 +81,22 @@ def invalid_idempotency_key(key: str) -> ApiError:
     return ApiError(400, "idempotency_key_invalid", message)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+Restyle = Callable[[Request, ApiError], ApiError]
+"""Rewrites an error in the shared shape into one API's own words (see the module docstring)."""
+
+
+def _respond(request: Request, error: ApiError) -> JSONResponse:
+    """Send ``error``, restyled by the API whose path prefix the request is under, if any."""
+    restyles: Mapping[str, Restyle] = getattr(request.app.state, "error_restyles", {})
+    for prefix, restyle in restyles.items():
+        if request.url.path.startswith(prefix):
+            return restyle(request, error).response()
+    return error.response()
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return _respond(request, exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -79,13 +111,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     if any(_is_idempotency_key(err["loc"]) for err in errors):
         key = request.headers.get(IDEMPOTENCY_KEY_HEADER, "").strip()
-        return (invalid_idempotency_key(key) if key else missing_idempotency_key()).response()
+        return _respond(request, invalid_idempotency_key(key) if key else missing_idempotency_key())
     problems = [f"{'.'.join(err['loc'])}: {err['msg']}" for err in errors]
     if len(problems) > _LISTED_PROBLEMS:
         more = len(problems) - _LISTED_PROBLEMS
         problems = [*problems[:_LISTED_PROBLEMS], f"and {more} more (see 'errors')"]
     message = f"Invalid request: {'; '.join(problems)}"
-    return ApiError(422, "validation_error", message, errors=errors).response()
+    return _respond(request, ApiError(422, "validation_error", message, errors=errors))
 
 
 def _is_idempotency_key(loc: list[str]) -> bool:
@@ -100,18 +132,23 @@ _HTTP_ERRORS = {
 }
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code, message = _HTTP_ERRORS.get(exc.status_code, (f"http_{exc.status_code}", None))
-    return ApiError(exc.status_code, code, message or str(exc.detail)).response()
+    return _respond(request, ApiError(exc.status_code, code, message or str(exc.detail)))
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-    return ApiError(500, "internal_error", f"Internal error: {exc!r}", "api_error").response()
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    error = ApiError(500, "internal_error", f"Internal error: {exc!r}", "api_error")
+    return _respond(request, error)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Make FastAPI's own errors (validation, 404, crashes) use the shared error shape."""
+def install_error_handlers(app: FastAPI, restyles: Mapping[str, Restyle] | None = None) -> None:
+    """Make FastAPI's own errors (validation, 404, crashes) use the shared error shape.
+
+    ``restyles`` maps a path prefix (``/v1``) to the function that words errors under it.
+    """
+    app.state.error_restyles = dict(restyles or {})
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

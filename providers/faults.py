@@ -30,6 +30,12 @@ MAX_LATENCY_MS = 600_000
 """Ten minutes: longer than any client waits."""
 MAX_COUNT = 1_000_000
 """The most requests a ``*_next`` counter can name."""
+DEFAULT_SEARCH_LAG_MS = 1000
+"""How long a new or changed payment intent stays invisible to search unless told otherwise:
+Stripe documents its search as lagging writes (about a minute at worst), never read-after-write.
+"""
+SEARCH_LAG_ENV = "PROVIDERS_SEARCH_LAG_MS"
+"""Environment variable that sets the default search lag (milliseconds) for a providers process."""
 
 
 class FaultConfig(BaseModel):
@@ -94,7 +100,16 @@ class FaultConfig(BaseModel):
         "",
         max_length=200,
         description="Only requests whose path starts with this get faults (empty: all), e.g. "
-        "'/payments/refunds' for refunds only.",
+        "'/v1/refunds' for refunds only.",
+    )
+    search_lag_ms: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_LATENCY_MS,
+        description="payments only: how long a write to a payment intent takes to show in "
+        "GET /v1/payment_intents/search (null: the process default, "
+        f"{SEARCH_LAG_ENV} or {DEFAULT_SEARCH_LAG_MS} ms). Not a request fault: unaffected by "
+        "key_prefix, key_suffix and path_prefix.",
     )
 
     def targets(self, key: str, path: str) -> bool:
@@ -139,8 +154,14 @@ class _Service:
 class Faults:
     """Fault state for every service, shared by the admin API and the idempotent POST flow."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_search_lag_ms: int = DEFAULT_SEARCH_LAG_MS) -> None:
         self._services = {name: _Service() for name in SERVICES}
+        self.default_search_lag_ms = default_search_lag_ms
+
+    def search_lag_s(self, service: str) -> float:
+        """How many seconds a write takes to become visible to the service's search."""
+        lag = self._get(service).config.search_lag_ms
+        return (self.default_search_lag_ms if lag is None else lag) / 1000
 
     def _get(self, service: str) -> _Service:
         if service not in self._services:

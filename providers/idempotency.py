@@ -5,8 +5,13 @@ are then committed together in one transaction, so a crash can never leave one w
 other; a claim still ``in_flight`` at startup therefore has no effect and is simply released.
 
 A claim may also lock a resource (a payment intent, an order): while it is in flight, a request
-on that resource under any other key is refused with 409, so two effects on one resource (a
-confirm and a cancel, two picklists for one order) never overlap.
+on that resource under any other key is refused (409 in the JSON services, Stripe's 429
+``lock_timeout`` under ``/v1``), so two effects on one resource (a confirm and a cancel, two
+picklists for one order) never overlap.
+
+How the refusals this layer gives on its own are worded (status, type, code, message) is the
+API's, not this layer's: each caller passes its ``Refusals`` (``JSON_REFUSALS`` for the JSON
+services, ``providers.stripe.errors.STRIPE_REFUSALS`` for the gateway).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, NamedTuple
 
@@ -66,15 +72,23 @@ class _Stored(NamedTuple):
 Effect = Callable[[sqlite3.Connection], Outcome]
 
 
-async def fingerprint(request: Request) -> str:
-    """Hash method, path and the canonical JSON of the body (sorted keys; empty body = ``{}``)."""
-    raw = await request.body()  # already read and cached by FastAPI
-    try:
-        canonical = json.dumps(json.loads(raw) if raw.strip() else {}, sort_keys=True)
-    except (ValueError, RecursionError):
-        # Not JSON, or nested too deep to parse (an endpoint without a body never validates
-        # it): the text itself is the fingerprint, not a 500.
-        canonical = raw.decode(errors="replace")
+async def fingerprint(request: Request, params: Mapping[str, Any] | None = None) -> str:
+    """Hash method, path and the canonical JSON of the body (sorted keys; empty body = ``{}``).
+
+    ``params``, when given, are the request's decoded parameters (a form body, as Stripe's API
+    takes them) and stand for the body: the same parameters in another order are the same
+    request.
+    """
+    if params is not None:
+        canonical = json.dumps(params, sort_keys=True)
+    else:
+        raw = await request.body()  # already read and cached by FastAPI
+        try:
+            canonical = json.dumps(json.loads(raw) if raw.strip() else {}, sort_keys=True)
+        except (ValueError, RecursionError):
+            # Not JSON, or nested too deep to parse (an endpoint without a body never
+            # validates it): the text itself is the fingerprint, not a 500.
+            canonical = raw.decode(errors="replace")
     text = f"{request.method} {request.url.path}\n{canonical}"
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -92,12 +106,68 @@ def _describe(resource: str) -> str:
     return f"{kind.replace('_', ' ')} '{resource_id}'"
 
 
-def _refuse(service: str, _: sqlite3.Connection) -> Outcome:
-    """The effect of an injected refusal: none, just the 422 to store under the key."""
+def _key_in_use(key: str) -> ApiError:
+    message = f"A request with idempotency key '{key}' is still in progress; retry later."
+    return ApiError(409, "idempotency_key_in_use", message, "idempotency_error")
+
+
+def _key_reused(key: str) -> ApiError:
+    message = (
+        f"Idempotency key '{key}' was already used for a different request "
+        "(method, path or body differ); use a new key for a new request."
+    )
+    return ApiError(422, "idempotency_key_reused", message, "idempotency_error")
+
+
+def _resource_in_use(resource: str) -> ApiError:
+    message = f"Another request on {_describe(resource)} is still in progress; retry later."
+    return ApiError(409, "resource_in_use", message, "idempotency_error")
+
+
+def _injected_fault(service: str) -> ApiError:
+    message = f"Injected fault: {service} is unavailable; retry with the same key."
+    return ApiError(503, "injected_fault", message, "api_error")
+
+
+def _injected_rejection(service: str) -> ApiError:
+    message = f"Injected rejection: {service} refused this request as invalid."
+    return ApiError(422, "injected_rejection", message)
+
+
+def _injected_refusal(service: str) -> ApiError:
     message = (
         f"Injected refusal: {service} refused this request; the refusal is stored under its key."
     )
-    raise ApiError(422, "injected_refusal", message)
+    return ApiError(422, "injected_refusal", message)
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """How one API words the answers the idempotency layer gives on its own.
+
+    Each builds the error to send: ``key_in_use`` and ``key_reused`` take the key,
+    ``resource_in_use`` the locked resource (``kind:id``), the injected ones the service name.
+    ``missing_key`` and ``invalid_key`` are for a key the route did not validate itself.
+    """
+
+    key_in_use: Callable[[str], ApiError] = _key_in_use
+    key_reused: Callable[[str], ApiError] = _key_reused
+    resource_in_use: Callable[[str], ApiError] = _resource_in_use
+    injected_fault: Callable[[str], ApiError] = _injected_fault
+    injected_rejection: Callable[[str], ApiError] = _injected_rejection
+    injected_refusal: Callable[[str], ApiError] = _injected_refusal
+    missing_key: Callable[[], ApiError] = missing_idempotency_key
+    invalid_key: Callable[[str], ApiError] = invalid_idempotency_key
+
+
+JSON_REFUSALS = Refusals()
+"""The JSON services' words (mail, warehouse): 409 ``idempotency_key_in_use`` and
+``resource_in_use``, 422 ``idempotency_key_reused``."""
+
+
+def _refuse(refusal: ApiError, _: sqlite3.Connection) -> Outcome:
+    """The effect of an injected refusal: none, just the refusal to store under the key."""
+    raise refusal
 
 
 def _json_response(status: int, body: str, **headers: str) -> Response:
@@ -124,53 +194,60 @@ class Idempotency:
         resource: str | None = None,
         *,
         key: str | None = None,
+        refusals: Refusals = JSON_REFUSALS,
+        params: Mapping[str, Any] | None = None,
     ) -> Response:
         """Answer a POST: replay a stored response, or claim the key and perform ``effect``.
 
         ``key`` is the route's validated ``IdempotencyKey`` (read from the request if not given).
         ``resource`` (from ``resource_lock``) is locked by the claim until the effect commits or
-        fails; a request on it under another key meanwhile is answered 409 ``resource_in_use``
-        and leaves nothing behind, so it can simply be retried.
+        fails; a request on it under another key meanwhile is refused
+        (``refusals.resource_in_use``) and leaves nothing behind, so it can simply be retried.
+        ``params`` are the decoded parameters of a form body (see ``fingerprint``); validate
+        them before calling this, as a request that fails validation stores nothing.
         """
         key = (request.headers.get(IDEMPOTENCY_KEY_HEADER, "") if key is None else key).strip()
         if not key:
-            raise missing_idempotency_key()
+            raise refusals.missing_key()
         if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-            raise invalid_idempotency_key(key)
+            raise refusals.invalid_key(key)
         path = request.url.path
         # Before the claim: a delayed request is one the provider cannot see yet.
         await self.faults.delay(service, key, path)
-        existing = self._claim(key, await fingerprint(request), resource)
+        print_ = await fingerprint(request, params)
+        existing = self._claim(key, print_, resource, refusals)
         if existing is not None:
             return DroppedResponse() if self.faults.drop_replay(service, key, path) else existing
         try:
             plan = self.faults.plan(service, key, path)
             if plan.fail:
-                message = f"Injected fault: {service} is unavailable; retry with the same key."
-                raise ApiError(503, "injected_fault", message, "api_error")
+                raise refusals.injected_fault(service)
             if plan.reject:
                 # Like a validation error: refused before any effect and not stored, so the same
                 # key goes through once whatever was wrong has been fixed.
-                message = f"Injected rejection: {service} refused this request as invalid."
-                raise ApiError(422, "injected_rejection", message)
+                raise refusals.injected_rejection(service)
             if plan.hold:
                 await self.faults.hold(service, key)
             if plan.latency_s:
                 await asyncio.sleep(plan.latency_s)
             # A refusal is this request's business outcome: committed with the key, no effect.
-            stored = self._commit(key, partial(_refuse, service) if plan.refuse else effect)
+            refusal = partial(_refuse, refusals.injected_refusal(service))
+            stored = self._commit(key, refusal if plan.refuse else effect)
         except BaseException:
             # Nothing was committed (effect and response are one transaction): free the key.
             self._release(key)
             raise
         return DroppedResponse() if plan.drop else _json_response(stored.status, stored.body)
 
-    def _claim(self, key: str, print_: str, resource: str | None) -> Response | None:
+    def _claim(
+        self, key: str, print_: str, resource: str | None, refusals: Refusals
+    ) -> Response | None:
         """Claim ``key`` (and ``resource``); return the answer to send instead if already claimed.
 
         Checking and claiming share one transaction, so of two requests racing for a resource
-        exactly one gets it. A key already claimed answers 409 while its first request is in
-        flight (even for another body), then the stored answer, or 422 for another request.
+        exactly one gets it. A key already claimed is refused while its first request is in
+        flight (even for another body), then answers with what it stored, or is refused as
+        reused for another request.
         """
         with self.ledger.transaction() as db:
             db.execute(
@@ -183,11 +260,7 @@ class Idempotency:
             if row is None:
                 if resource is not None and self._in_flight_on(db, resource):
                     # Raised inside the transaction, so nothing at all is stored for this key.
-                    message = (
-                        f"Another request on {_describe(resource)} is still in progress;"
-                        " retry later."
-                    )
-                    raise ApiError(409, "resource_in_use", message, "idempotency_error")
+                    raise refusals.resource_in_use(resource)
                 db.execute(
                     "INSERT INTO idempotency_keys (key, fingerprint, state, resource, created_at)"
                     " VALUES (?, ?, 'in_flight', ?, ?)",
@@ -197,14 +270,9 @@ class Idempotency:
         # In flight first, whatever the body: a 422 is a final refusal to the caller, which may
         # then move on to a new key while the first request under this one can still commit.
         if row["state"] == "in_flight":
-            message = f"A request with idempotency key '{key}' is still in progress; retry later."
-            raise ApiError(409, "idempotency_key_in_use", message, "idempotency_error")
+            raise refusals.key_in_use(key)
         if row["fingerprint"] != print_:
-            message = (
-                f"Idempotency key '{key}' was already used for a different request "
-                "(method, path or body differ); use a new key for a new request."
-            )
-            raise ApiError(422, "idempotency_key_reused", message, "idempotency_error")
+            raise refusals.key_reused(key)
         return _json_response(row["status_code"], row["body"], **{"Idempotent-Replayed": "true"})
 
     @staticmethod

@@ -56,6 +56,12 @@ CREATE INDEX IF NOT EXISTS charges_order ON charges (order_id);
 CREATE INDEX IF NOT EXISTS refunds_order ON refunds (order_id);
 CREATE INDEX IF NOT EXISTS messages_order ON messages (order_id);
 CREATE INDEX IF NOT EXISTS picklists_order ON picklists (order_id);
+-- What the gateway's search sees of each payment intent: a snapshot per write, visible to
+-- search only once it is older than the search lag (Stripe's search lags its writes).
+CREATE TABLE IF NOT EXISTS payment_intent_search (
+    intent TEXT NOT NULL, body TEXT NOT NULL, written_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payment_intent_search_intent ON payment_intent_search (intent);
 -- A sku without a row here has unlimited stock.
 CREATE TABLE IF NOT EXISTS stock (
     sku TEXT PRIMARY KEY, on_hand INTEGER NOT NULL CHECK (on_hand >= 0)
@@ -72,13 +78,18 @@ CREATE TABLE IF NOT EXISTS closed_orders (
 class AddedColumn:
     """A column added after ledgers were already on disk, so it is added to old ones on open.
 
-    ``backfill`` fills it in for the rows written before it existed.
+    ``backfill`` fills it in for the rows written before it existed: one SQL statement, or
+    several run in order.
     """
 
     table: str
     column: str
     definition: str
-    backfill: str = ""
+    backfill: str | tuple[str, ...] = ""
+
+    def backfills(self) -> tuple[str, ...]:
+        """The backfill statements, in order."""
+        return (self.backfill,) if isinstance(self.backfill, str) else self.backfill
 
 
 # The only place these columns are declared: new and old ledgers get them the same way.
@@ -92,6 +103,72 @@ ADDED_COLUMNS = (
         "UPDATE payment_intents SET charge ="
         " (SELECT id FROM charges WHERE charges.payment_intent = payment_intents.id)",
     ),
+    # Since the gateway speaks Stripe's API (providers.stripe). Intents from before were all
+    # captured at once; a declined one ('failed', which Stripe has not) waits for a new
+    # payment method, the decline in its last_payment_error.
+    AddedColumn("payment_intents", "capture_method", "TEXT NOT NULL DEFAULT 'automatic'"),
+    AddedColumn(
+        "payment_intents",
+        "metadata",
+        "TEXT NOT NULL DEFAULT '{}'",
+        "UPDATE payment_intents SET metadata = json_object('order_id', order_id)",
+    ),
+    AddedColumn("payment_intents", "description", "TEXT"),
+    AddedColumn("payment_intents", "canceled_at", "INTEGER"),
+    AddedColumn("payment_intents", "cancellation_reason", "TEXT"),
+    AddedColumn(
+        "payment_intents",
+        "last_payment_error",
+        "TEXT",
+        "UPDATE payment_intents SET status = 'requires_payment_method', last_payment_error ="
+        " json_object('type', 'card_error', 'code', CASE decline_code WHEN 'expired_card'"
+        " THEN 'expired_card' ELSE 'card_declined' END, 'decline_code', decline_code,"
+        " 'message', 'Your card was declined.', 'payment_method', payment_method)"
+        " WHERE status = 'failed'",
+    ),
+    # Charges from before were captured at once (1) for their whole amount; a full refund
+    # marked them 'refunded', which Stripe shows as refunded = true on a 'succeeded' charge.
+    AddedColumn("charges", "captured", "INTEGER NOT NULL DEFAULT 1"),
+    AddedColumn(
+        "charges",
+        "amount_captured",
+        "INTEGER NOT NULL DEFAULT 0",
+        "UPDATE charges SET amount_captured = amount",
+    ),
+    AddedColumn(
+        "charges",
+        "amount_refunded",
+        "INTEGER NOT NULL DEFAULT 0",
+        (
+            "UPDATE charges SET amount_refunded ="
+            " (SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE refunds.charge = charges.id)",
+            "UPDATE charges SET status = 'succeeded' WHERE status = 'refunded'",
+        ),
+    ),
+    # When an authorization (a charge not captured) was released by cancelling its intent.
+    AddedColumn("charges", "released_at", "INTEGER"),
+    AddedColumn(
+        "charges",
+        "payment_method",
+        "TEXT",
+        "UPDATE charges SET payment_method ="
+        " (SELECT payment_method FROM payment_intents WHERE payment_intents.id = payment_intent)",
+    ),
+    AddedColumn(
+        "refunds",
+        "payment_intent",
+        "TEXT",
+        "UPDATE refunds SET payment_intent ="
+        " (SELECT payment_intent FROM charges WHERE charges.id = refunds.charge)",
+    ),
+    AddedColumn(
+        "refunds",
+        "currency",
+        "TEXT",
+        "UPDATE refunds SET currency ="
+        " (SELECT currency FROM charges WHERE charges.id = refunds.charge)",
+    ),
+    AddedColumn("refunds", "metadata", "TEXT NOT NULL DEFAULT '{}'"),
 )
 # Indexes on added columns, created once the columns exist. Only in-flight claims lock a
 # resource, so only they are indexed.
@@ -125,8 +202,9 @@ class Ledger:
                     db.execute(
                         f'ALTER TABLE {added.table} ADD COLUMN "{added.column}" {added.definition}'
                     )
-                    if added.backfill:
-                        db.execute(added.backfill)
+                    for statement in added.backfills():
+                        if statement:
+                            db.execute(statement)
             for index in ADDED_INDEXES:
                 db.execute(index)
 
@@ -174,10 +252,14 @@ class Resource:
 
     def find(self, db: sqlite3.Connection, **filters: str | None) -> list[dict[str, Any]]:
         """Return the objects, oldest first, equal to every filter that is not None."""
+        return [self.render(row) for row in self.find_rows(db, **filters)]
+
+    def find_rows(self, db: sqlite3.Connection, **filters: str | None) -> list[sqlite3.Row]:
+        """Return the raw rows, oldest first, equal to every filter that is not None."""
         used = {column: value for column, value in filters.items() if value is not None}
         where = " AND ".join(f'"{column}" = ?' for column in used) or "1"
         sql = f"SELECT * FROM {self.table} WHERE {where} ORDER BY rowid"
-        return [self.render(row) for row in db.execute(sql, tuple(used.values()))]
+        return list(db.execute(sql, tuple(used.values())))
 
     def insert(self, db: sqlite3.Connection, **values: Any) -> dict[str, Any]:
         """Insert a new row (fresh ``id``, ``created`` now) and return its API object."""
@@ -208,3 +290,8 @@ async def get_ledger(request: Request) -> Ledger:
 
 
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+
+
+def to_unix(iso: str) -> int:
+    """Return the unix time (whole seconds) of a ``now_iso`` timestamp, as Stripe's ``created``."""
+    return int(datetime.fromisoformat(iso).timestamp())

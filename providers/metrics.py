@@ -1,7 +1,8 @@
 """The providers' own metrics for Prometheus: requests, errors, idempotent replays and 409s.
 
 Counted by an ASGI middleware from each answer's status line and headers, per service
-(``payments``, ``mail``, ``warehouse``; everything else is ``other``), and served at
+(``payments``, which includes the gateway's Stripe API under ``/v1``, ``mail``,
+``warehouse``, ``admin``; everything else is ``other``), and served at
 ``/metrics`` in Prometheus' text format. Each app has its own registry, so several apps in one
 process (the tests) never share counts.
 """
@@ -42,7 +43,8 @@ class ProviderMetrics:
         )
         self.conflicts = Counter(
             "providers_conflicts",
-            "409 answers: the same key, or the same resource, still in flight",
+            "409 answers (and the gateway's 429 lock_timeout): the same key, or the same "
+            "resource, still in flight",
             ["service"],
             registry=self.registry,
         )
@@ -53,7 +55,7 @@ class ProviderMetrics:
         self.requests.labels(service, method, status).inc()
         if status == "dropped" or int(status) >= 400:
             self.errors.labels(service, status).inc()
-        if status == "409":
+        if status == "409" or (status == "429" and service == "payments"):
             self.conflicts.labels(service).inc()
         if replayed:
             self.replays.labels(service).inc()
@@ -99,8 +101,13 @@ class MetricsMiddleware:
             )
 
 
+_ALIASES = {"v1": "payments"}
+"""Path prefixes served by a service of another name: Stripe's API is the payment gateway."""
+
+
 def _service(path: str) -> str:
     first = path.strip("/").split("/", 1)[0]
+    first = _ALIASES.get(first, first)
     return first if first in SERVICES else "other"
 
 

@@ -13,7 +13,9 @@ from fastapi.responses import HTMLResponse
 
 from providers.ledger import LedgerDep
 from providers.mail import MESSAGES
-from providers.payments import CHARGES, INTENTS, REFUNDS
+from providers.stripe.charges import CHARGES, render_charge
+from providers.stripe.payment_intents import INTENTS, render_intent
+from providers.stripe.refunds import REFUNDS, render_refund
 from providers.warehouse import PICKLISTS, closed_orders
 
 router = APIRouter(include_in_schema=False)
@@ -70,15 +72,46 @@ async def index(request: Request) -> HTMLResponse:
 
 @router.get("/payments/")
 async def payments_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
-    """Charges, refunds and payment intents."""
+    """Authorizations, captures, releases, refunds and payment intents, newest first.
+
+    An authorization is a charge a confirm made; it moves money only once captured, and never
+    if released (its intent cancelled before capture).
+    """
+    db = ledger.db
+    charges = [
+        render_charge(row) | {"order_id": row["order_id"], "released_at": row["released_at"]}
+        for row in CHARGES.find_rows(db)[::-1]
+    ]
+    refunds = [
+        render_refund(db, row) | {"order_id": row["order_id"]} for row in REFUNDS.find_rows(db)
+    ][::-1]
+    intents = [
+        render_intent(db, row) | {"order_id": row["order_id"]} for row in INTENTS.find_rows(db)
+    ][::-1]
     money = ("created", "id", "order_id", "amount", "currency")
     return _page(
         request,
         "Payments",
-        _table("Charges", CHARGES.find(ledger.db)[::-1], (*money, "payment_intent", "status")),
-        _table("Refunds", REFUNDS.find(ledger.db)[::-1], (*money[:4], "charge", "reason")),
         _table(
-            "Intents", INTENTS.find(ledger.db)[::-1], (*money, "payment_method", "status", "charge")
+            "Captures (money moved)",
+            [charge for charge in charges if charge["captured"]],
+            (*money, "amount_captured", "amount_refunded", "payment_intent"),
+        ),
+        _table(
+            "Authorizations (every approved confirm; no money moves until captured)",
+            charges,
+            (*money, "captured", "payment_intent", "payment_method"),
+        ),
+        _table(
+            "Releases (authorizations let go by a cancel; no money moved)",
+            [charge for charge in charges if charge["released_at"] is not None],
+            (*money, "released_at", "payment_intent"),
+        ),
+        _table("Refunds", refunds, (*money, "charge", "payment_intent", "reason")),
+        _table(
+            "Payment intents",
+            intents,
+            (*money, "capture_method", "status", "payment_method", "latest_charge"),
         ),
     )
 

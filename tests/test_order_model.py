@@ -25,7 +25,8 @@ from domain.models import (
 )
 from domain.status import Step, idempotency_key
 from providers.mail import MessageIn
-from providers.payments import IntentIn, RefundIn
+from providers.stripe import payment_intents, refunds
+from providers.stripe.form import Params, decode
 from providers.warehouse import PicklistIn
 from tests.support import make_order
 
@@ -249,10 +250,24 @@ def test_an_order_at_every_limit_fits_every_provider_request() -> None:
     for content in contents:
         MessageIn(order_id=order.id, to=order.customer.email, template=content.template.value,
                   subject=content.subject, body=content.body)  # fmt: skip
-    IntentIn(order_id=order.id, amount=order.total, currency=order.currency,
-             payment_method=order.payment_method)  # fmt: skip
+    # The gateway speaks Stripe's API: its form parameters, as the official library sends them.
+    intent = {
+        "amount": str(order.total),
+        "currency": order.currency.lower(),
+        "payment_method": order.payment_method,
+        "capture_method": "manual",
+        "metadata[order_id]": order.id,
+        "metadata[customer_id]": order.customer.id,
+    }
+    payment_intents.create_params(Params(decode(intent.items())))  # fmt: skip
     PicklistIn.model_validate(
         {"order_id": order.id, "items": [item.model_dump() for item in order.items],
          "ship_to": order.shipping_address.model_dump()}
     )  # fmt: skip
-    RefundIn(charge_id="ch_" + "x" * 24, amount=None, reason=f"cancelled: {reason}")
+    refund = {
+        "payment_intent": "pi_" + "x" * 24,
+        "reason": "requested_by_customer",
+        "metadata[order_id]": order.id,
+        "metadata[reason]": reason[:500],
+    }
+    refunds.create_params(Params(decode(refund.items())))  # fmt: skip

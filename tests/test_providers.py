@@ -113,12 +113,47 @@ def resource_in_use(kind: str, resource_id: str) -> tuple[int, str, str, str]:
     return 409, "idempotency_error", "resource_in_use", message
 
 
-def intent(http: httpx.Client, order_id: str, method: str = "pm_card_visa") -> dict[str, Any]:
-    body = {"order_id": order_id, "amount": 2500, "currency": "EUR", "payment_method": method}
-    response = post(http, "/payments/intents", body)
+def form(
+    http: httpx.Client, path: str, params: dict[str, Any] | None = None, key: str | None = None
+) -> httpx.Response:
+    """POST Stripe's way: form-encoded, nested names in brackets (``metadata[order_id]``)."""
+    fields: dict[str, str] = {}
+    for name, value in (params or {}).items():
+        if isinstance(value, dict):
+            fields.update({f"{name}[{sub}]": str(item) for sub, item in value.items()})
+        else:
+            fields[name] = str(value)
+    headers = {"Idempotency-Key": key or str(uuid.uuid4())}
+    return http.post(path, data=fields, headers=headers)
+
+
+def intent_params(order_id: str, method: str = "pm_card_visa", **more: Any) -> dict[str, Any]:
+    return {
+        "amount": 2500,
+        "currency": "eur",
+        "payment_method": method,
+        "metadata": {"order_id": order_id},
+        **more,
+    }
+
+
+def intent(
+    http: httpx.Client, order_id: str, method: str = "pm_card_visa", **more: Any
+) -> dict[str, Any]:
+    response = form(http, "/v1/payment_intents", intent_params(order_id, method, **more))
     assert response.status_code == 200, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+def stripe_error(response: httpx.Response) -> tuple[int, str, str | None]:
+    """Status, error type and code of a Stripe-shaped error answer."""
+    error = response.json()["error"]
+    return response.status_code, error["type"], error.get("code")
+
+
+LOCK_TIMEOUT = (429, "invalid_request_error", "lock_timeout")
+UNEXPECTED_STATE = (400, "invalid_request_error", "payment_intent_unexpected_state")
 
 
 def message(order_id: str, subject: str = "Thanks") -> dict[str, str]:
@@ -197,6 +232,12 @@ def test_auth(provider: Provider, http: httpx.Client) -> None:
         assert response.json()["error"]["code"] == "unauthorized"
     unauthenticated = httpx.post(f"{provider.url}/mail/messages", json={})
     assert unauthenticated.status_code == 401
+    for headers in ({}, {"Authorization": "Bearer sk_test_wrong_1234"}):
+        stripe_401 = httpx.get(f"{provider.url}/v1/payment_intents/pi_x", headers=headers)
+        assert stripe_401.status_code == 401
+        assert set(stripe_401.json()["error"]) == {"type", "message"}  # Stripe's: no code
+        assert stripe_401.json()["error"]["type"] == "invalid_request_error"
+        assert stripe_401.headers["request-id"].startswith("req_")
     assert httpx.get(f"{provider.url}/mail/messages?api_key={API_KEY}").status_code == 200
 
 
@@ -275,86 +316,113 @@ def test_key_in_flight_is_409_whatever_the_body_and_422_only_once_done(
 
 def test_confirm_twice_with_different_keys_charges_once(http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
-    first = post(http, f"/payments/intents/{intent_id}/confirm")
-    second = post(http, f"/payments/intents/{intent_id}/confirm", {})
-    assert first.status_code == second.status_code == 200
-    charge = first.json()
-    assert charge["id"].startswith("ch_") and charge["status"] == "succeeded"
-    assert (charge["amount"], charge["payment_intent"]) == (2500, intent_id)
-    assert second.json()["id"] == charge["id"]
-    assert count(http, "/payments/charges", order_id=order_id) == 1
-    [stored] = listing(http, "/payments/intents", order_id=order_id)
-    assert stored["status"] == "succeeded"
+    confirm = f"/v1/payment_intents/{intent_id}/confirm"
+    first = form(http, confirm)
+    second = form(http, confirm)
+    assert first.status_code == 200, first.text
+    confirmed = first.json()
+    assert (confirmed["status"], confirmed["amount_received"]) == ("succeeded", 2500)
+    assert confirmed["latest_charge"].startswith("ch_")
+    # Stripe's answer to confirming again: the intent is in no state to be confirmed.
+    assert stripe_error(second) == UNEXPECTED_STATE
+    assert second.json()["error"]["payment_intent"] == confirmed
+    [charge] = listing(http, "/payments/charges", order_id=order_id)
+    assert (charge["id"], charge["amount"], charge["payment_intent"]) == (
+        confirmed["latest_charge"],
+        2500,
+        intent_id,
+    )
+    assert (charge["captured"], charge["status"]) == (True, "succeeded")
+    assert listing(http, "/payments/intents", order_id=order_id) == [confirmed]
 
 
 def test_cancel_before_confirm_and_confirm_refused(http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
-    cancel, confirm = (f"/payments/intents/{intent_id}/{verb}" for verb in ("cancel", "confirm"))
-    cancelled = post(http, cancel)
+    cancel, confirm = (f"/v1/payment_intents/{intent_id}/{verb}" for verb in ("cancel", "confirm"))
+    cancelled = form(http, cancel, {"cancellation_reason": "abandoned"})
     assert cancelled.status_code == 200
-    assert (cancelled.json()["status"], cancelled.json()["charge"]) == ("canceled", None)
-    assert post(http, cancel).json() == cancelled.json()  # cancelling again changes nothing
+    assert (cancelled.json()["status"], cancelled.json()["latest_charge"]) == ("canceled", None)
+    assert cancelled.json()["cancellation_reason"] == "abandoned"
+    again = form(http, cancel)  # Stripe refuses to cancel a canceled intent
+    assert stripe_error(again) == UNEXPECTED_STATE
+    assert again.json()["error"]["payment_intent"] == cancelled.json()
     key = f"{order_id}:payment-confirm"
-    refused = post(http, confirm, key=key)
-    assert error_of(refused) == (
-        400,
-        "invalid_request",
-        "payment_intent_unexpected_state",
-        f"The payment intent '{intent_id}' was canceled; it can't be confirmed.",
+    refused = form(http, confirm, key=key)
+    assert stripe_error(refused) == UNEXPECTED_STATE
+    assert refused.json()["error"]["message"] == (
+        "You cannot confirm this PaymentIntent because it has a status of canceled. Only a "
+        "PaymentIntent with one of the following statuses may be confirmed: "
+        "requires_payment_method, requires_confirmation, requires_action."
     )
-    replay = post(http, confirm, key=key)  # a business error, stored under its key
+    replay = form(http, confirm, key=key)  # a business error, stored under its key
     assert (replay.content, replay.headers["idempotent-replayed"]) == (refused.content, "true")
-    assert post(http, confirm).status_code == 400
+    assert form(http, confirm).status_code == 400
     assert count(http, "/payments/charges", order_id=order_id) == 0
     assert listing(http, "/payments/intents", order_id=order_id) == [cancelled.json()]
 
 
-def test_cancel_after_confirm_reports_the_charge(http: httpx.Client, order_id: str) -> None:
-    intent_id = intent(http, order_id)["id"]
-    charge = post(http, f"/payments/intents/{intent_id}/confirm").json()
-    answer = post(http, f"/payments/intents/{intent_id}/cancel")
-    assert answer.status_code == 200
-    assert (answer.json()["object"], answer.json()["status"], answer.json()["charge"]) == (
-        "payment_intent",
-        "succeeded",
-        charge["id"],
-    )
-    assert listing(http, "/payments/intents", order_id=order_id) == [answer.json()]
-    assert listing(http, "/payments/charges", order_id=order_id) == [charge]
-
-
-def test_cancel_while_confirm_in_flight_is_409_then_reports_the_charge(
+def test_cancel_after_capture_is_refused_and_names_the_charge(
     http: httpx.Client, order_id: str
 ) -> None:
     intent_id = intent(http, order_id)["id"]
-    confirm, cancel = (f"/payments/intents/{intent_id}/{verb}" for verb in ("confirm", "cancel"))
+    confirmed = form(http, f"/v1/payment_intents/{intent_id}/confirm").json()
+    answer = form(http, f"/v1/payment_intents/{intent_id}/cancel")
+    assert stripe_error(answer) == UNEXPECTED_STATE
+    seen = answer.json()["error"]["payment_intent"]
+    assert (seen["status"], seen["latest_charge"]) == ("succeeded", confirmed["latest_charge"])
+    assert listing(http, "/payments/intents", order_id=order_id) == [confirmed]
+    assert [c["id"] for c in listing(http, "/payments/charges", order_id=order_id)] == [
+        confirmed["latest_charge"]
+    ]
+
+
+def test_cancel_of_an_authorization_releases_it(http: httpx.Client, order_id: str) -> None:
+    intent_id = intent(http, order_id, capture_method="manual")["id"]
+    authorized = form(http, f"/v1/payment_intents/{intent_id}/confirm").json()
+    assert (authorized["status"], authorized["amount_capturable"]) == ("requires_capture", 2500)
+    cancelled = form(http, f"/v1/payment_intents/{intent_id}/cancel")
+    assert cancelled.json()["status"] == "canceled"
+    [charge] = listing(http, "/payments/charges", order_id=order_id)
+    assert (charge["captured"], charge["amount_captured"], charge["refunded"]) == (False, 0, True)
+    counts = http.get("/admin/ledger", params={"order_id": order_id}).json()["orders"][order_id]
+    assert (counts["authorizations"], counts["charges"], counts["charged_amount"]) == (1, 0, 0)
+    assert (counts["released"], counts["released_amount"]) == (1, 2500)
+    capture = form(http, f"/v1/payment_intents/{intent_id}/capture")
+    assert stripe_error(capture) == UNEXPECTED_STATE
+
+
+def test_cancel_while_confirm_in_flight_is_lock_timeout_then_names_the_charge(
+    http: httpx.Client, order_id: str
+) -> None:
+    intent_id = intent(http, order_id)["id"]
+    confirm, cancel = (f"/v1/payment_intents/{intent_id}/{verb}" for verb in ("confirm", "cancel"))
     cancel_key = f"{order_id}:payment-cancel"
-    with holding(http, "payments", lambda: post(http, confirm, key=f"{order_id}:confirm")) as held:
-        busy = post(http, cancel, key=cancel_key)
-        assert error_of(busy) == resource_in_use("payment intent", intent_id)
+    with holding(http, "payments", lambda: form(http, confirm, key=f"{order_id}:confirm")) as held:
+        busy = form(http, cancel, key=cancel_key)
+        assert stripe_error(busy) == LOCK_TIMEOUT
         assert http.post("/admin/faults/payments/release").json() == {"released": 1}
-        charge = held.result(timeout=10).json()
-    after = post(http, cancel, key=cancel_key)
-    assert after.status_code == 200
-    assert "idempotent-replayed" not in after.headers  # the 409 was not stored under its key
-    assert (after.json()["status"], after.json()["charge"]) == ("succeeded", charge["id"])
-    assert listing(http, "/payments/charges", order_id=order_id) == [charge]
+        confirmed = held.result(timeout=10).json()
+    after = form(http, cancel, key=cancel_key)
+    assert "idempotent-replayed" not in after.headers  # the 429 was not stored under its key
+    assert stripe_error(after) == UNEXPECTED_STATE
+    assert after.json()["error"]["payment_intent"]["latest_charge"] == confirmed["latest_charge"]
+    assert count(http, "/payments/charges", order_id=order_id) == 1
 
 
 def test_cancel_after_a_confirm_released_as_failure_cancels_for_good(
     http: httpx.Client, order_id: str
 ) -> None:
     intent_id = intent(http, order_id)["id"]
-    confirm, cancel = (f"/payments/intents/{intent_id}/{verb}" for verb in ("confirm", "cancel"))
+    confirm, cancel = (f"/v1/payment_intents/{intent_id}/{verb}" for verb in ("confirm", "cancel"))
     confirm_key = f"{order_id}:payment-confirm"
-    with holding(http, "payments", lambda: post(http, confirm, key=confirm_key)) as held:
-        assert error_of(post(http, cancel)) == resource_in_use("payment intent", intent_id)
+    with holding(http, "payments", lambda: form(http, confirm, key=confirm_key)) as held:
+        assert stripe_error(form(http, cancel)) == LOCK_TIMEOUT
         http.post("/admin/faults/payments/release", params={"fail": True})
         assert held.result(timeout=10).status_code == 503
-    cancelled = post(http, cancel)
-    assert (cancelled.json()["status"], cancelled.json()["charge"]) == ("canceled", None)
+    cancelled = form(http, cancel)
+    assert (cancelled.json()["status"], cancelled.json()["latest_charge"]) == ("canceled", None)
     for key in (confirm_key, None):  # the held confirm's retry, and any later confirm
-        refused = post(http, confirm, key=key)
+        refused = form(http, confirm, key=key)
         assert refused.json()["error"]["code"] == "payment_intent_unexpected_state"
     assert count(http, "/payments/charges", order_id=order_id) == 0
     assert listing(http, "/payments/intents", order_id=order_id) == [cancelled.json()]
@@ -362,79 +430,92 @@ def test_cancel_after_a_confirm_released_as_failure_cancels_for_good(
 
 def test_two_confirms_on_one_intent_never_overlap(http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
-    confirm = f"/payments/intents/{intent_id}/confirm"
-    with holding(http, "payments", lambda: post(http, confirm, key=f"{order_id}:a")) as held:
-        second = post(http, confirm, key=f"{order_id}:b")
-        assert error_of(second) == resource_in_use("payment intent", intent_id)
+    confirm = f"/v1/payment_intents/{intent_id}/confirm"
+    with holding(http, "payments", lambda: form(http, confirm, key=f"{order_id}:a")) as held:
+        second = form(http, confirm, key=f"{order_id}:b")
+        assert stripe_error(second) == LOCK_TIMEOUT
         http.post("/admin/faults/payments/release")
         first = held.result(timeout=10).json()
-    retried = post(http, confirm, key=f"{order_id}:b")
-    assert retried.json() == first
-    assert listing(http, "/payments/charges", order_id=order_id) == [first]
-    [stored] = listing(http, "/payments/intents", order_id=order_id)
-    assert (stored["status"], stored["charge"]) == ("succeeded", first["id"])
+    retried = form(http, confirm, key=f"{order_id}:b")
+    assert stripe_error(retried) == UNEXPECTED_STATE
+    assert retried.json()["error"]["payment_intent"] == first
+    assert [c["id"] for c in listing(http, "/payments/charges", order_id=order_id)] == [
+        first["latest_charge"]
+    ]
+    assert listing(http, "/payments/intents", order_id=order_id) == [first]
 
 
 @pytest.mark.parametrize(
-    ("method", "decline_code"),
+    ("method", "code", "decline_code"),
     [
-        ("pm_card_declined", "generic_decline"),
-        ("pm_card_insufficient_funds", "insufficient_funds"),
-        ("pm_card_expired", "expired_card"),
+        ("pm_card_chargeDeclined", "card_declined", "generic_decline"),
+        ("pm_card_chargeDeclinedInsufficientFunds", "card_declined", "insufficient_funds"),
+        ("pm_card_chargeDeclinedExpiredCard", "expired_card", "expired_card"),
+        ("pm_card_declined", "card_declined", "generic_decline"),
+        ("pm_card_insufficient_funds", "card_declined", "insufficient_funds"),
+        ("pm_card_expired", "expired_card", "expired_card"),
     ],
 )
 def test_decline_is_stored_and_replayed(
-    http: httpx.Client, order_id: str, method: str, decline_code: str
+    http: httpx.Client, order_id: str, method: str, code: str, decline_code: str
 ) -> None:
     intent_id = intent(http, order_id, method)["id"]
-    path = f"/payments/intents/{intent_id}/confirm"
-    declined = post(http, path, key=f"{order_id}-confirm")
-    assert declined.status_code == 402
+    path = f"/v1/payment_intents/{intent_id}/confirm"
+    declined = form(http, path, key=f"{order_id}-confirm")
+    assert stripe_error(declined) == (402, "card_error", code)
     error = declined.json()["error"]
-    assert (error["type"], error["code"], error["decline_code"]) == (
-        "card_error",
-        "card_declined",
-        decline_code,
-    )
-    replay = post(http, path, key=f"{order_id}-confirm")
+    assert error["decline_code"] == decline_code
+    assert error["payment_intent"]["status"] == "requires_payment_method"
+    assert error["payment_intent"]["last_payment_error"]["decline_code"] == decline_code
+    replay = form(http, path, key=f"{order_id}-confirm")
     assert (replay.status_code, replay.content) == (402, declined.content)
     assert replay.headers["idempotent-replayed"] == "true"
-    assert post(http, path).status_code == 402  # a new key cannot charge a failed intent
+    # A new key finds no payment method left to try: a failed intent cannot be charged.
+    assert stripe_error(form(http, path)) == UNEXPECTED_STATE
     assert count(http, "/payments/charges", order_id=order_id) == 0
     [stored] = listing(http, "/payments/intents", order_id=order_id)
-    assert stored["status"] == "failed"
+    assert (stored["status"], stored["payment_method"]) == ("requires_payment_method", None)
 
 
 def test_refunds(http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
-    charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
-    partial = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1000})
-    assert partial.json()["amount"] == 1000
+    charge_id = form(http, f"/v1/payment_intents/{intent_id}/confirm").json()["latest_charge"]
+    partial = form(http, "/v1/refunds", {"charge": charge_id, "amount": 1000})
+    assert (partial.json()["amount"], partial.json()["payment_intent"]) == (1000, intent_id)
     [charge] = listing(http, "/payments/charges", order_id=order_id)
-    assert charge["status"] == "succeeded"  # only a full refund marks it refunded
-    too_much = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1501})
-    assert too_much.status_code == 422
-    assert too_much.json()["error"]["code"] == "amount_too_large"
-    full = post(http, "/payments/refunds", {"charge_id": charge_id, "amount": None})
-    again = post(http, "/payments/refunds", {"charge_id": charge_id, "reason": "duplicate"})
-    assert full.status_code == again.status_code == 200
+    assert (charge["refunded"], charge["amount_refunded"]) == (False, 1000)  # partly refunded
+    too_much = form(http, "/v1/refunds", {"charge": charge_id, "amount": 1501})
+    assert stripe_error(too_much) == (400, "invalid_request_error", "amount_too_large")
+    assert too_much.json()["error"]["param"] == "amount"
+    full = form(http, "/v1/refunds", {"payment_intent": intent_id})
+    assert full.status_code == 200
     assert full.json()["amount"] == 1500 and full.json()["id"].startswith("re_")
-    assert again.json() == full.json()
+    again = form(http, "/v1/refunds", {"charge": charge_id, "reason": "duplicate"})
+    assert stripe_error(again) == (400, "invalid_request_error", "charge_already_refunded")
     assert count(http, "/payments/refunds", order_id=order_id) == 2
     [charge] = listing(http, "/payments/charges", order_id=order_id)
-    assert charge["status"] == "refunded"
+    assert (charge["refunded"], charge["amount_refunded"]) == (True, 2500)
+    counts = http.get("/admin/ledger", params={"order_id": order_id}).json()["orders"][order_id]
+    assert (counts["refunds"], counts["refunded_amount"]) == (2, 2500)
 
 
 @pytest.mark.parametrize(
-    "path",
+    ("path", "params", "status"),
     [
-        "/payments/intents/pi_nope/confirm",
-        "/payments/refunds",
-        "/warehouse/picklists/pl_nope/cancel",
+        ("/v1/payment_intents/pi_nope/confirm", {}, 404),
+        ("/v1/refunds", {"charge": "ch_nope"}, 400),
+        ("/v1/refunds", {"payment_intent": "pi_nope"}, 400),
     ],
 )
-def test_unknown_resource_is_404(http: httpx.Client, path: str) -> None:
-    response = post(http, path, {"charge_id": "ch_nope"} if path.endswith("refunds") else {})
+def test_unknown_resource_is_404_or_400_as_stripe_says(
+    http: httpx.Client, path: str, params: dict[str, Any], status: int
+) -> None:
+    response = form(http, path, params)
+    assert stripe_error(response) == (status, "invalid_request_error", "resource_missing")
+
+
+def test_unknown_warehouse_resource_is_404(http: httpx.Client) -> None:
+    response = post(http, "/warehouse/picklists/pl_nope/cancel", {})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "resource_missing"
 
@@ -635,25 +716,26 @@ def test_injected_failure_is_not_stored_and_the_same_key_succeeds_once(
 
 def test_refuse_next_is_stored_under_its_key(http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
-    confirm = f"/payments/intents/{intent_id}/confirm"
+    confirm = f"/v1/payment_intents/{intent_id}/confirm"
     http.put("/admin/faults/payments", json={"refuse_next": 1})
     key = f"{order_id}:payment-confirm"
-    refused = post(http, confirm, key=key)
+    refused = form(http, confirm, key=key)
     assert error_of(refused) == (
-        422,
-        "invalid_request",
+        400,
+        "invalid_request_error",
         "injected_refusal",
         "Injected refusal: payments refused this request; the refusal is stored under its key.",
     )
-    replay = post(http, confirm, key=key)
+    replay = form(http, confirm, key=key)
     assert (replay.content, replay.headers["idempotent-replayed"]) == (refused.content, "true")
     assert http.get("/admin/faults").json()["payments"]["refuse_next"] == 0
     assert count(http, "/payments/charges", order_id=order_id) == 0
     [stored] = listing(http, "/payments/intents", order_id=order_id)
-    assert (stored["status"], stored["charge"]) == ("requires_confirmation", None)
-    charged = post(http, confirm, key=f"{order_id}:payment-confirm-again")
+    assert (stored["status"], stored["latest_charge"]) == ("requires_confirmation", None)
+    charged = form(http, confirm, key=f"{order_id}:payment-confirm-again")
     assert charged.status_code == 200  # a new key goes through
-    assert listing(http, "/payments/charges", order_id=order_id) == [charged.json()]
+    [charge] = listing(http, "/payments/charges", order_id=order_id)
+    assert charge["id"] == charged.json()["latest_charge"]
 
 
 def test_key_prefix_targets_one_order(http: httpx.Client, order_id: str) -> None:
@@ -678,18 +760,19 @@ def test_key_prefix_targets_one_order(http: httpx.Client, order_id: str) -> None
 def test_faults_only_hit_their_service(http: httpx.Client, order_id: str) -> None:
     http.put("/admin/faults/payments", json={"error_rate": 1.0})
     assert post(http, "/mail/messages", message(order_id)).status_code == 200
-    body = {"order_id": order_id, "amount": 1, "currency": "EUR", "payment_method": "pm_x"}
-    assert post(http, "/payments/intents", body).status_code == 503
+    created = form(http, "/v1/payment_intents", intent_params(order_id, "pm_x"))
+    assert stripe_error(created) == (503, "api_error", "injected_fault")
     assert http.get("/payments/intents").status_code == 200  # GETs are never faulted
+    assert http.get("/v1/refunds").status_code == 200
 
 
 def test_drop_next_commits_but_the_caller_never_hears(http: httpx.Client, order_id: str) -> None:
     http.put("/admin/faults/payments", json={"drop_next": 1})
-    body = {"order_id": order_id, "amount": 700, "currency": "USD", "payment_method": "pm_ok"}
+    body = intent_params(order_id, "pm_ok", amount=700)
     with pytest.raises(httpx.RemoteProtocolError):
-        post(http, "/payments/intents", body, key=f"{order_id}-intent")
+        form(http, "/v1/payment_intents", body, key=f"{order_id}-intent")
     [committed] = listing(http, "/payments/intents", order_id=order_id)
-    retry = post(http, "/payments/intents", body, key=f"{order_id}-intent")
+    retry = form(http, "/v1/payment_intents", body, key=f"{order_id}-intent")
     assert retry.status_code == 200
     assert retry.headers["idempotent-replayed"] == "true"
     assert retry.json() == committed
@@ -740,10 +823,10 @@ def test_drop_replays_loses_the_retries_answers_too(http: httpx.Client, order_id
 
 
 def test_path_prefix_targets_one_endpoint(http: httpx.Client, order_id: str) -> None:
-    http.put("/admin/faults/payments", json={"fail_next": 1, "path_prefix": "/payments/refunds"})
+    http.put("/admin/faults/payments", json={"fail_next": 1, "path_prefix": "/v1/refunds"})
     intent_id = intent(http, order_id)["id"]  # not under the prefix: no fault
-    charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
-    refund = post(http, "/payments/refunds", {"charge_id": charge_id})
+    assert form(http, f"/v1/payment_intents/{intent_id}/confirm").status_code == 200
+    refund = form(http, "/v1/refunds", {"payment_intent": intent_id})
     assert error_of(refund)[:3] == (503, "api_error", "injected_fault")
     assert http.get("/admin/faults").json()["payments"]["fail_next"] == 0
 
@@ -801,9 +884,12 @@ def test_fault_admin_api(http: httpx.Client) -> None:
 
 def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
-    charge_id = post(http, f"/payments/intents/{intent_id}/confirm").json()["id"]
-    post(http, "/payments/refunds", {"charge_id": charge_id, "amount": 1000})
-    post(http, f"/payments/intents/{intent(http, order_id)['id']}/cancel")
+    form(http, f"/v1/payment_intents/{intent_id}/confirm")
+    form(http, "/v1/refunds", {"payment_intent": intent_id, "amount": 1000})
+    form(http, f"/v1/payment_intents/{intent(http, order_id)['id']}/cancel")
+    released = intent(http, order_id, capture_method="manual")["id"]
+    form(http, f"/v1/payment_intents/{released}/confirm")
+    form(http, f"/v1/payment_intents/{released}/cancel")
     post(http, "/mail/messages", message(order_id))
     post(http, "/mail/messages", message(order_id) | {"template": "order-cancelled"})
     picked = post(http, "/warehouse/picklists", picklist(order_id, "SKU-FREE")).json()
@@ -812,10 +898,13 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
     assert summary == {
         "orders": {
             order_id: {
-                "payment_intents": 2,
-                "cancelled_intents": 1,
+                "payment_intents": 3,
+                "cancelled_intents": 2,
+                "authorizations": 2,
                 "charges": 1,
                 "charged_amount": 2500,
+                "released": 1,
+                "released_amount": 2500,
                 "refunds": 1,
                 "refunded_amount": 1000,
                 "emails": {"order-confirmation": 1, "order-cancelled": 1},
@@ -831,10 +920,11 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
     finally:
         admin.close()
     assert (effects.cancelled_intents, effects.charged_amount, effects.refunded_amount) == (
-        1,
+        2,
         2500,
         1000,
     )
+    assert (effects.authorizations, effects.released, effects.released_amount) == (2, 1, 2500)
 
 
 def test_html_pages(provider: Provider, http: httpx.Client, order_id: str) -> None:
@@ -844,6 +934,9 @@ def test_html_pages(provider: Provider, http: httpx.Client, order_id: str) -> No
         page = httpx.get(f"{provider.url}{path}", params={"api_key": API_KEY})
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert f'href="/mail/?api_key={API_KEY}"' in page.text
+    payments = http.get("/payments/").text
+    for section in ("Captures", "Authorizations", "Releases", "Refunds", "Payment intents"):
+        assert f"<h2>{section}" in payments
     mail = http.get("/mail/").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail and "<script>" not in mail
     warehouse = http.get("/warehouse/").text
@@ -856,8 +949,8 @@ def test_sigkill_and_restart_keeps_the_ledger(tmp_path: Path, order_id: str) -> 
     try:
         with _client(server) as http:
             intent_id = intent(http, order_id)["id"]
-            confirm = f"/payments/intents/{intent_id}/confirm"
-            charged = post(http, confirm, key=f"{order_id}-confirm")
+            confirm = f"/v1/payment_intents/{intent_id}/confirm"
+            charged = form(http, confirm, key=f"{order_id}-confirm")
             # Leave a key in flight when the process dies: its effect never committed.
             http.put("/admin/faults/mail", json={"hold_next": 1})
             with ThreadPoolExecutor(1) as pool:
@@ -870,7 +963,7 @@ def test_sigkill_and_restart_keeps_the_ledger(tmp_path: Path, order_id: str) -> 
                     pending.result(timeout=10)
         server.start()
         with _client(server) as http:
-            replay = post(http, confirm, key=f"{order_id}-confirm")
+            replay = form(http, confirm, key=f"{order_id}-confirm")
             assert replay.content == charged.content
             assert replay.headers["idempotent-replayed"] == "true"
             retried = post(http, "/mail/messages", message(order_id), key=f"{order_id}-held")
@@ -902,6 +995,10 @@ CREATE TABLE charges (
     order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
     status TEXT NOT NULL, created TEXT NOT NULL
 );
+CREATE TABLE refunds (
+    id TEXT PRIMARY KEY, charge TEXT NOT NULL REFERENCES charges (id), order_id TEXT NOT NULL,
+    amount INTEGER NOT NULL, reason TEXT, status TEXT NOT NULL, created TEXT NOT NULL
+);
 """
 
 
@@ -921,17 +1018,58 @@ def test_a_ledger_from_before_the_new_columns_opens_and_works(
             "INSERT INTO charges VALUES ('ch_old', 'pi_old', ?, 2500, 'EUR', 'succeeded', ?)",
             (order_id, created),
         )
+        # A refunded order and a declined one, as the JSON gateway left them.
+        old.executescript(f"""
+            INSERT INTO payment_intents VALUES ('pi_paid', '{order_id}', 700, 'USD',
+                'pm_card_visa', 'succeeded', NULL, '{created}');
+            INSERT INTO charges VALUES ('ch_paid', 'pi_paid', '{order_id}', 700, 'USD',
+                'refunded', '{created}');
+            INSERT INTO refunds VALUES ('re_old', 'ch_paid', '{order_id}', 700, 'cancelled',
+                'succeeded', '{created}');
+            INSERT INTO payment_intents VALUES ('pi_declined', '{order_id}', 900, 'USD',
+                'pm_card_declined', 'failed', 'generic_decline', '{created}');
+        """)
     old.close()
     server = Provider(path)
     server.start()
     try:
         with _client(server) as http:
-            [stored] = listing(http, "/payments/intents", order_id=order_id)
-            assert (stored["status"], stored["charge"]) == ("succeeded", "ch_old")  # backfilled
-            assert post(http, "/payments/intents/pi_old/confirm").json()["id"] == "ch_old"
-            cancelled = post(http, f"/payments/intents/{intent(http, order_id)['id']}/cancel")
+            stored = {i["id"]: i for i in listing(http, "/payments/intents", order_id=order_id)}
+            old_intent = stored["pi_old"]  # backfilled
+            assert (old_intent["status"], old_intent["latest_charge"]) == ("succeeded", "ch_old")
+            assert (old_intent["capture_method"], old_intent["amount_received"]) == (
+                "automatic",
+                2500,
+            )
+            assert old_intent["metadata"] == {"order_id": order_id}
+            assert old_intent["currency"] == "eur" and isinstance(old_intent["created"], int)
+            declined = stored["pi_declined"]
+            assert declined["status"] == "requires_payment_method"
+            assert declined["last_payment_error"]["decline_code"] == "generic_decline"
+            charges = {c["id"]: c for c in listing(http, "/payments/charges", order_id=order_id)}
+            assert (charges["ch_old"]["captured"], charges["ch_old"]["refunded"]) == (True, False)
+            assert (charges["ch_paid"]["status"], charges["ch_paid"]["refunded"]) == (
+                "succeeded",
+                True,
+            )
+            [refund] = listing(http, "/payments/refunds", order_id=order_id)
+            assert (refund["payment_intent"], refund["currency"]) == ("pi_paid", "usd")
+            confirm_old = form(http, "/v1/payment_intents/pi_old/confirm")
+            assert stripe_error(confirm_old) == UNEXPECTED_STATE
+            again = form(http, "/v1/refunds", {"payment_intent": "pi_paid"})
+            assert stripe_error(again)[2] == "charge_already_refunded"
+            refunded = form(http, "/v1/refunds", {"payment_intent": "pi_old", "amount": 500})
+            assert refunded.json()["amount"] == 500
+            cancelled = form(http, f"/v1/payment_intents/{intent(http, order_id)['id']}/cancel")
             assert cancelled.json()["status"] == "canceled"
-            assert count(http, "/payments/charges", order_id=order_id) == 1
+            assert count(http, "/payments/charges", order_id=order_id) == 2
+            summary = http.get("/admin/ledger", params={"order_id": order_id}).json()
+            counts = summary["orders"][order_id]
+            assert (counts["charges"], counts["charged_amount"], counts["refunded_amount"]) == (
+                2,
+                3200,
+                1200,
+            )
             # A table added since: created when the old ledger opened.
             closed = post(http, f"/warehouse/orders/{order_id}/cancel")
             assert (closed.status_code, closed.json()["status"]) == (200, "closed")
@@ -951,10 +1089,11 @@ def test_a_ledger_from_before_the_new_columns_opens_and_works(
 # --- Every malformed request gets a clear 4xx in the error shape, never a 500 ---------------
 
 EFFECT_POSTS = {
-    "/payments/intents",
-    "/payments/intents/{intent_id}/confirm",
-    "/payments/intents/{intent_id}/cancel",
-    "/payments/refunds",
+    "/v1/payment_intents",
+    "/v1/payment_intents/{intent}/confirm",
+    "/v1/payment_intents/{intent}/capture",
+    "/v1/payment_intents/{intent}/cancel",
+    "/v1/refunds",
     "/mail/messages",
     "/warehouse/picklists",
     "/warehouse/picklists/{picklist_id}/cancel",
@@ -1008,22 +1147,14 @@ def test_idempotency_key_is_at_most_255_printable_characters(
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("/payments/intents", {"amount": 2**63}, "body.amount"),
-        ("/payments/intents", {"amount": 100_000_000}, "body.amount"),
-        ("/payments/intents", {"order_id": "o" * 201}, "body.order_id"),
-        ("/payments/refunds", {"charge_id": "ch_x", "amount": 2**64}, "body.amount"),
         ("/mail/messages", {"to": f"{'a' * 250}@example.com"}, "body.to"),
         ("/warehouse/picklists", {"items": [{"sku": "S", "quantity": 10_001}]}, "body.items.0"),
-        ("/payments/intents/" + "p" * 201 + "/confirm", {}, "path.intent_id"),
     ],
 )  # fmt: skip
 def test_amounts_ids_and_sizes_are_bounded(
     http: httpx.Client, order_id: str, path: str, body: dict[str, Any], field: str
 ) -> None:
     defaults: dict[str, dict[str, Any]] = {
-        "/payments/intents": {
-            "order_id": order_id, "amount": 100, "currency": "EUR", "payment_method": "pm_x"
-        },
         "/mail/messages": message(order_id),
         "/warehouse/picklists": picklist(order_id, "S"),
     }  # fmt: skip
@@ -1031,6 +1162,50 @@ def test_amounts_ids_and_sizes_are_bounded(
     text = bad_request(response, 422, "validation_error")
     assert f"Invalid request: {field}" in text
     assert str(2**63) not in text  # the input is not echoed
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "code", "param"),
+    [
+        ("/v1/payment_intents", {"amount": 2**63}, "parameter_invalid_integer", "amount"),
+        ("/v1/payment_intents", {"amount": 100_000_000}, "amount_too_large", "amount"),
+        ("/v1/payment_intents", {"amount": 0}, "amount_too_small", "amount"),
+        ("/v1/payment_intents", {"amount": "1.5"}, "parameter_invalid_integer", "amount"),
+        ("/v1/payment_intents", {"currency": "euro"}, "parameter_invalid_string", "currency"),
+        ("/v1/payment_intents", {"capture_method": "later"}, "parameter_invalid_string",
+         "capture_method"),
+        ("/v1/payment_intents", {"metadata": {"order_id": "o" * 501}},
+         "parameter_invalid_string", "metadata[order_id]"),
+        ("/v1/payment_intents", {"shipping": {"name": "Ada"}}, "parameter_unknown",
+         "shipping[name]"),
+        ("/v1/refunds", {"charge": "ch_x", "amount": 2**64}, "parameter_invalid_integer",
+         "amount"),
+        ("/v1/refunds", {"amount": 100}, "parameter_missing", "payment_intent"),
+        ("/v1/refunds", {"charge": "ch_x", "reason": "changed my mind"},
+         "parameter_invalid_string", "reason"),
+        ("/v1/payment_intents/pi_x/cancel", {"cancellation_reason": "bored"},
+         "parameter_invalid_string", "cancellation_reason"),
+        ("/v1/payment_intents/pi_x/capture", {"amount_to_capture": -1}, "amount_too_small",
+         "amount_to_capture"),
+    ],
+)  # fmt: skip
+def test_stripe_parameters_are_bounded_and_nothing_is_stored(
+    http: httpx.Client, order_id: str, path: str, params: dict[str, Any], code: str, param: str
+) -> None:
+    defaults = intent_params(order_id) if path == "/v1/payment_intents" else {}
+    key = f"{order_id}:bounded"
+    response = form(http, path, {**defaults, **params}, key=key)
+    assert stripe_error(response) == (400, "invalid_request_error", code), response.text
+    assert response.json()["error"]["param"] == param
+    assert str(2**63) not in response.text  # the input is not echoed
+    assert stored_under(http, key) == []  # Stripe stores no result for a validation failure
+    assert count(http, "/payments/intents", order_id=order_id) == 0
+
+
+def test_an_intent_at_the_amount_limits_is_accepted(http: httpx.Client, order_id: str) -> None:
+    for amount in (1, 99_999_999):
+        created = form(http, "/v1/payment_intents", intent_params(order_id, amount=amount))
+        assert created.json()["amount"] == amount
 
 
 def test_listing_filters_and_stock_are_bounded(http: httpx.Client) -> None:
@@ -1066,12 +1241,29 @@ def test_a_body_over_one_megabyte_is_413(http: httpx.Client, order_id: str) -> N
 )
 def test_an_unreadable_body_is_400_or_422(http: httpx.Client, content: bytes) -> None:
     response = http.post(
-        "/payments/intents",
+        "/warehouse/picklists",
         content=content,
         headers={"Idempotency-Key": str(uuid.uuid4()), "content-type": "application/json"},
     )
     assert response.status_code in (400, 422), response.text
     assert response.json()["error"]["code"] in ("invalid_body", "validation_error")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"amount=\xff\xfe", b"[" * 100_000, b"a[b=1", b"a=1&a[b]=2", b"x=1&" * 1001],
+)
+def test_an_unreadable_form_is_a_stripe_400(http: httpx.Client, content: bytes) -> None:
+    response = http.post(
+        "/v1/payment_intents",
+        content=content,
+        headers={
+            "Idempotency-Key": str(uuid.uuid4()),
+            "content-type": "application/x-www-form-urlencoded",
+        },
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_a_body_nested_too_deep_for_an_endpoint_without_one_is_no_500(
@@ -1088,7 +1280,7 @@ def test_a_body_nested_too_deep_for_an_endpoint_without_one_is_no_500(
 
 def test_a_card_number_sent_by_mistake_is_not_echoed(http: httpx.Client, order_id: str) -> None:
     card = "4242424242424242"
-    body = {"order_id": order_id, "amount": 100, "currency": "EUR", "payment_method": card}
-    response = post(http, "/payments/intents", body)
-    assert "body.payment_method" in bad_request(response, 422, "validation_error")
+    response = form(http, "/v1/payment_intents", intent_params(order_id, card))
+    assert stripe_error(response) == (400, "invalid_request_error", "parameter_invalid_string")
+    assert response.json()["error"]["param"] == "payment_method"
     assert card not in response.text

@@ -1,0 +1,30 @@
+"""The sandbox payment gateway, speaking the subset of Stripe's v1 API an order needs.
+
+The official ``stripe`` library works against it unchanged (``base_addresses={"api": <the
+providers' address>}``), and the same calls work against Stripe's test mode. One module per
+resource, named as Stripe's API reference names it, so its documentation is the map:
+
+- ``payment_intents``: ``/v1/payment_intents`` (create, retrieve, confirm, capture, cancel,
+  search)
+- ``charges``: ``/v1/charges`` (retrieve, list), made by confirming an intent
+- ``refunds``: ``/v1/refunds`` (create, retrieve, list)
+- ``search``: the search query language, and the lag that makes search eventually consistent
+- ``cards``: the test payment methods and how they decline
+- ``form``: form bodies in bracket notation, and Stripe's parameter errors
+- ``errors``: Stripe's error shapes, and the idempotency layer's refusals in Stripe's words
+- ``lists``: list objects and search results
+- ``request_ids``: the ``Request-Id`` header on every answer
+"""
+
+from fastapi import APIRouter
+
+from providers.stripe import charges, payment_intents, refunds
+
+PREFIX = "/v1"
+
+router = APIRouter(prefix=PREFIX)
+router.include_router(payment_intents.router)
+router.include_router(charges.router)
+router.include_router(refunds.router)
+
+__all__ = ["PREFIX", "router"]

@@ -1,0 +1,51 @@
+"""Stripe's test payment methods: which tokens decline, and how.
+
+The same tokens work in Stripe's test mode, so a test order runs unchanged against either.
+Any other ``pm_...`` token (``pm_card_visa``, ``pm_card_mastercard``, ...) is approved.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+PAYMENT_METHOD_PATTERN = r"pm_[A-Za-z0-9_]{1,200}"
+"""A payment method id as this sandbox takes it (a card number never is one)."""
+
+
+class Decline(NamedTuple):
+    """How a confirm with a declining card fails: Stripe's ``code``, ``decline_code``, message."""
+
+    code: str
+    decline_code: str
+    message: str
+
+
+_DECLINED = "Your card was declined."
+_INSUFFICIENT = Decline("card_declined", "insufficient_funds", "Your card has insufficient funds.")
+_EXPIRED = Decline("expired_card", "expired_card", "Your card has expired.")
+
+DECLINES: dict[str, Decline] = {
+    "pm_card_chargeDeclined": Decline("card_declined", "generic_decline", _DECLINED),
+    "pm_card_chargeDeclinedInsufficientFunds": _INSUFFICIENT,
+    "pm_card_chargeDeclinedExpiredCard": _EXPIRED,
+    "pm_card_chargeDeclinedIncorrectCvc": Decline(
+        "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."
+    ),
+    "pm_card_chargeDeclinedFraudulent": Decline("card_declined", "fraudulent", _DECLINED),
+    "pm_card_chargeDeclinedProcessingError": Decline(
+        "processing_error",
+        "processing_error",
+        "An error occurred while processing your card. Try again in a little bit.",
+    ),
+    "pm_card_chargeDeclinedLostCard": Decline("card_declined", "lost_card", _DECLINED),
+    "pm_card_chargeDeclinedStolenCard": Decline("card_declined", "stolen_card", _DECLINED),
+    # The sandbox's own tokens from before it spoke Stripe's API: orders in flight carry them.
+    "pm_card_declined": Decline("card_declined", "generic_decline", _DECLINED),
+    "pm_card_insufficient_funds": _INSUFFICIENT,
+    "pm_card_expired": _EXPIRED,
+}
+
+
+def decline_for(payment_method: str) -> Decline | None:
+    """The decline a confirm with ``payment_method`` meets; None if the card is approved."""
+    return DECLINES.get(payment_method)

@@ -1,0 +1,150 @@
+"""Charges (``/v1/charges``): what a confirmed payment intent did to the card.
+
+A confirm that the card approves makes one charge for the intent (never a second, whatever the
+keys): with ``capture_method=automatic`` it is captured at once (money moved); with ``manual``
+it is an authorization (``captured: false``) until the intent is captured, or released when the
+intent is cancelled (``released_at``; no money ever moved). Refunds add to
+``amount_refunded``. Charges are made by ``payment_intents`` and ``refunds``; this module
+stores, renders and lists them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from providers.ledger import LedgerDep, Resource, to_unix
+from providers.stripe.errors import resource_missing
+from providers.stripe.form import Params, read_query
+from providers.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
+
+router = APIRouter(tags=["payments"])
+
+CHARGES = Resource(
+    "charges",
+    "charge",
+    "ch",
+    ("payment_intent", "order_id", "amount", "currency", "status", "created"),
+)
+
+
+def amount_refunded(row: sqlite3.Row) -> int:
+    """What Stripe shows as refunded: refunds, plus what a capture or a release gave back."""
+    if row["released_at"] is not None:
+        return int(row["amount"])
+    uncaptured = row["amount"] - row["amount_captured"] if row["captured"] else 0
+    return int(row["amount_refunded"] + uncaptured)
+
+
+def refundable(row: sqlite3.Row) -> int:
+    """Captured money not refunded yet (0 for an authorization, captured or released)."""
+    if not row["captured"] or row["released_at"] is not None:
+        return 0
+    return int(row["amount_captured"] - row["amount_refunded"])
+
+
+def render_charge(row: sqlite3.Row) -> dict[str, Any]:
+    """The Charge object of a ledger row."""
+    refunded = amount_refunded(row)
+    return {
+        "id": row["id"],
+        "object": "charge",
+        "amount": row["amount"],
+        "amount_captured": row["amount_captured"],
+        "amount_refunded": refunded,
+        "balance_transaction": None,
+        "captured": bool(row["captured"]),
+        "created": to_unix(row["created"]),
+        "currency": str(row["currency"]).lower(),
+        "description": None,
+        "disputed": False,
+        "failure_code": None,
+        "failure_message": None,
+        "livemode": False,
+        "metadata": {"order_id": row["order_id"]} if row["order_id"] else {},
+        "outcome": {
+            "network_status": "approved_by_network",
+            "reason": None,
+            "risk_level": "normal",
+            "seller_message": "Payment complete.",
+            "type": "authorized",
+        },
+        "paid": True,
+        "payment_intent": row["payment_intent"],
+        "payment_method": row["payment_method"],
+        "refunded": refunded >= row["amount"],
+        "status": row["status"],
+    }
+
+
+def get_charge_row(db: sqlite3.Connection, charge_id: str) -> sqlite3.Row | None:
+    """The ledger row of a charge, if there is one."""
+    return CHARGES.get_row(db, charge_id)
+
+
+def authorize(db: sqlite3.Connection, intent: sqlite3.Row, method: str, capture: bool) -> str:
+    """Make the intent's one charge, captured at once or held as an authorization; its id."""
+    charge = CHARGES.insert(
+        db,
+        payment_intent=intent["id"],
+        order_id=intent["order_id"],
+        amount=intent["amount"],
+        currency=intent["currency"],
+        status="succeeded",
+        payment_method=method,
+        captured=int(capture),
+        amount_captured=intent["amount"] if capture else 0,
+        amount_refunded=0,
+    )
+    charge_id: str = charge["id"]
+    return charge_id
+
+
+def capture(db: sqlite3.Connection, charge_id: str, amount: int) -> None:
+    """Capture ``amount`` of an authorization: the money moves now (the rest is given back)."""
+    db.execute(
+        "UPDATE charges SET captured = 1, amount_captured = ? WHERE id = ?", (amount, charge_id)
+    )
+
+
+def release(db: sqlite3.Connection, charge_id: str) -> None:
+    """Release an authorization: nothing was ever captured, nothing moves."""
+    db.execute(
+        "UPDATE charges SET released_at = ? WHERE id = ? AND captured = 0",
+        (int(time.time()), charge_id),
+    )
+
+
+def add_refund(db: sqlite3.Connection, charge_id: str, amount: int) -> None:
+    """Count a refund of ``amount`` against the charge."""
+    db.execute(
+        "UPDATE charges SET amount_refunded = amount_refunded + ? WHERE id = ?",
+        (amount, charge_id),
+    )
+
+
+@router.get("/charges/{charge}")
+async def retrieve_charge(charge: str, request: Request, ledger: LedgerDep) -> dict[str, Any]:
+    """Retrieve a charge (404 ``resource_missing``, ``param: "id"``, when unknown)."""
+    params = Params(read_query(request))
+    params.strings("expand")
+    params.done()
+    row = get_charge_row(ledger.db, charge)
+    if row is None:
+        raise resource_missing("charge", charge, "id")
+    return render_charge(row)
+
+
+@router.get("/charges")
+async def list_charges(request: Request, ledger: LedgerDep) -> dict[str, Any]:
+    """List charges, newest first, all or those of one ``payment_intent``."""
+    params = Params(read_query(request))
+    intent = params.string("payment_intent", max_length=300)
+    limit = params.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+    params.strings("expand")
+    params.done()
+    rows = CHARGES.find_rows(ledger.db, payment_intent=intent)[::-1]
+    return list_object("/v1/charges", [render_charge(row) for row in rows], limit)

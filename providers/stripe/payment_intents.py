@@ -1,0 +1,399 @@
+"""Payment intents (``/v1/payment_intents``): create, confirm, capture, cancel, retrieve, search.
+
+Statuses, as Stripe's: ``requires_payment_method`` (none yet, or the last one was declined),
+``requires_confirmation`` (created with a payment method), ``requires_capture`` (confirmed with
+``capture_method=manual``: the card is authorized, no money moved), ``succeeded`` (captured),
+``canceled``. The sandbox never leaves an intent in ``requires_action`` or ``processing``.
+
+Confirm, capture and cancel of one intent, and refunds of it, lock the intent for as long as
+they are in flight: another request on it meanwhile gets Stripe's 429 ``lock_timeout``. A
+confirm, capture or cancel of an intent in a status that does not allow it is 400
+``payment_intent_unexpected_state`` with the intent in ``error.payment_intent``; a declined card
+is 402 ``card_error`` and leaves the intent in ``requires_payment_method``. Both are stored
+under the idempotency key, like every answer once the parameters were valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from providers.faults import FaultsDep
+from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
+from providers.ledger import LedgerDep, Resource, to_unix
+from providers.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
+from providers.stripe import charges, search
+from providers.stripe.cards import PAYMENT_METHOD_PATTERN, decline_for
+from providers.stripe.errors import (
+    STRIPE_REFUSALS,
+    card_error,
+    invalid_request,
+    resource_missing,
+    unexpected_state,
+)
+from providers.stripe.form import Params, read_form, read_query
+from providers.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, search_result
+
+SERVICE = "payments"
+router = APIRouter(tags=[SERVICE])
+
+INTENTS = Resource(
+    "payment_intents",
+    "payment_intent",
+    "pi",
+    ("order_id", "amount", "currency", "payment_method", "status", "charge", "created"),
+)
+
+CAPTURE_METHODS = ("automatic", "manual")
+CANCELLATION_REASONS = ("duplicate", "fraudulent", "requested_by_customer", "abandoned")
+CANCELABLE = (
+    "requires_payment_method",
+    "requires_capture",
+    "requires_confirmation",
+    "requires_action",
+    "processing",
+)
+CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
+EXPANDABLE = ("latest_charge",)
+
+
+def intent_lock(intent_id: str) -> str:
+    """The lock a request on this intent holds while in flight (see ``providers.idempotency``)."""
+    return resource_lock("payment_intent", intent_id)
+
+
+def render_intent(
+    db: sqlite3.Connection, row: sqlite3.Row, expand: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The PaymentIntent object of a ledger row (``expand``: ``latest_charge`` as an object)."""
+    charge = charges.get_charge_row(db, row["charge"]) if row["charge"] else None
+    status = row["status"]
+    error = json.loads(row["last_payment_error"]) if row["last_payment_error"] else None
+    # Like Stripe, a declined payment method is detached: it lives on in last_payment_error.
+    method = None if status == "requires_payment_method" else (row["payment_method"] or None)
+    latest: Any = row["charge"]
+    if "latest_charge" in expand and charge is not None:
+        latest = charges.render_charge(charge)
+    secret = hashlib.sha256(f"secret:{row['id']}".encode()).hexdigest()[:24]
+    return {
+        "id": row["id"],
+        "object": "payment_intent",
+        "amount": row["amount"],
+        "amount_capturable": row["amount"] if status == "requires_capture" else 0,
+        "amount_received": charge["amount_captured"] if charge and charge["captured"] else 0,
+        "canceled_at": row["canceled_at"],
+        "cancellation_reason": row["cancellation_reason"],
+        "capture_method": row["capture_method"],
+        "client_secret": f"{row['id']}_secret_{secret}",
+        "confirmation_method": "automatic",
+        "created": to_unix(row["created"]),
+        "currency": str(row["currency"]).lower(),
+        "customer": None,
+        "description": row["description"],
+        "last_payment_error": error,
+        "latest_charge": latest,
+        "livemode": False,
+        "metadata": json.loads(row["metadata"]),
+        "next_action": None,
+        "payment_method": method,
+        "payment_method_types": ["card"],
+        "status": status,
+    }
+
+
+def get_intent_row(db: sqlite3.Connection, intent_id: str) -> sqlite3.Row | None:
+    """The ledger row of a payment intent, if there is one."""
+    return INTENTS.get_row(db, intent_id)
+
+
+def _existing(db: sqlite3.Connection, intent_id: str) -> sqlite3.Row:
+    row = get_intent_row(db, intent_id)
+    if row is None:
+        raise resource_missing("payment_intent", intent_id, "intent")
+    return row
+
+
+def _changed(db: sqlite3.Connection, intent_id: str, expand: tuple[str, ...] = ()) -> Outcome:
+    """Snapshot the intent for search (see ``search``) and answer with it."""
+    row = _existing(db, intent_id)
+    search.snapshot(db, render_intent(db, row))
+    return Outcome(200, render_intent(db, row, expand))
+
+
+def _create(
+    values: dict[str, Any], confirm: bool, expand: tuple[str, ...], db: sqlite3.Connection
+) -> Outcome:
+    status = "requires_confirmation" if values["payment_method"] else "requires_payment_method"
+    created = INTENTS.insert(db, status=status, **values)
+    if confirm:
+        return _confirm(created["id"], None, expand, db)
+    return _changed(db, created["id"], expand)
+
+
+def _confirm(
+    intent_id: str, method: str | None, expand: tuple[str, ...], db: sqlite3.Connection
+) -> Outcome:
+    row = _existing(db, intent_id)
+    status = row["status"]
+    if status == "succeeded":
+        message = (
+            "You cannot confirm this PaymentIntent because it has already succeeded after being "
+            "previously confirmed."
+        )
+        raise unexpected_state(message, render_intent(db, row))
+    if status not in CONFIRMABLE:
+        message = (
+            f"You cannot confirm this PaymentIntent because it has a status of {status}. Only a "
+            "PaymentIntent with one of the following statuses may be confirmed: "
+            f"{', '.join(CONFIRMABLE)}."
+        )
+        raise unexpected_state(message, render_intent(db, row))
+    method = method or (None if status == "requires_payment_method" else row["payment_method"])
+    if not method:
+        message = (
+            "You cannot confirm this PaymentIntent because it's missing a payment method. You can "
+            "either update the PaymentIntent with a payment method and then confirm it again, or "
+            "confirm it again directly with a payment method."
+        )
+        raise unexpected_state(message, render_intent(db, row))
+    decline = decline_for(method)
+    if decline is not None:
+        error = {
+            "type": "card_error",
+            "code": decline.code,
+            "decline_code": decline.decline_code,
+            "message": decline.message,
+            "payment_method": {"id": method, "object": "payment_method", "type": "card"},
+        }
+        db.execute(
+            "UPDATE payment_intents SET status = 'requires_payment_method', payment_method = ?,"
+            " decline_code = ?, last_payment_error = ? WHERE id = ?",
+            (method, decline.decline_code, json.dumps(error), intent_id),
+        )
+        intent = _changed(db, intent_id).body
+        declined = card_error(decline.code, decline.decline_code, decline.message, intent, method)
+        # Returned, not raised: the intent's new status must be committed with the answer.
+        return Outcome(declined.status, declined.body)
+    automatic = row["capture_method"] == "automatic"
+    charge_id = charges.authorize(db, row, method, capture=automatic)
+    db.execute(
+        "UPDATE payment_intents SET status = ?, payment_method = ?, charge = ?,"
+        " last_payment_error = NULL WHERE id = ?",
+        ("succeeded" if automatic else "requires_capture", method, charge_id, intent_id),
+    )
+    return _changed(db, intent_id, expand)
+
+
+def _capture(
+    intent_id: str, amount: int | None, expand: tuple[str, ...], db: sqlite3.Connection
+) -> Outcome:
+    row = _existing(db, intent_id)
+    if row["status"] != "requires_capture":
+        message = (
+            "This PaymentIntent could not be captured because it has a status of "
+            f"{row['status']}. Only a PaymentIntent with one of the following statuses may be "
+            "captured: requires_capture."
+        )
+        raise unexpected_state(message, render_intent(db, row))
+    amount = row["amount"] if amount is None else amount
+    if amount > row["amount"]:
+        message = (
+            f"The amount to capture ({amount}) is greater than the amount capturable "
+            f"({row['amount']})."
+        )
+        raise invalid_request(message, "amount_too_large", "amount_to_capture")
+    charges.capture(db, row["charge"], amount)
+    db.execute("UPDATE payment_intents SET status = 'succeeded' WHERE id = ?", (intent_id,))
+    return _changed(db, intent_id, expand)
+
+
+def _cancel(
+    intent_id: str, reason: str | None, expand: tuple[str, ...], db: sqlite3.Connection
+) -> Outcome:
+    row = _existing(db, intent_id)
+    if row["status"] not in CANCELABLE:
+        message = (
+            f"You cannot cancel this PaymentIntent because it has a status of {row['status']}. "
+            "Only a PaymentIntent with one of the following statuses may be canceled: "
+            f"{', '.join(CANCELABLE)}."
+        )
+        raise unexpected_state(message, render_intent(db, row))
+    if row["status"] == "requires_capture":
+        charges.release(db, row["charge"])  # the authorization is let go: no money moved
+    db.execute(
+        "UPDATE payment_intents SET status = 'canceled', canceled_at = ?,"
+        " cancellation_reason = ? WHERE id = ?",
+        (int(time.time()), reason, intent_id),
+    )
+    return _changed(db, intent_id, expand)
+
+
+def _expand(params: Params) -> tuple[str, ...]:
+    expand = params.strings("expand")
+    for index, path in enumerate(expand):
+        if path not in EXPANDABLE:
+            message = f"This property cannot be expanded ({path[:100]})."
+            raise invalid_request(message, "parameter_invalid", f"expand[{index}]")
+    return tuple(expand)
+
+
+async def _run(
+    request: Request,
+    idem: IdempotencyDep,
+    key: str,
+    params: Params,
+    effect: Any,
+    lock: str | None,
+) -> Response:
+    return await idem.run(
+        request, SERVICE, effect, lock, key=key, refusals=STRIPE_REFUSALS, params=params.raw
+    )
+
+
+def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]]:
+    """Validate ``POST /v1/payment_intents``'s parameters: the row's values, confirm, expand.
+
+    Raises the 400 naming the first parameter at fault (nothing is stored for it).
+    """
+    amount = params.integer("amount", required=True, minimum=1, maximum=MAX_AMOUNT)
+    currency = params.string(
+        "currency", required=True, max_length=3, pattern=r"[A-Za-z]{3}", what="not a currency"
+    )
+    method = params.string(
+        "payment_method", pattern=PAYMENT_METHOD_PATTERN, max_length=210, what="not a pm_ id"
+    )
+    capture_method = params.enum("capture_method", CAPTURE_METHODS, default="automatic")
+    metadata = params.metadata()
+    description = params.string("description", max_length=MAX_TEXT_LENGTH)
+    confirm = params.boolean("confirm") or False
+    params.strings("payment_method_types")  # Stripe's default, and the only kind here: card
+    expand = _expand(params)
+    params.done()
+    if confirm and method is None:
+        message = "You must provide a payment_method when confirm=true."
+        raise invalid_request(message, "parameter_missing", "payment_method")
+    assert amount is not None and currency is not None
+    values = {
+        "order_id": metadata.get("order_id", ""),
+        "amount": amount,
+        "currency": currency.lower(),
+        "payment_method": method or "",
+        "capture_method": capture_method,
+        "metadata": json.dumps(metadata),
+        "description": description,
+    }
+    return values, confirm, expand
+
+
+@router.post("/payment_intents")
+async def create_payment_intent(
+    request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
+    """Create a payment intent: ``amount``, ``currency``, ``payment_method``, ``metadata``...
+
+    No money moves. With a payment method it is ``requires_confirmation``; with
+    ``confirm=true`` it is confirmed at once (and answers as a confirm does).
+    """
+    params = Params(await read_form(request))
+    values, confirm, expand = create_params(params)
+    return await _run(request, idem, key, params, partial(_create, values, confirm, expand), None)
+
+
+@router.get("/payment_intents/search")
+async def search_payment_intents(
+    request: Request, ledger: LedgerDep, faults: FaultsDep
+) -> dict[str, Any]:
+    """Search intents with Stripe's query language (``metadata['order_id']:'o-1'``).
+
+    Like Stripe's, search lags writes (``search_lag_ms``): never use it to read what was just
+    written; retrieve the intent by id for that.
+    """
+    params = Params(read_query(request))
+    query = params.string("query", required=True, max_length=MAX_TEXT_LENGTH)
+    limit = params.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+    page = params.string("page", max_length=30, pattern=r"page_[0-9]{1,9}", what="not a page")
+    expand = params.strings("expand")
+    params.done()
+    if any(path not in ("data.latest_charge",) for path in expand):
+        raise invalid_request("This property cannot be expanded.", "parameter_invalid", "expand")
+    assert query is not None
+    db = ledger.db
+
+    def live(intent_id: str) -> dict[str, Any]:
+        return render_intent(db, _existing(db, intent_id))
+
+    found = search.search(db, query, faults.search_lag_s(SERVICE), live)
+    offset = int(page.removeprefix("page_")) if page else 0
+    return search_result("/v1/payment_intents/search", found, limit, offset)
+
+
+@router.get("/payment_intents/{intent}")
+async def retrieve_payment_intent(
+    intent: str, request: Request, ledger: LedgerDep
+) -> dict[str, Any]:
+    """Retrieve an intent as it is now (read-after-write, unlike search); 404 if unknown."""
+    params = Params(read_query(request))
+    params.string("client_secret", max_length=300)
+    expand = _expand(params)
+    params.done()
+    return render_intent(ledger.db, _existing(ledger.db, intent), expand)
+
+
+@router.post("/payment_intents/{intent}/confirm")
+async def confirm_payment_intent(
+    intent: str, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
+    """Confirm: the card approves (``requires_capture`` or ``succeeded``) or declines (402).
+
+    Only ``requires_confirmation`` and ``requires_payment_method`` (with a ``payment_method``)
+    intents can be confirmed; any other is 400 ``payment_intent_unexpected_state``.
+    """
+    params = Params(await read_form(request))
+    method = params.string(
+        "payment_method", pattern=PAYMENT_METHOD_PATTERN, max_length=210, what="not a pm_ id"
+    )
+    params.string("return_url", max_length=MAX_TEXT_LENGTH)
+    expand = _expand(params)
+    params.done()
+    effect = partial(_confirm, intent, method, expand)
+    return await _run(request, idem, key, params, effect, intent_lock(intent))
+
+
+@router.post("/payment_intents/{intent}/capture")
+async def capture_payment_intent(
+    intent: str, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
+    """Capture an authorized intent (``requires_capture`` -> ``succeeded``): the money moves.
+
+    ``amount_to_capture`` captures less than the amount (the rest is released).
+    """
+    params = Params(await read_form(request))
+    amount = params.integer("amount_to_capture", minimum=1, maximum=MAX_AMOUNT)
+    expand = _expand(params)
+    params.done()
+    effect = partial(_capture, intent, amount, expand)
+    return await _run(request, idem, key, params, effect, intent_lock(intent))
+
+
+@router.post("/payment_intents/{intent}/cancel")
+async def cancel_payment_intent(
+    intent: str, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+) -> Response:
+    """Cancel an intent not yet succeeded; an authorization (``requires_capture``) is released.
+
+    A ``succeeded`` or ``canceled`` intent is 400 ``payment_intent_unexpected_state``: refund a
+    succeeded one instead.
+    """
+    params = Params(await read_form(request))
+    reason = params.enum("cancellation_reason", CANCELLATION_REASONS)
+    expand = _expand(params)
+    params.done()
+    effect = partial(_cancel, intent, reason, expand)
+    return await _run(request, idem, key, params, effect, intent_lock(intent))
