@@ -358,7 +358,7 @@ async def test_an_order_id_reused_after_its_first_run_is_gone_is_never_charged_a
 
     await start_order(client, after_a_day, task_queue)
     reused = [await wait_for_status(client, after_a_day.id, OrderStatus.NEEDS_ATTENTION)]
-    sandbox.set_search_lag(timedelta(hours=1))  # nothing is searchable now: only the key helps
+    sandbox.set_faults("payments", search_lag_ms=600_000)  # nothing searchable: only the key
     await start_order(client, within_a_day, task_queue)
     reused.append(await wait_for_status(client, within_a_day.id, OrderStatus.NEEDS_ATTENTION))
 

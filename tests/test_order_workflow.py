@@ -56,8 +56,9 @@ async def test_status_query_shows_timeline_transaction_and_tracking(
     assert [r.step for r in waiting.timeline] == [
         Step.PAYMENT_INTENT,
         Step.PAYMENT_CONFIRM,
-        Step.CONFIRMATION_EMAIL,
         Step.PICKLIST,
+        Step.PAYMENT_CAPTURE,
+        Step.CONFIRMATION_EMAIL,
         Step.SHIPMENT,
     ]
     assert [r.state for r in waiting.timeline][-1] == StepState.STARTED
