@@ -66,6 +66,11 @@ class StripeGateway:
             except stripe.StripeError as err:
                 record_status(span, err.http_status or 0)
                 raise _classified(err) from err.__cause__ or err
+            except (aiohttp.ClientError, TimeoutError) as err:
+                # The library reads the answer's body outside its own error handling: a
+                # connection cut mid-answer arrives as aiohttp's error, not as Stripe's.
+                metrics.provider_error(SERVICE, ProviderErrorKind.UNAVAILABLE)
+                raise error_for_transport(SERVICE, err) from err
             response = result.last_response
             if response is not None:
                 record_status(span, response.code)

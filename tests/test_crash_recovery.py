@@ -23,9 +23,9 @@ from stack.processes import ROOT
 pytestmark = pytest.mark.processes
 
 BOUNDARIES = {
-    f"{Step.PAYMENT_CONFIRM} held",  # the intent was created
-    f"{Step.CONFIRMATION_EMAIL} held",  # the card was charged
-    f"{Step.PICKLIST} held",  # the confirmation was sent
+    f"{Step.PICKLIST} held",  # the card was authorized
+    f"{Step.PAYMENT_CAPTURE} held",  # the stock was reserved
+    f"{Step.CONFIRMATION_EMAIL} held",  # the payment was captured
     "awaiting shipment",
 }
 

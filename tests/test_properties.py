@@ -737,7 +737,7 @@ async def test_an_order_at_the_limits_is_taken_by_every_provider(
     view = await until_view(
         client,
         order.id,
-        lambda v: v.status not in (OrderStatus.RECEIVED, OrderStatus.PAID),
+        lambda v: v.status not in (OrderStatus.RECEIVED, OrderStatus.AUTHORIZED, OrderStatus.PAID),
         "a status past payment",
     )
     assert view.status == OrderStatus.AWAITING_SHIPMENT, view.attention_reason

@@ -131,12 +131,13 @@ def render_tree(spans: list[Span]) -> str:
 
 
 PROVIDER_HANDLERS = {
-    "POST /payments/intents",
-    "POST /payments/intents/{intent_id}/confirm",
-    "POST /mail/messages",
+    "POST /v1/payment_intents",
+    "POST /v1/payment_intents/{intent}/confirm",
     "POST /warehouse/picklists",
+    "POST /v1/payment_intents/{intent}/capture",
+    "POST /mail/messages",
 }
-"""The handler span of each effect of an order that is paid, confirmed and picked."""
+"""The handler span of each effect of an order that is authorized, picked, paid and confirmed."""
 
 
 def test_one_order_is_one_trace_from_the_starter_to_the_providers_handlers(
@@ -206,24 +207,25 @@ def test_one_order_is_one_trace_from_the_starter_to_the_providers_handlers(
     ours = [s for s in worker_spans if s.attributes.get("temporalWorkflowID") == order_id]
     assert ours and all(s.trace_id == trace_id for s in ours), tree
 
-    # The charge's handler span leads back to the starter through every hop.
-    confirm = next(s for s in spans if s.name == "POST /payments/intents/{intent_id}/confirm")
-    chain = [confirm]
+    # The capture's handler span (the money moves) leads back to the starter through every hop.
+    handler = ("POST /v1/payment_intents/{intent}/capture", "orders-providers")
+    capture = next(s for s in spans if (s.name, s.service) == handler)
+    chain = [capture]
     while chain[-1].parent_id is not None:
         chain.append(by_id[chain[-1].parent_id])
     assert [(s.name, s.service) for s in chain] == [
-        ("POST /payments/intents/{intent_id}/confirm", "orders-providers"),
-        ("POST /payments", "orders-worker"),
-        ("RunActivity:confirm_payment", "orders-worker"),
-        ("StartActivity:confirm_payment", "orders-worker"),
+        ("POST /v1/payment_intents/{intent}/capture", "orders-providers"),
+        ("POST /v1/payment_intents/{intent}/capture", "orders-worker"),
+        ("RunActivity:capture_payment", "orders-worker"),
+        ("StartActivity:capture_payment", "orders-worker"),
         ("StartWorkflow:OrderWorkflow", "orders-starter"),
         ("starter.py start", "orders-starter"),
     ], tree
     # The workflow's own span hangs off the start too (the SDK's workflow spans are siblings).
     run = next(s for s in spans if s.name == "RunWorkflow:OrderWorkflow")
     assert by_id[run.parent_id or ""].name == "StartWorkflow:OrderWorkflow"
-    assert confirm.attributes["http.response.status_code"] == 200
-    assert chain[1].kind == "CLIENT" and confirm.kind == "SERVER"
+    assert capture.attributes["http.response.status_code"] == 200
+    assert chain[1].kind == "CLIENT" and capture.kind == "SERVER"
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -276,13 +278,14 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
         paid = make_order(currency="EUR")
         declined = make_order(currency="EUR", payment_method="pm_card_chargeDeclined")
         parked = make_order(currency="EUR")
-        # The confirm commits and its answer is lost: the retry gets it replayed. One email 503s.
+        # The capture commits and its answer is lost: the retry gets it replayed. One email 503s.
         sandbox.set_faults(
-            "payments", drop_next=1, key_prefix=f"{paid.id}:", key_suffix="payment-confirm"
+            "payments", drop_next=1, key_prefix=f"{paid.id}:", key_suffix="payment-capture"
         )
         sandbox.set_faults("mail", fail_next=1, key_prefix=f"{paid.id}:")
-        # The warehouse refuses one picklist: that order needs an operator, who cancels it.
-        sandbox.set_faults("warehouse", refuse_next=1, key_prefix=f"{parked.id}:")
+        # The mail service refuses one order's confirmation (after its capture): that order
+        # needs an operator, who cancels it, so its money is refunded.
+        sandbox.set_faults("mail", refuse_next=1, key_prefix=f"{parked.id}:")
         for order in (paid, declined, parked):
             await start_order(client, order, queue)
         await wait_for_status(client, paid.id, OrderStatus.AWAITING_SHIPMENT)
@@ -310,9 +313,16 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
     charged = total(samples, "orders_charged_minor_units_total", currency="EUR")
     assert charged == paid.total + parked.total
     assert total(samples, "orders_refunded_minor_units_total", currency="EUR") == parked.total
-    assert total(samples, "orders_needs_attention_total", step="picklist") == 1
+    assert total(samples, "orders_needs_attention_total", step="confirmation-email") == 1
     assert total(samples, "orders_needs_attention_total") == 1
-    for step in ("payment-intent", "payment-confirm", "confirmation-email", "picklist"):
+    steps = (
+        "payment-intent",
+        "payment-confirm",
+        "picklist",
+        "payment-capture",
+        "confirmation-email",
+    )
+    for step in steps:
         labels = {"step": step, "outcome": "completed", "task_queue": queue}
         assert total(samples, "orders_step_latency_ms_count", **labels) >= 1, step
     assert total(samples, "orders_step_latency_ms_count", step="payment-confirm", outcome="failed")
@@ -321,7 +331,7 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
     assert total(samples, errors, service="payments", kind="unavailable") == 1  # the drop
     assert total(samples, errors, service="payments", kind="replayed") == 1  # its retry
     assert total(samples, errors, service="mail", kind="unavailable") == 1  # the 503
-    assert total(samples, errors, service="warehouse", kind="refused") == 1
+    assert total(samples, errors, service="mail", kind="refused") == 1
     assert total(samples, "orders_provider_requests_total", service="payments") >= 6
     # The SDK's own metrics, with the schedule-to-start bucket the alert needs.
     for name in (
@@ -350,12 +360,12 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
 def _conflict(sandbox: SandboxAdmin) -> int:
     """Send a request twice under one key while the first is held: the second gets a 409."""
     key = f"conflict-{uuid.uuid4().hex[:8]}:payment-intent"
-    body = {"order_id": key, "amount": 100, "currency": "EUR", "payment_method": "pm_card_visa"}
+    body = {"amount": "100", "currency": "eur", "payment_method": "pm_card_visa"}
     headers = {"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": key}
 
     def post() -> int:
-        url = f"{sandbox.base_url}/payments/intents"
-        return httpx.post(url, json=body, headers=headers, timeout=30).status_code
+        url = f"{sandbox.base_url}/v1/payment_intents"
+        return httpx.post(url, data=body, headers=headers, timeout=30).status_code
 
     sandbox.set_faults("payments", hold_next=1, key_prefix=key, key_suffix="")
     with ThreadPoolExecutor(1) as pool:

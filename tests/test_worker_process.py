@@ -43,9 +43,10 @@ async def test_worker_logs_each_step_and_shuts_down_gracefully(
     log = worker.output()
     for step in (
         "payment-intent: created pi_",
-        "payment-confirm: charged ch_",
-        "confirmation-email: sent order-confirmation",
+        "payment-confirm: authorized pi_",
         "picklist: accepted pl_",
+        "payment-capture: captured ch_",
+        "confirmation-email: sent order-confirmation",
     ):
         assert f"{order.id} {step}" in log, log
     assert "shutting down: finishing running activities" in log
