@@ -238,6 +238,10 @@ def test_auth(provider: Provider, http: httpx.Client) -> None:
         assert set(stripe_401.json()["error"]) == {"type", "message"}  # Stripe's: no code
         assert stripe_401.json()["error"]["type"] == "invalid_request_error"
         assert stripe_401.headers["request-id"].startswith("req_")
+    # Stripe takes the key from the Authorization header only, Bearer or Basic (as user name).
+    query_key = httpx.get(f"{provider.url}/v1/charges", params={"api_key": API_KEY})
+    assert query_key.status_code == 401
+    assert httpx.get(f"{provider.url}/v1/charges", auth=(API_KEY, "")).status_code == 200
     assert httpx.get(f"{provider.url}/mail/messages?api_key={API_KEY}").status_code == 200
 
 
