@@ -77,7 +77,8 @@ def create_app(
     # Unauthenticated like /healthz, so Prometheus can scrape it: counts only, no customer data.
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
 
-    guarded = [Depends(api_key_dependency(api_key))]
+    # Stripe's API takes the key from the Authorization header only, and so does /v1 here.
+    guarded = [Depends(api_key_dependency(api_key, header_only=(stripe.PREFIX,)))]
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
     async def openapi() -> dict[str, Any]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from providers.errors import ApiError
+from providers.errors import ApiError, styled_response
 from providers.limits import MAX_BODY_BYTES
 
 
@@ -59,4 +60,7 @@ class BodySizeLimit:
             f"The request body is larger than {self.max_bytes:,} bytes; "
             "no request to these services needs that much."
         )
-        await ApiError(413, "request_too_large", message).response()(scope, receive, send)
+        error = ApiError(413, "request_too_large", message)
+        # In the words of the API the path belongs to (Stripe's under /v1), once the app is known.
+        response = styled_response(Request(scope), error) if "app" in scope else error.response()
+        await response(scope, receive, send)

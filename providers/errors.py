@@ -85,6 +85,14 @@ Restyle = Callable[[Request, ApiError], ApiError]
 """Rewrites an error in the shared shape into one API's own words (see the module docstring)."""
 
 
+def styled_response(request: Request, error: ApiError) -> JSONResponse:
+    """``error`` as a response, restyled by the API whose path prefix the request is under.
+
+    For code outside the exception handlers (middleware) that answers errors itself.
+    """
+    return _respond(request, error)
+
+
 def _respond(request: Request, error: ApiError) -> JSONResponse:
     """Send ``error``, restyled by the API whose path prefix the request is under, if any."""
     restyles: Mapping[str, Restyle] = getattr(request.app.state, "error_restyles", {})

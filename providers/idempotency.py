@@ -232,7 +232,8 @@ class Idempotency:
                 await asyncio.sleep(plan.latency_s)
             # A refusal is this request's business outcome: committed with the key, no effect.
             refusal = partial(_refuse, refusals.injected_refusal(service))
-            stored = self._commit(key, refusal if plan.refuse else effect)
+            request_id = getattr(request.state, "request_id", None)
+            stored = self._commit(key, refusal if plan.refuse else effect, request_id)
         except BaseException:
             # Nothing was committed (effect and response are one transaction): free the key.
             self._release(key)
@@ -254,7 +255,8 @@ class Idempotency:
                 "DELETE FROM idempotency_keys WHERE created_at < ?", (time.time() - KEY_TTL_S,)
             )
             row = db.execute(
-                "SELECT fingerprint, state, status_code, body FROM idempotency_keys WHERE key = ?",
+                "SELECT fingerprint, state, status_code, body, request_id FROM idempotency_keys"
+                " WHERE key = ?",
                 (key,),
             ).fetchone()
             if row is None:
@@ -273,7 +275,11 @@ class Idempotency:
             raise refusals.key_in_use(key)
         if row["fingerprint"] != print_:
             raise refusals.key_reused(key)
-        return _json_response(row["status_code"], row["body"], **{"Idempotent-Replayed": "true"})
+        # As Stripe's: a replay says so, and names the request whose answer it is.
+        headers = {"Idempotent-Replayed": "true"}
+        if row["request_id"]:
+            headers["Original-Request"] = row["request_id"]
+        return _json_response(row["status_code"], row["body"], **headers)
 
     @staticmethod
     def _in_flight_on(db: sqlite3.Connection, resource: str) -> bool:
@@ -281,8 +287,11 @@ class Idempotency:
         sql = "SELECT 1 FROM idempotency_keys WHERE resource = ? AND state = 'in_flight'"
         return db.execute(sql, (resource,)).fetchone() is not None
 
-    def _commit(self, key: str, effect: Effect) -> _Stored:
-        """Perform ``effect`` and store its response against ``key`` in one transaction."""
+    def _commit(self, key: str, effect: Effect, request_id: str | None = None) -> _Stored:
+        """Perform ``effect`` and store its response against ``key`` in one transaction.
+
+        ``request_id`` (the request's ``Request-Id``) is kept with it for replays to name.
+        """
         with self.ledger.transaction() as db:
             # The savepoint lets an effect reject a request with ApiError without
             # leaving half its writes behind; the rejection is stored like any outcome.
@@ -295,9 +304,9 @@ class Idempotency:
             db.execute("RELEASE effect")
             stored = _Stored(outcome.status, json.dumps(outcome.body, separators=(",", ":")))
             db.execute(
-                "UPDATE idempotency_keys SET state = 'done', status_code = ?, body = ?"
-                " WHERE key = ?",
-                (stored.status, stored.body, key),
+                "UPDATE idempotency_keys SET state = 'done', status_code = ?, body = ?,"
+                " request_id = ? WHERE key = ?",
+                (stored.status, stored.body, request_id, key),
             )
         return stored
 

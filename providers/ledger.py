@@ -96,6 +96,8 @@ class AddedColumn:
 ADDED_COLUMNS = (
     # The resource an in-flight claim locks (an intent, an order): see providers.idempotency.
     AddedColumn("idempotency_keys", "resource", "TEXT"),
+    # The Request-Id of the request whose answer is stored: a replay names it (Original-Request).
+    AddedColumn("idempotency_keys", "request_id", "TEXT"),
     AddedColumn(
         "payment_intents",
         "charge",

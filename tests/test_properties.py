@@ -22,6 +22,7 @@ import string
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -53,6 +54,8 @@ from domain.models import (
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from providers.app import create_app
+from providers.stripe import payment_intents
+from providers.stripe.form import Params, decode
 from tests.support import until_view, wait_for_status
 from workflows.order import OrderWorkflow
 
@@ -241,16 +244,26 @@ def test_any_other_input_is_a_validation_error_or_a_bounded_order(data: Any) -> 
 
 API_KEY = "sk_test_properties"
 ROUTES = [
-    ("POST", "/payments/intents"),
-    ("POST", "/payments/intents/{id}/confirm"),
-    ("POST", "/payments/intents/{id}/cancel"),
-    ("POST", "/payments/refunds"),
+    ("POST", "/v1/payment_intents"),
+    ("POST", "/v1/payment_intents/{id}/confirm"),
+    ("POST", "/v1/payment_intents/{id}/capture"),
+    ("POST", "/v1/payment_intents/{id}/cancel"),
+    ("POST", "/v1/refunds"),
+    ("GET", "/v1/payment_intents/{id}"),
+    ("GET", "/v1/payment_intents/search"),
+    ("GET", "/v1/charges/{id}"),
+    ("GET", "/v1/charges"),
+    ("GET", "/v1/refunds"),
+    ("GET", "/v1/refunds/{id}"),
+    ("GET", "/v1/{id}"),
+    ("PATCH", "/v1/payment_intents"),
     ("POST", "/mail/messages"),
     ("POST", "/warehouse/picklists"),
     ("POST", "/warehouse/picklists/{id}/cancel"),
     ("POST", "/warehouse/orders/{id}/cancel"),
     ("GET", "/payments/intents"),
     ("GET", "/payments/charges"),
+    ("GET", "/payments/refunds"),
     ("GET", "/mail/messages"),
     ("GET", "/warehouse/picklists"),
     ("PUT", "/warehouse/stock/{id}"),
@@ -280,6 +293,36 @@ BODY_FIELDS = {
     "latency_ms": st.integers(-5, 2**64),
     "error_rate": st.floats(allow_nan=False),
 }
+# Stripe's form fields (bracket notation), valid and not: the gateway's bodies and queries.
+FORM_FIELDS = {
+    "amount": st.integers(-10, 2**64).map(str)
+    | st.sampled_from(["1", str(MAX_AMOUNT), str(MAX_AMOUNT + 1), "1.5", "1e3", " 5", "+5"]),
+    "currency": st.sampled_from(["usd", "USD", "jpy", "xxxx", ""]),
+    "payment_method": st.sampled_from(
+        ["pm_card_visa", "pm_card_chargeDeclined", "pm_card_declined", "4242424242424242"]
+    ),
+    "capture_method": st.sampled_from(["manual", "automatic", "later"]),
+    "confirm": st.sampled_from(["true", "false", "yes"]),
+    "metadata[order_id]": nasty_strings | identifiers,
+    "metadata[x" * 3: nasty_strings,
+    "metadata": st.sampled_from(["", "x"]),
+    "cancellation_reason": st.sampled_from(["abandoned", "duplicate", "bored"]),
+    "amount_to_capture": st.integers(-10, 2**64).map(str),
+    "payment_intent": st.sampled_from(["pi_nope", ""]) | nasty_strings,
+    "charge": st.sampled_from(["ch_nope"]) | nasty_strings,
+    "reason": st.sampled_from(["duplicate", "requested_by_customer"]) | nasty_strings,
+    "expand[]": st.sampled_from(["latest_charge", "charge", "customer"]),
+    "expand[0]": st.sampled_from(["latest_charge", "data.latest_charge"]),
+    "query": st.sampled_from(
+        ["metadata['order_id']:'o-1'", "status:'succeeded' AND amount>10", "-status:'x'", ""]
+    )
+    | nasty_strings,
+    "limit": st.sampled_from(["1", "100", "101", "0", "x"]),
+    "page": st.sampled_from(["page_10", "page_x"]),
+    "a[b": st.just("1"),
+    "[x]": st.just("1"),
+    "description": nasty_strings,
+}
 path_ids = st.one_of(
     identifiers,
     st.text(string.ascii_letters + string.digits + "%._~-", max_size=300),
@@ -306,9 +349,12 @@ def provider_requests(draw: st.DrawFn) -> dict[str, Any]:
     auth = draw(st.sampled_from(["good"] * 8 + ["wrong", "none"]))
     if auth != "none":
         headers[b"authorization"] = f"Bearer {API_KEY if auth == 'good' else 'nope'}".encode()
-    kind = draw(st.sampled_from(["fields", "fields", "json", "bytes", "none"]))
+    kind = draw(st.sampled_from(["fields", "fields", "form", "form", "json", "bytes", "none"]))
     content: bytes | None = None
-    if kind == "fields":
+    if kind == "form":
+        names = draw(st.lists(st.sampled_from(sorted(FORM_FIELDS)), unique=True, max_size=6))
+        content = urlencode([(name, draw(FORM_FIELDS[name])) for name in names]).encode()
+    elif kind == "fields":
         names = draw(st.lists(st.sampled_from(sorted(BODY_FIELDS)), unique=True, max_size=6))
         content = json.dumps({name: draw(BODY_FIELDS[name]) for name in names}).encode()
     elif kind == "json":
@@ -317,9 +363,15 @@ def provider_requests(draw: st.DrawFn) -> dict[str, Any]:
         content = draw(st.binary(max_size=200) | st.just(b"[" * 50_000))
     if content is not None:
         headers[b"content-type"] = draw(
-            st.sampled_from([b"application/json", b"text/plain", b"application/x+json", b""])
-        )
-    query_names = st.sampled_from(["order_id", "template", "prefix"])
+            st.sampled_from(
+                [b"application/json", b"text/plain", b"application/x+json", b"",
+                 b"application/x-www-form-urlencoded"]
+            )
+        )  # fmt: skip
+    query_names = st.sampled_from(
+        ["order_id", "template", "prefix", "query", "limit", "payment_intent", "charge",
+         "expand[]", "metadata[a]", "a[b"]
+    )  # fmt: skip
     query = draw(st.dictionaries(query_names, nasty_strings))
     event(f"provider route: {method} {template}")
     event(f"provider body: {kind}")
@@ -338,8 +390,17 @@ async def providers_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 def _assert_error_shape(response: httpx.Response) -> None:
     error = response.json()["error"]
     assert isinstance(error["type"], str) and error["type"]
-    assert isinstance(error["code"], str) and error["code"]
     assert isinstance(error["message"], str) and error["message"]
+    if response.url.path.startswith("/v1"):
+        # Stripe's shape: its types; a code where Stripe gives one (not on a 401, an unknown
+        # URL or a key reused with other parameters).
+        assert error["type"] in (
+            "invalid_request_error", "card_error", "idempotency_error", "api_error"
+        )  # fmt: skip
+        assert isinstance(error.get("code", ""), str)
+        assert response.status_code != 422  # Stripe never answers 422
+    else:
+        assert isinstance(error["code"], str) and error["code"]
 
 
 @examples(250)
@@ -375,12 +436,12 @@ def test_odd_idempotency_keys_over_http_are_answered_400_or_accepted(
     """Through uvicorn: whatever key httpx can send, the answer is 200 or a clear 400."""
     key = key.strip()
     order_id = f"prop-{uuid.uuid4().hex[:12]}"
-    body = {"order_id": order_id, "amount": 100, "currency": "EUR", "payment_method": "pm_x"}
+    body = {"amount": "100", "currency": "eur", "metadata[order_id]": order_id}
     # Unique per example, so a key reused from a shrunk example is still a fresh key.
     headers = {b"Idempotency-Key": f"{key}{order_id}".encode("latin-1")} if key else {}
     response = httpx.post(
-        f"{sandbox.base_url}/payments/intents",
-        json=body,
+        f"{sandbox.base_url}/v1/payment_intents",
+        data=body,
         headers={**headers, b"Authorization": f"Bearer {sandbox.api_key}".encode()},
     )
     printable = key.isascii() and key.isprintable()
@@ -393,6 +454,24 @@ def test_odd_idempotency_keys_over_http_are_answered_400_or_accepted(
         assert response.status_code == 400, response.text
         _assert_error_shape(response)
         assert response.json()["error"]["code"].startswith("idempotency_key_")
+
+
+@examples(120)
+@given(data=valid_orders())
+def test_every_valid_order_fits_the_gateways_parameters(data: dict[str, Any]) -> None:
+    """The Stripe parameters of an order the model accepts validate at the gateway, amounts
+    at the model's limits included (as the payment activity sends them)."""
+    order = Order.model_validate(data)
+    fields = {
+        "amount": str(order.total),
+        "currency": order.currency.lower(),
+        "payment_method": order.payment_method,
+        "capture_method": "manual",
+        "metadata[order_id]": order.id,
+        "metadata[customer_id]": order.customer.id,
+    }
+    values, _, _ = payment_intents.create_params(Params(decode(fields.items())))
+    assert (values["amount"], values["order_id"]) == (order.total, order.id)
 
 
 # --- (c) the command line --------------------------------------------------------------------

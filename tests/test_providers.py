@@ -238,6 +238,10 @@ def test_auth(provider: Provider, http: httpx.Client) -> None:
         assert set(stripe_401.json()["error"]) == {"type", "message"}  # Stripe's: no code
         assert stripe_401.json()["error"]["type"] == "invalid_request_error"
         assert stripe_401.headers["request-id"].startswith("req_")
+    # Stripe takes the key from the Authorization header only, Bearer or Basic (as user name).
+    query_key = httpx.get(f"{provider.url}/v1/charges", params={"api_key": API_KEY})
+    assert query_key.status_code == 401
+    assert httpx.get(f"{provider.url}/v1/charges", auth=(API_KEY, "")).status_code == 200
     assert httpx.get(f"{provider.url}/mail/messages?api_key={API_KEY}").status_code == 200
 
 
@@ -1234,6 +1238,31 @@ def test_a_body_over_one_megabyte_is_413(http: httpx.Client, order_id: str) -> N
     )
     bad_request(streamed, 413, "request_too_large")
     assert count(http, "/mail/messages", order_id=order_id) == 0
+    stripe_huge = form(http, "/v1/payment_intents", {"description": "x" * 1_000_001})
+    assert stripe_error(stripe_huge) == (413, "invalid_request_error", "request_too_large")
+
+
+def test_metrics_count_the_stripe_api_as_payments(http: httpx.Client, order_id: str) -> None:
+    def payments(status: str) -> float:
+        wanted = ('service="payments"', f'status="{status}"', 'method="POST"')
+        for line in http.get("/metrics").text.splitlines():
+            if line.startswith("providers_requests_total{") and all(w in line for w in wanted):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def conflicts() -> float:
+        for line in http.get("/metrics").text.splitlines():
+            if line.startswith('providers_conflicts_total{service="payments"}'):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before, conflicts_before = payments("200"), conflicts()
+    intent_id = intent(http, order_id)["id"]
+    confirm, cancel = (f"/v1/payment_intents/{intent_id}/{verb}" for verb in ("confirm", "cancel"))
+    with holding(http, "payments", lambda: form(http, confirm)):
+        assert stripe_error(form(http, cancel)) == LOCK_TIMEOUT
+    assert payments("200") >= before + 2  # the create and the held confirm
+    assert conflicts() == conflicts_before + 1  # the lock_timeout counts as a conflict
 
 
 @pytest.mark.parametrize(

@@ -392,6 +392,8 @@ async def test_a_replayed_key_answers_the_same_object(
     assert again.id == first.id
     assert headers(first).get("Idempotent-Replayed") is None
     assert headers(again)["Idempotent-Replayed"] == "true"
+    assert headers(again)["Original-Request"] == headers(first)["Request-Id"]
+    assert headers(again)["Request-Id"] != headers(first)["Request-Id"]
     assert ledger(sandbox, order_id)["payment_intents"] == 1
 
 

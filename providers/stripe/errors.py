@@ -159,6 +159,8 @@ def restyle(request: Request, error: ApiError) -> ApiError:
     if error.status == 401:
         header = request.headers.get("authorization", "")
         offered = header.partition(" ")[2].strip()
+        if header.lower().startswith("basic "):
+            offered = "(basic auth)"
         if offered:
             message = f"Invalid API Key provided: {_masked(offered)}"
         else:

@@ -1,4 +1,8 @@
-"""Every answer carries a ``Request-Id: req_...`` header, as Stripe's do."""
+"""Every answer carries a ``Request-Id: req_...`` header, as Stripe's do.
+
+The id is also put in the request's state (``request.state.request_id``), so the idempotency
+layer can keep it with the answer it stores and name it in a replay's ``Original-Request``.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class RequestIds:
             await self.app(scope, receive, send)
             return
         request_id = new_request_id().encode()
+        scope.setdefault("state", {})["request_id"] = request_id.decode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
