@@ -76,13 +76,15 @@ RECORDED = {
 RECORDED["v5"] = (*RECORDED["v4"], "email-local-try-lost")
 RECORDED["v6"] = RECORDED["v5"]
 RECORDED["v7"] = (*RECORDED["v6"], "temporal-cancel", "temporal-cancel-after-shipment")
+RECORDED["v8"] = (*RECORDED["v7"], "cancel-held-capture")
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
 the emails tried as local activities first, v6 with an operator's retry after faults sending the
 step's key again (``operator-retry``), v7 with a workflow cancel requested through Temporal
-winding the order down, or ignored once it has shipped. The last is the current one, which
-recording writes."""
+winding the order down, or ignored once it has shipped, v8 with authorize, reserve, capture on
+Stripe's API (a cancel meeting a held capture). The last is the current one, which recording
+writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -127,6 +129,7 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     await record_v4_scenarios(client, sandbox, task_queue, orders)
     await record_v5_scenarios(client, sandbox, task_queue, orders)
     await record_v7_scenarios(client, sandbox, task_queue, orders)
+    await record_v8_scenarios(client, sandbox, task_queue, orders)
 
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
@@ -196,6 +199,25 @@ async def record_v7_scenarios(
     await client.get_workflow_handle(shipped.id).cancel()
     await until_cancel_request_handled(client.get_workflow_handle(shipped.id))
     sandbox.release("mail")
+
+
+async def record_v8_scenarios(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
+) -> None:
+    """A cancel that meets the capture in flight: the gateway decides, the charge is refunded."""
+    held = orders["cancel-held-capture"]
+    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{held.id}:payment-capture")
+    await start_order(client, held, task_queue)
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, held.id)
+    cancel = await handle.start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await wait_until_step(client, held.id, Step.PAYMENT_CANCEL)
+    sandbox.release("payments")
+    assert (await cancel.result()).refund_id is not None
 
 
 async def wait_until_step(client: Client, order_id: str, step: Step) -> None:
