@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from providers import admin, mail, pages, payments, warehouse
+from providers import admin, mail, pages, payments, warehouse, webhooks
 from providers.auth import api_key_dependency
 from providers.body_limit import BodySizeLimit
 from providers.errors import install_error_handlers
@@ -21,8 +22,13 @@ from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoi
 from telemetry import tracing
 
 
-def create_app(db_path: str | Path, api_key: str) -> FastAPI:
-    """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``."""
+def create_app(
+    db_path: str | Path, api_key: str, webhook_settings: webhooks.SenderSettings | None = None
+) -> FastAPI:
+    """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
+
+    ``webhook_settings``: how the warehouse sends its webhooks (default: from the environment).
+    """
     ledger = Ledger(db_path)
     faults = Faults()
     idempotency = Idempotency(ledger, faults)
@@ -34,9 +40,13 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
         quiet = QuietDrops()
         logging.getLogger("uvicorn.error").addFilter(quiet)
         tracing.configure("orders-providers")  # only if OTEL_* variables ask for it
+        # The outbox's events still pending (from before a restart too) go out from here on.
+        sending = asyncio.create_task(sender.run())
         try:
             yield
         finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
             tracing.shutdown()
             ledger.close()
@@ -53,6 +63,10 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
     app.state.faults = faults
     app.state.idempotency = idempotency
     app.state.metrics = metrics = ProviderMetrics()
+    sender = webhooks.WebhookSender(
+        ledger, webhook_settings or webhooks.SenderSettings.from_env(), metrics.registry
+    )
+    app.state.webhooks = sender
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
     # Each request is counted. Tracing needs nothing here: FastAPI's own telemetry runs each
@@ -74,6 +88,6 @@ def create_app(db_path: str | Path, api_key: str) -> FastAPI:
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (payments, mail, warehouse, admin, pages):
+    for module in (payments, mail, warehouse, admin, webhooks, pages):
         app.include_router(module.router, dependencies=guarded)
     return app
