@@ -316,6 +316,7 @@ async def post_event(
     secret: str = SECRET,
     timestamp: int | None = None,
     header: str | None = "sign",
+    url: str | None = None,
 ) -> httpx.Response:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"}
@@ -323,7 +324,7 @@ async def post_event(
         headers[names.SIGNATURE_HEADER] = signature.sign([secret], raw, timestamp)
     elif header is not None:
         headers[names.SIGNATURE_HEADER] = header
-    async with httpx.AsyncClient(base_url=rig.receiver_url, timeout=30) as receiver:
+    async with httpx.AsyncClient(base_url=url or rig.receiver_url, timeout=30) as receiver:
         return await receiver.post(names.WEBHOOK_PATH, content=raw, headers=headers)
 
 
@@ -413,8 +414,8 @@ async def test_forged_stale_malformed_and_oversized_calls_change_nothing(
         "forged": await post_event(rig, good, secret=names.generate_secret()),
         "unsigned": await post_event(rig, good, header=None),
         "garbled": await post_event(rig, good, header="t=now,v1=trust-me"),
-        "stale": await post_event(rig, good, timestamp=now - 301),
-        "future": await post_event(rig, good, timestamp=now + 301),
+        "stale": await post_event(rig, good, timestamp=now - 301),  # older by the time it arrives
+        "future": await post_event(rig, good, timestamp=now + 600),
         "tampered": await post_event(
             rig,
             raw.replace(b"SBX-TEST-1", b"SBX-TEST-2"),
@@ -530,6 +531,26 @@ async def test_an_order_that_can_never_ship_is_shown_failed_to_an_operator(
     assert never.status_code == 422 and error_code(never) == "order_cannot_ship"
     unknown = await post_event(rig, event_body(ghost))
     assert unknown.status_code == 404 and error_code(unknown) == "order_not_found"
+    # A parcel that left is not taken back: cancelling its order at the warehouse keeps it.
+    closed = await http.post(
+        f"/warehouse/orders/{ghost}/cancel", headers={"Idempotency-Key": f"{ghost}:cancel"}
+    )
+    assert closed.status_code == 200 and closed.json()["picklist"]["status"] == "shipped"
+
+
+async def test_a_receiver_that_cannot_reach_temporal_answers_retry_later(
+    rig: Rig, tmp_path: Path
+) -> None:
+    port, nowhere = free_port(), f"127.0.0.1:{free_port()}"
+    env = {names.SECRET_ENV: SECRET}
+    receiver = start_webhook_receiver(port, nowhere, tmp_path / "receiver.log", env)
+    try:
+        answer = await post_event(rig, event_body("order-1"), url=f"http://127.0.0.1:{port}")
+    finally:
+        receiver.stop()
+    assert answer.status_code == 503 and error_code(answer) == "unavailable"
+    assert "Temporal is unreachable" in answer.json()["error"]["message"]
+    assert "Retry-After" in answer.headers
 
 
 async def test_the_page_and_the_auto_ship_report_shipments_too(
