@@ -131,6 +131,8 @@ async def warehouse_page(request: Request, ledger: LedgerDep, sender: SenderDep)
     sending = (
         f"to {settings['url']}" if settings["url"] else "nowhere (no URL set: events wait)"
     ) + (", paused" if settings["paused"] else "")
+    if not settings["signing"]:
+        sending += ", but no secret is set (ORDERS_WEBHOOK_SECRET): nothing is sent"
     auto = settings["auto_ship_after_s"]
     auto_text = "off" if auto is None else f"open picklists ship {auto:g}s after they were made"
     webhook_note = (

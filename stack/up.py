@@ -16,11 +16,23 @@ from types import FrameType
 from client.temporal import codec_keys
 from config import webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY
+from domain.intake import parse_duration
 from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from security.codec_server import TOKEN_ENV
 from security.keys import KEY_FILE_ENV, LOCAL_KEY_FILE
 from stack.local import LocalStack
 from stack.processes import StackError
+
+
+def _auto_ship_after(text: str) -> str | None:
+    """``off`` (or ``0``) as ``None``, else a duration such as ``20s`` checked here."""
+    if text.strip().lower() in ("off", "0"):
+        return None
+    try:
+        parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
 
 
 def _parse_args() -> argparse.Namespace:
@@ -40,6 +52,7 @@ def _parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--auto-ship-after",
+        type=_auto_ship_after,
         default="20s",
         help="the warehouse ships each picklist this long after it was made, and reports it by "
         "webhook (default 20s; 'off': only from its page or API)",
@@ -140,7 +153,7 @@ def main() -> int:
         codec_port=args.codec_port,
         worker_metrics_port=args.metrics_port,
         webhook_port=args.webhook_port,
-        auto_ship_after=None if args.auto_ship_after in ("off", "0") else args.auto_ship_after,
+        auto_ship_after=args.auto_ship_after,
         announce=lambda line: print(line, flush=True),
     )
     with stack:
