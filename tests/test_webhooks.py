@@ -779,3 +779,71 @@ async def test_the_warehouse_webhook_routes_answer_without_a_5xx(
     assert response.status_code < 500, response.text
     if response.status_code >= 400 and response.status_code != 404:
         assert response.json()["error"]["code"]
+
+
+def event_row(ledger: Any, event_id: str) -> Any:
+    return ledger.db.execute("SELECT * FROM webhook_events WHERE id = ?", (event_id,)).fetchone()
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, "delivered"),
+        (204, "delivered"),
+        (400, "failed"),
+        (401, "failed"),
+        (404, "failed"),
+        (422, "failed"),
+        (408, "pending"),
+        (409, "pending"),
+        (425, "pending"),
+        (429, "pending"),
+        (500, "pending"),
+        (503, "pending"),
+        (None, "pending"),
+    ],
+)
+def test_the_sender_retries_not_now_and_gives_up_on_never(
+    tmp_path: Path, status: int | None, outcome: str
+) -> None:
+    from providers import outbox
+    from providers.ledger import Ledger
+    from providers.webhooks import SenderSettings, WebhookSender, _Answer
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    settings = SenderSettings(secrets=(SECRET,), retry_base_s=1, retry_max_s=5)
+    sender = WebhookSender(ledger, settings)
+    with ledger.transaction() as db:
+        event = outbox.record_event(db, "shipment.shipped", "o-1", {"order_id": "o-1"})
+
+    delays = []
+    for _ in range(5):
+        current = event_row(ledger, event["id"])
+        if current["status"] != "pending":
+            break
+        before = time.time()
+        sender._record(current, 1, _Answer(status, None if status == 200 else "why"))
+        after = event_row(ledger, event["id"])
+        delays.append(round(after["next_attempt_at"] - before))
+    final = event_row(ledger, event["id"])
+    assert final["status"] == outcome
+    if outcome == "pending":
+        assert delays == [1, 2, 4, 5, 5]  # doubling, bounded by the retry maximum
+        assert final["attempts"] == 5
+    else:
+        assert final["attempts"] == 1 and (final["delivered"] is not None) == (
+            outcome == "delivered"
+        )
+    # A retryable answer after the give-up time fails the event for good.
+    late = WebhookSender(ledger, SenderSettings(secrets=(SECRET,), give_up_after_s=0))
+    with ledger.transaction() as db:
+        old = outbox.record_event(db, "shipment.shipped", "o-2", {"order_id": "o-2"})
+        db.execute(
+            "UPDATE webhook_events SET body = ? WHERE id = ?",
+            (json.dumps({**old, "created": int(time.time()) - 10}), old["id"]),
+        )
+    stale = event_row(ledger, old["id"])
+    late._record(stale, 1, _Answer(503, "busy"))
+    gave_up = event_row(ledger, old["id"])
+    assert gave_up["status"] == "failed" and "gave up after 1 attempts" in gave_up["last_error"]
+    ledger.close()
