@@ -4,7 +4,9 @@ The client checks these before it asks, the workflow's update validators and its
 handler check them again on the order's own state, so a person always gets the same reason.
 """
 
-from domain.models import OrderView
+from enum import StrEnum
+
+from domain.models import OrderView, Shipment
 from domain.status import OrderStatus, Step
 
 _AWAITING_SHIPMENT = {OrderStatus.AWAITING_SHIPMENT, OrderStatus.SHIPMENT_DELAYED}
@@ -51,3 +53,36 @@ def ship_refusal(view: OrderView) -> str | None:
             f"(status {OrderStatus.AWAITING_SHIPMENT.value})"
         )
     return None
+
+
+class ShipVerdict(StrEnum):
+    """What a shipped report means to the order now: the receiver's answer follows from it."""
+
+    DUE = "due"
+    """The order awaits shipment: it takes the report."""
+    ALREADY = "already-shipped"
+    """The order shipped with this very shipment: a repeat of a report it took; nothing to do."""
+    NOT_YET = "not-yet"
+    """The order is still paying or picking (or a step waits for an operator): report later."""
+    NEVER = "never"
+    """The order can never take it: cancelled, wound down, or shipped with another parcel."""
+
+
+def ship_verdict(view: OrderView, shipment: Shipment) -> tuple[ShipVerdict, str | None]:
+    """Classify a shipped report against the order; the reason is ``ship_refusal``'s."""
+    refusal = ship_refusal(view)
+    if refusal is None:
+        return ShipVerdict.DUE, None
+    if view.shipment is not None:
+        same = (view.shipment.carrier, view.shipment.tracking_number) == (
+            shipment.carrier,
+            shipment.tracking_number,
+        )
+        return (ShipVerdict.ALREADY if same else ShipVerdict.NEVER), refusal
+    if (
+        view.status.is_final
+        or view.status == OrderStatus.CANCELLING
+        or view.winding_down_to is not None
+    ):
+        return ShipVerdict.NEVER, refusal
+    return ShipVerdict.NOT_YET, refusal

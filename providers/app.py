@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from providers import admin, mail, pages, payments, stripe, warehouse
+from providers import admin, mail, pages, payments, stripe, warehouse, webhooks
 from providers.auth import api_key_dependency
 from providers.body_limit import BodySizeLimit
 from providers.errors import install_error_handlers
@@ -24,12 +25,16 @@ from telemetry import tracing
 
 
 def create_app(
-    db_path: str | Path, api_key: str, search_lag_ms: int = DEFAULT_SEARCH_LAG_MS
+    db_path: str | Path,
+    api_key: str,
+    search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
+    webhook_settings: webhooks.SenderSettings | None = None,
 ) -> FastAPI:
     """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
 
     ``search_lag_ms`` is how long the gateway's search lags its writes unless the ``payments``
-    faults say otherwise (``search_lag_ms``).
+    faults say otherwise (``search_lag_ms``). ``webhook_settings``: how the warehouse sends its
+    webhooks (default: from the environment).
     """
     ledger = Ledger(db_path)
     faults = Faults(search_lag_ms)
@@ -42,9 +47,13 @@ def create_app(
         quiet = QuietDrops()
         logging.getLogger("uvicorn.error").addFilter(quiet)
         tracing.configure("orders-providers")  # only if OTEL_* variables ask for it
+        # The outbox's events still pending (from before a restart too) go out from here on.
+        sending = asyncio.create_task(sender.run())
         try:
             yield
         finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
             tracing.shutdown()
             ledger.close()
@@ -61,6 +70,10 @@ def create_app(
     app.state.faults = faults
     app.state.idempotency = idempotency
     app.state.metrics = metrics = ProviderMetrics()
+    sender = webhooks.WebhookSender(
+        ledger, webhook_settings or webhooks.SenderSettings.from_env(), metrics.registry
+    )
+    app.state.webhooks = sender
     # Under /v1 errors are worded as Stripe's, so its library raises the right exceptions.
     install_error_handlers(app, {stripe.PREFIX: restyle})
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
@@ -85,6 +98,6 @@ def create_app(
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (stripe, payments, mail, warehouse, admin, pages):
+    for module in (stripe, payments, mail, warehouse, admin, webhooks, pages):
         app.include_router(module.router, dependencies=guarded)
     return app

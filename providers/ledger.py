@@ -71,6 +71,23 @@ CREATE TABLE IF NOT EXISTS stock (
 CREATE TABLE IF NOT EXISTS closed_orders (
     order_id TEXT PRIMARY KEY, closed TEXT NOT NULL
 );
+-- A picklist the warehouse shipped, and the event that reports it (providers.outbox): both
+-- written in the transaction that marks the picklist shipped.
+CREATE TABLE IF NOT EXISTS shipments (
+    picklist_id TEXT PRIMARY KEY REFERENCES picklists (id), order_id TEXT NOT NULL,
+    carrier TEXT NOT NULL, tracking_number TEXT NOT NULL, event_id TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+-- The webhook outbox: each event's exact body, and how its delivery goes (providers.webhooks).
+CREATE TABLE IF NOT EXISTS webhook_events (
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, order_id TEXT NOT NULL, body TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_status TEXT,
+    last_error TEXT, last_attempt TEXT, delivered TEXT, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_events_order ON webhook_events (order_id);
 """
 
 

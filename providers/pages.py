@@ -9,14 +9,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
+from providers import outbox
 from providers.ledger import LedgerDep
+from providers.limits import PathId
 from providers.mail import MESSAGES
 from providers.stripe.charges import CHARGES, render_charge
 from providers.stripe.payment_intents import INTENTS, render_intent
 from providers.stripe.refunds import REFUNDS, render_refund
-from providers.warehouse import PICKLISTS, closed_orders
+from providers.warehouse import PICKLISTS, closed_orders, ship_now
+from providers.webhooks import SenderDep
 
 router = APIRouter(include_in_schema=False)
 
@@ -27,16 +30,28 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-al
 th { background: #f3f3f3; }
 nav a { margin-right: 1rem; }
 .empty { color: #777; }
+form { margin: 0; }
 """
 
 
-def _href(request: Request, path: str) -> str:
-    """Link to ``path``, carrying ``?api_key=`` along when the page was opened with it."""
+class Html(str):
+    """A cell's markup, built here from escaped parts: shown as it is."""
+
+
+def _url(request: Request, path: str) -> str:
+    """``path``, carrying ``?api_key=`` along when the page was opened with it."""
     key = request.query_params.get("api_key")
-    return escape(f"{path}?{urlencode({'api_key': key})}" if key else path)
+    return f"{path}?{urlencode({'api_key': key})}" if key else path
+
+
+def _href(request: Request, path: str) -> str:
+    """Link to ``path`` (escaped for an attribute), with the page's ``?api_key=``."""
+    return escape(_url(request, path))
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, Html):
+        return f"<td>{value}</td>"
     text = "" if value is None else value if isinstance(value, str) else json.dumps(value)
     return f"<td>{escape(text)}</td>"
 
@@ -124,8 +139,8 @@ async def mail_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
 
 
 @router.get("/warehouse/")
-async def warehouse_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
-    """Picklists, stock levels, and the orders cancelled at the warehouse."""
+async def warehouse_page(request: Request, ledger: LedgerDep, sender: SenderDep) -> HTMLResponse:
+    """Picklists (open ones with a Ship button), webhook events, stock, cancelled orders."""
     picklists = [
         {
             **picklist,
@@ -134,11 +149,44 @@ async def warehouse_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
         }
         for picklist in PICKLISTS.find(ledger.db)[::-1]
     ]
+    for picklist in picklists:
+        if picklist["status"] == "open":
+            action = _href(request, f"/warehouse/picklists/{picklist['id']}/ship-now")
+            picklist["ship"] = Html(
+                f'<form method="post" action="{action}"><button>Ship</button></form>'
+            )
     stock = [dict(row) for row in ledger.db.execute("SELECT sku, on_hand FROM stock ORDER BY sku")]
+    events = [
+        {**event, "tracking": "{carrier} {tracking_number}".format(**event["event"]["data"])}
+        for event in outbox.list_events(ledger.db)
+    ]
+    settings = sender.describe()
+    sending = (
+        f"to {settings['url']}" if settings["url"] else "nowhere (no URL set: events wait)"
+    ) + (", paused" if settings["paused"] else "")
+    if not settings["signing"]:
+        sending += ", but no secret is set (ORDERS_WEBHOOK_SECRET): nothing is sent"
+    auto = settings["auto_ship_after_s"]
+    auto_text = "off" if auto is None else f"open picklists ship {auto:g}s after they were made"
+    webhook_note = (
+        f"<p>Webhooks go {escape(sending)}; auto-ship: {escape(auto_text)}. "
+        f'<a href="{_href(request, "/admin/webhooks")}">/admin/webhooks</a></p>'
+    )
+    columns = ("created", "id", "order_id", "tracking", "status", "attempts", "last_status")
     return _page(
         request,
         "Warehouse",
-        _table("Picklists", picklists, ("created", "id", "order_id", "items", "ship_to", "status")),
+        _table(
+            "Picklists",
+            picklists,
+            ("created", "id", "order_id", "items", "ship_to", "status", "ship"),
+        ),
+        _table(
+            "Webhook events (failed ones need an operator)",
+            events,
+            (*columns, "last_error", "delivered", "next_attempt"),
+        )
+        + webhook_note,
         _table("Stock (other skus are unlimited)", stock, ("sku", "on_hand")),
         _table(
             "Cancelled orders (they take no new picklist)",
@@ -146,3 +194,13 @@ async def warehouse_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
             ("closed", "order_id"),
         ),
     )
+
+
+@router.post("/warehouse/picklists/{picklist_id}/ship-now")
+async def ship_from_page(
+    picklist_id: PathId, request: Request, ledger: LedgerDep, sender: SenderDep
+) -> RedirectResponse:
+    """The page's Ship button: ship with a made-up carrier and number, then back to the page."""
+    ship_now(ledger, picklist_id)
+    sender.wake()
+    return RedirectResponse(_url(request, "/warehouse/"), status_code=303)

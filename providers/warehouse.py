@@ -10,13 +10,23 @@ order was cancelled (delayed on the network, queued in a server, a retry about t
 nothing when it arrives. Creating a picklist and cancelling its order both lock the order (see
 ``providers.idempotency``): they never overlap, and a cancel meets a picklist being made with
 409 until that picklist exists or has failed.
+
+A picklist is shipped (``POST /warehouse/picklists/{id}/ship``, the page's button, or on its
+own after ``PROVIDERS_AUTO_SHIP_AFTER``): in the same transaction the warehouse writes a
+``shipment.shipped`` event to its outbox (``providers.outbox``), which ``providers.webhooks``
+delivers to the shop, at least once. A shipped picklist is never taken back: an order cancelled
+after its parcel left keeps it shipped, and the shop's receiver refuses that shipment for an
+operator to see.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
+import time
 from collections import Counter
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -24,9 +34,16 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from providers import outbox
 from providers.errors import ApiError, not_found
-from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
-from providers.ledger import LedgerDep, Resource, now_iso
+from providers.idempotency import (
+    Idempotency,
+    IdempotencyDep,
+    IdempotencyKey,
+    Outcome,
+    resource_lock,
+)
+from providers.ledger import Ledger, LedgerDep, Resource, now_iso
 from providers.limits import (
     MAX_PICKLIST_LINES,
     MAX_QUANTITY,
@@ -73,6 +90,27 @@ class PicklistIn(BaseModel):
     order_id: Id
     items: list[Item] = Field(min_length=1, max_length=MAX_PICKLIST_LINES)
     ship_to: Address
+
+
+SHIPMENT_SHIPPED = "shipment.shipped"
+DEFAULT_CARRIER = "Sandbox Post"
+TRACKING_PATTERN = r"^[A-Za-z0-9-]{4,40}$"
+"""The order model's tracking numbers (``domain.models.Shipment``): 4 to 40 letters, digits, -."""
+
+
+class ShipIn(BaseModel):
+    """Body of ``POST /warehouse/picklists/{id}/ship``; what is left out is made up."""
+
+    carrier: str | None = Field(
+        None,
+        min_length=1,
+        max_length=50,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Default: Sandbox Post.",
+    )
+    tracking_number: str | None = Field(
+        None, pattern=TRACKING_PATTERN, description="Default: a new SBX... number."
+    )
 
 
 class StockIn(BaseModel):
@@ -138,7 +176,7 @@ def _create_picklist(body: PicklistIn, db: sqlite3.Connection) -> Outcome:
 
 def _take_back(db: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
     """Cancel the picklist in ``row`` unless it is already; return its row as it is now."""
-    if row["status"] == "cancelled":
+    if row["status"] in ("cancelled", "shipped"):  # a parcel that left is not taken back
         return row
     # Give back exactly what was taken; a sku made unlimited since then needs nothing.
     for sku, quantity in json.loads(row["reserved"]).items():
@@ -147,6 +185,100 @@ def _take_back(db: sqlite3.Connection, row: sqlite3.Row) -> sqlite3.Row:
     cancelled = PICKLISTS.get_row(db, row["id"])
     assert cancelled is not None
     return cancelled
+
+
+def _shipment(db: sqlite3.Connection, picklist_id: str) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT carrier, tracking_number, event_id, created FROM shipments WHERE picklist_id = ?",
+        (picklist_id,),
+    ).fetchone()
+    return None if row is None else dict(row)
+
+
+def _shipped(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    return {**PICKLISTS.render(row), "shipment": _shipment(db, row["id"])}
+
+
+def ship(
+    picklist_id: str, body: ShipIn | None, db: sqlite3.Connection, *, busy_check: bool = False
+) -> Outcome:
+    """Ship an open picklist and write its ``shipment.shipped`` event, in one transaction.
+
+    Shipping a shipped picklist again changes nothing and answers it (422 ``already_shipped``
+    if another carrier or number is asked for). A cancelled picklist or a closed order cannot
+    ship (422). ``busy_check``: refuse with 409 while a request holds the order (used where no
+    idempotency claim took the order's lock first: the page and the auto-ship).
+    """
+    carrier = body.carrier if body else None
+    tracking = body.tracking_number if body else None
+    row = PICKLISTS.get_row(db, picklist_id)
+    if row is None:
+        raise not_found("picklist", picklist_id)
+    order_id = row["order_id"]
+    if row["status"] == "shipped":
+        shipped = _shipment(db, picklist_id) or {}
+        if (carrier and carrier != shipped.get("carrier")) or (
+            tracking and tracking != shipped.get("tracking_number")
+        ):
+            message = (
+                f"Picklist '{picklist_id}' already shipped with {shipped.get('carrier')} "
+                f"{shipped.get('tracking_number')}; a parcel ships once."
+            )
+            raise ApiError(422, "already_shipped", message, picklist_id=picklist_id)
+        return Outcome(200, _shipped(db, row))
+    if row["status"] == "cancelled":
+        message = f"Picklist '{picklist_id}' was cancelled; a cancelled picklist does not ship."
+        raise ApiError(422, "picklist_cancelled", message, picklist_id=picklist_id)
+    if (closed := _closed(db, order_id)) is not None:
+        message = f"Order '{order_id}' was cancelled at the warehouse ({closed}); it does not ship."
+        raise ApiError(422, "order_closed", message, order_id=order_id)
+    if busy_check and Idempotency._in_flight_on(db, resource_lock("order", order_id)):
+        message = f"Another request on order '{order_id}' is still in progress; retry later."
+        raise ApiError(409, "resource_in_use", message, "idempotency_error")
+    carrier = carrier or DEFAULT_CARRIER
+    tracking = tracking or f"SBX{secrets.token_hex(8).upper()}"
+    db.execute("UPDATE picklists SET status = 'shipped' WHERE id = ?", (picklist_id,))
+    data = {
+        "order_id": order_id,
+        "picklist_id": picklist_id,
+        "carrier": carrier,
+        "tracking_number": tracking,
+    }
+    event = outbox.record_event(db, SHIPMENT_SHIPPED, order_id, data)
+    db.execute(
+        "INSERT INTO shipments (picklist_id, order_id, carrier, tracking_number, event_id, created)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (picklist_id, order_id, carrier, tracking, event["id"], now_iso()),
+    )
+    shipped_row = PICKLISTS.get_row(db, picklist_id)
+    assert shipped_row is not None
+    return Outcome(200, _shipped(db, shipped_row))
+
+
+def ship_now(ledger: Ledger, picklist_id: str, body: ShipIn | None = None) -> dict[str, Any]:
+    """Ship a picklist outside any idempotency key (the page, the auto-ship); raises ``ApiError``.
+
+    Safe to repeat: a shipped picklist is answered as it is.
+    """
+    with ledger.transaction() as db:
+        return ship(picklist_id, body, db, busy_check=True).body
+
+
+def ship_due(ledger: Ledger, after_s: float, limit: int = 50) -> int:
+    """Ship the open picklists made at least ``after_s`` seconds ago; return how many shipped."""
+    cutoff = datetime.fromtimestamp(time.time() - after_s, UTC).isoformat(timespec="milliseconds")
+    rows = ledger.db.execute(
+        "SELECT id FROM picklists WHERE status = 'open' AND created <= ? ORDER BY rowid LIMIT ?",
+        (cutoff, limit),
+    ).fetchall()
+    shipped = 0
+    for row in rows:
+        try:
+            ship_now(ledger, row["id"])
+        except ApiError:
+            continue  # the order is busy (a cancel in flight) or closed: not now
+        shipped += 1
+    return shipped
 
 
 def _cancel(picklist_id: str, db: sqlite3.Connection) -> Outcome:
@@ -205,6 +337,28 @@ async def cancel_picklist(
     (``POST /warehouse/orders/{order_id}/cancel``).
     """
     return await idem.run(request, SERVICE, partial(_cancel, picklist_id), key=key)
+
+
+@router.post("/picklists/{picklist_id}/ship")
+async def ship_picklist(
+    picklist_id: PathId,
+    request: Request,
+    idem: IdempotencyDep,
+    key: IdempotencyKey,
+    ledger: LedgerDep,
+    body: ShipIn | None = None,
+) -> Response:
+    """Ship a picklist: it becomes ``shipped`` and a ``shipment.shipped`` webhook is queued.
+
+    ``carrier`` and ``tracking_number`` are optional (made up when left out). The event is
+    written in the same transaction as the shipment and delivered at least once to the
+    configured webhook URL (``GET /admin/webhooks`` shows how it goes). A cancelled picklist or
+    a closed order is refused with 422; shipping a shipped picklist again answers it and sends
+    nothing new. Refused with 409 while another request on the order is in progress: retry.
+    """
+    row = PICKLISTS.get_row(ledger.db, picklist_id)
+    lock = resource_lock("order", row["order_id"]) if row is not None else None
+    return await idem.run(request, SERVICE, partial(ship, picklist_id, body), lock, key=key)
 
 
 @router.post("/orders/{order_id}/cancel")

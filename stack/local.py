@@ -17,6 +17,7 @@ from types import TracebackType
 from temporalio.client import Client
 
 from client.temporal import codec_keys, connect
+from config import webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY
 from providers.admin_client import SandboxAdmin
 from security.codec_server import ui_origins
@@ -34,6 +35,7 @@ from stack.processes import (
     start_codec_server,
     start_providers,
     start_temporal,
+    start_webhook_receiver,
     start_worker,
 )
 
@@ -64,11 +66,17 @@ class LocalStack:
     """The codec server's port (the UI decrypts through it); ``None`` starts none."""
     worker_metrics_port: int | None = None
     """worker-1's Prometheus metrics port, worker-N's is this + N - 1; ``None``: free ports."""
+    webhook_port: int | None = None
+    """The webhook receiver's port; ``None`` starts none (the warehouse's events then wait)."""
+    auto_ship_after: str | None = None
+    """The warehouse ships each open picklist this long after it was made (``20s``); ``None``:
+    only when asked."""
     announce: Callable[[str], None] = _quiet
     """Called with a line of progress before each process starts."""
     temporal: ManagedProcess | None = None
     providers: ManagedProcess | None = None
     codec_server: ManagedProcess | None = None
+    webhook_receiver: ManagedProcess | None = None
     workers: dict[str, ManagedProcess] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     """Each worker's metrics port, kept when it is started again."""
@@ -116,6 +124,29 @@ class LocalStack:
         return self._codec_env
 
     @property
+    def webhook_url(self) -> str | None:
+        """Where the warehouse POSTs its events, if the stack runs a receiver."""
+        if self.webhook_port is None:
+            return None
+        return f"http://127.0.0.1:{self.webhook_port}{webhooks.WEBHOOK_PATH}"
+
+    @property
+    def webhook_secret_file(self) -> Path:
+        """The webhook secret file the stack generates when no secret is configured."""
+        return (self.data_dir / webhooks.LOCAL_SECRET_FILE_NAME).resolve()
+
+    def webhook_env(self) -> dict[str, str]:
+        """The shared webhook secret for the warehouse and the receiver.
+
+        A secret configured in this process's environment is inherited as it is; else the
+        stack's secret file is generated (mode 0600) on the first start and reused after.
+        """
+        if webhooks.load_secrets():
+            return {}
+        webhooks.ensure_secret_file(self.webhook_secret_file)
+        return {webhooks.SECRET_FILE_ENV: str(self.webhook_secret_file)}
+
+    @property
     def log_dir(self) -> Path:
         """Every process's log file is in here."""
         return self.data_dir / "logs"
@@ -137,6 +168,8 @@ class LocalStack:
         if self.codec_port is not None:
             self.start_codec_server()
         self.start_temporal()
+        if self.webhook_port is not None:
+            self.start_webhook_receiver()
         self.start_providers()
         for index in range(workers):
             self.start_worker(f"worker-{index + 1}")
@@ -164,8 +197,34 @@ class LocalStack:
         """Start (or start again, on the same ledger and port) the sandbox providers."""
         self.announce("Starting providers ...")
         ledger = self.data_dir / "providers.sqlite3"
-        self.providers = start_providers(ledger, self.providers_port, self.api_key, self.log_dir)
+        env = dict(self.webhook_env()) if self.webhook_port is not None else {}
+        if self.webhook_url is not None:
+            env[webhooks.URL_ENV] = self.webhook_url
+        if self.auto_ship_after is not None:
+            env[webhooks.AUTO_SHIP_ENV] = self.auto_ship_after
+        self.providers = start_providers(
+            ledger, self.providers_port, self.api_key, self.log_dir, env
+        )
         return self.providers
+
+    def start_webhook_receiver(self) -> ManagedProcess:
+        """Start (or start again) the webhook receiver on ``webhook_port``."""
+        assert self.webhook_port is not None, "the stack has no webhook port"
+        self.announce("Starting webhook receiver ...")
+        self.webhook_receiver = start_webhook_receiver(
+            self.webhook_port,
+            self.temporal_address,
+            self.log_dir / "webhook-receiver.log",
+            {**self.codec_env(), **self.webhook_env()},
+        )
+        return self.webhook_receiver
+
+    @property
+    def webhook_metrics_url(self) -> str | None:
+        """Where Prometheus scrapes the webhook receiver, if it runs."""
+        return (
+            None if self.webhook_port is None else f"http://127.0.0.1:{self.webhook_port}/metrics"
+        )
 
     def start_worker(self, name: str) -> ManagedProcess:
         """Start (or start again) the worker called ``name``; returns once it polls."""
@@ -222,7 +281,13 @@ class LocalStack:
                 process.stop()
 
     def _processes(self) -> list[ManagedProcess]:
-        parts = (self.codec_server, self.temporal, self.providers, *self.workers.values())
+        parts = (
+            self.codec_server,
+            self.temporal,
+            self.webhook_receiver,
+            self.providers,
+            *self.workers.values(),
+        )
         return [process for process in parts if process is not None]
 
     def __enter__(self) -> "LocalStack":

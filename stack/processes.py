@@ -205,15 +205,38 @@ def start_temporal(
 
 
 def start_providers(
-    db_path: Path, port: int, api_key: str, log_dir: Path | None = None
+    db_path: Path,
+    port: int,
+    api_key: str,
+    log_dir: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> ManagedProcess:
-    """The sandbox payment gateway, mail service and warehouse, on one HTTP port."""
+    """The sandbox payment gateway, mail service and warehouse, on one HTTP port.
+
+    ``env`` adds variables, such as where the warehouse sends its webhooks.
+    """
     require_free_port("providers", port)
     command = [
         sys.executable, "-m", "providers",
         "--host", "127.0.0.1", "--port", str(port), "--db", str(db_path), "--api-key", api_key,
     ]  # fmt: skip
-    process = spawn("providers", command, (log_dir or db_path.parent) / "providers.log")
+    process = spawn("providers", command, (log_dir or db_path.parent) / "providers.log", env)
+    wait_for_port(process, port)
+    return process
+
+
+def start_webhook_receiver(
+    port: int, temporal_address: str, log_path: Path, env: dict[str, str] | None = None
+) -> ManagedProcess:
+    """The warehouse webhook receiver (``python -m webhooks``) on loopback.
+
+    ``env`` gives it the webhook secret and the payload keys (it signals orders through
+    Temporal with the project's data converter).
+    """
+    require_free_port("webhook receiver", port)
+    command = [sys.executable, "-m", "webhooks", "--host", "127.0.0.1", "--port", str(port)]
+    variables = {**(env or {}), "TEMPORAL_ADDRESS": temporal_address, "PYTHONUNBUFFERED": "1"}
+    process = spawn("webhook-receiver", command, log_path, variables)
     wait_for_port(process, port)
     return process
 

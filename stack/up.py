@@ -14,12 +14,25 @@ from pathlib import Path
 from types import FrameType
 
 from client.temporal import codec_keys
+from config import webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY
+from domain.intake import parse_duration
 from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from security.codec_server import TOKEN_ENV
 from security.keys import KEY_FILE_ENV, LOCAL_KEY_FILE
 from stack.local import LocalStack
 from stack.processes import StackError
+
+
+def _auto_ship_after(text: str) -> str | None:
+    """``off`` (or ``0``) as ``None``, else a duration such as ``20s`` checked here."""
+    if text.strip().lower() in ("off", "0"):
+        return None
+    try:
+        parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text.strip()
 
 
 def _parse_args() -> argparse.Namespace:
@@ -30,6 +43,19 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--providers-port", type=int, default=8000)
     parser.add_argument(
         "--codec-port", type=int, default=DEFAULT_CODEC_PORT, help="the codec server's port"
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=webhooks.DEFAULT_RECEIVER_PORT,
+        help=f"the warehouse webhook receiver's port (default {webhooks.DEFAULT_RECEIVER_PORT})",
+    )
+    parser.add_argument(
+        "--auto-ship-after",
+        type=_auto_ship_after,
+        default="20s",
+        help="the warehouse ships each picklist this long after it was made, and reports it by "
+        "webhook (default 20s; 'off': only from its page or API)",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
@@ -55,7 +81,24 @@ def _metrics_lines(stack: LocalStack) -> str:
     """Every Prometheus endpoint of the stack (ops/prometheus/prometheus.yml scrapes them)."""
     lines = [f"{name:<15} {stack.worker_metrics_url(name)}" for name in stack.workers]
     lines.append(f"{'providers':<15} {stack.providers_metrics_url}")
+    if stack.webhook_metrics_url:
+        lines.append(f"{'webhooks':<15} {stack.webhook_metrics_url}")
     return "\n                    ".join(lines)
+
+
+def _webhook_note(args: argparse.Namespace, stack: LocalStack) -> str:
+    """Where the shared secret is, and when the warehouse ships by itself."""
+    secret = os.environ.get(webhooks.SECRET_FILE_ENV) or (
+        f"${webhooks.SECRET_ENV}"
+        if os.environ.get(webhooks.SECRET_ENV)
+        else str(stack.webhook_secret_file)
+    )
+    return f"secret {secret}; {_shipping(stack)}"
+
+
+def _shipping(stack: LocalStack) -> str:
+    auto = stack.auto_ship_after
+    return f"{auto} after its picklist is made" if auto else "from its page's Ship button"
 
 
 def _banner(args: argparse.Namespace, stack: LocalStack) -> str:
@@ -74,13 +117,15 @@ Durable orders is running.
     payments        {providers}/payments/?api_key={api_key}
     mail            {providers}/mail/?api_key={api_key}
     warehouse       {providers}/warehouse/?api_key={api_key}
+  Webhook receiver  {stack.webhook_url}  ({_webhook_note(args, stack)})
   Metrics           {_metrics_lines(stack)}
   Data and logs     {args.data_dir.resolve()}
 
 Try it (in another terminal):
   .venv/bin/python starter.py start --file examples/order.json --order-id order-1001
-  .venv/bin/python starter.py ship order-1001 --carrier UPS --tracking 1Z999AA10123456784
   .venv/bin/python starter.py status order-1001
+  # the warehouse ships it by webhook ({_shipping(stack)}); or report it yourself:
+  .venv/bin/python starter.py ship order-1001 --carrier UPS --tracking 1Z999AA10123456784
   .venv/bin/temporal workflow show --address localhost:{args.temporal_port} \\
       --codec-endpoint {stack.codec_url}{codec_auth} --workflow-id order-1001
 
@@ -107,6 +152,8 @@ def main() -> int:
         ui_port=args.ui_port,
         codec_port=args.codec_port,
         worker_metrics_port=args.metrics_port,
+        webhook_port=args.webhook_port,
+        auto_ship_after=args.auto_ship_after,
         announce=lambda line: print(line, flush=True),
     )
     with stack:

@@ -1101,6 +1101,7 @@ EFFECT_POSTS = {
     "/mail/messages",
     "/warehouse/picklists",
     "/warehouse/picklists/{picklist_id}/cancel",
+    "/warehouse/picklists/{picklist_id}/ship",
     "/warehouse/orders/{order_id}/cancel",
 }
 
@@ -1114,6 +1115,7 @@ def test_openapi_declares_the_idempotency_key_on_every_post_with_an_effect(
         "/admin/keys/expire",
         "/admin/faults/{service}/release",
         "/admin/faults/{service}/deliver",
+        "/admin/webhooks/events/{event_id}/send",
     }
     assert posts - admin == EFFECT_POSTS
     for path in EFFECT_POSTS:

@@ -274,6 +274,26 @@ class OrderWorkflow:
             ]
         )
 
+    @workflow.update
+    def report_shipment(self, shipment: Shipment) -> OrderView:
+        """The warehouse's shipped report as an update: taken, or refused with the reason why.
+
+        The receiver of the warehouse's webhooks (``webhooks/``) sends it under the event's id,
+        so a redelivered event is answered by Temporal with the first outcome. A refusal's
+        ``type`` is a ``rules.ShipVerdict`` (``already-shipped``, ``not-yet``, ``never``): the
+        receiver answers the warehouse by it. The ``warehouse_shipped`` signal stays for
+        ``starter.py ship``.
+        """
+        # Checked again: a validator can run before an earlier update's handler in the same
+        # workflow task, so two reports could both pass it.
+        _refuse_shipment(self._state.view(), shipment)
+        self._state.shipment = shipment
+        return self._state.view()
+
+    @report_shipment.validator
+    def _validate_report_shipment(self, shipment: Shipment) -> None:
+        _refuse_shipment(self._state.view(), shipment)
+
 
 def _shipment_from(report: tuple[Any, ...]) -> Shipment | None:
     """The one shipment a shipped signal carries, or ``None`` when it carries anything else."""
@@ -289,3 +309,10 @@ def _refuse(reason: str | None) -> None:
     """Refuse an update with ``reason``, if there is one; the caller sees the reason."""
     if reason is not None:
         raise ApplicationError(reason)
+
+
+def _refuse_shipment(view: OrderView, shipment: Shipment) -> None:
+    """Refuse a shipped report the order can't take now, typed by its ``rules.ShipVerdict``."""
+    verdict, reason = rules.ship_verdict(view, shipment)
+    if verdict != rules.ShipVerdict.DUE:
+        raise ApplicationError(reason or verdict.value, type=verdict.value, non_retryable=True)
