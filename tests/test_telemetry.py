@@ -297,8 +297,11 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
         assert (await resolve_order(client, parked.id, cancel)).refund_id
 
         def finished() -> list[Sample] | None:
+            # The SDK counts a workflow completed once its last task is done, just after the
+            # order's own metric: wait for both.
             samples = scrape(worker_url)
-            return samples if total(samples, "orders_finished_total") == 3 else None
+            done = total(samples, "temporal_workflow_completed", task_queue=queue)
+            return samples if total(samples, "orders_finished_total") == done == 3 else None
 
         samples = _until(finished, "both orders counted as finished")
     finally:
