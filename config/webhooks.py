@@ -34,6 +34,11 @@ DEFAULT_TOLERANCE_S = 300.0
 MAX_BODY_ENV = "ORDERS_WEBHOOK_MAX_BODY_BYTES"
 """The largest body the receiver reads; a larger one is refused with 413 before parsing."""
 DEFAULT_MAX_BODY_BYTES = 65_536
+HANDOFF_TIMEOUT_ENV = "ORDERS_WEBHOOK_HANDOFF_TIMEOUT"
+"""How long the receiver waits for the order's answer before it answers 503; default ``10s``.
+Keep it below the sender's ``PROVIDERS_WEBHOOK_TIMEOUT``."""
+RETRY_AFTER_ENV = "ORDERS_WEBHOOK_RETRY_AFTER"
+"""The ``Retry-After`` the receiver gives with a 409 or 503; default ``10s``."""
 DEFAULT_RECEIVER_PORT = 8001
 WEBHOOK_PATH = "/webhooks/warehouse"
 

@@ -9,16 +9,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 
 from providers import outbox
 from providers.ledger import LedgerDep
-from providers.limits import PathId
 from providers.mail import MESSAGES
 from providers.stripe.charges import CHARGES, render_charge
 from providers.stripe.payment_intents import INTENTS, render_intent
 from providers.stripe.refunds import REFUNDS, render_refund
-from providers.warehouse import PICKLISTS, closed_orders, ship_now
+from providers.warehouse import PICKLISTS, closed_orders
 from providers.webhooks import SenderDep
 
 router = APIRouter(include_in_schema=False)
@@ -38,15 +37,10 @@ class Html(str):
     """A cell's markup, built here from escaped parts: shown as it is."""
 
 
-def _url(request: Request, path: str) -> str:
-    """``path``, carrying ``?api_key=`` along when the page was opened with it."""
-    key = request.query_params.get("api_key")
-    return f"{path}?{urlencode({'api_key': key})}" if key else path
-
-
 def _href(request: Request, path: str) -> str:
-    """Link to ``path`` (escaped for an attribute), with the page's ``?api_key=``."""
-    return escape(_url(request, path))
+    """Link to ``path``, carrying ``?api_key=`` along when the page was opened with it."""
+    key = request.query_params.get("api_key")
+    return escape(f"{path}?{urlencode({'api_key': key})}" if key else path)
 
 
 def _cell(value: Any) -> str:
@@ -194,13 +188,3 @@ async def warehouse_page(request: Request, ledger: LedgerDep, sender: SenderDep)
             ("closed", "order_id"),
         ),
     )
-
-
-@router.post("/warehouse/picklists/{picklist_id}/ship-now")
-async def ship_from_page(
-    picklist_id: PathId, request: Request, ledger: LedgerDep, sender: SenderDep
-) -> RedirectResponse:
-    """The page's Ship button: ship with a made-up carrier and number, then back to the page."""
-    ship_now(ledger, picklist_id)
-    sender.wake()
-    return RedirectResponse(_url(request, "/warehouse/"), status_code=303)

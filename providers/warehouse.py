@@ -29,10 +29,11 @@ from collections import Counter
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from providers import outbox
 from providers.errors import ApiError, not_found
@@ -359,6 +360,19 @@ async def ship_picklist(
     row = PICKLISTS.get_row(ledger.db, picklist_id)
     lock = resource_lock("order", row["order_id"]) if row is not None else None
     return await idem.run(request, SERVICE, partial(ship, picklist_id, body), lock, key=key)
+
+
+@router.post("/picklists/{picklist_id}/ship-now", include_in_schema=False)
+async def ship_from_page(picklist_id: PathId, request: Request, ledger: LedgerDep) -> Response:
+    """The page's Ship button: ship with a made-up carrier and number, then back to the page.
+
+    A form cannot send an idempotency key; shipping is safe to repeat (a shipped picklist is
+    answered as it is), and refused with 409 while another request holds the order.
+    """
+    ship_now(ledger, picklist_id)
+    key = request.query_params.get("api_key")
+    page = f"/{SERVICE}/" + (f"?{urlencode({'api_key': key})}" if key else "")
+    return RedirectResponse(page, status_code=303)
 
 
 @router.post("/orders/{order_id}/cancel")

@@ -203,7 +203,7 @@ class Rig:
         return f"http://127.0.0.1:{self.providers_port}"
 
     def start_receiver(self) -> None:
-        env = {names.SECRET_ENV: f"{SECRET},{OLD_SECRET}", "ORDERS_WEBHOOK_RETRY_AFTER": "0s"}
+        env = {names.SECRET_ENV: f"{SECRET},{OLD_SECRET}", names.RETRY_AFTER_ENV: "0s"}
         log = self.logs / "receiver.log"
         self.receiver = start_webhook_receiver(self.receiver_port, self.temporal_address, log, env)
 
@@ -624,6 +624,27 @@ async def test_pending_deliveries_survive_a_warehouse_restart(
     await until_event(http, order.id, "delivered", status="delivered", attempts=1)
     await until_view(client, order.id, lambda v: v.status == OrderStatus.COMPLETED, "completed")
     assert admin.effects(order.id).emails_of(SHIPPED_EMAIL) == 1
+
+
+async def test_an_order_no_worker_answers_for_is_answered_retry_later(
+    client: Client, rig: Rig, tmp_path: Path
+) -> None:
+    # An order on a task queue nobody polls: Temporal holds the update, no worker takes it.
+    order = make_order()
+    await start_order(client, order, f"nobody-{uuid.uuid4().hex[:8]}")
+    port = free_port()
+    env = {names.SECRET_ENV: SECRET, names.HANDOFF_TIMEOUT_ENV: "1s"}
+    receiver = start_webhook_receiver(port, rig.temporal_address, tmp_path / "r.log", env)
+    try:
+        started = time.monotonic()
+        answer = await post_event(rig, event_body(order.id), url=f"http://127.0.0.1:{port}")
+        waited = time.monotonic() - started
+    finally:
+        receiver.stop()
+        await client.get_workflow_handle(order.id).terminate("test done")
+    assert answer.status_code == 503 and error_code(answer) == "unavailable", answer.text
+    assert "did not answer within 1s" in answer.json()["error"]["message"]
+    assert 1 <= waited < 10
 
 
 def test_the_receiver_refuses_to_start_without_a_secret(tmp_path: Path) -> None:

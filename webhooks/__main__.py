@@ -3,7 +3,8 @@
 ``python -m webhooks generate-secret`` prints a new secret. Settings (see the README's
 "Warehouse webhooks"): ``ORDERS_WEBHOOK_SECRET`` or ``ORDERS_WEBHOOK_SECRET_FILE`` (required;
 several secrets for rotation), ``ORDERS_WEBHOOK_TOLERANCE`` (``300s``),
-``ORDERS_WEBHOOK_MAX_BODY_BYTES`` (65536), ``ORDERS_WEBHOOK_RETRY_AFTER`` (``10s``), and
+``ORDERS_WEBHOOK_MAX_BODY_BYTES`` (65536), ``ORDERS_WEBHOOK_RETRY_AFTER`` (``10s``),
+``ORDERS_WEBHOOK_HANDOFF_TIMEOUT`` (``10s``), and
 Temporal's standard client settings (``TEMPORAL_ADDRESS``, ...) with the payload keys
 (``ORDERS_CODEC_KEYS`` or ``ORDERS_CODEC_KEY_FILE``).
 """
@@ -14,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 import uvicorn
 from temporalio.client import Client
@@ -23,8 +25,7 @@ from client.temporal import TemporalConnectionError, codec_keys, connect
 from config import webhooks as names
 from domain.intake import parse_duration
 from webhooks.app import RETRY_AFTER_S, create_app
-
-RETRY_AFTER_ENV = "ORDERS_WEBHOOK_RETRY_AFTER"
+from webhooks.handoff import DEFAULT_TIMEOUT
 
 
 class LazyClient:
@@ -68,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         secrets = names.require_secrets()
         tolerance = _seconds(names.TOLERANCE_ENV, names.DEFAULT_TOLERANCE_S)
         max_body = int(os.environ.get(names.MAX_BODY_ENV, "") or names.DEFAULT_MAX_BODY_BYTES)
-        retry_after = round(_seconds(RETRY_AFTER_ENV, RETRY_AFTER_S))
+        retry_after = round(_seconds(names.RETRY_AFTER_ENV, RETRY_AFTER_S))
+        handoff_s = _seconds(names.HANDOFF_TIMEOUT_ENV, DEFAULT_TIMEOUT.total_seconds())
         codec_keys()  # no payload keys: say so now, not at the first event
     except (names.WebhookSecretError, TemporalConnectionError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -80,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tolerance_s=tolerance,
         max_body_bytes=max_body,
         retry_after_s=retry_after,
+        handoff_wait=timedelta(seconds=handoff_s),
     )
     print(f"webhook receiver listening on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
