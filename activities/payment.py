@@ -250,10 +250,7 @@ class PaymentActivities:
             lambda options: self._intents.cancel_async(request.intent_id, options=options),
             accept={CAPTURED, CANCELED},
         )
-        if intent.charged:
-            outcome = f"captured {intent.charge}, to refund"
-        else:
-            outcome = "released" if intent.charge else intent.status
+        outcome = f"captured {intent.charge}, to refund" if intent.charged else intent.status
         log_step(request.order_id, Step.PAYMENT_CANCEL, f"{intent.id} {outcome}")
         return intent
 
