@@ -76,15 +76,15 @@ RECORDED = {
 RECORDED["v5"] = (*RECORDED["v4"], "email-local-try-lost")
 RECORDED["v6"] = RECORDED["v5"]
 RECORDED["v7"] = (*RECORDED["v6"], "temporal-cancel", "temporal-cancel-after-shipment")
-RECORDED["v8"] = (*RECORDED["v7"], "cancel-held-capture")
+RECORDED["v8"] = (*RECORDED["v7"], "cancel-held-capture", "shipped-by-webhook")
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
 the emails tried as local activities first, v6 with an operator's retry after faults sending the
 step's key again (``operator-retry``), v7 with a workflow cancel requested through Temporal
 winding the order down, or ignored once it has shipped, v8 with authorize, reserve, capture on
-Stripe's API (a cancel meeting a held capture). The last is the current one, which recording
-writes."""
+Stripe's API (a cancel meeting a held capture) and the warehouse's webhook reporting the
+shipment by update. The last is the current one, which recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -218,6 +218,12 @@ async def record_v8_scenarios(
     await wait_until_step(client, held.id, Step.PAYMENT_CANCEL)
     sandbox.release("payments")
     assert (await cancel.result()).refund_id is not None
+
+    webhook = orders["shipped-by-webhook"]
+    await start_order(client, webhook, task_queue)
+    await wait_for_status(client, webhook.id, OrderStatus.AWAITING_SHIPMENT)
+    shipped = client.get_workflow_handle_for(OrderWorkflow.run, webhook.id)
+    await shipped.execute_update(OrderWorkflow.report_shipment, UPS, id="shipment:evt_v8")
 
 
 async def wait_until_step(client: Client, order_id: str, step: Step) -> None:
