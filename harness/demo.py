@@ -4,7 +4,7 @@
 
 Brings up its own Temporal dev server, providers and worker in a temporary folder on free
 ports. Starts the orders (one pays with a card that is declined), holds three of them in the
-middle of a step at the providers (a charge, a confirmation email, a picklist), SIGKILLs the
+middle of a step at the providers (a capture, a confirmation email, a picklist), SIGKILLs the
 worker, lets the providers complete those three requests although the worker that sent them
 is dead, restarts the worker, ships every order, and prints the ledger next to the orders.
 Exits 1 if the checker finds a broken promise.
