@@ -162,13 +162,7 @@ class PaymentActivities:
 
     async def _existing_intent(self, request: PaymentIntentRequest) -> PaymentIntent | None:
         """Refuse an order id another run confirmed; on an operator's retry, adopt its intent."""
-        found = await self._gateway.send(
-            "GET /v1/payment_intents/search",
-            lambda options: self._intents.search_async(
-                {"query": f"metadata['order_id']:'{request.order_id}'"}, options
-            ),
-        )
-        intents = [_intent(intent) for intent in found.data]
+        intents = await self._search(request.order_id)
         if used := [intent for intent in intents if intent.status not in (*CONFIRMABLE, CANCELED)]:
             raise _used_before(request.order_id, used[0])
         if not request.adopt_existing:
@@ -281,6 +275,16 @@ class PaymentActivities:
             return current
         return _intent(answer)
 
+    async def _search(self, order_id: str) -> list[PaymentIntent]:
+        """The order's intents as Stripe's search shows them: seconds behind the writes."""
+        found = await self._gateway.send(
+            "GET /v1/payment_intents/search",
+            lambda options: self._intents.search_async(
+                {"query": f"metadata['order_id']:'{order_id}'"}, options
+            ),
+        )
+        return [_intent(intent) for intent in found.data]
+
     async def _retrieve(self, intent_id: str) -> stripe.PaymentIntent:
         return await self._gateway.send(
             "GET /v1/payment_intents/{intent}",
@@ -294,14 +298,8 @@ class PaymentActivities:
         Only orders started before the gateway decided compensation call this (they must
         replay as they ran); a search lags writes and cannot see a confirm still in flight.
         """
-        found = await self._gateway.send(
-            "GET /v1/payment_intents/search",
-            lambda options: self._intents.search_async(
-                {"query": f"metadata['order_id']:'{order_id}'"}, options
-            ),
-        )
-        charged = [_intent(intent) for intent in found.data]
-        charge = next((_charge(intent) for intent in charged if intent.charged), None)
+        intents = await self._search(order_id)
+        charge = next((_charge(intent) for intent in intents if intent.charged), None)
         log_step(order_id, Step.CHARGE_LOOKUP, f"found {charge.id}" if charge else "no charge")
         return charge
 

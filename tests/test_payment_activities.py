@@ -36,22 +36,30 @@ async def payments(sandbox: SandboxAdmin) -> AsyncIterator[PaymentActivities]:
         yield PaymentActivities(clients.gateway)
 
 
-async def authorized(payments: PaymentActivities, order_id: str) -> PaymentIntent:
-    """A manual-capture intent of ``order_id``, authorized."""
-    request = PaymentIntentRequest(
+def intent_request(
+    order_id: str, method: str = "pm_card_visa", key_of: str | None = None
+) -> PaymentIntentRequest:
+    """A manual-capture intent of 25.00 EUR for ``order_id`` (under ``key_of``'s key)."""
+    return PaymentIntentRequest(
         order_id=order_id,
-        idempotency_key=f"{order_id}:payment-intent",
+        idempotency_key=f"{key_of or order_id}:payment-intent",
         amount=2500,
         currency="EUR",
-        payment_method="pm_card_visa",
+        payment_method=method,
         capture_method="manual",
     )
-    intent = await RUN(payments.create_payment_intent, request)
+
+
+def confirm_request(order_id: str, intent_id: str) -> ConfirmPaymentRequest:
+    key = f"{order_id}:payment-confirm"
+    return ConfirmPaymentRequest(order_id=order_id, idempotency_key=key, intent_id=intent_id)
+
+
+async def authorized(payments: PaymentActivities, order_id: str) -> PaymentIntent:
+    """A manual-capture intent of ``order_id``, authorized."""
+    intent = await RUN(payments.create_payment_intent, intent_request(order_id))
     assert (intent.status, intent.currency) == ("requires_confirmation", "EUR")
-    confirm = ConfirmPaymentRequest(
-        order_id=order_id, idempotency_key=f"{order_id}:payment-confirm", intent_id=intent.id
-    )
-    answer = await RUN(payments.authorize_payment, confirm)
+    answer = await RUN(payments.authorize_payment, confirm_request(order_id, intent.id))
     assert answer.authorized and not answer.charged
     return answer
 
@@ -138,20 +146,10 @@ async def test_a_decline_at_authorization_is_a_business_outcome(
     payments: PaymentActivities, sandbox: SandboxAdmin
 ) -> None:
     order_id = f"pay-{uuid.uuid4().hex[:8]}"
-    request = PaymentIntentRequest(
-        order_id=order_id,
-        idempotency_key=f"{order_id}:payment-intent",
-        amount=900,
-        currency="USD",
-        payment_method="pm_card_chargeDeclinedInsufficientFunds",
-        capture_method="manual",
-    )
+    request = intent_request(order_id, "pm_card_chargeDeclinedInsufficientFunds")
     intent = await RUN(payments.create_payment_intent, request)
-    confirm = ConfirmPaymentRequest(
-        order_id=order_id, idempotency_key=f"{order_id}:payment-confirm", intent_id=intent.id
-    )
     with pytest.raises(ApplicationError) as declined:
-        await RUN(payments.authorize_payment, confirm)
+        await RUN(payments.authorize_payment, confirm_request(order_id, intent.id))
     assert declined.value.type == PAYMENT_DECLINED and declined.value.non_retryable
     assert declined.value.details[0]["decline_code"] == "insufficient_funds"
     assert sandbox.effects(order_id).authorizations == 0
@@ -162,14 +160,7 @@ async def test_a_key_reused_with_other_parameters_is_refused_for_an_operator(
 ) -> None:
     order_id = f"pay-{uuid.uuid4().hex[:8]}"
     first = await authorized(payments, order_id)
-    other = PaymentIntentRequest(
-        order_id=f"{order_id}-other",
-        idempotency_key=f"{order_id}:payment-intent",
-        amount=2500,
-        currency="EUR",
-        payment_method="pm_card_visa",
-        capture_method="manual",
-    )
+    other = intent_request(f"{order_id}-other", key_of=order_id)  # same key, other parameters
     with pytest.raises(ApplicationError) as refused:
         await RUN(payments.create_payment_intent, other)
     assert refused.value.type == PROVIDER_REJECTED and refused.value.non_retryable

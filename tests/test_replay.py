@@ -151,18 +151,7 @@ async def record_v4_scenarios(
     sandbox.reset_faults()
 
     held = orders["cancel-held-confirm"]
-    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{held.id}:payment-confirm")
-    await start_order(client, held, task_queue)
-    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
-    handle = client.get_workflow_handle_for(OrderWorkflow.run, held.id)
-    cancel = await handle.start_update(
-        OrderWorkflow.cancel,
-        CancelRequest(reason="changed my mind"),
-        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-    )
-    await wait_until_step(client, held.id, Step.PAYMENT_CANCEL)
-    sandbox.release("payments")
-    await cancel.result()
+    await cancel_while_held(client, sandbox, task_queue, held, Step.PAYMENT_CONFIRM)
 
     early = orders["early-shipped-signal"]
     sandbox.set_faults("payments", hold_next=1, key_prefix=f"{early.id}:payment-intent")
@@ -206,24 +195,32 @@ async def record_v8_scenarios(
 ) -> None:
     """A cancel that meets the capture in flight: the gateway decides, the charge is refunded."""
     held = orders["cancel-held-capture"]
-    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{held.id}:payment-capture")
-    await start_order(client, held, task_queue)
-    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
-    handle = client.get_workflow_handle_for(OrderWorkflow.run, held.id)
-    cancel = await handle.start_update(
-        OrderWorkflow.cancel,
-        CancelRequest(reason="changed my mind"),
-        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-    )
-    await wait_until_step(client, held.id, Step.PAYMENT_CANCEL)
-    sandbox.release("payments")
-    assert (await cancel.result()).refund_id is not None
+    view = await cancel_while_held(client, sandbox, task_queue, held, Step.PAYMENT_CAPTURE)
+    assert view.refund_id is not None
 
     webhook = orders["shipped-by-webhook"]
     await start_order(client, webhook, task_queue)
     await wait_for_status(client, webhook.id, OrderStatus.AWAITING_SHIPMENT)
     shipped = client.get_workflow_handle_for(OrderWorkflow.run, webhook.id)
     await shipped.execute_update(OrderWorkflow.report_shipment, UPS, id="shipment:evt_v8")
+
+
+async def cancel_while_held(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, order: Order, step: Step
+) -> OrderView:
+    """Cancel ``order`` while the gateway holds its ``step``, then let that call commit."""
+    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{order.id}:{step}")
+    await start_order(client, order, task_queue)
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, order.id)
+    cancel = await handle.start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await wait_until_step(client, order.id, Step.PAYMENT_CANCEL)
+    sandbox.release("payments")
+    return await cancel.result()
 
 
 async def wait_until_step(client: Client, order_id: str, step: Step) -> None:

@@ -8,12 +8,16 @@ registered just before the confirm, because from then on money may move (or be h
 the workflow hears.
 """
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.payment import (
         CancelPaymentRequest,
         CapturePaymentRequest,
+        Charge,
         ConfirmPaymentRequest,
         PaymentActivities,
         PaymentIntent,
@@ -25,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.compensation import Compensations
     from workflows.state import OrderState
     from workflows.steps import Steps
+
+R = TypeVar("R", ConfirmPaymentRequest, CapturePaymentRequest)
 
 
 class Payment:
@@ -52,18 +58,13 @@ class Payment:
 
     async def capture(self) -> str:
         """Move the authorized money; returns the charge id."""
-        state, order = self._state, self._state.order
-        assert state.intent is not None, "capture follows authorize"
-        charge = await self._steps.call(
+        order = self._state.order
+        return await self._take_money(
             Step.PAYMENT_CAPTURE,
             PaymentActivities.capture_payment,
             CapturePaymentRequest,
-            intent_id=state.intent.id,
             summary=f"capture {format_money(order.total, order.currency)}",
-            describe=lambda charge: charge.id,
         )
-        state.charge_id = charge.id
-        return charge.id
 
     async def _create_intent(self, **fields: str) -> PaymentIntent:
         """Create the order's intent once (its id in history), or return the one it has."""
@@ -89,12 +90,29 @@ class Payment:
         await self._create_intent()
         assert state.intent is not None
         self._compensations.add(Step.PAYMENT_CONFIRM, self.undo)
-        charge = await self._steps.call(
+        return await self._take_money(
             Step.PAYMENT_CONFIRM,
             PaymentActivities.confirm_payment,
             ConfirmPaymentRequest,
-            intent_id=state.intent.id,
             summary=f"confirm {state.intent.id}",
+        )
+
+    async def _take_money(
+        self,
+        step: Step,
+        activity: Callable[[Any, R], Awaitable[Charge]],
+        request: type[R],
+        summary: str,
+    ) -> str:
+        """Run the step that moves the money for the order's intent; returns the charge id."""
+        state = self._state
+        assert state.intent is not None, "money moves for an intent the order has"
+        charge = await self._steps.call(
+            step,
+            activity,
+            request,
+            intent_id=state.intent.id,
+            summary=summary,
             describe=lambda charge: charge.id,
         )
         state.charge_id = charge.id
