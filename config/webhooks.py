@@ -17,6 +17,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from security.private_files import write_private_file
+
 SECRET_ENV = "ORDERS_WEBHOOK_SECRET"
 """The shared secret(s), comma separated; the first is the current one."""
 SECRET_FILE_ENV = "ORDERS_WEBHOOK_SECRET_FILE"
@@ -114,18 +116,7 @@ def generate_secret() -> str:
 def ensure_secret_file(path: Path) -> Path:
     """The secret file at ``path``, generated with one new secret (mode 0600) if missing."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(descriptor, "w") as file:
-                file.write("# The warehouse webhooks' signing secret. Never commit it.\n")
-                file.write(generate_secret() + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        note = "# The warehouse webhooks' signing secret. Never commit it.\n"
+        write_private_file(path, note + generate_secret() + "\n")
     parse_secrets(path.read_text(), str(path))  # a broken file fails here, where its path is known
     return path

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from security.private_files import write_private_file
+
 KEYS_ENV = "ORDERS_CODEC_KEYS"
 """Keys inline: ``kid1:BASE64KEY,kid0:BASE64KEY``, the first is current."""
 KEY_FILE_ENV = "ORDERS_CODEC_KEY_FILE"
@@ -168,7 +170,6 @@ def read_key_file(path: Path) -> KeyRing:
 
 def write_key_file(path: Path, ring: KeyRing) -> None:
     """Write ``ring`` as a JSON key file readable by its owner only (mode 0600), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "note": "Payload encryption keys. The first is current; keep old ones to read old data. "
         "Never commit this file.",
@@ -176,18 +177,7 @@ def write_key_file(path: Path, ring: KeyRing) -> None:
             {"id": key.key_id, "key": base64.b64encode(key.secret).decode()} for key in ring.keys
         ],
     }
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(document, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_private_file(path, json.dumps(document, indent=2) + "\n")
 
 
 def ensure_key_file(path: Path) -> Path:
