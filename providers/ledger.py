@@ -56,6 +56,15 @@ CREATE INDEX IF NOT EXISTS charges_order ON charges (order_id);
 CREATE INDEX IF NOT EXISTS refunds_order ON refunds (order_id);
 CREATE INDEX IF NOT EXISTS messages_order ON messages (order_id);
 CREATE INDEX IF NOT EXISTS picklists_order ON picklists (order_id);
+-- Charges a declined confirm made, as Stripe makes them ('failed', nothing authorized): kept
+-- apart from charges, whose one row per intent is the one approved confirm.
+CREATE TABLE IF NOT EXISTS failed_charges (
+    id TEXT PRIMARY KEY, payment_intent TEXT NOT NULL REFERENCES payment_intents (id),
+    order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    payment_method TEXT NOT NULL, failure_code TEXT NOT NULL, decline_code TEXT NOT NULL,
+    failure_message TEXT NOT NULL, status TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failed_charges_intent ON failed_charges (payment_intent);
 -- What the gateway's search sees of each payment intent: a snapshot per write, visible to
 -- search only once it is older than the search lag (Stripe's search lags its writes).
 CREATE TABLE IF NOT EXISTS payment_intent_search (

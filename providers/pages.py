@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from providers import outbox
 from providers.ledger import LedgerDep
 from providers.mail import MESSAGES
-from providers.stripe.charges import CHARGES, render_charge
+from providers.stripe.charges import CHARGES, FAILED_CHARGES, render_charge, render_failed_charge
 from providers.stripe.payment_intents import INTENTS, render_intent
 from providers.stripe.refunds import REFUNDS, render_refund
 from providers.warehouse import PICKLISTS, closed_orders
@@ -117,6 +117,14 @@ async def payments_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
             (*money, "released_at", "payment_intent"),
         ),
         _table("Refunds", refunds, (*money, "charge", "payment_intent", "reason")),
+        _table(
+            "Declined attempts (failed charges; no money moved)",
+            [
+                render_failed_charge(row) | {"order_id": row["order_id"]}
+                for row in FAILED_CHARGES.find_rows(db)[::-1]
+            ],
+            (*money, "failure_code", "payment_intent", "payment_method"),
+        ),
         _table(
             "Payment intents",
             intents,

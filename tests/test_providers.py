@@ -939,7 +939,8 @@ def test_html_pages(provider: Provider, http: httpx.Client, order_id: str) -> No
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert f'href="/mail/?api_key={API_KEY}"' in page.text
     payments = http.get("/payments/").text
-    for section in ("Captures", "Authorizations", "Releases", "Refunds", "Payment intents"):
+    sections = ("Captures", "Authorizations", "Releases", "Refunds", "Declined", "Payment intents")
+    for section in sections:
         assert f"<h2>{section}" in payments
     mail = http.get("/mail/").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in mail and "<script>" not in mail

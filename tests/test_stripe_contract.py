@@ -184,12 +184,43 @@ async def test_declining_cards_raise_card_error_and_the_decline_is_replayed(
     now = await client.v1.payment_intents.retrieve_async(intent.id)
     assert now.status == "requires_payment_method" and now.payment_method is None
     assert now.last_payment_error is not None and now.last_payment_error.code == code
+    # As in Stripe, the attempt made a failed charge, and it is the latest: a latest_charge
+    # is no sign that money moved.
+    assert error.error.charge is not None and now.latest_charge == error.error.charge
+    failed = await client.v1.charges.retrieve_async(charge_of(now))
+    assert (failed.status, failed.paid, failed.captured, failed.failure_code) == (
+        "failed",
+        False,
+        False,
+        code,
+    )
     # A new key finds no payment method to try again with: nothing is charged.
     with pytest.raises(stripe.InvalidRequestError) as again:
         await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm-2"))
     assert again.value.code == "payment_intent_unexpected_state"
     counts = ledger(sandbox, order_id)
     assert (counts["authorizations"], counts["charges"]) == (0, 0)
+
+
+async def test_a_declined_intent_confirmed_again_with_another_card_authorizes_once(
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
+) -> None:
+    intent = await create(client, order_id, "pm_card_chargeDeclined")
+    with pytest.raises(stripe.CardError):
+        await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
+    retried = await client.v1.payment_intents.confirm_async(
+        intent.id, {"payment_method": "pm_card_visa"}, key(order_id, "confirm-visa")
+    )
+    assert (retried.status, retried.payment_method, retried.last_payment_error) == (
+        "requires_capture",
+        "pm_card_visa",
+        None,
+    )
+    listed = await client.v1.charges.list_async({"payment_intent": intent.id})
+    assert sorted(charge.status for charge in listed.data) == ["failed", "succeeded"]
+    assert listed.data[0].id == retried.latest_charge  # newest first
+    counts = ledger(sandbox, order_id)
+    assert (counts["authorizations"], counts["charges"]) == (1, 0)
 
 
 async def test_cancel_of_an_authorization_releases_it(

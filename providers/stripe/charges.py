@@ -4,8 +4,10 @@ A confirm that the card approves makes one charge for the intent (never a second
 keys): with ``capture_method=automatic`` it is captured at once (money moved); with ``manual``
 it is an authorization (``captured: false``) until the intent is captured, or released when the
 intent is cancelled (``released_at``; no money ever moved). Refunds add to
-``amount_refunded``. Charges are made by ``payment_intents`` and ``refunds``; this module
-stores, renders and lists them.
+``amount_refunded``. A confirm the card declines makes a ``failed`` charge, as Stripe does (the
+intent's ``latest_charge`` then names it, though no money moved): those are kept apart
+(``FAILED_CHARGES``), so an intent has at most one charge that succeeded. Charges are made by
+``payment_intents``; this module stores, renders and lists them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ router = APIRouter(tags=["payments"])
 
 CHARGES = Resource(
     "charges",
+    "charge",
+    "ch",
+    ("payment_intent", "order_id", "amount", "currency", "status", "created"),
+)
+
+
+FAILED_CHARGES = Resource(
+    "failed_charges",
     "charge",
     "ch",
     ("payment_intent", "order_id", "amount", "currency", "status", "created"),
@@ -80,9 +90,85 @@ def render_charge(row: sqlite3.Row) -> dict[str, Any]:
     }
 
 
+def render_failed_charge(row: sqlite3.Row) -> dict[str, Any]:
+    """The Charge object of a declined attempt: ``failed``, nothing captured or paid."""
+    return {
+        "id": row["id"],
+        "object": "charge",
+        "amount": row["amount"],
+        "amount_captured": 0,
+        "amount_refunded": 0,
+        "balance_transaction": None,
+        "captured": False,
+        "created": to_unix(row["created"]),
+        "currency": str(row["currency"]).lower(),
+        "description": None,
+        "disputed": False,
+        "failure_code": row["failure_code"],
+        "failure_message": row["failure_message"],
+        "livemode": False,
+        "metadata": {"order_id": row["order_id"]} if row["order_id"] else {},
+        "outcome": {
+            "network_status": "declined_by_network",
+            "reason": row["decline_code"],
+            "risk_level": "normal",
+            "seller_message": "The bank did not return any further details with this decline.",
+            "type": "issuer_declined",
+        },
+        "paid": False,
+        "payment_intent": row["payment_intent"],
+        "payment_method": row["payment_method"],
+        "refunded": False,
+        "status": "failed",
+    }
+
+
 def get_charge_row(db: sqlite3.Connection, charge_id: str) -> sqlite3.Row | None:
-    """The ledger row of a charge, if there is one."""
+    """The ledger row of a charge that succeeded (captured or not), if there is one."""
     return CHARGES.get_row(db, charge_id)
+
+
+def render_any(db: sqlite3.Connection, charge_id: str) -> dict[str, Any] | None:
+    """The Charge object with this id, succeeded or failed; None if there is none."""
+    if (row := CHARGES.get_row(db, charge_id)) is not None:
+        return render_charge(row)
+    if (failed := FAILED_CHARGES.get_row(db, charge_id)) is not None:
+        return render_failed_charge(failed)
+    return None
+
+
+def latest_failed(db: sqlite3.Connection, intent_id: str) -> str | None:
+    """The id of the intent's newest failed charge, if a confirm of it was ever declined."""
+    row = db.execute(
+        "SELECT id FROM failed_charges WHERE payment_intent = ? ORDER BY rowid DESC LIMIT 1",
+        (intent_id,),
+    ).fetchone()
+    return None if row is None else str(row["id"])
+
+
+def decline(
+    db: sqlite3.Connection,
+    intent: sqlite3.Row,
+    method: str,
+    code: str,
+    decline_code: str,
+    message: str,
+) -> str:
+    """Record a declined attempt as a ``failed`` charge; its id."""
+    charge = FAILED_CHARGES.insert(
+        db,
+        payment_intent=intent["id"],
+        order_id=intent["order_id"],
+        amount=intent["amount"],
+        currency=intent["currency"],
+        payment_method=method,
+        failure_code=code,
+        decline_code=decline_code,
+        failure_message=message,
+        status="failed",
+    )
+    charge_id: str = charge["id"]
+    return charge_id
 
 
 def authorize(db: sqlite3.Connection, intent: sqlite3.Row, method: str, capture: bool) -> str:
@@ -132,19 +218,26 @@ async def retrieve_charge(charge: str, request: Request, ledger: LedgerDep) -> d
     params = Params(read_query(request))
     params.strings("expand")
     params.done()
-    row = get_charge_row(ledger.db, charge)
-    if row is None:
+    found = render_any(ledger.db, charge)
+    if found is None:
         raise resource_missing("charge", charge, "id")
-    return render_charge(row)
+    return found
 
 
 @router.get("/charges")
 async def list_charges(request: Request, ledger: LedgerDep) -> dict[str, Any]:
-    """List charges, newest first, all or those of one ``payment_intent``."""
+    """List charges, newest first (failed ones too), all or those of one ``payment_intent``."""
     params = Params(read_query(request))
     intent = params.string("payment_intent", max_length=300)
     limit = params.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
     params.strings("expand")
     params.done()
-    rows = CHARGES.find_rows(ledger.db, payment_intent=intent)[::-1]
-    return list_object("/v1/charges", [render_charge(row) for row in rows], limit)
+    found = [
+        (row["created"], render_charge(row))
+        for row in CHARGES.find_rows(ledger.db, payment_intent=intent)
+    ] + [
+        (row["created"], render_failed_charge(row))
+        for row in FAILED_CHARGES.find_rows(ledger.db, payment_intent=intent)
+    ]
+    found.sort(key=lambda item: str(item[0]), reverse=True)
+    return list_object("/v1/charges", [charge for _, charge in found], limit)

@@ -55,11 +55,20 @@ def unexpected_state(message: str, payment_intent: dict[str, Any]) -> ApiError:
 
 
 def card_error(
-    code: str, decline_code: str, message: str, payment_intent: dict[str, Any], payment_method: str
+    code: str,
+    decline_code: str,
+    message: str,
+    payment_intent: dict[str, Any],
+    payment_method: str,
+    charge: str,
 ) -> ApiError:
-    """402 ``card_error``: the card was declined; the intent is in ``error.payment_intent``."""
+    """402 ``card_error``: the card was declined; the intent is in ``error.payment_intent``.
+
+    ``charge`` is the failed charge the attempt made (no money moved).
+    """
     return stripe_error(
         402, "card_error", code, message,
+        charge=charge,
         decline_code=decline_code,
         payment_intent=payment_intent,
         payment_method={"id": payment_method, "object": "payment_method", "type": "card"},

@@ -78,9 +78,10 @@ def render_intent(
     error = json.loads(row["last_payment_error"]) if row["last_payment_error"] else None
     # Like Stripe, a declined payment method is detached: it lives on in last_payment_error.
     method = None if status == "requires_payment_method" else (row["payment_method"] or None)
-    latest: Any = row["charge"]
-    if "latest_charge" in expand and charge is not None:
-        latest = charges.render_charge(charge)
+    # Like Stripe's: a declined attempt's failed charge is the latest until one succeeds.
+    latest: Any = row["charge"] or charges.latest_failed(db, row["id"])
+    if "latest_charge" in expand and latest is not None:
+        latest = charges.render_any(db, latest)
     secret = hashlib.sha256(f"secret:{row['id']}".encode()).hexdigest()[:24]
     return {
         "id": row["id"],
@@ -165,8 +166,12 @@ def _confirm(
         raise unexpected_state(message, render_intent(db, row))
     decline = decline_for(method)
     if decline is not None:
+        failed = charges.decline(
+            db, row, method, decline.code, decline.decline_code, decline.message
+        )
         error = {
             "type": "card_error",
+            "charge": failed,
             "code": decline.code,
             "decline_code": decline.decline_code,
             "message": decline.message,
@@ -178,7 +183,9 @@ def _confirm(
             (method, decline.decline_code, json.dumps(error), intent_id),
         )
         intent = _changed(db, intent_id).body
-        declined = card_error(decline.code, decline.decline_code, decline.message, intent, method)
+        declined = card_error(
+            decline.code, decline.decline_code, decline.message, intent, method, failed
+        )
         # Returned, not raised: the intent's new status must be committed with the answer.
         return Outcome(declined.status, declined.body)
     automatic = row["capture_method"] == "automatic"
