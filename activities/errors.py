@@ -15,6 +15,7 @@ _BUSINESS_ERROR_TYPES = {"card_declined": PAYMENT_DECLINED, "out_of_stock": OUT_
 # 401/403 mean our configuration is wrong, not the order: wait for an operator to fix it.
 _RETRYABLE_STATUSES = {401, 403, 408, 409, 425, 429}
 _CARD_ERROR_STATUS = 402
+_SERVER_ERROR = 500
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,22 @@ def error_for_response(service: str, response: ProviderAnswer) -> ApplicationErr
     """Classify a failed provider response.
 
     5xx, 409 (same key still in flight) and throttling are retryable: the retry sends the same
-    idempotency key. Declines and other 4xx answers are final business outcomes.
+    idempotency key, except a 5xx the provider replays from its idempotency store, which that
+    key can never get past. Declines and other 4xx answers are final business outcomes.
     """
     error = _error_body(response)
     code = str(error.get("code", "unknown"))
     message = f"{service} answered {response.status} {code}: {error.get('message', '')}"
-    if response.status >= 500 or response.status in _RETRYABLE_STATUSES:
+    if response.status >= _SERVER_ERROR and response.replayed:
+        # Stripe stores a 500 under its key like any answer: every retry with that key gets
+        # it again, so only a new key can learn the outcome. A refusal parks the step; the
+        # operator's retry sends a new key and adopts whatever the provider already did.
+        message += (
+            " (stored under this idempotency key and replayed: the outcome is unknown and this "
+            "key can never get another answer; retry the step, which sends a new key)"
+        )
+        return ApplicationError(message, error, type=PROVIDER_REJECTED, non_retryable=True)
+    if response.status >= _SERVER_ERROR or response.status in _RETRYABLE_STATUSES:
         return ApplicationError(message, type=PROVIDER_UNAVAILABLE)
     # 402 is Stripe's card error: a decline, whatever its code (card_declined, expired_card...).
     declined = response.status == _CARD_ERROR_STATUS

@@ -19,12 +19,7 @@ from stripe import RequestOptions
 from temporalio.exceptions import ApplicationError
 
 from activities import metrics
-from activities.errors import (
-    PROVIDER_REJECTED,
-    ProviderAnswer,
-    error_for_response,
-    error_for_transport,
-)
+from activities.errors import ProviderAnswer, error_for_response, error_for_transport
 from activities.heartbeat import heartbeating
 from telemetry.http_tracing import client_span, record_status
 from telemetry.names import ProviderErrorKind
@@ -33,8 +28,6 @@ SERVICE = "payments"
 """The gateway's name in metrics and error messages."""
 
 T = TypeVar("T", bound=stripe.StripeObject)
-
-_SERVER_ERROR = 500
 
 UNEXPECTED_STATE = "payment_intent_unexpected_state"
 """Stripe's answer to an action the intent's status no longer allows (confirm a confirmed one,
@@ -109,33 +102,9 @@ def _classified(err: stripe.StripeError) -> ApplicationError:
     )
     if answer.replayed:
         metrics.provider_error(SERVICE, ProviderErrorKind.REPLAYED)
-    if answer.status >= _SERVER_ERROR and answer.replayed:
-        error = _stored_server_error(answer, body)
-        metrics.provider_error(SERVICE, metrics.error_kind(error))
-        return error
     error = error_for_response(SERVICE, answer)
     metrics.provider_error(SERVICE, metrics.error_kind(error))
     return error
-
-
-def _stored_server_error(answer: ProviderAnswer, body: dict[str, object]) -> ApplicationError:
-    """A 5xx Stripe replays for a key: the same key can never get another answer.
-
-    Stripe stores a 500 under its idempotency key like any answer, and its outcome is unknown
-    (the effect may or may not have happened). Retrying under the key only replays it, so the
-    step is refused: the order asks an operator, whose retry uses a new key, and the activity
-    then adopts what the gateway has (``payment_intent_unexpected_state`` and a retrieve) or
-    acts once.
-    """
-    error = body.get("error")
-    return ApplicationError(
-        f"{SERVICE} answered {answer.status} under this idempotency key and replays it "
-        "(Stripe stores a 500 with its key): the outcome is unknown; retry the step, which "
-        "sends a new key and takes whatever the gateway already did",
-        error if isinstance(error, dict) else {},
-        type=PROVIDER_REJECTED,
-        non_retryable=True,
-    )
 
 
 @asynccontextmanager

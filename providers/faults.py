@@ -82,6 +82,14 @@ class FaultConfig(BaseModel):
         description="The next N requests are refused (422) with no effect, the refusal stored "
         "under their key, so a retry with the same key gets it again.",
     )
+    server_error_next: int = Field(
+        0,
+        ge=0,
+        le=MAX_COUNT,
+        description="The next N requests take effect, but the answer stored under their key "
+        "(and sent) is a 500, replayed to every retry with that key: Stripe stores its 500s "
+        "like any answer, so the caller cannot learn the outcome under that key.",
+    )
     drop_replays: bool = Field(
         False, description="Drops also hit answers replayed for a key, so a retry can lose its too."
     )
@@ -131,6 +139,7 @@ class FaultPlan:
     drop: bool = False
     reject: bool = False
     refuse: bool = False
+    server_error: bool = False
 
 
 @dataclass
@@ -194,6 +203,9 @@ class Faults:
         if config.refuse_next:
             config.refuse_next -= 1
             return FaultPlan(refuse=True)
+        if config.server_error_next:
+            config.server_error_next -= 1
+            return FaultPlan(server_error=True)
         hold = config.hold_next > 0
         config.hold_next = max(0, config.hold_next - 1)
         drop = config.drop_next > 0 or random.random() < config.drop_rate

@@ -129,6 +129,14 @@ def _injected_fault(service: str) -> ApiError:
     return ApiError(503, "injected_fault", message, "api_error")
 
 
+def _injected_server_error(service: str) -> ApiError:
+    message = (
+        f"Injected server error: {service} failed after the request took effect; this answer "
+        "is stored under its key and replayed, as Stripe stores its 500s."
+    )
+    return ApiError(500, "injected_server_error", message, "api_error")
+
+
 def _injected_rejection(service: str) -> ApiError:
     message = f"Injected rejection: {service} refused this request as invalid."
     return ApiError(422, "injected_rejection", message)
@@ -156,6 +164,7 @@ class Refusals:
     injected_fault: Callable[[str], ApiError] = _injected_fault
     injected_rejection: Callable[[str], ApiError] = _injected_rejection
     injected_refusal: Callable[[str], ApiError] = _injected_refusal
+    injected_server_error: Callable[[str], ApiError] = _injected_server_error
     missing_key: Callable[[], ApiError] = missing_idempotency_key
     invalid_key: Callable[[str], ApiError] = invalid_idempotency_key
 
@@ -168,6 +177,12 @@ JSON_REFUSALS = Refusals()
 def _refuse(refusal: ApiError, _: sqlite3.Connection) -> Outcome:
     """The effect of an injected refusal: none, just the refusal to store under the key."""
     raise refusal
+
+
+def _fail_after(effect: Effect, failure: ApiError, db: sqlite3.Connection) -> Outcome:
+    """The effect happens, but the answer stored under the key is ``failure`` (a 500)."""
+    effect(db)
+    return Outcome(failure.status, failure.body)
 
 
 def _json_response(status: int, body: str, **headers: str) -> Response:
@@ -230,10 +245,13 @@ class Idempotency:
                 await self.faults.hold(service, key)
             if plan.latency_s:
                 await asyncio.sleep(plan.latency_s)
-            # A refusal is this request's business outcome: committed with the key, no effect.
-            refusal = partial(_refuse, refusals.injected_refusal(service))
+            if plan.refuse:
+                # A refusal is this request's business outcome: committed with the key, no effect.
+                effect = partial(_refuse, refusals.injected_refusal(service))
+            elif plan.server_error:
+                effect = partial(_fail_after, effect, refusals.injected_server_error(service))
             request_id = getattr(request.state, "request_id", None)
-            stored = self._commit(key, refusal if plan.refuse else effect, request_id)
+            stored = self._commit(key, effect, request_id)
         except BaseException:
             # Nothing was committed (effect and response are one transaction): free the key.
             self._release(key)

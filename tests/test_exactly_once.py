@@ -340,6 +340,37 @@ async def test_a_request_still_in_flight_when_the_operator_retries_takes_effect_
     assert lines == [StepState.FAILED, StepState.COMPLETED]
 
 
+async def test_a_capture_answered_with_a_stored_500_is_adopted_under_a_new_key(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    """Stripe stores a 500 under its key like any answer and replays it to every retry.
+
+    Here the capture took effect and its key holds a 500: retrying that key can never learn
+    it, so the order asks an operator (not 6 hours of replayed 500s), and the operator's retry
+    sends a new key, which Stripe answers with ``payment_intent_unexpected_state``: the
+    activity retrieves the intent and adopts its charge. One capture, no second one.
+    """
+    order = make_order()
+    key = f"{order.id}:{Step.PAYMENT_CAPTURE}"
+    sandbox.set_faults("payments", server_error_next=1, key_prefix=key)
+    await start_order(client, order, task_queue)
+    view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.attention_step == Step.PAYMENT_CAPTURE
+    assert view.attention_reason and "answered 500" in view.attention_reason
+    assert stored_under(sandbox, key)["status"] == 500
+    assert sandbox.effects(order.id).charges == 1  # it did take effect
+
+    await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+    view = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+
+    effects = sandbox.effects(order.id)
+    assert (effects.authorizations, effects.charges, effects.refunds) == (1, 1, 0)
+    assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
+    charge = sandbox.list("/payments/charges", order_id=order.id)[0]
+    assert view.transaction_id == charge["id"]
+    assert stored_under(sandbox, f"{key}:attempt-2")["status"] == 400  # unexpected state
+
+
 async def test_an_order_id_reused_after_its_first_run_is_gone_is_never_charged_again(
     client: Client, sandbox: SandboxAdmin, task_queue: str
 ) -> None:
