@@ -39,6 +39,9 @@ AUTHORIZED = "requires_capture"
 CAPTURED = "succeeded"
 CANCELED = "canceled"
 ALREADY_REFUNDED = "charge_already_refunded"
+METADATA_VALUE_LIMIT = 500
+"""Stripe's longest metadata value; a refund's free-text reason travels there (its ``reason``
+field only takes Stripe's three words)."""
 
 
 class PaymentIntentRequest(EffectRequest):
@@ -310,9 +313,10 @@ class PaymentActivities:
         A charge already refunded in full (by an earlier try under another key) is answered by
         Stripe with ``charge_already_refunded``; its refund is then looked up and returned.
         """
+        reason = request.reason[:METADATA_VALUE_LIMIT]
         params: RefundCreateParams = {
             "charge": request.charge_id,
-            "metadata": {"order_id": request.order_id, "reason": request.reason},
+            "metadata": {"order_id": request.order_id, "reason": reason},
         }
         try:
             created = await self._gateway.send(
