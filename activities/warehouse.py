@@ -13,7 +13,7 @@ the cancel wait (409, retried) until it has an outcome.
 
 from urllib.parse import quote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,7 +21,7 @@ from activities.errors import PROVIDER_REJECTED, provider_error_code
 from activities.logging import log_step
 from activities.provider_client import ProviderClient
 from activities.requests import EffectRequest
-from domain.models import Address
+from domain.models import Address, Shipment
 from domain.status import Step
 
 ORDER_CLOSED = "order_closed"
@@ -51,6 +51,18 @@ class Picklist(BaseModel):
     """The warehouse's id for an accepted picklist."""
 
     id: str
+    status: str | None = None
+    """As the warehouse last answered (``open``, ``cancelled``, ``shipped``)."""
+    shipment: Shipment | None = None
+    """Set when an order cancel met the picklist already shipped: the parcel had left."""
+
+    @field_validator("shipment", mode="before")
+    @classmethod
+    def _parcel_only(cls, value: object) -> object:
+        """Keep the parcel (carrier, tracking number) of the warehouse's shipment record."""
+        if isinstance(value, dict):
+            return {key: value.get(key) for key in ("carrier", "tracking_number")}
+        return value
 
 
 class ClosedOrder(BaseModel):
@@ -113,9 +125,10 @@ class WarehouseActivities:
     async def cancel_picklist(self, request: CancelPicklistRequest) -> Picklist | None:
         """Cancel the order at the warehouse: its picklist is cancelled and its stock returned.
 
-        Returns the cancelled picklist, or ``None`` when none was ever made for the order.
-        Cancelling twice changes nothing, and a picklist request still on its way is refused
-        when it arrives.
+        Returns the cancelled picklist, or ``None`` when none was ever made for the order, or
+        the picklist with its ``shipment`` when the parcel had already left (nothing taken
+        back). Cancelling twice changes nothing, and a picklist request still on its way is
+        refused when it arrives.
         """
         answer = await self._warehouse.post(
             f"/orders/{quote(request.order_id, safe='')}/cancel",
@@ -123,6 +136,16 @@ class WarehouseActivities:
             idempotency_key=f"{request.idempotency_key}{CLOSE_KEY_SUFFIX}",
         )
         picklist = ClosedOrder.model_validate(answer).picklist
-        outcome = f"cancelled {picklist.id}" if picklist else "nothing was picked"
+        outcome = describe_take_back(picklist)
         log_step(request.order_id, Step.PICKLIST_CANCEL, outcome)
         return picklist
+
+
+def describe_take_back(picklist: Picklist | None) -> str:
+    """What taking the order back at the warehouse did, in a line of the order's timeline."""
+    if picklist is None:
+        return "nothing was picked"
+    if picklist.shipment is not None:
+        shipment = picklist.shipment
+        return f"{picklist.id} had shipped ({shipment.carrier} {shipment.tracking_number})"
+    return f"cancelled {picklist.id}"

@@ -63,7 +63,8 @@ class ShipVerdict(StrEnum):
     ALREADY = "already-shipped"
     """The order shipped with this very shipment: a repeat of a report it took; nothing to do."""
     NOT_YET = "not-yet"
-    """The order is still paying or picking (or a step waits for an operator): report later."""
+    """The order is still paying or picking, being cancelled (the warehouse's answer to the
+    cancel decides), or a step waits for an operator: report later."""
     NEVER = "never"
     """The order can never take it: cancelled, wound down, or shipped with another parcel."""
 
@@ -79,10 +80,10 @@ def ship_verdict(view: OrderView, shipment: Shipment) -> tuple[ShipVerdict, str 
             shipment.tracking_number,
         )
         return (ShipVerdict.ALREADY if same else ShipVerdict.NEVER), refusal
-    if (
-        view.status.is_final
-        or view.status == OrderStatus.CANCELLING
-        or view.winding_down_to is not None
+    if view.status.is_final or (
+        view.winding_down_to is not None and view.winding_down_to != OrderStatus.CANCELLED
     ):
         return ShipVerdict.NEVER, refusal
+    # Still paying or picking, or being cancelled: a cancel that meets the parcel shipped at
+    # the warehouse completes the order as shipped after all, so report it again later.
     return ShipVerdict.NOT_YET, refusal

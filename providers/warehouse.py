@@ -14,9 +14,9 @@ nothing when it arrives. Creating a picklist and cancelling its order both lock 
 A picklist is shipped (``POST /warehouse/picklists/{id}/ship``, the page's button, or on its
 own after ``PROVIDERS_AUTO_SHIP_AFTER``): in the same transaction the warehouse writes a
 ``shipment.shipped`` event to its outbox (``providers.outbox``), which ``providers.webhooks``
-delivers to the shop, at least once. A shipped picklist is never taken back: an order cancelled
-after its parcel left keeps it shipped, and the shop's receiver refuses that shipment for an
-operator to see.
+delivers to the shop, at least once. A shipped picklist is never taken back: an order cancel
+that meets it answers it shipped, with its shipment, so the shop learns the parcel left even
+while its webhook receiver is down.
 """
 
 from __future__ import annotations
@@ -306,9 +306,14 @@ def _cancel_order(order_id: str, db: sqlite3.Connection) -> Outcome:
         "order_id": order_id,
         "status": "closed",
         "closed": _closed(db, order_id),
-        "picklist": PICKLISTS.render(taken[-1]) if taken else None,
+        "picklist": _answered(db, taken[-1]) if taken else None,
     }
     return Outcome(200, body)
+
+
+def _answered(db: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    """A picklist as an order cancel answers it: a shipped one with its shipment."""
+    return _shipped(db, row) if row["status"] == "shipped" else PICKLISTS.render(row)
 
 
 @router.post("/picklists")
@@ -383,10 +388,12 @@ async def cancel_order(
 
     The order's active picklist, if any, is cancelled and its stock put back. The answer names
     the order (``status`` ``closed``, and since when) and its picklist, ``null`` if none was
-    ever made. From then on a picklist for the order is refused with 422 ``order_closed``, so a
-    picklist request still on its way (sent before the cancel, arriving after it) picks
-    nothing. Refused with 409 while a picklist for the order is being made: retry, and the
-    cancel takes back what it made. Cancelling twice changes nothing.
+    ever made; a picklist that already shipped stays ``shipped`` and comes with its
+    ``shipment`` (carrier, tracking number): the parcel left, nothing was taken back. From then
+    on a picklist for the order is refused with 422 ``order_closed``, so a picklist request
+    still on its way (sent before the cancel, arriving after it) picks nothing. Refused with 409
+    while a picklist for the order is being made: retry, and the cancel takes back what it
+    made. Cancelling twice changes nothing.
     """
     lock = resource_lock("order", order_id)
     return await idem.run(request, SERVICE, partial(_cancel_order, order_id), lock, key=key)

@@ -10,6 +10,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory, WorkflowUpdateStage
@@ -76,15 +77,21 @@ RECORDED = {
 RECORDED["v5"] = (*RECORDED["v4"], "email-local-try-lost")
 RECORDED["v6"] = RECORDED["v5"]
 RECORDED["v7"] = (*RECORDED["v6"], "temporal-cancel", "temporal-cancel-after-shipment")
-RECORDED["v8"] = (*RECORDED["v7"], "cancel-held-capture", "shipped-by-webhook")
+RECORDED["v8"] = (
+    *RECORDED["v7"],
+    "cancel-held-capture",
+    "shipped-by-webhook",
+    "cancel-meets-shipped",
+)
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
 the emails tried as local activities first, v6 with an operator's retry after faults sending the
 step's key again (``operator-retry``), v7 with a workflow cancel requested through Temporal
 winding the order down, or ignored once it has shipped, v8 with authorize, reserve, capture on
-Stripe's API (a cancel meeting a held capture) and the warehouse's webhook reporting the
-shipment by update. The last is the current one, which recording writes."""
+Stripe's API (a cancel meeting a held capture), the warehouse's webhook reporting the shipment
+by update, and a cancel that finds the parcel shipped. The last is the current one, which
+recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -203,6 +210,16 @@ async def record_v8_scenarios(
     await wait_for_status(client, webhook.id, OrderStatus.AWAITING_SHIPMENT)
     shipped = client.get_workflow_handle_for(OrderWorkflow.run, webhook.id)
     await shipped.execute_update(OrderWorkflow.report_shipment, UPS, id="shipment:evt_v8")
+
+    left = orders["cancel-meets-shipped"]
+    await start_order(client, left, task_queue)
+    await wait_for_status(client, left.id, OrderStatus.AWAITING_SHIPMENT)
+    [picklist] = sandbox.list("/warehouse/picklists", order_id=left.id)
+    ship = f"{sandbox.base_url}/warehouse/picklists/{picklist['id']}/ship"
+    headers = {"Authorization": f"Bearer {sandbox.api_key}", "Idempotency-Key": f"{left.id}:s"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        (await http.post(ship, headers=headers)).raise_for_status()
+    assert (await cancel_order(client, left.id, "too late")).status == OrderStatus.COMPLETED
 
 
 async def cancel_while_held(

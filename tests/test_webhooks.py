@@ -26,7 +26,7 @@ from client.orders import cancel_order, start_order
 from config import webhooks as names
 from domain.models import OrderView, Shipment
 from domain.rules import ShipVerdict, ship_verdict
-from domain.status import EmailTemplate, OrderStatus
+from domain.status import EmailTemplate, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
@@ -45,6 +45,7 @@ API_KEY = "sk_test_webhooks"
 SECRET = names.generate_secret()
 OLD_SECRET = names.generate_secret()
 SHIPPED_EMAIL = EmailTemplate.ORDER_SHIPPED.value
+CONFIRMATION_EMAIL = EmailTemplate.ORDER_CONFIRMATION.value
 
 
 # --- The signature scheme ---------------------------------------------------------------------
@@ -176,7 +177,11 @@ def test_a_report_is_due_a_repeat_not_yet_or_never() -> None:
     assert ship_verdict(done, shipment)[0] == ShipVerdict.ALREADY
     assert ship_verdict(done, other)[0] == ShipVerdict.NEVER
     assert ship_verdict(view(OrderStatus.CANCELLED), shipment)[0] == ShipVerdict.NEVER
-    assert ship_verdict(view(OrderStatus.CANCELLING), shipment)[0] == ShipVerdict.NEVER
+    # Being cancelled: the warehouse's answer to the cancel decides, so the report waits.
+    cancelling = view(OrderStatus.CANCELLING, winding_down_to=OrderStatus.CANCELLED)
+    assert ship_verdict(cancelling, shipment)[0] == ShipVerdict.NOT_YET
+    stopping = view(OrderStatus.RECEIVED, winding_down_to=OrderStatus.OUT_OF_STOCK)
+    assert ship_verdict(stopping, shipment)[0] == ShipVerdict.NEVER
 
 
 # --- Against real processes --------------------------------------------------------------------
@@ -370,6 +375,35 @@ async def test_a_webhook_delivered_by_the_warehouse_ships_the_order(
         len((await http.get("/admin/webhooks", params={"order_id": order.id})).json()["data"]) == 1
     )
     assert 'webhooks_events_total{outcome="shipped"}' in await receiver_metrics(rig_of(http))
+
+
+async def test_a_cancel_that_meets_the_parcel_shipped_completes_the_order_as_shipped(
+    client: Client, queue: str, http: httpx.AsyncClient, admin: SandboxAdmin
+) -> None:
+    """The warehouse shipped while its webhook could not reach the shop; the customer cancels.
+
+    The undo asks the warehouse, which answers that the parcel left (nothing can be taken
+    back): the order completes as shipped, its payment kept, one shipped email and no
+    cancellation email. The webhook delivered later is a repeat of what the order knows.
+    """
+    await http.put("/admin/webhooks", json={"paused": True})
+    order = await order_awaiting_shipment(client, queue)
+    shipped = await ship(http, order.id, carrier="DHL", tracking_number="JD0146-0000-2")
+
+    view = await cancel_order(client, order.id, "changed my mind")
+
+    assert view.status == OrderStatus.COMPLETED
+    assert view.shipment == Shipment(carrier="DHL", tracking_number="JD0146-0000-2")
+    assert (view.refund_id, view.failure_reason, view.winding_down_to) == (None, None, None)
+    line = next(line for line in view.timeline if line.step == Step.PICKLIST_CANCEL)
+    assert line.detail == f"{shipped['id']} had shipped (DHL JD0146-0000-2)"
+    effects = admin.effects(order.id)
+    assert (effects.charges, effects.refunds, effects.cancelled_picklists) == (1, 0, 0)
+    assert effects.emails == {CONFIRMATION_EMAIL: 1, SHIPPED_EMAIL: 1}
+    await http.put("/admin/webhooks", json={"paused": False})
+    event = await until_event(http, order.id, "delivered", status="delivered")
+    assert event["last_status"] == "200"  # the order already shipped with this very parcel
+    assert admin.effects(order.id).emails_of(SHIPPED_EMAIL) == 1
 
 
 def rig_of(http: httpx.AsyncClient) -> Rig:

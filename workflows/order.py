@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import metrics
     from workflows.compensation import Compensations
     from workflows.payment import Payment
-    from workflows.picking import Picking
+    from workflows.picking import Picking, ShippedBeforeCancel
     from workflows.shipment import wait_for_shipment
     from workflows.state import OrderState
     from workflows.steps import OrderStopped, Steps
@@ -114,9 +114,7 @@ class OrderWorkflow:
                 await self._charge_confirm_pick()
             self._set_status(OrderStatus.AWAITING_SHIPMENT)
             shipment = await wait_for_shipment(state, steps, self._set_status, self._email)
-            self._set_status(OrderStatus.SHIPPED)
-            await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(state.order, shipment))
-            self._set_status(OrderStatus.COMPLETED)
+            await self._deliver(shipment)
         except asyncio.CancelledError:
             if state.cancel_reason is None:
                 raise
@@ -157,9 +155,25 @@ class OrderWorkflow:
         if stop.status == OrderStatus.CANCELLED:
             self._set_status(OrderStatus.CANCELLING)
         self._compensations.discard(stop.step)
-        await self._compensations.unwind(workflow.patched(PROVIDER_DECIDES_PATCH))
+        try:
+            await self._compensations.unwind(workflow.patched(PROVIDER_DECIDES_PATCH))
+        except ShippedBeforeCancel as shipped:
+            # Undone newest first, the picklist before the payment: nothing was refunded yet.
+            workflow.logger.warning(
+                "order %s: %s; it completes as shipped", state.order.id, shipped
+            )
+            state.cancel_reason = state.winding_down_to = state.failure_reason = None
+            await self._deliver(shipped.shipment)
+            return
         await self._email(*self._farewell(stop))
         self._set_status(stop.status)
+
+    async def _deliver(self, shipment: Shipment) -> None:
+        """The parcel has left: tell the customer, and the order is done."""
+        self._state.shipment = shipment
+        self._set_status(OrderStatus.SHIPPED)
+        await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(self._state.order, shipment))
+        self._set_status(OrderStatus.COMPLETED)
 
     async def _email(self, step: Step, content: EmailContent) -> None:
         customer = self._state.order.customer

@@ -8,11 +8,24 @@ with workflow.unsafe.imports_passed_through():
         PicklistItem,
         PicklistRequest,
         WarehouseActivities,
+        describe_take_back,
     )
+    from domain.models import Shipment
     from domain.status import Step
     from workflows.compensation import Compensations
     from workflows.state import OrderState
     from workflows.steps import Steps
+
+
+class ShippedBeforeCancel(Exception):
+    """The warehouse had shipped the order when its cancel arrived: nothing can be taken back."""
+
+    def __init__(self, shipment: Shipment) -> None:
+        super().__init__(
+            f"the parcel left with {shipment.carrier} {shipment.tracking_number} before the "
+            "cancel reached the warehouse"
+        )
+        self.shipment = shipment
 
 
 class Picking:
@@ -44,19 +57,23 @@ class Picking:
         """Cancel the order at the warehouse, which takes back its picklist, id known or not.
 
         The warehouse also closes the order, so a picklist request still on its way (cut short
-        here, but not yet arrived there) is refused when it arrives.
+        here, but not yet arrived there) is refused when it arrives. A picklist the warehouse
+        had already shipped raises ``ShippedBeforeCancel``: the warehouse's word that the
+        parcel left (its webhook may not have reached the order yet) ends the undo.
         """
         state = self._state
         if state.picklist_id is None and not warehouse_decides:
             return  # older orders took back only a picklist they had heard of
-        await self._steps.call(
+        picklist = await self._steps.call(
             Step.PICKLIST_CANCEL,
             WarehouseActivities.cancel_picklist,
             CancelPicklistRequest,
             picklist_id=state.picklist_id,
             summary=f"cancel {state.picklist_id or 'the order picklist'}",
-            describe=lambda picklist: f"cancelled {picklist.id}" if picklist else "none picked",
+            describe=describe_take_back,
         )
+        if picklist is not None and picklist.shipment is not None:
+            raise ShippedBeforeCancel(picklist.shipment)
 
     def _items(self) -> list[PicklistItem]:
         return [PicklistItem(sku=i.sku, quantity=i.quantity) for i in self._state.order.items]
