@@ -36,9 +36,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.compensation import Compensations
     from workflows.payment import Payment
     from workflows.picking import Picking, ShippedBeforeCancel
-    from workflows.shipment import wait_for_shipment
+    from workflows.shipment import SHIPMENT_DEADLINES_PATCH, wait_for_shipment
     from workflows.state import OrderState
-    from workflows.steps import OrderStopped, Steps
+    from workflows.steps import LOCAL_FIRST_PATCH, RETRY_SAME_KEY_PATCH, OrderStopped, Steps
 
 OPTIONS_MEMO = "options"
 """Memo key of the order's ``OrderOptions``. They travel in the memo, not as a second workflow
@@ -56,6 +56,17 @@ TEMPORAL_CANCEL_PATCH = "temporal-cancel-winds-down"
 TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
 AUTHORIZE_RESERVE_CAPTURE_PATCH = "authorize-reserve-capture"
 """From here on the card is authorized, the stock reserved, and only then the money captured."""
+EARLIER_PATCHES = (
+    PROMPT_CANCEL_PATCH,
+    PROVIDER_DECIDES_PATCH,
+    SHIP_RULE_PATCH,
+    TEMPORAL_CANCEL_PATCH,
+    SHIPMENT_DEADLINES_PATCH,
+    LOCAL_FIRST_PATCH,
+    RETRY_SAME_KEY_PATCH,
+)
+"""Every patch an order from authorize-reserve-capture on takes, asked at its start (see
+``_authorize_reserve_capture``)."""
 
 
 @workflow.defn
@@ -127,6 +138,12 @@ class OrderWorkflow:
         released and the customer never hears "confirmed".
         """
         order, steps = self._state.order, self._steps
+        # Each patch is asked here, in the first workflow task before any local activity, and
+        # its answer is memoized for the run. Asked first right after a local activity in the
+        # same task (shipment-deadlines after the confirmation email), a patch failed to
+        # replay on a worker rebuilding the order (TMPRL1100, "patch marker encountered").
+        for patch in EARLIER_PATCHES:
+            workflow.patched(patch)
         await self._payment.authorize()
         self._set_status(OrderStatus.AUTHORIZED)
         steps.stop_if_cancelled()
