@@ -638,22 +638,39 @@ def test_temporal_in_compose_has_the_orders_search_attributes() -> None:
 
 
 README = (ROOT / "README.md").read_text()
-DOCUMENTED_SECRETS = set(re.findall(r"create secret generic ([a-z0-9-]+)", README))
 
 
-def secret_references() -> set[str]:
-    found = set()
-    for deployment in DEPLOYMENTS.values():
-        pod = deployment["spec"]["template"]["spec"]
-        found |= {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
-        for variable in pod["containers"][0].get("env", []):
-            if ref := variable.get("valueFrom", {}).get("secretKeyRef"):
-                found.add(ref["name"])
+def documented_secrets() -> dict[str, set[str]]:
+    """The README's ``kubectl create secret generic NAME --from-...=KEY=...``: name -> keys."""
+    found: dict[str, set[str]] = {}
+    for command in README.replace("\\\n", " ").splitlines():
+        if match := re.search(r"create secret generic ([a-z0-9-]+)(.*)", command):
+            keys = re.findall(r"--from-(?:file|literal)=([A-Za-z0-9_.-]+)=", match[2])
+            found.setdefault(match[1], set()).update(keys)
     return found
 
 
-def test_secrets_are_referenced_by_documented_names_and_mounted_where_read() -> None:
-    assert secret_references() <= DOCUMENTED_SECRETS
+DOCUMENTED_SECRETS = documented_secrets()
+
+
+def test_secrets_are_referenced_by_documented_names_and_keys() -> None:
+    for name, deployment in DEPLOYMENTS.items():
+        pod = deployment["spec"]["template"]["spec"]
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in DOCUMENTED_SECRETS, name
+        for variable in container(name).get("env", []):
+            if ref := variable.get("valueFrom", {}).get("secretKeyRef"):
+                assert ref["key"] in DOCUMENTED_SECRETS.get(ref["name"], set()), (name, ref)
+    for process in k8s_processes().values():
+        for path in process.env.values():
+            for mount, secret in process.secret_files.items():
+                if path and path.startswith(f"{mount}/"):
+                    key = path.removeprefix(f"{mount}/")
+                    assert key in DOCUMENTED_SECRETS[secret], f"{process.where}: {path}"
+
+
+def test_secrets_are_mounted_where_the_settings_point() -> None:
     for process in PROCESSES.values():
         for variable, secret in ((KEY_FILE_ENV, "codec-keys"),
                                  (webhook_names.SECRET_FILE_ENV, "webhook-secret")):  # fmt: skip
@@ -666,7 +683,7 @@ def test_secrets_are_referenced_by_documented_names_and_mounted_where_read() -> 
     values = yaml_file(DEPLOY / "helm/temporal-values.yaml")
     for store in values["server"]["config"]["persistence"]["datastores"].values():
         assert "password" not in store["sql"]
-        assert store["sql"]["existingSecret"] in DOCUMENTED_SECRETS
+        assert store["sql"]["secretKey"] in DOCUMENTED_SECRETS[store["sql"]["existingSecret"]]
 
 
 SECRET_LOOKING = re.compile(
