@@ -47,7 +47,9 @@ _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 HOW_TO_SET_KEYS = (
     f"Set {KEYS_ENV}=kid:BASE64KEY (32 random bytes, base64; "
     f"`python -m security.keys generate` prints one) or {KEY_FILE_ENV}=/path/to/keys.json; "
-    "the local stack (./scripts/run) generates data/codec-keys.json by itself."
+    "the local stack (./scripts/run) generates data/codec-keys.json, which starter.py finds by "
+    f"itself; a stack run with --data-dir DIR prints the line to use: export {KEY_FILE_ENV}="
+    f"DIR/{LOCAL_KEY_FILE_NAME}."
 )
 
 

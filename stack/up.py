@@ -7,19 +7,20 @@ flight survive a stop: run it again and they resume.
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
 
-from client.temporal import codec_keys
+from client.temporal import TemporalConnectionError, codec_keys, connect_config
 from config import webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY
 from domain.intake import parse_duration
 from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from security.codec_server import TOKEN_ENV
-from security.keys import KEY_FILE_ENV, LOCAL_KEY_FILE
+from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE
 from stack.local import LocalStack
 from stack.processes import StackError
 
@@ -68,13 +69,37 @@ def _parse_args() -> argparse.Namespace:
 
 
 def _keys_line(stack: LocalStack) -> str:
-    """Where the encryption keys are, and what other terminals need to use them."""
+    """Where the encryption keys are."""
     ring = codec_keys()
-    line = f"{ring.source} (current key {ring.current.key_id})"
-    key_file = os.environ.get(KEY_FILE_ENV, "")
-    if key_file and Path(key_file).resolve() != LOCAL_KEY_FILE.resolve():
-        line += f"\n    in other terminals: export {KEY_FILE_ENV}={key_file}"
-    return line
+    return f"{ring.source} (current key {ring.current.key_id})"
+
+
+def client_setup(temporal_port: int) -> list[str]:
+    """The exact shell lines that point ``starter.py`` in another terminal at this stack.
+
+    Read from this process's environment once the stack has set its keys: another terminal
+    starts with the same variables, less what the stack set itself. Nothing is printed for
+    what the CLI finds by itself: the keys in ``./data/codec-keys.json``, Temporal on
+    ``localhost:7233`` in namespace ``default``.
+    """
+    env = os.environ
+    lines = []
+    if env.get(KEYS_ENV, "").strip():
+        lines.append(f"# starter.py needs the same {KEYS_ENV} as this terminal")
+    elif (key_file := env.get(KEY_FILE_ENV, "").strip()) and (
+        Path(key_file).resolve() != LOCAL_KEY_FILE.resolve()
+    ):
+        lines.append(f"export {KEY_FILE_ENV}={shlex.quote(str(Path(key_file).resolve()))}")
+    address = f"127.0.0.1:{temporal_port}"
+    try:
+        config = connect_config(None)
+    except TemporalConnectionError:
+        config = {}
+    if config.get("target_host") not in (address, f"localhost:{temporal_port}"):
+        lines.append(f"export TEMPORAL_ADDRESS={address}")
+    if config.get("namespace", "default") != "default":
+        lines.append("export TEMPORAL_NAMESPACE=default")
+    return lines
 
 
 def _metrics_lines(stack: LocalStack) -> str:
@@ -107,6 +132,9 @@ def _banner(args: argparse.Namespace, stack: LocalStack) -> str:
     token = os.environ.get(TOKEN_ENV)
     codec_note = f"bearer token from ${TOKEN_ENV}" if token else "the Web UI decrypts through it"
     codec_auth = f' --codec-auth "Bearer ${TOKEN_ENV}"' if token else ""
+    lines = client_setup(args.temporal_port)
+    setup_note = ", first these lines, so starter.py finds this stack" if lines else ""
+    setup = "".join(f"\n  {line}" for line in lines)
     return f"""
 Durable orders is running.
   Temporal Web UI   http://localhost:{args.ui_port}
@@ -121,7 +149,7 @@ Durable orders is running.
   Metrics           {_metrics_lines(stack)}
   Data and logs     {args.data_dir.resolve()}
 
-Try it (in another terminal):
+Try it (in another terminal{setup_note}):{setup}
   .venv/bin/python starter.py start --file examples/order.json --order-id order-1001
   .venv/bin/python starter.py status order-1001
   # the warehouse ships it by webhook ({_shipping(stack)}); or report it yourself:

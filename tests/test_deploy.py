@@ -1,0 +1,849 @@
+"""The deployment files (``deploy/``) against the code that runs in them.
+
+Nothing here needs a container engine or a cluster. Every file is parsed; the Kubernetes
+objects are validated against the schemas ``kubernetes-validate`` bundles (offline); and every
+image, command, port, setting, secret and mount is checked against what the code reads and
+serves. The settings each process reads are collected FROM THE CODE (its modules' environment
+variable names, its argument parser, Temporal's and OpenTelemetry's own loaders), so a setting
+renamed in the code and not in the deployment files, or the other way round, fails here.
+
+Last, the run command as a newcomer meets it: ``./scripts/run --data-dir DIR`` prints the exact
+lines that point ``starter.py`` in another terminal at that stack, and they work.
+"""
+
+import ast
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+from temporalio.envconfig import ClientConfig
+
+import security.codec_server
+import webhooks.__main__
+from config import settings as orders_settings
+from config import webhooks as webhook_names
+from domain import search_attributes
+from domain.intake import IntakePolicy, parse_duration
+from providers import __main__ as providers_main
+from providers.webhooks import SenderSettings
+from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
+from stack.processes import ManagedProcess, free_port
+from webhooks import app as receiver_app
+from webhooks import handoff as receiver_handoff
+
+ROOT = Path(__file__).parent.parent
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.33.0"
+"""The Kubernetes API version the manifests are validated against (bundled offline)."""
+
+ENV_NAME = re.compile(r"(ORDERS|PROVIDERS|STRIPE|INTAKE|TEMPORAL|OTEL)_[A-Z0-9_]+")
+"""What a setting of this project (or of Temporal's or OpenTelemetry's loaders) looks like."""
+
+# --------------------------------------------------------------------------------------------
+# What the code reads
+
+
+def env_literals(*files: str) -> set[str]:
+    """Every string constant in these files that is a setting's name, exactly."""
+    found: set[str] = set()
+    for name in files:
+        for node in ast.walk(ast.parse((ROOT / name).read_text())):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and ENV_NAME.fullmatch(node.value)
+            ):
+                found.add(node.value)
+    return found
+
+
+RECEIVER_WEBHOOK_SETTINGS = {
+    webhook_names.SECRET_ENV,
+    webhook_names.SECRET_FILE_ENV,
+    webhook_names.TOLERANCE_ENV,
+    webhook_names.MAX_BODY_ENV,
+    webhook_names.HANDOFF_TIMEOUT_ENV,
+    webhook_names.RETRY_AFTER_ENV,
+}
+SENDER_WEBHOOK_SETTINGS = {
+    webhook_names.SECRET_ENV,
+    webhook_names.SECRET_FILE_ENV,
+    webhook_names.URL_ENV,
+    webhook_names.RETRY_BASE_ENV,
+    webhook_names.RETRY_MAX_ENV,
+    webhook_names.GIVE_UP_ENV,
+    webhook_names.TIMEOUT_ENV,
+    webhook_names.AUTO_SHIP_ENV,
+}
+
+# The modules whose settings each process reads (its entry point and the settings it loads).
+READS: dict[str, set[str]] = {
+    "worker": env_literals(
+        "worker.py",
+        "config/settings.py",
+        "domain/intake.py",
+        "telemetry/metrics.py",
+        "telemetry/tracing.py",
+        "security/keys.py",
+        "client/temporal.py",
+    ),
+    "webhooks": env_literals("webhooks/__main__.py", "security/keys.py", "client/temporal.py")
+    | RECEIVER_WEBHOOK_SETTINGS,
+    "codec-server": env_literals("security/codec_server.py", "security/keys.py"),
+    "providers": env_literals(
+        "providers/__main__.py", "providers/faults.py", "telemetry/tracing.py"
+    )
+    | SENDER_WEBHOOK_SETTINGS,
+}
+TEMPORAL_CLIENTS = {"worker", "webhooks"}
+"""Processes that connect to Temporal (``client.temporal.connect``: ``temporalio.envconfig``)."""
+
+TEMPORAL_CLIENT_SETTINGS = {
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_TLS",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_CERT_DATA",
+    "TEMPORAL_TLS_CLIENT_KEY_DATA",
+    "TEMPORAL_TLS_SERVER_CA_CERT_DATA",
+    "TEMPORAL_TLS_SERVER_NAME",
+    "TEMPORAL_PROFILE",
+    "TEMPORAL_CONFIG_FILE",
+}
+"""``temporalio.envconfig``'s variables (the SDK reads them in its native core, so they are
+listed here as Temporal documents them); test_temporal_settings_reach_the_sdk proves that the
+ones the files set are read."""
+
+ONE_OF = [{KEYS_ENV, KEY_FILE_ENV}, {webhook_names.SECRET_ENV, webhook_names.SECRET_FILE_ENV}]
+"""Alternatives: one of each group is set, the others may be left out."""
+
+PRODUCTION_CODE = [
+    path.relative_to(ROOT).as_posix()
+    for folder in (
+        "activities", "client", "config", "domain", "providers", "security", "telemetry",
+        "webhooks", "workflows",
+    )
+    for path in sorted((ROOT / folder).rglob("*.py"))
+] + ["worker.py", "starter.py"]  # fmt: skip
+
+
+def test_every_setting_in_the_code_belongs_to_a_deployed_process() -> None:
+    # A new setting in a module no process above lists would escape every check below.
+    everything = env_literals(*PRODUCTION_CODE)
+    read = set().union(*READS.values())
+    assert everything - read == set()
+    both_sides = RECEIVER_WEBHOOK_SETTINGS | SENDER_WEBHOOK_SETTINGS
+    assert env_literals("config/webhooks.py") == both_sides  # each new name given a side
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the files
+
+
+def yaml_documents(path: Path) -> list[dict[str, Any]]:
+    with path.open() as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc is not None]
+
+
+def yaml_file(path: Path) -> dict[str, Any]:
+    (document,) = yaml_documents(path)
+    return document
+
+
+@dataclass
+class EnvFile:
+    """A ``KEY=value`` file: the settings it sets, and those it names in comments."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    documented: set[str] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, path: Path) -> "EnvFile":
+        found = cls()
+        for line in path.read_text().splitlines():
+            if match := re.fullmatch(r"#\s*([A-Z][A-Z0-9_]*)=.*", line.strip()):
+                found.documented.add(match[1])
+            elif line.strip() and not line.lstrip().startswith("#"):
+                name, sep, value = line.partition("=")
+                assert sep and name == name.strip(), f"{path}: not KEY=value: {line!r}"
+                assert name not in found.values, f"{path}: {name} set twice"
+                found.values[name] = value
+        return found
+
+
+@dataclass
+class Process:
+    """One container of the project's image as a deployment file runs it."""
+
+    where: str
+    command: list[str]
+    env: dict[str, str | None]
+    """Every variable it is given; ``None`` for one taken from a secret."""
+    documented: set[str]
+    secret_files: dict[str, str] = field(default_factory=dict)
+    """Mounted secret files: path in the container -> secret name."""
+
+    @property
+    def kind(self) -> str:
+        match self.command:
+            case ["python", "worker.py", *_]:
+                return "worker"
+            case ["python", "-m", "webhooks", *_]:
+                return "webhooks"
+            case ["python", "-m", "security.codec_server", *_]:
+                return "codec-server"
+            case ["python", "-m", "providers", *_]:
+                return "providers"
+        raise AssertionError(f"{self.where}: unknown command {self.command}")
+
+    @property
+    def args(self) -> list[str]:
+        return self.command[2:] if self.kind == "worker" else self.command[3:]
+
+    def value(self, name: str) -> str:
+        value = self.env.get(name)
+        assert value is not None, f"{self.where}: {name} is not set to a value"
+        return value
+
+
+COMPOSE = yaml_file(DEPLOY / "compose.yaml")
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+IMAGE = "durable-orders:dev"
+
+
+def compose_processes() -> dict[str, Process]:
+    found = {}
+    for name, service in SERVICES.items():
+        if service.get("image") != IMAGE:
+            continue
+        env: dict[str, str | None] = {}
+        documented: set[str] = set()
+        for env_file in service.get("env_file", []):
+            read = EnvFile.read(DEPLOY / env_file)
+            env.update(read.values)
+            documented |= read.documented
+        env.update({key: str(value) for key, value in service.get("environment", {}).items()})
+        secrets = {f"/run/secrets/{secret}": secret for secret in service.get("secrets", [])}
+        found[name] = Process(f"compose {name}", service["command"], env, documented, secrets)
+    return found
+
+
+KUSTOMIZATION = yaml_file(DEPLOY / "kustomization.yaml")
+CONFIG_MAPS = {
+    generator["name"]: EnvFile.read(DEPLOY / generator["envs"][0])
+    for generator in KUSTOMIZATION["configMapGenerator"]
+}
+K8S_OBJECTS = [doc for name in KUSTOMIZATION["resources"] for doc in yaml_documents(DEPLOY / name)]
+DEPLOYMENTS = {doc["metadata"]["name"]: doc for doc in K8S_OBJECTS if doc["kind"] == "Deployment"}
+
+
+def k8s_processes() -> dict[str, Process]:
+    found = {}
+    for name, deployment in DEPLOYMENTS.items():
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+        (container,) = pod["containers"]
+        env: dict[str, str | None] = {}
+        documented: set[str] = set()
+        for source in container.get("envFrom", []):
+            config_map = CONFIG_MAPS[source["configMapRef"]["name"]]
+            env.update(config_map.values)
+            documented |= config_map.documented
+        for variable in container.get("env", []):
+            env[variable["name"]] = variable.get("value")
+        secret_files = {}
+        for mount in container.get("volumeMounts", []):
+            if secret := volumes[mount["name"]].get("secret"):
+                secret_files[mount["mountPath"]] = secret["secretName"]
+        found[name] = Process(f"k8s {name}", container["command"], env, documented, secret_files)
+    return found
+
+
+PROCESSES = {**compose_processes(), **k8s_processes()}
+
+
+def processes(kind: str) -> list[Process]:
+    return [process for process in PROCESSES.values() if process.kind == kind]
+
+
+def test_every_file_parses() -> None:
+    for path in DEPLOY.rglob("*"):
+        if path.suffix in (".yaml", ".yml"):
+            assert yaml_documents(path), path
+        elif path.suffix == ".env":
+            EnvFile.read(path)
+        elif path.suffix == ".toml":
+            ClientConfig.load(config_source=path)
+    assert {process.kind for process in PROCESSES.values()} == set(READS)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings: carried, and nothing the code does not read
+
+
+def otel_sdk_settings() -> set[str]:
+    from opentelemetry.sdk import environment_variables
+
+    return {name for name in dir(environment_variables) if name.startswith("OTEL_")}
+
+
+@pytest.mark.parametrize("where", sorted(PROCESSES))
+def test_a_process_is_given_every_setting_it_reads_and_no_other(where: str) -> None:
+    process = PROCESSES[where]
+    reads = READS[process.kind]
+    given = set(process.env) | process.documented
+    # Carried: set, or named in its settings file's comments; of alternatives one is set.
+    for name in reads:
+        assert name in given, f"{where}: {name} (read by {process.kind}) is not in its files"
+    for group in ONE_OF:
+        if group & reads:
+            assert group & set(process.env), f"{where}: none of {sorted(group)} is set"
+    if process.kind in TEMPORAL_CLIENTS:
+        assert {"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"} <= set(process.env), where
+    # Nothing stale: every name is one the process (or a loader it uses) reads.
+    known = set(reads) | {"PYTHONUNBUFFERED"}
+    if process.kind in TEMPORAL_CLIENTS:
+        known |= TEMPORAL_CLIENT_SETTINGS
+    if any(name.startswith("OTEL_") for name in reads):
+        known |= otel_sdk_settings()
+    assert given - known == set(), f"{where}: settings nothing reads"
+
+
+@pytest.mark.parametrize("kind", sorted(TEMPORAL_CLIENTS))
+def test_temporal_settings_reach_the_sdk(kind: str) -> None:
+    for process in processes(kind):
+        env = {k: "a-key" if v is None else v for k, v in process.env.items()}
+        config = ClientConfig.load_client_connect_config(override_env_vars=env, disable_file=True)
+        assert config["target_host"] == process.value("TEMPORAL_ADDRESS"), process.where
+        assert config.get("namespace") == process.value("TEMPORAL_NAMESPACE"), process.where
+        if "TEMPORAL_API_KEY" in env:
+            assert config.get("api_key") == "a-key", process.where
+
+
+def test_the_settings_files_ship_the_codes_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = EnvFile.read(DEPLOY / "settings/worker.env").values
+    for name, value in worker.items():
+        monkeypatch.setenv(name, value)
+    assert orders_settings.WorkerCapacity.from_env() == orders_settings.WorkerCapacity()
+    assert IntakePolicy.from_env(worker) == IntakePolicy()
+    assert worker["ORDERS_TASK_QUEUE"] == orders_settings.TASK_QUEUE
+
+    receiver = EnvFile.read(DEPLOY / "settings/webhooks.env").values
+    durations = (
+        webhook_names.TOLERANCE_ENV,
+        webhook_names.HANDOFF_TIMEOUT_ENV,
+        webhook_names.RETRY_AFTER_ENV,
+    )
+    seconds = {name: parse_duration(receiver[name]).total_seconds() for name in durations}
+    assert seconds[webhook_names.TOLERANCE_ENV] == webhook_names.DEFAULT_TOLERANCE_S
+    assert int(receiver[webhook_names.MAX_BODY_ENV]) == webhook_names.DEFAULT_MAX_BODY_BYTES
+    assert timedelta(seconds=seconds[webhook_names.HANDOFF_TIMEOUT_ENV]) == (
+        receiver_handoff.DEFAULT_TIMEOUT
+    )
+    assert seconds[webhook_names.RETRY_AFTER_ENV] == receiver_app.RETRY_AFTER_S
+
+    sender = SenderSettings.from_env(EnvFile.read(DEPLOY / "settings/providers.env").values)
+    default = SenderSettings()
+    assert (sender.retry_base_s, sender.retry_max_s, sender.give_up_after_s, sender.timeout_s) == (
+        default.retry_base_s, default.retry_max_s, default.give_up_after_s, default.timeout_s,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Commands, ports and probes
+
+
+def parsed_args(process: Process, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The process's command line as its own parser reads it, in its environment."""
+    for name, value in process.env.items():
+        monkeypatch.setenv(name, value or "from-a-secret")
+    parse = {
+        "webhooks": webhooks.__main__.parse_args,
+        "codec-server": security.codec_server.parse_args,
+        "providers": providers_main.parse_args,
+    }[process.kind]
+    return parse(process.args)
+
+
+def container(deployment: str) -> dict[str, Any]:
+    found: dict[str, Any]
+    (found,) = DEPLOYMENTS[deployment]["spec"]["template"]["spec"]["containers"]
+    return found
+
+
+def container_port(deployment: str, name: str) -> int:
+    ports = {port["name"]: port["containerPort"] for port in container(deployment)["ports"]}
+    return int(ports[name])
+
+
+def published(service: str) -> dict[int, str]:
+    """Container port -> host address of a compose service's published ports."""
+    found = {}
+    for entry in SERVICES[service].get("ports", []):
+        host, host_port, inside = str(entry).rsplit(":", 2)
+        assert host == "127.0.0.1" and host_port == inside, f"{service}: {entry} not on loopback"
+        found[int(inside)] = f"{host}:{host_port}"
+    return found
+
+
+def prometheus_targets() -> dict[str, list[str]]:
+    config = yaml_file(DEPLOY / "prometheus/prometheus.yml")
+    found: dict[str, list[str]] = {}
+    for job in config["scrape_configs"]:
+        targets = [t for static in job.get("static_configs", []) for t in static["targets"]]
+        targets += [
+            f"{name}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for name in sd["names"]
+        ]
+        found[job["job_name"]] = targets
+    return found
+
+
+def graceful_shutdown_seconds() -> float:
+    """The worker's ``graceful_shutdown_timeout``, as worker.py gives it."""
+    for node in ast.walk(ast.parse((ROOT / "worker.py").read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "graceful_shutdown_timeout":
+            call = node.value
+            assert isinstance(call, ast.Call) and ast.unparse(call.func) == "timedelta"
+            given = {str(kw.arg): ast.literal_eval(kw.value) for kw in call.keywords}
+            return timedelta(**given).total_seconds()
+    raise AssertionError("worker.py gives no graceful_shutdown_timeout")
+
+
+def test_the_worker_serves_metrics_where_probes_and_prometheus_look() -> None:
+    for process in processes("worker"):
+        assert process.args == [], f"{process.where}: settings go in the environment"
+        assert process.value("ORDERS_METRICS_HOST") == "0.0.0.0", process.where
+    port = int(PROCESSES["orders-worker"].value("ORDERS_METRICS_PORT"))
+    assert int(PROCESSES["worker"].value("ORDERS_METRICS_PORT")) == port
+    assert container_port("orders-worker", "metrics") == port
+    worker = container("orders-worker")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert worker[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    annotations = DEPLOYMENTS["orders-worker"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    assert prometheus_targets()["orders-worker"] == [f"worker:{port}"]
+
+
+def test_the_worker_has_time_to_shut_down_gracefully() -> None:
+    needed = graceful_shutdown_seconds() + 10  # closing provider clients, flushing spans
+    pod = DEPLOYMENTS["orders-worker"]["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= needed
+    assert parse_duration(SERVICES["worker"]["stop_grace_period"]).total_seconds() >= needed
+
+
+def test_the_webhook_receiver_listens_where_it_is_reached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from webhooks.app import create_app
+
+    app = create_app(("x" * 16,), webhooks.__main__.LazyClient())
+    routes = {getattr(route, "path", None) for route in app.routes}
+    assert {"/healthz", "/metrics", webhook_names.WEBHOOK_PATH} <= routes
+    ports = set()
+    for process in processes("webhooks"):
+        args = parsed_args(process, monkeypatch)
+        assert args.host == "0.0.0.0", process.where
+        ports.add(args.port)
+    (port,) = ports
+    assert container_port("orders-webhooks", "http") == port
+    receiver = container("orders-webhooks")
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert receiver[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    (service,) = [o for o in K8S_OBJECTS if o["kind"] == "Service"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert port in published("webhooks")
+    assert prometheus_targets()["orders-webhooks"] == [f"webhooks:{port}"]
+    sender = PROCESSES["providers"].value(webhook_names.URL_ENV)
+    assert sender == f"http://webhooks:{port}{webhook_names.WEBHOOK_PATH}"
+
+
+def test_the_codec_server_serves_the_web_ui_on_loopback_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoints = set()
+    for process in processes("codec-server"):
+        args = parsed_args(process, monkeypatch)
+        assert args.host == "127.0.0.1", f"{process.where}: decrypted data on loopback only"
+        assert security.codec_server.TOKEN_ENV not in process.env, "the Web UI cannot send it"
+        ui_port = published("temporal-ui")
+        assert ui_port == {8080: "127.0.0.1:8080"}
+        assert set(security.codec_server.ui_origins(8080)) <= set(args.origins), process.where
+        endpoints.add(f"http://localhost:{args.port}")
+    assert SERVICES["codec-server"]["network_mode"] == "host"  # the browser reaches loopback
+    (endpoint,) = endpoints
+    assert SERVICES["temporal-ui"]["environment"]["TEMPORAL_CODEC_ENDPOINT"] == endpoint
+    web_env = {e["name"]: e["value"] for e in HELM_VALUES["web"]["additionalEnv"]}
+    assert web_env["TEMPORAL_CODEC_ENDPOINT"] == endpoint
+    port = int(endpoint.rsplit(":", 1)[1])
+    assert container_port("orders-codec-server", "http") == port
+    codec = container("orders-codec-server")
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert f"('127.0.0.1', {port})" in " ".join(codec[probe]["exec"]["command"])
+    assert not [o for o in K8S_OBJECTS if o["metadata"]["name"] == "orders-codec-server" and
+                o["kind"] == "Service"]  # fmt: skip
+
+
+def test_the_sandbox_providers_run_only_in_the_demo_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (process,) = processes("providers")
+    assert SERVICES["providers"]["profiles"] == ["demo"]
+    args = parsed_args(process, monkeypatch)
+    assert args.host == "0.0.0.0"
+    assert args.db.startswith(SERVICES["providers"]["volumes"][0].split(":")[1] + "/")
+    assert PROCESSES["worker"].value("PROVIDERS_URL") == f"http://providers:{args.port}"
+    assert PROCESSES["worker"].value("PROVIDERS_API_KEY") == args.api_key
+    assert args.api_key == orders_settings.DEFAULT_PROVIDERS_API_KEY  # the sandbox's public key
+    assert prometheus_targets()["orders-providers"] == [f"providers:{args.port}"]
+
+
+def test_every_kubernetes_container_has_probes_resources_and_runs_unprivileged() -> None:
+    for name, deployment in DEPLOYMENTS.items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for part in pod["containers"]:
+            assert {"livenessProbe", "readinessProbe"} <= set(part), name
+            assert {"cpu", "memory"} <= set(part["resources"]["requests"]), name
+            assert "memory" in part["resources"]["limits"], name
+            assert part["securityContext"]["allowPrivilegeEscalation"] is False, name
+
+
+# --------------------------------------------------------------------------------------------
+# Images, the Containerfile, compose wiring
+
+
+def project_modules(entry: str) -> set[str]:
+    """The top-level project folders and files ``entry`` imports, transitively."""
+    tops = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    seen: set[Path] = set()
+    todo = [ROOT / entry]
+    needed = {entry.split("/")[0]}
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for module in names:
+                if module.split(".")[0] not in tops:
+                    continue
+                needed.add(module.split(".")[0])
+                base = ROOT / Path(*module.split("."))
+                for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                    if candidate.exists():
+                        todo.append(candidate)
+    return needed
+
+
+def test_the_image_holds_every_module_its_commands_import() -> None:
+    containerfile = (DEPLOY / "Containerfile").read_text()
+    copied = {
+        part.rstrip("/")
+        for line in containerfile.splitlines()
+        if line.startswith("COPY ")
+        for part in line.split()[1:-1]
+    }
+    entries = {
+        "worker": "worker.py",
+        "webhooks": "webhooks/__main__.py",
+        "codec-server": "security/codec_server.py",
+        "providers": "providers/__main__.py",
+    }
+    for kind, entry in entries.items():
+        missing = project_modules(entry) - copied
+        assert not missing, f"{kind} imports {missing}, which deploy/Containerfile leaves out"
+    for harness in ("tests", "harness", "bench", "stack"):
+        assert harness not in copied
+    assert "--group run" in containerfile  # the pinned dependencies of pyproject.toml
+    assert re.search(r"^USER 10001$", containerfile, re.M)
+    assert re.search(r'^CMD \["python", "worker.py"\]$', containerfile, re.M)
+
+
+def test_one_image_for_every_project_process() -> None:
+    project = [s for s in SERVICES.values() if s.get("image") == IMAGE]
+    assert len(project) == 4
+    for service in project:
+        assert service["build"]["dockerfile"] == "deploy/Containerfile"
+        assert (DEPLOY / service["build"]["context"] / "deploy/Containerfile").exists()
+    for name in DEPLOYMENTS:
+        assert container(name)["image"] == IMAGE, name
+    (image,) = KUSTOMIZATION["images"]
+    assert f"{image['name']}:{image['newTag']}" == IMAGE
+
+
+def test_compose_services_volumes_and_dependencies_resolve() -> None:
+    for name, service in SERVICES.items():
+        for needed in service.get("depends_on", {}):
+            assert needed in SERVICES, f"{name} depends on unknown {needed}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in COMPOSE["volumes"], f"{name}: volume {source} is not declared"
+        for secret in service.get("secrets", []):
+            assert secret in COMPOSE["secrets"], f"{name}: secret {secret} is not declared"
+    made = (DEPLOY / "make-secrets").read_text()
+    for secret in COMPOSE["secrets"].values():
+        assert secret["file"].startswith("./secrets/")  # generated, ignored by git
+        assert f"deploy/secrets/{secret['file'].removeprefix('./secrets/')}" in made
+    assert "deploy/secrets/" in (ROOT / ".gitignore").read_text()
+
+
+def test_prometheus_scrapes_the_opss_jobs_and_loads_its_rules() -> None:
+    ops = yaml_file(ROOT / "ops/prometheus/prometheus.yml")
+    assert set(prometheus_targets()) == {job["job_name"] for job in ops["scrape_configs"]}
+    config = yaml_file(DEPLOY / "prometheus/prometheus.yml")
+    mounts = dict(v.split(":")[:2][::-1] for v in SERVICES["prometheus"]["volumes"])
+    for rules in config["rule_files"]:
+        source = mounts[f"/etc/prometheus/{rules}"]
+        assert (DEPLOY / source).resolve() == (ROOT / "ops/prometheus" / rules).resolve()
+    grafana = dict(v.split(":")[:2][::-1] for v in SERVICES["grafana"]["volumes"])
+    dashboard = grafana["/var/lib/grafana/dashboards/orders-dashboard.json"]
+    assert (DEPLOY / dashboard).resolve() == (ROOT / "ops/grafana/orders-dashboard.json")
+
+
+def test_temporal_in_compose_has_the_orders_search_attributes() -> None:
+    setup = " ".join(SERVICES["temporal-setup"]["command"])
+    for attribute in search_attributes.ALL:
+        assert attribute.name in setup
+    for process in processes("worker") + processes("webhooks"):
+        if process.where.startswith("compose"):
+            assert process.value("TEMPORAL_ADDRESS") == "temporal:7233"
+            assert process.value("TEMPORAL_NAMESPACE") == "default"
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets: referenced by name, never in the files
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def documented_secrets() -> dict[str, set[str]]:
+    """The README's ``kubectl create secret generic NAME --from-...=KEY=...``: name -> keys."""
+    found: dict[str, set[str]] = {}
+    for command in README.replace("\\\n", " ").splitlines():
+        if match := re.search(r"create secret generic ([a-z0-9-]+)(.*)", command):
+            keys = re.findall(r"--from-(?:file|literal)=([A-Za-z0-9_.-]+)=", match[2])
+            found.setdefault(match[1], set()).update(keys)
+    return found
+
+
+DOCUMENTED_SECRETS = documented_secrets()
+
+
+def test_secrets_are_referenced_by_documented_names_and_keys() -> None:
+    for name, deployment in DEPLOYMENTS.items():
+        pod = deployment["spec"]["template"]["spec"]
+        for volume in pod.get("volumes", []):
+            if "secret" in volume:
+                assert volume["secret"]["secretName"] in DOCUMENTED_SECRETS, name
+        for variable in container(name).get("env", []):
+            if ref := variable.get("valueFrom", {}).get("secretKeyRef"):
+                assert ref["key"] in DOCUMENTED_SECRETS.get(ref["name"], set()), (name, ref)
+    for process in k8s_processes().values():
+        for path in process.env.values():
+            for mount, secret in process.secret_files.items():
+                if path and path.startswith(f"{mount}/"):
+                    key = path.removeprefix(f"{mount}/")
+                    assert key in DOCUMENTED_SECRETS[secret], f"{process.where}: {path}"
+
+
+def test_secrets_are_mounted_where_the_settings_point() -> None:
+    for process in PROCESSES.values():
+        for variable, secret in ((KEY_FILE_ENV, "codec-keys"),
+                                 (webhook_names.SECRET_FILE_ENV, "webhook-secret")):  # fmt: skip
+            if variable not in process.env:
+                continue
+            path = process.value(variable)
+            mounted = {p: s for p, s in process.secret_files.items() if path.startswith(p)}
+            assert mounted, f"{process.where}: {variable}={path} is not a mounted secret"
+            assert secret in next(iter(mounted.values())), process.where
+    values = yaml_file(DEPLOY / "helm/temporal-values.yaml")
+    for store in values["server"]["config"]["persistence"]["datastores"].values():
+        assert "password" not in store["sql"]
+        assert store["sql"]["secretKey"] in DOCUMENTED_SECRETS[store["sql"]["existingSecret"]]
+
+
+SECRET_LOOKING = re.compile(
+    r"sk_live_|rk_live_|whsec_[0-9a-f]{16}|-----BEGIN|[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]="
+)
+
+
+def test_no_secret_is_committed() -> None:
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and "secrets" not in path.parts:
+            assert not SECRET_LOOKING.search(path.read_text()), path
+    assert not [o for o in K8S_OBJECTS if o["kind"] == "Secret"]
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes schemas, Helm values, the Cloud profile
+
+
+def generated_config_maps() -> Iterator[dict[str, Any]]:
+    for name, env_file in CONFIG_MAPS.items():
+        yield {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
+               "data": env_file.values}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [*K8S_OBJECTS, *generated_config_maps()],
+    ids=lambda o: f"{o['kind']}/{o['metadata']['name']}",
+)
+def test_kubernetes_objects_match_their_schemas(resource: dict[str, Any]) -> None:
+    kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+
+
+def test_the_schema_check_catches_a_mistake() -> None:
+    broken = yaml_file(DEPLOY / "k8s/worker.yaml")
+    broken["spec"]["template"]["spec"]["terminationGracePeriod"] = 30  # misspelled
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+HELM_VALUES = yaml_file(DEPLOY / "helm/temporal-values.yaml")
+HELM_CHART_KEYS = [
+    # The keys of Temporal's chart 1.6.0 (values.yaml; datastores' sql blocks as its
+    # values/values.postgresql.yaml) that the values file may set. Offline the chart itself
+    # cannot be rendered here: a key outside this list is a typo or a key of another version.
+    r"server\.replicaCount",
+    r"server\.config\.persistence\.(defaultStore|visibilityStore|numHistoryShards)",
+    r"server\.config\.persistence\.datastores\.(default|visibility)\.sql\."
+    r"(pluginName|driverName|databaseName|connectAddr|connectProtocol|user|existingSecret|"
+    r"secretKey|createDatabase|manageSchema|maxConns|maxIdleConns|maxConnLifetime)",
+    r"server\.config\.namespaces\.create",
+    r"server\.config\.namespaces\.namespace",
+    r"admintools\.enabled",
+    r"web\.(enabled|additionalEnv)",
+]
+
+
+def leaves(tree: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            yield from leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix
+
+
+def test_the_helm_values_use_the_charts_keys_and_wire_the_orders() -> None:
+    for path in leaves(HELM_VALUES):
+        assert any(re.fullmatch(key, path) for key in HELM_CHART_KEYS), f"unknown key {path}"
+    persistence = HELM_VALUES["server"]["config"]["persistence"]
+    for store in persistence["datastores"].values():
+        assert store["sql"]["pluginName"] == "postgres12"
+    (namespace,) = HELM_VALUES["server"]["config"]["namespaces"]["namespace"]
+    retention = re.fullmatch(r"(\d+)d", namespace["retention"])
+    assert retention and int(retention[1]) >= 1
+    # Release "temporal" in namespace "temporal" (the install command in the file's header).
+    header = (DEPLOY / "helm/temporal-values.yaml").read_text()
+    assert "helm install temporal temporal/temporal --version 1.6.0 -n temporal" in header
+    # The compose stack runs the server, tools and UI of that chart version.
+    server_version = re.search(r"Temporal Server (\d+\.\d+\.\d+)", header)
+    assert server_version is not None
+    for service in ("temporal", "temporal-schema", "temporal-setup"):
+        assert SERVICES[service]["image"].endswith(f":{server_version[1]}"), service
+    for process in PROCESSES.values():
+        if process.where.startswith("k8s") and process.kind in TEMPORAL_CLIENTS:
+            address = process.value("TEMPORAL_ADDRESS")
+            assert address == "temporal-frontend.temporal.svc.cluster.local:7233"
+            assert process.value("TEMPORAL_NAMESPACE") == namespace["name"]
+
+
+def test_the_temporal_cloud_profiles_load() -> None:
+    path = DEPLOY / "temporal-cloud.toml"
+    with_key = ClientConfig.load_client_connect_config(
+        profile="cloud", config_file=str(path), override_env_vars={"TEMPORAL_API_KEY": "a-key"}
+    )
+    assert with_key["api_key"] == "a-key" and with_key["tls"]
+    assert with_key["target_host"].endswith(":7233")
+    profiles = ClientConfig.load(config_source=path).profiles
+    mtls = profiles["cloud-mtls"]
+    assert mtls.tls is not None and mtls.tls.client_cert and mtls.tls.client_private_key
+    assert mtls.api_key is None and profiles["cloud"].api_key is None  # keys stay out of files
+
+
+# --------------------------------------------------------------------------------------------
+# A newcomer's run command: ./scripts/run --data-dir DIR, then starter.py in another terminal
+
+
+@pytest.fixture(scope="module")
+def run_command(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """``python -m stack.up --data-dir DIR`` on free ports, no keys configured: its banner."""
+    data = tmp_path_factory.mktemp("newcomer") / "stack"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERS_", "TEMPORAL_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    ports = {name: free_port() for name in ("temporal", "ui", "providers", "codec", "webhook")}
+    command = [sys.executable, "-m", "stack.up", "--data-dir", str(data), "--workers", "0",
+               "--auto-ship-after", "off", "--metrics-port", str(free_port())]  # fmt: skip
+    command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+    log_path = data.parent / "run.log"
+    log = log_path.open("wb")
+    popen = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    process = ManagedProcess("run", popen, log_path, log_path.open("ab"))
+    try:
+        deadline = time.monotonic() + 60
+        while "Press Ctrl-C" not in process.output():
+            assert process.alive, f"the run command exited:\n{process.log_tail()}"
+            assert time.monotonic() < deadline, f"no banner:\n{process.log_tail()}"
+            time.sleep(0.2)
+        yield process.output(), env
+    finally:
+        popen.send_signal(signal.SIGINT)
+        try:
+            popen.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+        log.close()
+
+
+def starter(shell_lines: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    script = "\n".join([*shell_lines, f"exec {shlex.quote(sys.executable)} starter.py list"])
+    return subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, env=dict(env), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_run_command_prints_the_lines_that_point_the_cli_at_its_stack(
+    run_command: tuple[str, dict[str, str]],
+) -> None:
+    banner, env = run_command
+    try_it = banner.split("Try it (in another terminal", 1)[1].splitlines()[1:]
+    exports = [line.strip() for line in try_it if line.strip().startswith("export ")]
+    assert any(line.startswith(f"export {KEY_FILE_ENV}=") for line in exports), banner
+    assert any(line.startswith("export TEMPORAL_ADDRESS=") for line in exports), banner
+
+    if not LOCAL_KEY_FILE.exists():  # else this checkout's own stack's keys are found
+        alone = starter([], env)  # a fresh terminal: no keys, the default address
+        assert alone.returncode != 0
+        assert f"export {KEY_FILE_ENV}=DIR/{LOCAL_KEY_FILE_NAME}" in alone.stderr, alone.stderr
+
+    pointed = starter(exports, env)  # the banner's lines pasted, exactly
+    assert pointed.returncode == 0, pointed.stderr
