@@ -50,7 +50,7 @@ from telemetry.metrics import (
 )
 from workflows.intake import IntakeWorkflow
 from workflows.order import OrderWorkflow
-from workflows.policy import STICKY_QUEUE_TIMEOUT
+from workflows.policy import STICKY_QUEUE_TIMEOUT, VERSIONING_BEHAVIOR
 
 # Deterministic, side-effect-free modules loaded once instead of per workflow run.
 _PASSTHROUGH = (
@@ -102,15 +102,14 @@ def capacity_options(capacity: WorkerCapacity | None = None) -> dict[str, Any]:
 def deployment_config(versioning: WorkerVersioning | None) -> WorkerDeploymentConfig | None:
     """The SDK's Worker Versioning options for ``versioning``; ``None`` when it is off.
 
-    No default behaviour is given: each workflow declares its own in ``@workflow.defn``
-    (both auto-upgrade), and the SDK refuses to start a versioned worker with a workflow that
-    declares none, so a new workflow cannot join a deployment without that decision.
+    Every workflow of the worker auto-upgrades (``workflows.policy.VERSIONING_BEHAVIOR``).
     """
     if versioning is None or not versioning.enabled:
         return None
     return WorkerDeploymentConfig(
         version=WorkerDeploymentVersion(versioning.deployment_name, versioning.build_id),
         use_worker_versioning=True,
+        default_versioning_behavior=VERSIONING_BEHAVIOR,
     )
 
 

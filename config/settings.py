@@ -103,7 +103,6 @@ DEPLOYMENT_NAME_ENV = "ORDERS_DEPLOYMENT_NAME"
 BUILD_ID_ENV = "ORDERS_BUILD_ID"
 DEFAULT_DEPLOYMENT_NAME = "orders"
 
-_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SOURCES = (
     "worker.py",
     "activities",
@@ -124,13 +123,17 @@ class VersioningError(Exception):
     """A Worker Versioning setting is not usable; the message says which and why."""
 
 
-def source_build_id(root: Path = _ROOT) -> str:
+def source_build_id(root: Path | None = None) -> str:
     """``src-`` and 12 hex digits of a SHA-256 over the worker's Python sources.
+
+    ``root`` defaults to the repository root. (Resolved here, not at import: workflow modules
+    import this one inside the workflow sandbox, which forbids resolving paths.)
 
     The same sources give the same id on every machine and in every image (no git needed);
     any change to workflow, activity or domain code gives a new one. Bytecode, tests and the
     sandbox providers do not count.
     """
+    root = root or Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
     for top in BUILD_SOURCES:
         path = root / top

@@ -15,7 +15,7 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -43,12 +43,13 @@ PROBE_MARGIN = timedelta(seconds=5)
 """The probe's start-to-close timeout is its own timeout plus this."""
 
 
-@workflow.defn(name=WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+@workflow.defn(name=WORKFLOW_TYPE)
 class IntakeWorkflow:
     """Intake paused for one task queue; the run ends when intake opens again.
 
-    Auto-upgrade, like the orders: a pause can last hours, and pinned it would keep the old
-    build running for the operator's resume and the probes until intake opens again.
+    Auto-upgrade with Worker Versioning on, like the orders (``workflows.policy``): a pause can
+    last hours, and pinned it would keep the old build running for the operator's resume and
+    the probes until intake opens again.
     """
 
     @workflow.init

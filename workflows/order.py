@@ -15,7 +15,6 @@ import asyncio
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -59,15 +58,15 @@ AUTHORIZE_RESERVE_CAPTURE_PATCH = "authorize-reserve-capture"
 """From here on the card is authorized, the stock reserved, and only then the money captured."""
 
 
-@workflow.defn(versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+@workflow.defn
 class OrderWorkflow:
     """One order, from payment to the shipped email. Workflow id = order id.
 
-    Auto-upgrade (with Worker Versioning on): each workflow task goes to the deployment's
-    current build, so a rollout moves orders waiting days for the warehouse onto the new code
-    and the old build can be retired at once. The price is that every change to the commands
-    an order issues stays behind a ``workflow.patched`` (see the README's "Rolling out new
-    code: Worker Versioning").
+    Auto-upgrade with Worker Versioning on (``workflows.policy.VERSIONING_BEHAVIOR``): each
+    workflow task goes to the deployment's current build, so a rollout moves orders waiting
+    days for the warehouse onto the new code and the old build can be retired at once. The
+    price is that every change to the commands an order issues stays behind a
+    ``workflow.patched`` (see the README's "Rolling out new code: Worker Versioning").
     """
 
     @workflow.init
