@@ -294,3 +294,38 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
     print(f"\ntimings (s): {timings}")
     print(f"set-current-version B:\n{switched}\ndescribe after:\n{after}")
     print(f"describe-version A:\n{drained}\nlist:\n{listed}\nrollback:\n{rolled_back}\n{back}")
+
+
+@pytest.mark.processes
+async def test_switching_versioning_on_moves_unversioned_orders_to_the_current_version(
+    tmp_path: Path,
+) -> None:
+    with LocalStack(tmp_path) as stack:  # versioning off: as before this change
+        stack.start_temporal()
+        stack.start_providers()
+        await asyncio.to_thread(stack.start_worker, "worker-1")
+        client, admin = await stack.connect(), stack.admin()
+        try:
+            await start_orders(client, [sample_order("unversioned-1")])
+            await wait_for_status(client, "unversioned-1", OrderStatus.AWAITING_SHIPMENT)
+            await asyncio.to_thread(stack.workers["worker-1"].stop)
+            stack.versioning = True  # the same worker, now versioned and made current
+            await asyncio.to_thread(stack.start_worker, "worker-1", {BUILD_ID_ENV: BUILD_A})
+            await ship_order(client, "unversioned-1", SHIPMENT)
+            await wait_for_status(client, "unversioned-1", OrderStatus.COMPLETED)
+
+            builds = await task_builds(client, "unversioned-1")
+            assert builds[0] == "" and builds[-1] == BUILD_A, builds
+            assert await ran_on(client, "unversioned-1") == (
+                BUILD_A,
+                VersioningBehaviorProto.VERSIONING_BEHAVIOR_AUTO_UPGRADE,
+            )
+            printed = await asyncio.to_thread(
+                stack.cli, "workflow", "describe", "--workflow-id", "unversioned-1"
+            )
+            assert re.search(r"Versioning Info:\s+Behavior\s+AutoUpgrade", printed), printed
+            assert field(printed, "BuildId") == BUILD_A, printed
+            evidence = await gather_evidence(client, admin, ["unversioned-1"])
+            assert check(evidence) == []
+        finally:
+            admin.close()
