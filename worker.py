@@ -3,7 +3,9 @@
 Connection settings come from Temporal's standard client configuration (see ``config.client``);
 providers from ``PROVIDERS_URL`` and ``PROVIDERS_API_KEY``. Run more copies to scale out.
 ``--metrics-port`` (or ``ORDERS_METRICS_PORT``) serves Prometheus metrics; the standard
-``OTEL_*`` variables turn on tracing (``telemetry.tracing``).
+``OTEL_*`` variables turn on tracing (``telemetry.tracing``). ``ORDERS_WORKER_VERSIONING=on``
+runs it as the Worker Deployment Version ``ORDERS_DEPLOYMENT_NAME``.``ORDERS_BUILD_ID``
+(``config.settings.WorkerVersioning``); Temporal then sends it tasks once that version is current.
 SIGINT or SIGTERM stops it gracefully: it stops polling and lets running activities finish.
 """
 
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.intake import IntakeActivities, PaymentOutcomes
@@ -28,7 +31,14 @@ from activities.provider_client import ProviderClients, open_provider_clients
 from activities.warehouse import WarehouseActivities
 from client.exit import exit_now
 from client.temporal import TemporalConnectionError, connect
-from config.settings import TASK_QUEUE, CapacityError, ProviderSettings, WorkerCapacity
+from config.settings import (
+    TASK_QUEUE,
+    CapacityError,
+    ProviderSettings,
+    VersioningError,
+    WorkerCapacity,
+    WorkerVersioning,
+)
 from domain.intake import IntakePolicy, IntakePolicyError
 from telemetry import tracing
 from telemetry.metrics import (
@@ -40,7 +50,7 @@ from telemetry.metrics import (
 )
 from workflows.intake import IntakeWorkflow
 from workflows.order import OrderWorkflow
-from workflows.policy import STICKY_QUEUE_TIMEOUT
+from workflows.policy import STICKY_QUEUE_TIMEOUT, VERSIONING_BEHAVIOR
 
 # Deterministic, side-effect-free modules loaded once instead of per workflow run.
 _PASSTHROUGH = (
@@ -89,17 +99,34 @@ def capacity_options(capacity: WorkerCapacity | None = None) -> dict[str, Any]:
     }
 
 
+def deployment_config(versioning: WorkerVersioning | None) -> WorkerDeploymentConfig | None:
+    """The SDK's Worker Versioning options for ``versioning``; ``None`` when it is off.
+
+    Every workflow of the worker auto-upgrades (``workflows.policy.VERSIONING_BEHAVIOR``).
+    """
+    if versioning is None or not versioning.enabled:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(versioning.deployment_name, versioning.build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VERSIONING_BEHAVIOR,
+    )
+
+
 def build_worker(
     client: Client,
     providers: ProviderClients,
     task_queue: str = TASK_QUEUE,
     intake_policy: IntakePolicy | None = None,
     capacity: WorkerCapacity | None = None,
+    versioning: WorkerVersioning | None = None,
 ) -> Worker:
     """A worker for the order workflow, the intake breaker, and every activity they schedule.
 
     ``intake_policy`` defaults to ``IntakePolicy.from_env()`` (the ``INTAKE_*`` variables),
     ``capacity`` to ``WorkerCapacity.from_env()`` (the ``ORDERS_WORKER_*`` variables).
+    ``versioning`` (``None``: off) makes it a Worker Deployment Version; ``worker.py`` reads it
+    from ``WorkerVersioning.from_env()``.
     """
     outcomes = PaymentOutcomes(client, intake_policy or IntakePolicy.from_env())
     payment = PaymentActivities(providers.gateway, outcomes)
@@ -128,12 +155,16 @@ def build_worker(
         graceful_shutdown_timeout=timedelta(seconds=5),
         # A killed worker's orders move to a live worker after this, not after 10 s.
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
+        deployment_config=deployment_config(versioning),
         **capacity_options(capacity),
     )
 
 
 async def run(
-    profile: str | None, metrics_port: int | None = None, capacity: WorkerCapacity | None = None
+    profile: str | None,
+    metrics_port: int | None = None,
+    capacity: WorkerCapacity | None = None,
+    versioning: WorkerVersioning | None = None,
 ) -> None:
     """Run a worker until SIGINT or SIGTERM, serving Prometheus metrics on ``metrics_port``."""
     tracing.configure("orders-worker")
@@ -146,15 +177,25 @@ async def run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with open_provider_clients(ProviderSettings.from_env()) as providers:
-        worker = build_worker(client, providers, capacity=capacity)
+        worker = build_worker(client, providers, capacity=capacity, versioning=versioning)
         async with worker:
             logging.getLogger("orders").info(
-                "worker polling task queue %r on %s",
+                "worker polling task queue %r on %s%s",
                 TASK_QUEUE,
                 client.service_client.config.target_host,
+                _versioning_note(versioning),
             )
             await stop.wait()
             logging.getLogger("orders").info("shutting down: finishing running activities")
+
+
+def _versioning_note(versioning: WorkerVersioning | None) -> str:
+    if versioning is None or not versioning.enabled:
+        return " (unversioned)"
+    return (
+        f" as deployment version {versioning.version} (it gets tasks once that version is "
+        "current: temporal worker deployment set-current-version)"
+    )
 
 
 def main() -> None:
@@ -173,8 +214,15 @@ def main() -> None:
     try:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
         capacity = WorkerCapacity.from_env()  # a bad setting stops it before it connects
-        asyncio.run(run(args.profile, port, capacity))
-    except (TemporalConnectionError, MetricsConfigError, IntakePolicyError, CapacityError) as err:
+        versioning = WorkerVersioning.from_env()
+        asyncio.run(run(args.profile, port, capacity, versioning))
+    except (
+        TemporalConnectionError,
+        MetricsConfigError,
+        IntakePolicyError,
+        CapacityError,
+        VersioningError,
+    ) as err:
         logging.getLogger("orders").error("%s", err)
         status = 1
     finally:

@@ -1,7 +1,10 @@
 """Settings read from the environment, with defaults for the embedded local stack."""
 
+import hashlib
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 TASK_QUEUE = os.environ.get("ORDERS_TASK_QUEUE", "orders")
 """The task queue the order workflow and its activities run on."""
@@ -93,3 +96,87 @@ def _slots(name: str, default: int, least: int) -> int:
     if not text.isdigit() or not least <= int(text) <= 10_000:
         raise CapacityError(f"{name}={text!r}: give a whole number from {least} to 10000")
     return int(text)
+
+
+VERSIONING_ENV = "ORDERS_WORKER_VERSIONING"
+DEPLOYMENT_NAME_ENV = "ORDERS_DEPLOYMENT_NAME"
+BUILD_ID_ENV = "ORDERS_BUILD_ID"
+DEFAULT_DEPLOYMENT_NAME = "orders"
+
+BUILD_SOURCES = (
+    "worker.py",
+    "activities",
+    "client",
+    "config",
+    "domain",
+    "security",
+    "telemetry",
+    "workflows",
+)
+"""What a worker runs: its default build id is a hash of these files' Python sources."""
+
+_ON = ("on", "true", "1", "yes")
+_OFF = ("off", "false", "0", "no", "")
+
+
+class VersioningError(Exception):
+    """A Worker Versioning setting is not usable; the message says which and why."""
+
+
+def source_build_id(root: Path | None = None) -> str:
+    """``src-`` and 12 hex digits of a SHA-256 over the worker's Python sources.
+
+    ``root`` defaults to the repository root. (Resolved here, not at import: workflow modules
+    import this one inside the workflow sandbox, which forbids resolving paths.)
+
+    The same sources give the same id on every machine and in every image (no git needed);
+    any change to workflow, activity or domain code gives a new one. Bytecode, tests and the
+    sandbox providers do not count.
+    """
+    root = root or Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for top in BUILD_SOURCES:
+        path = root / top
+        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        for file in files:
+            digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(file.read_bytes() + b"\0")
+    return f"src-{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class WorkerVersioning:
+    """Which Worker Deployment Version a worker declares, and whether versioning is on.
+
+    With versioning on, Temporal sends a worker only the tasks of its version: new orders and
+    auto-upgrading orders go to the deployment's *current* version, which someone (a deploy
+    step, ``temporal worker deployment set-current-version``, or the local stack) must set.
+    Off (the default), the worker polls unversioned, as before: any worker takes any task.
+    """
+
+    enabled: bool = False
+    deployment_name: str = DEFAULT_DEPLOYMENT_NAME
+    build_id: str = field(default_factory=source_build_id)
+
+    @property
+    def version(self) -> str:
+        """The version as Temporal prints it: ``<deployment name>.<build id>``."""
+        return f"{self.deployment_name}.{self.build_id}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "WorkerVersioning":
+        """Read ``ORDERS_WORKER_VERSIONING``, ``ORDERS_DEPLOYMENT_NAME``, ``ORDERS_BUILD_ID``."""
+        env = os.environ if env is None else env
+        switch = env.get(VERSIONING_ENV, "").strip().lower()
+        if switch not in _ON + _OFF:
+            raise VersioningError(f"{VERSIONING_ENV}={switch!r}: give on or off")
+        name = env.get(DEPLOYMENT_NAME_ENV, "").strip() or DEFAULT_DEPLOYMENT_NAME
+        if "." in name:
+            raise VersioningError(
+                f"{DEPLOYMENT_NAME_ENV}={name!r}: a deployment name cannot contain '.' "
+                "(Temporal writes a version as <deployment name>.<build id>)"
+            )
+        build_id = env.get(BUILD_ID_ENV, "").strip() or source_build_id()
+        if len(build_id) > 255:
+            raise VersioningError(f"{BUILD_ID_ENV}: at most 255 characters, not {len(build_id)}")
+        return cls(enabled=switch in _ON, deployment_name=name, build_id=build_id)

@@ -1,6 +1,8 @@
 """A whole local stack in one folder: Temporal on a SQLite file, the providers, workers.
 
-With a codec port it also runs the codec server the Web UI decrypts payloads through.
+With a codec port it also runs the codec server the Web UI decrypts payloads through. With
+``versioning`` its workers run as Worker Deployment Versions, and each started worker's version
+is made current (as a deploy step would), so orders reach it.
 
 The run command, the crash tests, the benchmark and the demo all use this, so what people run
 is what is tested. Every part can be SIGKILLed and started again on the same files and ports,
@@ -18,7 +20,7 @@ from temporalio.client import Client
 
 from client.temporal import codec_keys, connect
 from config import webhooks
-from config.settings import DEFAULT_PROVIDERS_API_KEY
+from config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
 from providers.admin_client import SandboxAdmin
 from security.codec_server import ui_origins
 from security.keys import (
@@ -32,12 +34,21 @@ from stack.processes import (
     ManagedProcess,
     StackError,
     free_port,
+    set_current_version,
     start_codec_server,
     start_providers,
     start_temporal,
     start_webhook_receiver,
     start_worker,
+    temporal_cli,
 )
+
+DRAINAGE_CONFIG = {
+    "matching.wv.VersionDrainageStatusRefreshInterval": "1s",
+    "matching.wv.VersionDrainageStatusVisibilityGracePeriod": "1s",
+}
+"""Temporal's dynamic config for a versioned local stack: an old version shows as drained a
+second after it has no open pinned orders, instead of after the server's default 3 minutes."""
 
 
 def _quiet(_: str) -> None:
@@ -71,6 +82,9 @@ class LocalStack:
     auto_ship_after: str | None = None
     """The warehouse ships each open picklist this long after it was made (``20s``); ``None``:
     only when asked."""
+    versioning: bool = False
+    """Workers run with Worker Versioning on (``ORDERS_WORKER_VERSIONING=on``), each as the
+    version its environment gives; off, they poll unversioned whatever this shell says."""
     announce: Callable[[str], None] = _quiet
     """Called with a line of progress before each process starts."""
     temporal: ManagedProcess | None = None
@@ -80,6 +94,10 @@ class LocalStack:
     workers: dict[str, ManagedProcess] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
     """Each worker's metrics port, kept when it is started again."""
+    worker_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each worker's own variables (such as ``ORDERS_BUILD_ID``), kept when it starts again."""
+    current_build_id: str | None = None
+    """The build id this stack last made current (versioning only)."""
     _codec_env: dict[str, str] | None = field(default=None, repr=False)
 
     @property
@@ -179,7 +197,12 @@ class LocalStack:
         """Start (or start again, on the same file and port) the Temporal dev server."""
         self.announce("Starting Temporal dev server ...")
         self.temporal = start_temporal(
-            self.data_dir, self.temporal_port, self.ui_port, self.log_dir, self.codec_url
+            self.data_dir,
+            self.temporal_port,
+            self.ui_port,
+            self.log_dir,
+            self.codec_url,
+            DRAINAGE_CONFIG if self.versioning else None,
         )
         return self.temporal
 
@@ -226,8 +249,18 @@ class LocalStack:
             None if self.webhook_port is None else f"http://127.0.0.1:{self.webhook_port}/metrics"
         )
 
-    def start_worker(self, name: str) -> ManagedProcess:
-        """Start (or start again) the worker called ``name``; returns once it polls."""
+    def start_worker(
+        self, name: str, env: dict[str, str] | None = None, make_current: bool = True
+    ) -> ManagedProcess:
+        """Start (or start again) the worker called ``name``; returns once it polls.
+
+        ``env`` adds its own variables (``None``: those it had last time). With versioning,
+        its version is then made current unless ``make_current`` is false (a rollout that
+        starts the new build beside the old one and switches later).
+        """
+        if env is not None:
+            self.worker_env[name] = env
+        own = self.worker_env.get(name, {})
         self.announce(f"Starting {name} ...")
         self.workers[name] = start_worker(
             self.temporal_address,
@@ -235,10 +268,37 @@ class LocalStack:
             self.api_key,
             self.log_dir / f"{name}.log",
             name=name,
-            extra_env=self.codec_env(),
+            extra_env={
+                **self.codec_env(),
+                VERSIONING_ENV: "on" if self.versioning else "off",
+                **own,
+            },
             metrics_port=self._metrics_port(name),
         )
+        if self.versioning and make_current:
+            version = self.worker_version(name)
+            if version.build_id != self.current_build_id:
+                self.set_current_version(version.build_id, version.deployment_name)
         return self.workers[name]
+
+    def worker_version(self, name: str) -> WorkerVersioning:
+        """The deployment name and build id the worker called ``name`` runs as."""
+        return WorkerVersioning.from_env({**os.environ, **self.worker_env.get(name, {})})
+
+    def set_current_version(self, build_id: str, deployment_name: str | None = None) -> str:
+        """Make this build the deployment's current version; returns what the CLI printed."""
+        name = deployment_name or WorkerVersioning.from_env().deployment_name
+        self.announce(f"Making {name}.{build_id} the current version ...")
+        printed = set_current_version(self.temporal_address, name, build_id)
+        self.current_build_id = build_id
+        return printed
+
+    def cli(self, *args: str) -> str:
+        """Run the ``temporal`` CLI against this stack; returns its output, fails on an error."""
+        done = temporal_cli(self.temporal_address, *args)
+        if done.returncode != 0:
+            raise StackError(f"temporal {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
 
     def worker_metrics_url(self, name: str) -> str:
         """Where Prometheus scrapes the worker called ``name``."""

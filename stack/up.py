@@ -16,7 +16,7 @@ from types import FrameType
 
 from client.temporal import TemporalConnectionError, codec_keys, connect_config
 from config import webhooks
-from config.settings import DEFAULT_PROVIDERS_API_KEY
+from config.settings import DEFAULT_PROVIDERS_API_KEY, VersioningError
 from domain.intake import parse_duration
 from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from security.codec_server import TOKEN_ENV
@@ -59,6 +59,14 @@ def _parse_args() -> argparse.Namespace:
         "webhook (default 20s; 'off': only from its page or API)",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--versioning",
+        choices=("on", "off"),
+        default="on",
+        help="run the workers with Worker Versioning, as deployment version "
+        "orders.<build id>, and make that version current on start (default on; see the "
+        "README's 'Rolling out new code')",
+    )
     parser.add_argument(
         "--metrics-port",
         type=int,
@@ -126,6 +134,15 @@ def _shipping(stack: LocalStack) -> str:
     return f"{auto} after its picklist is made" if auto else "from its page's Ship button"
 
 
+def _versioning_line(stack: LocalStack) -> str:
+    """Which deployment version the workers run as, if versioning is on."""
+    if not stack.versioning:
+        return "unversioned (--versioning off)"
+    version = stack.worker_version(next(iter(stack.workers)))
+    describe = f"temporal worker deployment describe --name {version.deployment_name}"
+    return f"deployment version {version.version}, current ({describe})"
+
+
 def _banner(args: argparse.Namespace, stack: LocalStack) -> str:
     api_key = stack.api_key
     providers = f"http://127.0.0.1:{args.providers_port}"
@@ -147,6 +164,7 @@ Durable orders is running.
     warehouse       {providers}/warehouse/?api_key={api_key}
   Webhook receiver  {stack.webhook_url}  ({_webhook_note(args, stack)})
   Metrics           {_metrics_lines(stack)}
+  Workers           {_versioning_line(stack)}
   Data and logs     {args.data_dir.resolve()}
 
 Try it (in another terminal{setup_note}):{setup}
@@ -182,12 +200,13 @@ def main() -> int:
         worker_metrics_port=args.metrics_port,
         webhook_port=args.webhook_port,
         auto_ship_after=args.auto_ship_after,
+        versioning=args.versioning == "on",
         announce=lambda line: print(line, flush=True),
     )
     with stack:
         try:
             stack.start(workers=args.workers)
-        except StackError as err:
+        except (StackError, VersioningError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(_banner(args, stack), flush=True)

@@ -45,7 +45,12 @@ PROBE_MARGIN = timedelta(seconds=5)
 
 @workflow.defn(name=WORKFLOW_TYPE)
 class IntakeWorkflow:
-    """Intake paused for one task queue; the run ends when intake opens again."""
+    """Intake paused for one task queue; the run ends when intake opens again.
+
+    Auto-upgrade with Worker Versioning on, like the orders (``workflows.policy``): a pause can
+    last hours, and pinned it would keep the old build running for the operator's resume and
+    the probes until intake opens again.
+    """
 
     @workflow.init
     def __init__(self, start: IntakeStart) -> None:

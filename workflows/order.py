@@ -71,7 +71,14 @@ EARLIER_PATCHES = (
 
 @workflow.defn
 class OrderWorkflow:
-    """One order, from payment to the shipped email. Workflow id = order id."""
+    """One order, from payment to the shipped email. Workflow id = order id.
+
+    Auto-upgrade with Worker Versioning on (``workflows.policy.VERSIONING_BEHAVIOR``): each
+    workflow task goes to the deployment's current build, so a rollout moves orders waiting
+    days for the warehouse onto the new code and the old build can be retired at once. The
+    price is that every change to the commands an order issues stays behind a
+    ``workflow.patched`` (see the README's "Rolling out new code: Worker Versioning").
+    """
 
     @workflow.init
     def __init__(self, order: Order) -> None:

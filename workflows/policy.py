@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, VersioningBehavior
 
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
 from domain.status import OrderStatus, Step
@@ -129,3 +129,15 @@ POLICIES: Mapping[Step, StepPolicy] = {
 def policy_for(step: Step) -> StepPolicy:
     """The refusal policy of ``step``."""
     return POLICIES.get(step) or StepPolicy(step.value)
+
+
+VERSIONING_BEHAVIOR = VersioningBehavior.AUTO_UPGRADE
+"""How the order workflow and the intake breaker move between builds with Worker Versioning on:
+each workflow task goes to the deployment's current version. Orders wait up to 14 days; pinned,
+each build would have to keep running until its last order closed. So every change to the
+commands a workflow issues stays behind ``workflow.patched``.
+
+Set as the versioned worker's default (``worker.deployment_config``), not in ``@workflow.defn``:
+a behaviour in the definition is sent with every workflow task, and Temporal refuses it from an
+unversioned worker ("versioning behavior cannot be specified without deployment options being
+set with versioned mode"), which would break every worker with versioning off."""
