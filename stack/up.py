@@ -138,6 +138,8 @@ def _versioning_line(stack: LocalStack) -> str:
     """Which deployment version the workers run as, if versioning is on."""
     if not stack.versioning:
         return "unversioned (--versioning off)"
+    if not stack.workers:
+        return "none started (--workers 0); each one started later runs versioned"
     version = stack.worker_version(next(iter(stack.workers)))
     describe = f"temporal worker deployment describe --name {version.deployment_name}"
     return f"deployment version {version.version}, current ({describe})"
