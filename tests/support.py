@@ -2,13 +2,15 @@
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
@@ -152,3 +154,33 @@ async def run_starter(
         text=True,
         timeout=60,
     )
+
+
+@contextmanager
+def run_command(
+    args: list[str], env: Mapping[str, str], log_path: Path, ready: str, within: float
+) -> Iterator[str]:
+    """``python -m stack.up ARGS`` (what ``./scripts/run`` runs): yields its output once it
+    printed ``ready``; Ctrl-C at the end, as a person would (SIGKILL if it does not stop)."""
+    from stack.processes import ROOT, ManagedProcess  # see run_starter
+
+    with log_path.open("wb") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "stack.up", *args], cwd=ROOT, env=dict(env), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    process = ManagedProcess("run", popen, log_path, log_path.open("ab"))
+    try:
+        deadline = time.monotonic() + within
+        while ready not in process.output():
+            assert process.alive, f"the run command exited:\n{process.log_tail()}"
+            assert time.monotonic() < deadline, f"no banner:\n{process.log_tail()}"
+            time.sleep(0.2)
+        yield process.output()
+    finally:
+        process.send(signal.SIGINT)
+        try:
+            popen.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()

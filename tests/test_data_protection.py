@@ -15,12 +15,10 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -73,7 +71,8 @@ from security.keys import (
     read_key_file,
 )
 from security.keys import main as keys_main
-from stack.processes import ROOT, ManagedProcess, find_binary, free_port, start_codec_server
+from stack.processes import ROOT, find_binary, free_port, start_codec_server
+from tests import support
 from tests.support import make_order, wait_for_status
 from worker import sandboxed_runner
 from workflows.order import OrderWorkflow
@@ -679,32 +678,14 @@ def run_command(tmp_path: Path) -> Iterator[dict[str, Any]]:
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, KEY_FILE_ENV, TOKEN_ENV)}
     env.pop("ORDERS_TASK_QUEUE", None)
-    command = [
-        sys.executable, "-m", "stack.up", "--data-dir", str(data),
+    args = [
+        "--data-dir", str(data),
         "--temporal-port", str(ports["temporal"]), "--ui-port", str(ports["ui"]),
         "--providers-port", str(ports["providers"]), "--codec-port", str(ports["codec"]),
     ]  # fmt: skip
-    log_path = tmp_path / "run.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    process = ManagedProcess("run", popen, log_path, log_path.open("ab"))
-    try:
-        deadline = time.monotonic() + 90
-        while "Durable orders is running." not in process.output():
-            assert process.alive, f"the run command exited:\n{process.log_tail()}"
-            assert time.monotonic() < deadline, f"no banner:\n{process.log_tail()}"
-            time.sleep(0.2)
-        yield {"ports": ports, "data": data, "env": env, "banner": process.output()}
-    finally:
-        process.send(signal.SIGINT)
-        try:
-            popen.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
+    ready = "Durable orders is running."
+    with support.run_command(args, env, tmp_path / "run.log", ready, 90) as banner:
+        yield {"ports": ports, "data": data, "env": env, "banner": banner}
 
 
 async def test_the_run_command_wires_the_codec_server_into_the_ui_and_cli(

@@ -15,10 +15,8 @@ import ast
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,7 +37,8 @@ from domain.intake import IntakePolicy, parse_duration
 from providers import __main__ as providers_main
 from providers.webhooks import SenderSettings
 from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
-from stack.processes import ManagedProcess, free_port
+from stack.processes import free_port
+from tests import support
 from webhooks import app as receiver_app
 from webhooks import handoff as receiver_handoff
 
@@ -797,31 +796,11 @@ def run_command(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERS_", "TEMPORAL_"))}
     env["PYTHONUNBUFFERED"] = "1"
     ports = {name: free_port() for name in ("temporal", "ui", "providers", "codec", "webhook")}
-    command = [sys.executable, "-m", "stack.up", "--data-dir", str(data), "--workers", "0",
-               "--auto-ship-after", "off", "--metrics-port", str(free_port())]  # fmt: skip
-    command += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
-    log_path = data.parent / "run.log"
-    log = log_path.open("wb")
-    popen = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    process = ManagedProcess("run", popen, log_path, log_path.open("ab"))
-    try:
-        deadline = time.monotonic() + 60
-        while "Press Ctrl-C" not in process.output():
-            assert process.alive, f"the run command exited:\n{process.log_tail()}"
-            assert time.monotonic() < deadline, f"no banner:\n{process.log_tail()}"
-            time.sleep(0.2)
-        yield process.output(), env
-    finally:
-        popen.send_signal(signal.SIGINT)
-        try:
-            popen.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait()
-        log.close()
+    args = ["--data-dir", str(data), "--workers", "0", "--auto-ship-after", "off",
+            "--metrics-port", str(free_port())]  # fmt: skip
+    args += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
+    with support.run_command(args, env, data.parent / "run.log", "Press Ctrl-C", 60) as banner:
+        yield banner, env
 
 
 def starter(shell_lines: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
