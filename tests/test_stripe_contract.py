@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -465,9 +466,12 @@ async def test_a_validation_error_is_not_stored_under_its_key(
     assert headers(intent).get("Idempotent-Replayed") is None
 
 
-async def test_a_key_in_flight_is_409_idempotency_key_in_use(
+@asynccontextmanager
+async def confirm_held(
     client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
-) -> None:
+) -> AsyncIterator[stripe.PaymentIntent]:
+    """A new intent whose confirm the gateway holds in flight for the block; released after it,
+    the confirm must have authorized the card."""
     intent = await create(client, order_id)
     sandbox.set_faults("payments", hold_next=1, key_prefix=f"{order_id}:confirm")
     held = asyncio.create_task(
@@ -475,6 +479,16 @@ async def test_a_key_in_flight_is_409_idempotency_key_in_use(
     )
     try:
         await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+        yield intent
+    finally:
+        await asyncio.to_thread(sandbox.release, "payments")
+    assert (await held).status == "requires_capture"
+
+
+async def test_a_key_in_flight_is_409_idempotency_key_in_use(
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
+) -> None:
+    async with confirm_held(client, sandbox, order_id) as intent:
         with pytest.raises(stripe.APIError) as busy:
             await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
         # The library builds a 409's APIError without a code; the error object has it.
@@ -483,22 +497,13 @@ async def test_a_key_in_flight_is_409_idempotency_key_in_use(
             "idempotency_error",
             "idempotency_key_in_use",
         )
-    finally:
-        await asyncio.to_thread(sandbox.release, "payments")
-    assert (await held).status == "requires_capture"
     assert ledger(sandbox, order_id)["authorizations"] == 1
 
 
 async def test_an_intent_locked_by_a_held_confirm_refuses_cancel_with_lock_timeout(
     client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
 ) -> None:
-    intent = await create(client, order_id)
-    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{order_id}:confirm")
-    held = asyncio.create_task(
-        client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
-    )
-    try:
-        await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    async with confirm_held(client, sandbox, order_id) as intent:
         with pytest.raises(stripe.RateLimitError) as locked:
             await client.v1.payment_intents.cancel_async(intent.id, {}, key(order_id, "cancel"))
         assert locked.value.http_status == 429 and locked.value.error is not None
@@ -506,9 +511,6 @@ async def test_an_intent_locked_by_a_held_confirm_refuses_cancel_with_lock_timeo
             "invalid_request_error",
             "lock_timeout",
         )
-    finally:
-        await asyncio.to_thread(sandbox.release, "payments")
-    assert (await held).status == "requires_capture"
     # The lock_timeout was not stored: the same cancel key now releases the authorization.
     cancelled = await client.v1.payment_intents.cancel_async(intent.id, {}, key(order_id, "cancel"))
     assert cancelled.status == "canceled"
