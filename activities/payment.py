@@ -205,15 +205,13 @@ class PaymentActivities:
         The money moves at once; a decline raises a non-retryable ``PaymentDeclined`` error.
         """
         with self._watch(request.order_id):
-            intent = await self._act_on_intent(
+            return await self._take_money(
                 request,
                 "confirm",
                 lambda options: self._intents.confirm_async(request.intent_id, options=options),
-                accept={CAPTURED},
+                Step.PAYMENT_CONFIRM,
+                "charged",
             )
-        charge = _charge(intent)
-        log_step(request.order_id, Step.PAYMENT_CONFIRM, f"charged {charge.id}")
-        return charge
 
     @activity.defn
     async def capture_payment(self, request: CapturePaymentRequest) -> Charge:
@@ -222,14 +220,25 @@ class PaymentActivities:
         An intent that can no longer be captured (its authorization released or expired) is a
         refusal: the order asks an operator.
         """
-        intent = await self._act_on_intent(
+        return await self._take_money(
             request,
             "capture",
             lambda options: self._intents.capture_async(request.intent_id, options=options),
-            accept={CAPTURED},
+            Step.PAYMENT_CAPTURE,
+            "captured",
         )
-        charge = _charge(intent)
-        log_step(request.order_id, Step.PAYMENT_CAPTURE, f"captured {charge.id}")
+
+    async def _take_money(
+        self,
+        request: ConfirmPaymentRequest | CapturePaymentRequest,
+        action: str,
+        call: Callable[[stripe.RequestOptions], Awaitable[stripe.PaymentIntent]],
+        step: Step,
+        done: str,
+    ) -> Charge:
+        """POST the ``action`` that moves the intent's money; its (or an earlier try's) charge."""
+        charge = _charge(await self._act_on_intent(request, action, call, accept={CAPTURED}))
+        log_step(request.order_id, step, f"{done} {charge.id}")
         return charge
 
     @activity.defn

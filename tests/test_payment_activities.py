@@ -55,6 +55,11 @@ def confirm_request(order_id: str, intent_id: str) -> ConfirmPaymentRequest:
     return ConfirmPaymentRequest(order_id=order_id, idempotency_key=key, intent_id=intent_id)
 
 
+def cancel_request(order_id: str, intent_id: str) -> CancelPaymentRequest:
+    key = f"{order_id}:payment-cancel"
+    return CancelPaymentRequest(order_id=order_id, idempotency_key=key, intent_id=intent_id)
+
+
 async def authorized(payments: PaymentActivities, order_id: str) -> PaymentIntent:
     """A manual-capture intent of ``order_id``, authorized."""
     intent = await RUN(payments.create_payment_intent, intent_request(order_id))
@@ -104,9 +109,7 @@ async def test_cancelling_a_captured_intent_answers_its_charge_and_it_is_refunde
     order_id = f"pay-{uuid.uuid4().hex[:8]}"
     intent = await authorized(payments, order_id)
     charge = await RUN(payments.capture_payment, capture(order_id, intent.id))
-    cancel = CancelPaymentRequest(
-        order_id=order_id, idempotency_key=f"{order_id}:payment-cancel", intent_id=intent.id
-    )
+    cancel = cancel_request(order_id, intent.id)
     answer = await RUN(payments.cancel_payment, cancel)
     assert answer.charged and answer.charge == charge.id
 
@@ -119,9 +122,8 @@ async def test_cancelling_a_captured_intent_answers_its_charge_and_it_is_refunde
         )
         for key in (f"{order_id}:refund", f"{order_id}:refund:attempt-2")
     ]
-    assert (
-        refunds[0] == refunds[1]
-    )  # the second key finds the first refund: charge_already_refunded
+    # The second key finds the first refund: charge_already_refunded.
+    assert refunds[0] == refunds[1]
     effects = sandbox.effects(order_id)
     assert (effects.refunds, effects.refunded_amount, effects.released) == (1, 2500, 0)
 
@@ -131,9 +133,7 @@ async def test_cancelling_an_authorized_intent_releases_it(
 ) -> None:
     order_id = f"pay-{uuid.uuid4().hex[:8]}"
     intent = await authorized(payments, order_id)
-    cancel = CancelPaymentRequest(
-        order_id=order_id, idempotency_key=f"{order_id}:payment-cancel", intent_id=intent.id
-    )
+    cancel = cancel_request(order_id, intent.id)
     answer = await RUN(payments.cancel_payment, cancel)
     assert answer.status == "canceled" and not answer.charged
     stale = await RUN(payments.cancel_payment, cancel.model_copy(update={"idempotency_key": "x"}))
