@@ -239,6 +239,15 @@ class Params:
             )
         return list(value)
 
+    def expand(self, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        """The ``expand[]`` paths, each one of ``allowed`` (else ``parameter_invalid``)."""
+        expand = self.strings("expand")
+        for index, path in enumerate(expand):
+            if path not in allowed:
+                message = f"This property cannot be expanded ({path[:100]})."
+                raise invalid_request(message, "parameter_invalid", f"expand[{index}]")
+        return tuple(expand)
+
     def metadata(self, name: str = "metadata") -> dict[str, str]:
         """A metadata hash: at most 50 keys of 40 characters, values of 500 (Stripe's limits).
 

@@ -242,15 +242,6 @@ def _cancel(
     return _changed(db, intent_id, expand)
 
 
-def _expand(params: Params) -> tuple[str, ...]:
-    expand = params.strings("expand")
-    for index, path in enumerate(expand):
-        if path not in EXPANDABLE:
-            message = f"This property cannot be expanded ({path[:100]})."
-            raise invalid_request(message, "parameter_invalid", f"expand[{index}]")
-    return tuple(expand)
-
-
 async def _run(
     request: Request,
     idem: IdempotencyDep,
@@ -281,7 +272,7 @@ def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]
     description = params.string("description", max_length=MAX_TEXT_LENGTH)
     confirm = params.boolean("confirm") or False
     params.strings("payment_method_types")  # Stripe's default, and the only kind here: card
-    expand = _expand(params)
+    expand = params.expand(EXPANDABLE)
     params.done()
     if confirm and method is None:
         message = "You must provide a payment_method when confirm=true."
@@ -348,7 +339,7 @@ async def retrieve_payment_intent(
     """Retrieve an intent as it is now (read-after-write, unlike search); 404 if unknown."""
     params = Params(read_query(request))
     params.string("client_secret", max_length=300)
-    expand = _expand(params)
+    expand = params.expand(EXPANDABLE)
     params.done()
     return render_intent(ledger.db, _existing(ledger.db, intent), expand)
 
@@ -367,7 +358,7 @@ async def confirm_payment_intent(
         "payment_method", pattern=PAYMENT_METHOD_PATTERN, max_length=210, what="not a pm_ id"
     )
     params.string("return_url", max_length=MAX_TEXT_LENGTH)
-    expand = _expand(params)
+    expand = params.expand(EXPANDABLE)
     params.done()
     effect = partial(_confirm, intent, method, expand)
     return await _run(request, idem, key, params, effect, intent_lock(intent))
@@ -383,7 +374,7 @@ async def capture_payment_intent(
     """
     params = Params(await read_form(request))
     amount = params.integer("amount_to_capture", minimum=1, maximum=MAX_AMOUNT)
-    expand = _expand(params)
+    expand = params.expand(EXPANDABLE)
     params.done()
     effect = partial(_capture, intent, amount, expand)
     return await _run(request, idem, key, params, effect, intent_lock(intent))
@@ -400,7 +391,7 @@ async def cancel_payment_intent(
     """
     params = Params(await read_form(request))
     reason = params.enum("cancellation_reason", CANCELLATION_REASONS)
-    expand = _expand(params)
+    expand = params.expand(EXPANDABLE)
     params.done()
     effect = partial(_cancel, intent, reason, expand)
     return await _run(request, idem, key, params, effect, intent_lock(intent))

@@ -123,15 +123,6 @@ def _refund(
     return Outcome(200, render_refund(db, row, expand))
 
 
-def _expand(params: Params) -> tuple[str, ...]:
-    expand = params.strings("expand")
-    for index, path in enumerate(expand):
-        if path not in EXPANDABLE:
-            message = f"This property cannot be expanded ({path[:100]})."
-            raise invalid_request(message, "parameter_invalid", f"expand[{index}]")
-    return tuple(expand)
-
-
 def create_params(
     params: Params,
 ) -> tuple[str | None, str | None, int | None, dict[str, Any], tuple[str, ...]]:
@@ -144,7 +135,7 @@ def create_params(
     amount = params.integer("amount", minimum=1, maximum=MAX_AMOUNT)
     reason = params.enum("reason", REASONS)
     metadata = params.metadata()
-    expand = _expand(params)
+    expand = params.expand(EXPANDABLE)
     params.done()
     if (intent_id is None) == (charge_id is None):
         message = (
@@ -183,7 +174,7 @@ async def create_refund(
 async def retrieve_refund(refund: str, request: Request, ledger: LedgerDep) -> dict[str, Any]:
     """Retrieve a refund (404 ``resource_missing`` when unknown)."""
     params = Params(read_query(request))
-    expand = _expand(params)
+    expand = params.expand(EXPANDABLE)
     params.done()
     row = REFUNDS.get_row(ledger.db, refund)
     if row is None:
