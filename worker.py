@@ -210,6 +210,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("temporalio").setLevel(logging.WARNING)
+    # Stripe's library logs two INFO lines per request; each step logs its own outcome once.
+    logging.getLogger("stripe").setLevel(logging.WARNING)
     status = 0
     try:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()

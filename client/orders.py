@@ -139,6 +139,8 @@ async def start_order(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             static_summary=f"{order.customer.name}: {format_money(order.total, order.currency)}",
             memo={OPTIONS_MEMO: options or OrderOptions()},
+            # Searchable from the start, without an upsert in the order's first task.
+            search_attributes=search_attributes.of_order(OrderStatus.RECEIVED, order.customer.id),
             task_timeout=WORKFLOW_TASK_TIMEOUT,
         )
     except WorkflowAlreadyStartedError as err:

@@ -1,16 +1,26 @@
 """The order workflow end to end: real Temporal dev server, real providers, effects counted."""
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from client.orders import OrderExists, OrderRefused, order_status, ship_order, start_order
+from client.orders import (
+    OrderExists,
+    OrderRefused,
+    order_status,
+    ship_order,
+    start_order,
+)
+from domain import search_attributes
 from domain.models import Shipment
 from domain.status import EmailTemplate, OrderStatus, Step, StepState
 from providers.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, wait_for_status
+from workflows import patches
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -44,6 +54,42 @@ async def test_happy_path_charges_once_and_sends_each_email_once(
     assert effects.emails == {EmailTemplate.ORDER_CONFIRMATION: 1, EmailTemplate.ORDER_SHIPPED: 1}
     charge = sandbox.list("/payments/charges", order_id=order.id)[0]
     assert charge["amount"] == order.total == 4500
+
+
+async def test_a_new_order_asks_one_patch_and_upserts_only_status_changes(
+    client: Client, task_queue: str
+) -> None:
+    order = make_order()
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    await ship_order(client, order.id, UPS)
+    await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
+    events = (await client.get_workflow_handle(order.id).fetch_history()).events
+
+    markers = [e for e in events if e.HasField("marker_recorded_event_attributes")]
+    patch_markers = [
+        e for e in markers if e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert len(patch_markers) == 1
+    assert _upserted(events, "TemporalChangeVersion") == [f'["{patches.BASELINE}"]']
+    assert _upserted(events, search_attributes.ORDER_STATUS.name) == [
+        f'"{status}"'
+        for status in ("authorized", "paid", "awaiting-shipment", "shipped", "completed")
+    ]
+    assert _upserted(events, search_attributes.CUSTOMER_ID.name) == []  # given at the start
+    started = events[0].workflow_execution_started_event_attributes.search_attributes
+    assert set(started.indexed_fields) == {"OrderStatus", "CustomerId"}
+    assert len(events) == 39
+
+
+def _upserted(events: Sequence[HistoryEvent], name: str) -> list[str]:
+    """The values the search attribute ``name`` was upserted to, as the history's JSON."""
+    upserts = [
+        e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        for e in events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    return [fields[name].data.decode() for fields in upserts if name in fields]
 
 
 async def test_status_query_shows_timeline_transaction_and_tracking(

@@ -83,6 +83,7 @@ RECORDED["v8"] = (
     "shipped-by-webhook",
     "cancel-meets-shipped",
 )
+RECORDED["v9"] = RECORDED["v8"]
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
@@ -90,8 +91,9 @@ the emails tried as local activities first, v6 with an operator's retry after fa
 step's key again (``operator-retry``), v7 with a workflow cancel requested through Temporal
 winding the order down, or ignored once it has shipped, v8 with authorize, reserve, capture on
 Stripe's API (a cancel meeting a held capture), the warehouse's webhook reporting the shipment
-by update, and a cancel that finds the parcel shipped. The last is the current one, which
-recording writes."""
+by update, and a cancel that finds the parcel shipped, v9 with one baseline patch for all of
+those and the search attributes given at the start. The last is the current one, which recording
+writes."""
 CURRENT = list(RECORDED)[-1]
 
 

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -32,41 +33,21 @@ with workflow.unsafe.imports_passed_through():
         Shipment,
     )
     from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
-    from workflows import metrics
+    from workflows import metrics, patches
     from workflows.compensation import Compensations
+    from workflows.patches import Patches
     from workflows.payment import Payment
     from workflows.picking import Picking, ShippedBeforeCancel
-    from workflows.shipment import SHIPMENT_DEADLINES_PATCH, wait_for_shipment
+    from workflows.shipment import wait_for_shipment
     from workflows.state import OrderState
-    from workflows.steps import LOCAL_FIRST_PATCH, RETRY_SAME_KEY_PATCH, OrderStopped, Steps
+    from workflows.steps import OrderStopped, Steps
 
 OPTIONS_MEMO = "options"
 """Memo key of the order's ``OrderOptions``. They travel in the memo, not as a second workflow
 argument, so the input stays one ``Order``: orders started before options existed have no memo
 and replay with the defaults (a second argument would change how their input decodes)."""
 
-PROMPT_CANCEL_PATCH = "prompt-cancel"
-"""From here on an accepted cancel interrupts the running step instead of waiting for it."""
-PROVIDER_DECIDES_PATCH = "compensation-decided-by-provider"
-"""From here on compensation runs newest first and each provider decides what to undo."""
-SHIP_RULE_PATCH = "ship-only-when-awaiting"
-"""From here on a shipped report before the order awaits shipment is refused."""
-TEMPORAL_CANCEL_PATCH = "temporal-cancel-winds-down"
-"""From here on a workflow cancel requested through Temporal winds the order down."""
 TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
-AUTHORIZE_RESERVE_CAPTURE_PATCH = "authorize-reserve-capture"
-"""From here on the card is authorized, the stock reserved, and only then the money captured."""
-EARLIER_PATCHES = (
-    PROMPT_CANCEL_PATCH,
-    PROVIDER_DECIDES_PATCH,
-    SHIP_RULE_PATCH,
-    TEMPORAL_CANCEL_PATCH,
-    SHIPMENT_DEADLINES_PATCH,
-    LOCAL_FIRST_PATCH,
-    RETRY_SAME_KEY_PATCH,
-)
-"""Every patch an order from authorize-reserve-capture on takes, asked at its start (see
-``_authorize_reserve_capture``)."""
 
 
 @workflow.defn
@@ -82,8 +63,10 @@ class OrderWorkflow:
 
     @workflow.init
     def __init__(self, order: Order) -> None:
+        # The baseline patch first: before any handler or step could ask an older one.
+        patches_taken = Patches.ask()
         options = workflow.memo_value(OPTIONS_MEMO, OrderOptions(), type_hint=OrderOptions)
-        self._state = OrderState(order, options)
+        self._state = OrderState(order, options, patches_taken)
         self._steps = Steps(self._state, self._set_status)
         self._compensations = Compensations()
         self._payment = Payment(self._state, self._steps, self._compensations)
@@ -103,7 +86,7 @@ class OrderWorkflow:
             try:
                 return await asyncio.shield(life)
             except asyncio.CancelledError:
-                if not workflow.patched(TEMPORAL_CANCEL_PATCH):
+                if not self._state.patches.taken(patches.TEMPORAL_CANCEL):
                     # Older orders ended here, mid-step and without undoing anything.
                     life.cancel()
                     await asyncio.wait([life])
@@ -126,7 +109,7 @@ class OrderWorkflow:
         """The story of an order that goes well."""
         state, steps = self._state, self._steps
         try:
-            if workflow.patched(AUTHORIZE_RESERVE_CAPTURE_PATCH):
+            if state.patches.taken(patches.AUTHORIZE_RESERVE_CAPTURE):
                 await self._authorize_reserve_capture()
             else:
                 await self._charge_confirm_pick()
@@ -145,12 +128,11 @@ class OrderWorkflow:
         released and the customer never hears "confirmed".
         """
         order, steps = self._state.order, self._steps
-        # Each patch is asked here, in the first workflow task before any local activity, and
-        # its answer is memoized for the run. Asked first right after a local activity in the
-        # same task (shipment-deadlines after the confirmation email), a patch failed to
-        # replay on a worker rebuilding the order (TMPRL1100, "patch marker encountered").
-        for patch in EARLIER_PATCHES:
-            workflow.patched(patch)
+        if not self._state.patches.baseline:
+            # Orders from before the baseline asked each patch here, in the first workflow
+            # task before any local activity (see ``workflows.patches``).
+            for patch in patches.BEFORE_AUTHORIZE_RESERVE_CAPTURE:
+                workflow.patched(patch)
         await self._payment.authorize()
         self._set_status(OrderStatus.AUTHORIZED)
         steps.stop_if_cancelled()
@@ -180,7 +162,7 @@ class OrderWorkflow:
             self._set_status(OrderStatus.CANCELLING)
         self._compensations.discard(stop.step)
         try:
-            await self._compensations.unwind(workflow.patched(PROVIDER_DECIDES_PATCH))
+            await self._compensations.unwind(state.patches.taken(patches.PROVIDER_DECIDES))
         except ShippedBeforeCancel as shipped:
             # Undone newest first, the picklist before the payment: nothing was refunded yet.
             workflow.logger.warning(
@@ -236,7 +218,7 @@ class OrderWorkflow:
         refusal = rules.ship_refusal(state.view())
         # Older orders took a report before they awaited shipment; they replay as they ran.
         refused_before = state.shipment or state.cancel_reason or state.status.is_final
-        if refusal and (refused_before or workflow.patched(SHIP_RULE_PATCH)):
+        if refusal and (refused_before or state.patches.taken(patches.SHIP_RULE)):
             workflow.logger.warning("ignored shipped signal: %s", refusal)
             return
         state.shipment = shipment
@@ -291,7 +273,7 @@ class OrderWorkflow:
     def _accept_cancel(self, reason: str) -> None:
         """The story stops at once (or, for older orders, at its next step)."""
         self._state.cancel_reason = reason
-        if self._story is not None and workflow.patched(PROMPT_CANCEL_PATCH):
+        if self._story is not None and self._state.patches.taken(patches.PROMPT_CANCEL):
             self._story.cancel()
 
     def _take_temporal_cancel(self) -> None:
@@ -305,12 +287,15 @@ class OrderWorkflow:
     def _set_status(self, status: OrderStatus) -> None:
         metrics.status_changed(self._state.status, status, self._state.attention_step)
         self._state.status = status
-        workflow.upsert_search_attributes(
-            [
-                search_attributes.ORDER_STATUS.value_set(status.value),
-                search_attributes.CUSTOMER_ID.value_set(self._state.order.customer.id),
-            ]
-        )
+        wanted = search_attributes.of_order(status, self._state.order.customer.id)
+        if self._state.patches.baseline:
+            # Only what changed: the start gave the first status and the customer (client.orders).
+            current = workflow.info().typed_search_attributes
+            updates = search_attributes.changes(current, wanted)
+        else:  # older orders upserted both on every change
+            updates = search_attributes.changes(TypedSearchAttributes.empty, wanted)
+        if updates:
+            workflow.upsert_search_attributes(updates)
 
     @workflow.update
     def report_shipment(self, shipment: Shipment) -> OrderView:

@@ -10,11 +10,9 @@ with workflow.unsafe.imports_passed_through():
     from domain.emails import EmailContent
     from domain.models import Shipment
     from domain.status import OrderStatus, Step
+    from workflows import patches
     from workflows.state import OrderState
     from workflows.steps import Steps, human
-
-SHIPMENT_DEADLINES_PATCH = "shipment-deadlines"
-"""Orders started before shipment deadlines existed keep waiting without timers (see README)."""
 
 SendEmail = Callable[[Step, EmailContent], Awaitable[None]]
 
@@ -31,7 +29,7 @@ async def wait_for_shipment(
         return state.shipment is not None or state.cancel_reason is not None
 
     async def shipped() -> Shipment:
-        if workflow.patched(SHIPMENT_DEADLINES_PATCH):
+        if state.patches.taken(patches.SHIPMENT_DEADLINES):
             await _wait_with_deadlines(state, arrived, set_status, send_email)
         else:
             await workflow.wait_condition(arrived)

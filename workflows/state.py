@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from activities.payment import PaymentIntent
 from domain.models import Order, OrderOptions, OrderView, Shipment, StepRecord
 from domain.status import OperatorAction, OrderStatus, Step
+from workflows.patches import Patches
 
 
 @dataclass
@@ -13,6 +14,8 @@ class OrderState:
 
     order: Order
     options: OrderOptions
+    patches: Patches = field(default_factory=Patches)
+    """The changes the order runs with (``workflows.patches``)."""
     status: OrderStatus = OrderStatus.RECEIVED
     intent: PaymentIntent | None = None
     charge_id: str | None = None

@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.requests import EffectRequest
     from domain.models import StepRecord
     from domain.status import OperatorAction, OrderStatus, Step, StepState, idempotency_key
-    from workflows import metrics
+    from workflows import metrics, patches
     from workflows.policy import (
         LOCAL_TRY,
         PROVIDER_CALL_TIMEOUT,
@@ -28,12 +28,6 @@ with workflow.unsafe.imports_passed_through():
         policy_for,
     )
     from workflows.state import OrderState
-
-LOCAL_FIRST_PATCH = "local-first"
-"""From here on the steps whose policy says ``local_first`` try a local activity first."""
-
-RETRY_SAME_KEY_PATCH = "retry-same-key"
-"""From here on an operator's retry after faults sends the step's key again (see ``call``)."""
 
 T = TypeVar("T")
 R = TypeVar("R", bound=EffectRequest)
@@ -91,7 +85,7 @@ class Steps:
             )
             # Never local after an operator's update: see StepPolicy.local_first.
             local_first = (
-                policy.local_first and retried == 0 and workflow.patched(LOCAL_FIRST_PATCH)
+                policy.local_first and retried == 0 and state.patches.taken(patches.LOCAL_FIRST)
             )
             try:
                 return await self.run_activity(
@@ -101,7 +95,7 @@ class Steps:
                 self._stop_if_outcome(step, policy, err)
                 await self.ask_operator(step, _attention_reason(policy, budget, err))
                 state.retries[step] = retried + 1
-                if _refused(err) or not workflow.patched(RETRY_SAME_KEY_PATCH):
+                if _refused(err) or not state.patches.taken(patches.RETRY_SAME_KEY):
                     state.attempts[step] = attempt + 1
 
     async def run_activity(
