@@ -187,7 +187,8 @@ def draw(report: Mapping[str, Any], path: Path) -> None:
             axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    workers = f", {counts[0]} worker process(es) each" if len(counts) > 1 else ""
+    plural = "es" if counts[0] != 1 else ""
+    workers = f", {counts[0]} worker process{plural} of each kind" if len(counts) > 1 else ""
     _finish(fig, report, f"Real order workflow against the no-op ceiling, same run{workers}", path)
 
 

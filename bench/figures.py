@@ -172,10 +172,12 @@ def busiest(
     load: Mapping[str, float],
     cpu_count: int | None = None,
 ) -> dict[str, Any]:
-    """The process that used the most cores (the first to saturate), and the machine's cores.
+    """The process that used the most cores, and the machine's busy cores of all it has.
 
-    ``processes`` as from ``process_figures``, ``load`` from ``load_figures``; ``cpu_count``
-    is ``os.cpu_count()`` unless given.
+    A Python process (a worker, the providers, the driver) saturates at 1.0 core; the Temporal
+    server, in Go, can use every core, so it saturates when the machine does. ``processes`` as
+    from ``process_figures``, ``load`` from ``load_figures``; ``cpu_count`` is
+    ``os.cpu_count()`` unless given.
     """
     name = max(processes, key=lambda process: processes[process]["cores"])
     return {
