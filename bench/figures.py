@@ -4,9 +4,10 @@ Pure functions over what the benchmark collected (process samples, order histori
 times), so each figure has one definition, shared by the levels and the parking.
 """
 
+import os
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,12 @@ from bench.stages import OrderHistory
 from domain.status import OrderStatus
 from harness.checker import Evidence, check, tally
 
-PROCESSES = ("worker", "ceiling_worker", "temporal", "providers", "driver")
-"""The processes accounted for: the real and the ceiling worker, Temporal, the providers, and
-the benchmark itself (``driver``: starting, following, signalling and awaiting orders)."""
+ROLES = ("worker", "ceiling_worker", "temporal", "providers", "driver")
+"""The roles accounted for: the real and the ceiling workers, Temporal, the providers, and the
+benchmark itself (``driver``: starting, following, signalling and awaiting orders)."""
+
+WORKER_ROLES = {"worker": "worker-", "ceiling_worker": "ceiling-worker-"}
+"""The worker roles and how their processes are named: ``worker-1``, ``ceiling-worker-2``, ..."""
 
 STAGES = {
     "start_to_charged": ("started", "charged"),
@@ -49,6 +53,33 @@ def sample(pids: Mapping[str, int]) -> Sample:
         except OSError:
             continue
     return Sample(time.time(), usage, machine_cpu().busy_s)
+
+
+def role_of(process: str) -> str:
+    """The role a process plays: ``worker-2`` is a ``worker``; ``temporal`` is ``temporal``."""
+    for role, prefix in WORKER_ROLES.items():
+        if process.startswith(prefix):
+            return role
+    return process
+
+
+def by_role(
+    values: Iterable[tuple[str, float]], combine: Callable[[Iterable[float]], float] = sum
+) -> dict[str, float]:
+    """Per-process values (name, value) combined per role: summed, or e.g. their ``max``."""
+    groups: dict[str, list[float]] = {}
+    for name, value in values:
+        groups.setdefault(role_of(name), []).append(value)
+    return {role: combine(group) for role, group in groups.items()}
+
+
+def cpu_seconds(before: Sample, after: Sample) -> dict[str, float]:
+    """The CPU seconds each process used between two samples (those read in both)."""
+    return {
+        name: after.usage[name].cpu_s - before.usage[name].cpu_s
+        for name in after.usage
+        if name in before.usage
+    }
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -96,12 +127,13 @@ def throughput(
 def cpu_figures(
     before: Sample, after: Sample, orders: int, worker: str
 ) -> tuple[dict[str, float], dict[str, float | None]]:
-    """CPU seconds per process between two samples, and milliseconds per order."""
-    cpu_s = {
-        name: round(after.usage[name].cpu_s - before.usage[name].cpu_s, 3)
-        for name in PROCESSES
-        if name in before.usage and name in after.usage
-    }
+    """CPU seconds per role between two samples, and milliseconds per order.
+
+    A role's processes are summed (every ``worker-N`` is ``worker``); the per-order ``worker``
+    is the role ``worker`` names: the workers that ran the batch.
+    """
+    roles = by_role(cpu_seconds(before, after).items())
+    cpu_s = {role: round(roles[role], 3) for role in ROLES if role in roles}
     per_order: dict[str, float | None] = {
         key: round(cpu_s[name] * 1000 / orders, 1) if name in cpu_s else None
         for key, name in (
@@ -116,18 +148,62 @@ def cpu_figures(
     return cpu_s, per_order
 
 
-def memory_figures(at: Sample, worker: str | None = None) -> dict[str, dict[str, float]]:
-    """Each process's resident memory now and its peak so far, in MB.
+def process_figures(before: Sample, after: Sample, orders: int) -> dict[str, dict[str, float]]:
+    """Each process's CPU seconds, CPU ms per order, cores used and memory, between two samples.
 
-    With ``worker``, that process is named ``worker`` (the one that ran the batch).
+    Cores used: its CPU seconds over the wall seconds between the samples (1.0: one core busy
+    all along, which is all one Python process can use).
     """
+    wall = max(after.at - before.at, 1e-6)
     return {
-        "worker" if name == worker else name: {
-            "rss": round(usage.rss_mb, 1),
-            "peak": round(usage.peak_rss_mb, 1),
+        name: {
+            "cpu_s": round(cpu_s, 3),
+            "cpu_ms_per_order": round(cpu_s * 1000 / orders, 1),
+            "cores": round(cpu_s / wall, 2),
+            "rss_mb": round(after.usage[name].rss_mb, 1),
+            "peak_mb": round(after.usage[name].peak_rss_mb, 1),
         }
-        for name, usage in at.usage.items()
-        if worker is None or name == worker or name not in ("worker", "ceiling_worker")
+        for name, cpu_s in cpu_seconds(before, after).items()
+    }
+
+
+def busiest(
+    processes: Mapping[str, Mapping[str, float]],
+    load: Mapping[str, float],
+    cpu_count: int | None = None,
+) -> dict[str, Any]:
+    """The process that used the most cores, and the machine's busy cores of all it has.
+
+    A Python process (a worker, the providers, the driver) saturates at 1.0 core; the Temporal
+    server, in Go, can use every core, so it saturates when the machine does. ``processes`` as
+    from ``process_figures``, ``load`` from ``load_figures``; ``cpu_count`` is
+    ``os.cpu_count()`` unless given.
+    """
+    name = max(processes, key=lambda process: processes[process]["cores"])
+    return {
+        "process": name,
+        "cores": processes[name]["cores"],
+        "machine_cores_used": load["machine_busy_cores"],
+        "machine_cores": cpu_count or os.cpu_count(),
+    }
+
+
+def memory_figures(at: Sample, worker: str | None = None) -> dict[str, dict[str, float]]:
+    """Each role's resident memory now and its peak so far, in MB.
+
+    Of a role with several processes, the largest one's (memory per worker process, not the
+    sum). With ``worker``, that role is named ``worker`` (the workers that ran the batch) and the
+    other worker role is left out.
+    """
+    rss = by_role(((name, usage.rss_mb) for name, usage in at.usage.items()), max)
+    peak = by_role(((name, usage.peak_rss_mb) for name, usage in at.usage.items()), max)
+    return {
+        "worker" if role == worker else role: {
+            "rss": round(rss[role], 1),
+            "peak": round(peak[role], 1),
+        }
+        for role in rss
+        if worker is None or role == worker or role not in WORKER_ROLES
     }
 
 
@@ -135,11 +211,7 @@ def load_figures(before: Sample, after: Sample) -> dict[str, float]:
     """How busy the machine was, and how much of that was other people's processes."""
     wall = max(after.at - before.at, 1e-6)
     busy = (after.machine_busy_s - before.machine_busy_s) / wall
-    ours = sum(
-        after.usage[name].cpu_s - before.usage[name].cpu_s
-        for name in after.usage
-        if name in before.usage
-    )
+    ours = sum(cpu_seconds(before, after).values())
     return {
         "machine_busy_cores": round(busy, 2),
         "benchmark_cores": round(ours / wall, 2),
@@ -174,7 +246,10 @@ def latency_figures(histories: Sequence[OrderHistory]) -> dict[str, Any]:
     }
 
 
-_NO_RATIO = frozenset({"n", "orders", "concurrency", "completed", "cpu_s", "load", "providers"})
+_NO_RATIO = frozenset(
+    {"n", "orders", "concurrency", "completed", "cpu_s", "load", "providers"}
+    | {"processes", "busiest"}
+)
 
 
 def ratio(real: Any, ceiling: Any) -> Any:
@@ -183,8 +258,8 @@ def ratio(real: Any, ceiling: Any) -> Any:
         ratios = {
             key: ratio(real[key], ceiling[key])
             for key in real
-            # Not ratios: the sizes of the batches; the raw CPU seconds and the machine's load
-            # (per process, not per role); the providers (the ceiling calls none).
+            # Not ratios: the sizes of the batches; the raw CPU seconds, the machine's load and
+            # the per-process figures (not per role); the providers (the ceiling calls none).
             if key in ceiling and key not in _NO_RATIO
         }
         return {key: value for key, value in ratios.items() if value is not None}

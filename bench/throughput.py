@@ -7,11 +7,14 @@ dev server on a SQLite file with WAL, the providers and a worker in a temporary 
     .venv/bin/python -m bench.throughput --quick             # about a minute: 1, 10, 50
     .venv/bin/python -m bench.throughput --concurrency 1,10,50 --orders 100
     .venv/bin/python -m bench.throughput --park 10000        # park, measure, ship them all
+    .venv/bin/python -m bench.throughput --workers 1,2,4     # scale-out: levels 10, 50, 200
 
 Each level keeps ``concurrency`` orders in flight: every order is started, signalled shipped as
 soon as its history shows it awaiting shipment, and awaited until completed. Each real level is
 followed by the same level of the ceiling (``bench.ceiling``: six no-op activities and the
-shipped signal, in its own worker process with the real worker's settings), so drift hits both.
+shipped signal, in its own worker processes with the real workers' settings), so drift hits both.
+With ``--workers``, every level runs with each count of worker processes in turn (that many of
+each kind against the one server), warmed up again whenever the processes changed.
 Latencies come from the histories' event times; CPU and memory from each process's ``/proc``.
 At the end the exactly-once checker judges every real order against the providers' ledger.
 
@@ -47,7 +50,11 @@ from bench.ceiling import CeilingOrderWorkflow
 from bench.ceiling_activities import CEILING_TASK_QUEUE
 from bench.ceiling_worker import READY_LINE
 from bench.figures import (
+    Sample,
+    busiest,
+    by_role,
     cpu_figures,
+    cpu_seconds,
     exit_status,
     history_figures,
     judge,
@@ -55,6 +62,7 @@ from bench.figures import (
     load_figures,
     memory_figures,
     overall_load,
+    process_figures,
     ratio,
     sample,
     sqlite_sizes,
@@ -83,6 +91,9 @@ from workflows.order import OrderWorkflow
 
 DEFAULT_LEVELS = (1, 10, 50, 100, 200)
 QUICK_LEVELS = (1, 10, 50)
+SCALE_LEVELS = (10, 50, 200)
+"""The levels when several worker counts are measured (1, 2 and 4 within about 15 minutes)."""
+QUICK_SCALE_LEVELS = (10, 50)
 _CLOSED = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
@@ -119,7 +130,7 @@ class Kind:
     name: str
     shape: Shape
     worker: str
-    """The key of its worker process in the CPU figures."""
+    """The role of its worker processes in the figures (``bench.figures.WORKER_ROLES``)."""
     real: bool
 
     async def start(self, client: Client, order_id: str) -> None:
@@ -299,6 +310,68 @@ async def read_histories(
     return await gather_limited((one(order_id) for order_id in order_ids), concurrency=20)
 
 
+# --- the figures of a level --------------------------------------------------------------------
+
+
+def kind_figures(
+    kind: Kind,
+    concurrency: int,
+    runs: Sequence[OrderRun],
+    histories: Sequence[OrderHistory],
+    before: Sample,
+    after: Sample,
+) -> dict[str, Any]:
+    """The figures of one batch of one kind, from its runs, histories and two process samples."""
+    orders = len(runs)
+    rate, method = throughput(
+        [run.started for run in runs], [run.done for run in runs if run.done], concurrency
+    )
+    first = min(run.started for run in runs)
+    last = max(run.done or 0.0 for run in runs)
+    cpu_s, per_order = cpu_figures(before, after, orders, kind.worker)
+    processes = process_figures(before, after, orders)
+    load = load_figures(before, after)
+    return {
+        "workflow": kind.shape.workflow_type,
+        "concurrency": concurrency,
+        "orders": orders,
+        "completed": sum(run.done is not None for run in runs),
+        "wall_s": round(last - first, 2),
+        "throughput_per_s": round(rate, 2),
+        "throughput_method": method,
+        "overall_throughput_per_s": round(orders / (last - first), 2),
+        "latency_ms": latency_figures(histories),
+        "cpu_ms_per_order": per_order,
+        "cpu_s": cpu_s,
+        "processes": processes,
+        "busiest": busiest(processes, load),
+        "memory_mb": {
+            role: figures
+            for role, figures in memory_figures(after, worker=kind.worker).items()
+            if role in ("worker", "temporal", "providers")
+        },
+        "history": history_figures(histories),
+        "load": load,
+    }
+
+
+def level_entry(
+    workers: int, concurrency: int, real: dict[str, Any], ceiling: dict[str, Any]
+) -> dict[str, Any]:
+    """One level of the report: the real batch, the ceiling's and their ratio."""
+    ratios = ratio(real, ceiling)
+    # One server runs both: its memory after each is not the workflow's to compare.
+    ratios.get("memory_mb", {}).pop("temporal", None)
+    return {
+        "workers": workers,
+        "concurrency": concurrency,
+        "orders": real["orders"],
+        "real": real,
+        "ceiling": ceiling,
+        "ratio": ratios,
+    }
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -309,19 +382,24 @@ class Bench:
     stack: LocalStack
     client: Client
     args: argparse.Namespace
-    ceiling_worker: ManagedProcess | None = None
-    ceiling_peak_mb: float | None = None
+    ceiling_workers: dict[str, ManagedProcess] = field(default_factory=dict)
+    """The ceiling's worker processes running now, by name (``ceiling-worker-1``, ...)."""
+    stopped_peaks_mb: list[tuple[str, float]] = field(default_factory=list)
+    """Each stopped worker process's peak memory, read just before it stopped."""
     idle_cpu_ms_per_s: dict[str, float] | None = None
-    """CPU milliseconds per second each process used while no order was in flight."""
-    """The ceiling worker's peak memory, read just before it stopped."""
+    """CPU milliseconds per second each role used while no order was in flight."""
     real_ids: list[str] = field(default_factory=list)
+
+    @property
+    def worker_count(self) -> int:
+        """How many real worker processes run now."""
+        return len(self.stack.workers)
 
     def processes(self) -> dict[str, ManagedProcess]:
         """The stack's processes the benchmark needs alive, by their names in the figures."""
         found = {"temporal": self.stack.temporal, "providers": self.stack.providers}
-        found["worker"] = self.stack.workers.get("worker-1")
-        found["ceiling_worker"] = self.ceiling_worker
-        return {name: process for name, process in found.items() if process is not None}
+        server = {name: process for name, process in found.items() if process is not None}
+        return {**server, **self.stack.workers, **self.ceiling_workers}
 
     def pids(self) -> dict[str, int]:
         """The pids to account for, this process (``driver``) included."""
@@ -332,33 +410,61 @@ class Bench:
         """A stall and crash watch over the processes."""
         return Watch(self.args.stall_timeout, self.processes)
 
-    def start_ceiling_worker(self) -> None:
-        """The ceiling's worker process (``bench.ceiling_worker``), with the stack's settings."""
-        say("Starting the ceiling worker ...")
+    def start_ceiling_worker(self, name: str) -> None:
+        """One of the ceiling's worker processes (``bench.ceiling_worker``), as ``name``."""
+        say(f"Starting {name} ...")
         # Everything else (encryption keys included) comes from this process's environment,
         # as the stack's workers get it.
         env = {"TEMPORAL_ADDRESS": self.stack.temporal_address, "PYTHONUNBUFFERED": "1"}
         process = spawn(
-            "ceiling-worker",
+            name,
             [sys.executable, "-m", "bench.ceiling_worker", "--task-queue", CEILING_TASK_QUEUE],
-            self.stack.log_dir / "ceiling-worker.log",
+            self.stack.log_dir / f"{name}.log",
             env,
         )
-        self.ceiling_worker = process
+        self.ceiling_workers[name] = process
         wait_for_log(process, READY_LINE, timeout=30.0)
 
-    def stop_ceiling_worker(self) -> None:
-        """Stop the ceiling's worker once its levels are done."""
-        if self.ceiling_worker is not None:
-            with contextlib.suppress(OSError):
-                self.ceiling_peak_mb = process_usage(self.ceiling_worker.popen.pid).peak_rss_mb
-            say("Stopping the ceiling worker ...")
-            self.ceiling_worker.stop()
-            self.ceiling_worker = None
+    def stop_worker(self, name: str) -> None:
+        """Stop one worker process of either kind gracefully, its peak memory read first."""
+        with contextlib.suppress(OSError):
+            peak = process_usage(self.processes()[name].popen.pid).peak_rss_mb
+            self.stopped_peaks_mb.append((name, peak))
+        if name in self.ceiling_workers:
+            say(f"Stopping {name} ...")
+            self.ceiling_workers.pop(name).stop()
+        else:
+            self.stack.stop_worker(name)
+
+    def stop_ceiling_workers(self) -> None:
+        """Stop the ceiling's workers once its levels are done."""
+        for name in list(self.ceiling_workers):
+            self.stop_worker(name)
+
+    def scale_to(self, count: int) -> None:
+        """Run exactly ``count`` real and ``count`` ceiling worker processes."""
+        self._scale(self.stack.workers, "worker", count, self.stack.start_worker)
+        self._scale(self.ceiling_workers, "ceiling-worker", count, self.start_ceiling_worker)
+
+    def _scale(
+        self,
+        running: Mapping[str, ManagedProcess],
+        prefix: str,
+        count: int,
+        start: Callable[[str], object],
+    ) -> None:
+        """Stop the processes beyond ``prefix-count``, start the missing ones up to it."""
+        wanted = [f"{prefix}-{index}" for index in range(1, count + 1)]
+        for name in [name for name in running if name not in wanted]:
+            self.stop_worker(name)
+        for name in wanted:
+            if name not in running:
+                start(name)
 
     def order_ids(self, kind: Kind, label: str, count: int) -> list[str]:
         """Fresh order ids for one batch; real ones are remembered for the final check."""
-        ids = [f"{kind.name}-{label}-{index:05d}" for index in range(count)]
+        prefix = f"{kind.name}-w{self.worker_count}-{label}"
+        ids = [f"{prefix}-{index:05d}" for index in range(count)]
         if kind.real:
             self.real_ids += ids
         return ids
@@ -375,35 +481,13 @@ class Bench:
         )
         after = sample(self.pids())
         histories = await read_histories(self.client, kind.shape, ids)
-        rate, method = throughput(
-            [run.started for run in runs], [run.done for run in runs if run.done], concurrency
-        )
-        first = min(run.started for run in runs)
-        last = max(run.done or 0.0 for run in runs)
-        cpu_s, per_order = cpu_figures(before, after, orders, kind.worker)
-        figures = {
-            "workflow": kind.shape.workflow_type,
-            "concurrency": concurrency,
-            "orders": orders,
-            "completed": sum(run.done is not None for run in runs),
-            "wall_s": round(last - first, 2),
-            "throughput_per_s": round(rate, 2),
-            "throughput_method": method,
-            "overall_throughput_per_s": round(orders / (last - first), 2),
-            "latency_ms": latency_figures(histories),
-            "cpu_ms_per_order": per_order,
-            "cpu_s": cpu_s,
-            "memory_mb": {
-                role: figures
-                for role, figures in memory_figures(after, worker=kind.worker).items()
-                if role in ("worker", "temporal", "providers")
-            },
-            "history": history_figures(histories),
-            "load": load_figures(before, after),
-        }
+        figures = kind_figures(kind, concurrency, runs, histories, before, after)
+        top = figures["busiest"]
         say(
-            f"{kind.name:7} c={concurrency:<4} {orders} orders  {rate:6.2f}/s  "
-            f"worker {per_order['worker']} ms, server {per_order['temporal']} ms per order"
+            f"{kind.name:7} w={self.worker_count} c={concurrency:<4} {orders} orders  "
+            f"{figures['throughput_per_s']:6.2f}/s  worker {figures['cpu_ms_per_order']['worker']} "
+            f"ms, server {figures['cpu_ms_per_order']['temporal']} ms per order; busiest "
+            f"{top['process']} {top['cores']} cores"
         )
         return figures
 
@@ -414,48 +498,45 @@ class Bench:
         ids = self.order_ids(kind, "warmup", orders)
         await in_slots(
             ids,
-            min(orders, 5),
+            min(orders, 5 * self.worker_count),
             lambda run, progress: drive_order(self.client, kind, run, progress),
             self.watch(),
         )
 
-    async def levels(self, concurrencies: Sequence[int]) -> list[dict[str, Any]]:
-        """Every level, the real workflow then the ceiling at the same concurrency."""
-        self.start_ceiling_worker()
-        say(f"Warming up ({self.args.warmup} orders each) ...")
-        await self.warm_up(REAL_KIND, self.args.warmup)
-        await self.warm_up(CEILING_KIND, self.args.warmup)
-        await self.measure_idle(2.0 if self.args.quick else 4.0)
+    async def levels(
+        self, counts: Sequence[int], concurrencies: Sequence[int]
+    ) -> list[dict[str, Any]]:
+        """For each worker count, every level: the real workflow then the ceiling, same level."""
         results = []
-        for concurrency in concurrencies:
-            orders = self.args.orders or orders_for(concurrency, self.args.quick)
-            real = await self.level(REAL_KIND, concurrency, orders)
-            ceiling = await self.level(CEILING_KIND, concurrency, orders)
-            ratios = ratio(real, ceiling)
-            # One server runs both: its memory after each is not the workflow's to compare.
-            ratios.get("memory_mb", {}).pop("temporal", None)
-            results.append(
-                {
-                    "concurrency": concurrency,
-                    "orders": orders,
-                    "real": real,
-                    "ceiling": ceiling,
-                    "ratio": ratios,
-                }
-            )
-        self.stop_ceiling_worker()
+        for count in counts:
+            await self.prepare(count)
+            for concurrency in concurrencies:
+                orders = self.args.orders or orders_for(concurrency, self.args.quick)
+                real = await self.level(REAL_KIND, concurrency, orders)
+                ceiling = await self.level(CEILING_KIND, concurrency, orders)
+                results.append(level_entry(count, concurrency, real, ceiling))
+        self.stop_ceiling_workers()
         return results
 
+    async def prepare(self, count: int) -> None:
+        """Scale to ``count`` workers of each kind, warm them up; the first time, measure idle."""
+        self.scale_to(count)
+        orders = self.args.warmup * count
+        say(f"Warming up {count} worker process(es) of each kind ({orders} orders each) ...")
+        await self.warm_up(REAL_KIND, orders)
+        await self.warm_up(CEILING_KIND, orders)
+        if self.idle_cpu_ms_per_s is None:
+            await self.measure_idle(2.0 if self.args.quick else 4.0)
+
     async def measure_idle(self, seconds: float) -> None:
-        """Each process's CPU use with no order in flight: the floor under every figure."""
+        """Each role's CPU use with no order in flight: the floor under every figure."""
         before = sample(self.pids())
         await asyncio.sleep(seconds)
         after = sample(self.pids())
         wall = after.at - before.at
         self.idle_cpu_ms_per_s = {
-            name: round((after.usage[name].cpu_s - before.usage[name].cpu_s) * 1000 / wall, 1)
-            for name in after.usage
-            if name in before.usage
+            role: round(cpu_s * 1000 / wall, 1)
+            for role, cpu_s in by_role(cpu_seconds(before, after).items()).items()
         }
 
     async def park(self, count: int, sustained: float | None) -> dict[str, Any]:
@@ -500,6 +581,7 @@ class Bench:
         return {
             "orders": count,
             "start_concurrency": concurrency,
+            "workers": self.worker_count,
             "parking": {
                 "wall_s": round(park_wall, 1),
                 "orders_per_s": round(count / park_wall, 2),
@@ -559,6 +641,12 @@ class Bench:
                 latest = max(latest, execution.close_time.timestamp())
         return latest
 
+    def peak_memory_mb(self) -> dict[str, float]:
+        """Each role's peak memory over the run: of its largest process (stopped ones too)."""
+        running = [(name, usage.peak_rss_mb) for name, usage in sample(self.pids()).usage.items()]
+        peaks = by_role([*running, *self.stopped_peaks_mb], max)
+        return {role: round(mb, 1) for role, mb in peaks.items()}
+
     async def exactly_once(self) -> dict[str, Any]:
         """The checker over every real order of the run, against the providers' ledger."""
         say(f"Checking exactly-once over {len(self.real_ids)} orders ...")
@@ -568,6 +656,12 @@ class Bench:
         finally:
             admin.close()
         return judge(evidence)
+
+
+def best_rate(levels: Sequence[Mapping[str, Any]], workers: int) -> float | None:
+    """The best sustained real rate with ``workers`` worker processes (the park's reference)."""
+    rates = [level["real"]["throughput_per_s"] for level in levels if level["workers"] == workers]
+    return max(rates, default=None)
 
 
 def orders_for(concurrency: int, quick: bool) -> int:
@@ -619,23 +713,21 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "quick": args.quick,
             "park": args.park,
             "park_concurrency": args.park_concurrency,
-            "worker_processes": 1,
+            "worker_processes": args.workers,
             "temporal": "dev server on SQLite, journal_mode=wal, synchronous=normal",
         },
     }
     began = time.monotonic()
     with LocalStack(data_dir, announce=say) as stack:
-        stack.start(workers=1)
+        stack.start(workers=args.workers[0])
         bench = Bench(stack, await stack.connect(), args)
         try:
-            levels = await bench.levels(args.levels) if args.levels else []
+            levels = await bench.levels(args.workers, args.levels) if args.levels else []
         finally:
-            bench.stop_ceiling_worker()
-        best = max((level["real"]["throughput_per_s"] for level in levels), default=None)
-        park = await bench.park(args.park, best) if args.park else None
-        peaks = {name: mb["peak"] for name, mb in memory_figures(sample(bench.pids())).items()}
-        if bench.ceiling_peak_mb is not None:
-            peaks["ceiling_worker"] = round(bench.ceiling_peak_mb, 1)
+            bench.stop_ceiling_workers()
+        sustained = best_rate(levels, bench.worker_count)
+        park = await bench.park(args.park, sustained) if args.park else None
+        peaks = bench.peak_memory_mb()
         report["exactly_once"] = await bench.exactly_once()
     report.update(
         {
@@ -656,14 +748,38 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 # --- the command line --------------------------------------------------------------------------
 
 
-def _levels(text: str) -> list[int]:
-    try:
-        levels = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not levels or min(levels) < 1:
-        raise argparse.ArgumentTypeError("concurrency levels are numbers of at least 1")
-    return levels
+def number_list(what: str) -> Callable[[str], list[int]]:
+    """An argparse type: a comma-separated list of different numbers of at least 1.
+
+    ``what`` names them in the error (``concurrency levels``, ``worker counts``).
+    """
+
+    def parse(text: str) -> list[int]:
+        try:
+            numbers = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+        if not numbers or min(numbers) < 1:
+            raise argparse.ArgumentTypeError(f"{what} are numbers of at least 1")
+        if len(set(numbers)) < len(numbers):
+            raise argparse.ArgumentTypeError(f"{what} must each be given once: {text!r}")
+        return numbers
+
+    return parse
+
+
+def default_levels(quick: bool, park: int, worker_counts: Sequence[int]) -> list[int]:
+    """The levels when ``--concurrency`` is not given.
+
+    Several worker counts: 10, 50, 200 (quick: 10, 50), so that 1, 2 and 4 stay within about
+    15 minutes.
+    One: 1, 10, 50, 100, 200 (quick: 1, 10, 50), none with ``--park``.
+    """
+    if len(worker_counts) > 1:
+        return list(QUICK_SCALE_LEVELS if quick else SCALE_LEVELS)
+    if quick:
+        return list(QUICK_LEVELS)
+    return [] if park else list(DEFAULT_LEVELS)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -674,9 +790,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--concurrency",
-        type=_levels,
+        type=number_list("concurrency levels"),
         help="orders in flight per level, e.g. 1,10,50 (default 1,10,50,100,200; "
-        "with --quick 1,10,50; with --park alone, none)",
+        "with --quick 1,10,50; with --park alone, none; with several --workers 10,50,200, "
+        "quick 10,50)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=number_list("worker counts"),
+        default=[1],
+        help="worker processes of each kind, one count after the other, e.g. 1,2,4 (default 1)",
     )
     parser.add_argument(
         "--orders",
@@ -700,7 +823,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="orders started at a time when parking (default 50)",
     )
     parser.add_argument(
-        "--warmup", type=int, help="unmeasured orders of each kind first (5; 3 quick)"
+        "--warmup",
+        type=int,
+        help="unmeasured orders of each kind per worker process, whenever the workers "
+        "change (5; 3 quick)",
     )
     parser.add_argument(
         "--out", type=Path, help="the JSON report (default bench/results/throughput-<date>.json)"
@@ -714,12 +840,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder and logs")
     args = parser.parse_args(argv)
-    if args.concurrency is not None:
-        args.levels = args.concurrency
-    elif args.quick:
-        args.levels = list(QUICK_LEVELS)
-    else:
-        args.levels = [] if args.park else list(DEFAULT_LEVELS)
+    args.levels = args.concurrency or default_levels(args.quick, args.park, args.workers)
     if args.warmup is None:
         args.warmup = 3 if args.quick else 5
     if args.orders is not None and args.orders < 1:
@@ -747,12 +868,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             else:
                 shutil.rmtree(folder, ignore_errors=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        if report["levels"]:
-            chart.draw(report, args.chart)
-            report["chart"] = str(args.chart)
+        charts = chart.draw_all(report, args.chart) if report["levels"] else {}
+        report.update(charts)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(printout(report))
-        print(f"\nWrote {args.out}" + (f" and {args.chart}" if report["levels"] else ""))
+        print(f"\nWrote {args.out}" + "".join(f" and {path}" for path in charts.values()))
         status = exit_status(report)
         if status:
             print("FAILED: the exactly-once check found broken promises (above).", file=sys.stderr)

@@ -315,6 +315,16 @@ class LocalStack:
             self.metrics_ports[name] = base + len(self.metrics_ports) if base else free_port()
         return self.metrics_ports[name]
 
+    def stop_worker(self, name: str) -> int:
+        """Stop the worker called ``name`` gracefully and forget it; returns its exit code.
+
+        SIGTERM: it stops polling and finishes its running activities (SIGKILL after 10 s).
+        ``start_worker(name)`` starts it again, on its metrics port and with its own variables.
+        """
+        process = self.workers.pop(name)
+        self.announce(f"Stopping {name} ...")
+        return process.stop()
+
     def kill_worker(self, name: str) -> float:
         """SIGKILL one worker; returns the wall-clock time of the kill."""
         return _kill(self.workers[name])
