@@ -36,7 +36,7 @@ def build_ceiling_worker(client: Client, task_queue: str = CEILING_TASK_QUEUE) -
         task_queue=task_queue,
         workflows=[CeilingOrderWorkflow],
         activities=list(ceiling_activities.ALL),
-        workflow_runner=sandboxed_runner(),
+        workflow_runner=sandboxed_runner("bench"),  # like the real workflows' package
         graceful_shutdown_timeout=timedelta(seconds=5),
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
         **capacity_options(),
