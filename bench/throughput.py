@@ -51,7 +51,6 @@ from bench.ceiling_activities import CEILING_TASK_QUEUE
 from bench.ceiling_worker import READY_LINE
 from bench.figures import (
     Sample,
-    busiest,
     by_role,
     cpu_figures,
     cpu_seconds,
@@ -62,11 +61,11 @@ from bench.figures import (
     load_figures,
     memory_figures,
     overall_load,
-    process_figures,
     ratio,
     sample,
     sqlite_sizes,
     throughput,
+    usage_figures,
 )
 from bench.procstat import machine, process_usage
 from bench.report import printout
@@ -328,9 +327,6 @@ def kind_figures(
     )
     first = min(run.started for run in runs)
     last = max(run.done or 0.0 for run in runs)
-    cpu_s, per_order = cpu_figures(before, after, orders, kind.worker)
-    processes = process_figures(before, after, orders)
-    load = load_figures(before, after)
     return {
         "workflow": kind.shape.workflow_type,
         "concurrency": concurrency,
@@ -341,17 +337,8 @@ def kind_figures(
         "throughput_method": method,
         "overall_throughput_per_s": round(orders / (last - first), 2),
         "latency_ms": latency_figures(histories),
-        "cpu_ms_per_order": per_order,
-        "cpu_s": cpu_s,
-        "processes": processes,
-        "busiest": busiest(processes, load),
-        "memory_mb": {
-            role: figures
-            for role, figures in memory_figures(after, worker=kind.worker).items()
-            if role in ("worker", "temporal", "providers")
-        },
+        **usage_figures(before, after, orders, kind.worker),
         "history": history_figures(histories),
-        "load": load,
     }
 
 
