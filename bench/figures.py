@@ -188,6 +188,30 @@ def busiest(
     }
 
 
+def usage_figures(before: Sample, after: Sample, orders: int, worker: str) -> dict[str, Any]:
+    """A batch's CPU, processes, busiest process, memory and machine load between two samples.
+
+    CPU per role and per order (``worker``: the role of the workers that ran the batch, as in
+    ``cpu_figures``), each process's figures and the busiest of them, the memory of the workers,
+    the server and the providers, and the machine's load.
+    """
+    cpu_s, per_order = cpu_figures(before, after, orders, worker)
+    processes = process_figures(before, after, orders)
+    load = load_figures(before, after)
+    return {
+        "cpu_ms_per_order": per_order,
+        "cpu_s": cpu_s,
+        "processes": processes,
+        "busiest": busiest(processes, load),
+        "memory_mb": {
+            role: figures
+            for role, figures in memory_figures(after, worker=worker).items()
+            if role in ("worker", "temporal", "providers")
+        },
+        "load": load,
+    }
+
+
 def memory_figures(at: Sample, worker: str | None = None) -> dict[str, dict[str, float]]:
     """Each role's resident memory now and its peak so far, in MB.
 
@@ -284,11 +308,17 @@ def sqlite_sizes(data_dir: Path) -> dict[str, float]:
     return sizes
 
 
-def overall_load(levels: Sequence[Mapping[str, Any]], park: Mapping[str, Any] | None) -> Any:
+def overall_load(
+    levels: Sequence[Mapping[str, Any]],
+    park: Mapping[str, Any] | None,
+    overload: Mapping[str, Any] | None = None,
+) -> Any:
     """Other processes' CPU use averaged over the measured batches (the noise in the figures)."""
     loads = [level[kind]["load"] for level in levels for kind in ("real", "ceiling")]
     if park:
         loads += [park["parking"]["load"], park["shipping"]["load"]]
+    if overload:
+        loads.append(overload["load"])
     if not loads:
         return {}
     return {

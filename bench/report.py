@@ -4,6 +4,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 KINDS = ("real", "ceiling", "ratio")
+_TOP = ("median", "p99", "max")
+"""The figures of a distribution the overload run prints: where the long tail shows."""
 
 
 def _cell(value: Any, width: int) -> str:
@@ -11,10 +13,8 @@ def _cell(value: Any, width: int) -> str:
     return text.rjust(width)
 
 
-def _stage(figures: Mapping[str, Any]) -> str:
-    return "/".join(
-        "-" if figures[k] is None else f"{figures[k]:.0f}" for k in ("median", "p95", "p99")
-    )
+def _stage(figures: Mapping[str, Any], keys: Sequence[str] = ("median", "p95", "p99")) -> str:
+    return "/".join("-" if figures[k] is None else f"{figures[k]:.0f}" for k in keys)
 
 
 def _ratios(figures: Mapping[str, Any]) -> str:
@@ -191,6 +191,49 @@ def _park(park: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _overload(o: Mapping[str, Any]) -> list[str]:
+    """The overload run: the offer, what completed, the workflow tasks, the cores, the verdict."""
+    history = o["history"]
+    workers = o["workers"]
+    reference = (
+        "the best sustained rate of the levels"
+        if o["sustainable_from"] == "levels"
+        else o["sustainable_from"]
+    )
+    cores = ", ".join(f"{name} {p['cores']:.2f}" for name, p in o["processes"].items())
+    top = o["busiest"]
+    return [
+        "",
+        f"Overload, open loop ({workers} worker process{'es' if workers != 1 else ''}): offered "
+        f"{o['offered_per_s']} orders/s ({o['factor']:g} x {o['sustainable_per_s']}/s, "
+        f"{reference}) for {o['seconds']:g} s: {o['orders']} orders, {o['completed']} "
+        f"completed at {o['completed_per_s']}/s over {o['wall_s']:.1f} s; at most "
+        f"{o['peak_in_flight']} in flight; starts late by at most "
+        f"{_stage(o['start_lag_ms'], ('max',))} ms.",
+        f"Workflow tasks, ms median/p99/max: run {_stage(history['workflow_task_run_ms'], _TOP)}; "
+        f"queue at the server (schedule to start) "
+        f"{_stage(history['workflow_task_queue_ms'], _TOP)}; "
+        f"{history['workflow_task_timeouts']} timed out, {history['sticky_task_timeouts']} "
+        "sticky-queue timeouts.",
+        f"Cores used: {cores}; busiest {top['process']}; the machine "
+        f"{top['machine_cores_used']} of {top['machine_cores']} cores busy.",
+        _task_verdict(o),
+    ]
+
+
+def _task_verdict(overload: Mapping[str, Any]) -> str:
+    """Plainly whether any workflow task of the overload run ran over 1 s or timed out."""
+    longest = overload["longest_workflow_task_ms"]
+    timeouts = overload["history"]["workflow_task_timeouts"]
+    ran = "-" if longest is None else f"{longest:.0f}"
+    if overload["within_1s"]:
+        return f"No workflow task ran over 1 s: the longest ran {ran} ms, none timed out."
+    return (
+        f"A WORKFLOW TASK RAN OVER 1 s: the longest ran {ran} ms; {timeouts} timed out "
+        "(a measurement: the exit status does not change)."
+    )
+
+
 def _exactly_once(once: Mapping[str, Any]) -> list[str]:
     """The checker's verdict: the tally, or every broken promise (the first 50)."""
     t = once["tally"]
@@ -212,6 +255,8 @@ def printout(report: Mapping[str, Any]) -> str:
     levels = report["levels"]
     if levels:
         lines += _levels(levels) + _latencies(levels) + _scale_out(levels)
+    if report.get("overload"):
+        lines += _overload(report["overload"])
     if report["park"]:
         lines += _park(report["park"])
     peaks = ", ".join(f"{name} {mb:.0f}" for name, mb in report["peak_memory_mb"].items())

@@ -8,6 +8,7 @@ dev server on a SQLite file with WAL, the providers and a worker in a temporary 
     .venv/bin/python -m bench.throughput --concurrency 1,10,50 --orders 100
     .venv/bin/python -m bench.throughput --park 10000        # park, measure, ship them all
     .venv/bin/python -m bench.throughput --workers 1,2,4     # scale-out: levels 10, 50, 200
+    .venv/bin/python -m bench.throughput --concurrency 10,50 --overload   # then 2 x, open loop
 
 Each level keeps ``concurrency`` orders in flight: every order is started, signalled shipped as
 soon as its history shows it awaiting shipment, and awaited until completed. Each real level is
@@ -15,6 +16,9 @@ followed by the same level of the ceiling (``bench.ceiling``: six no-op activiti
 shipped signal, in its own worker processes with the real workers' settings), so drift hits both.
 With ``--workers``, every level runs with each count of worker processes in turn (that many of
 each kind against the one server), warmed up again whenever the processes changed.
+With ``--overload``, after the levels real orders are offered open loop (started on a fixed
+schedule, not waiting for earlier ones) at a factor of the best sustained rate, to show that the
+overload waits at the server and no workflow task runs over 1 s.
 Latencies come from the histories' event times; CPU and memory from each process's ``/proc``.
 At the end the exactly-once checker judges every real order against the providers' ledger.
 
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -34,9 +39,10 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +57,10 @@ from bench.ceiling_activities import CEILING_TASK_QUEUE
 from bench.ceiling_worker import READY_LINE
 from bench.figures import (
     Sample,
-    busiest,
     by_role,
     cpu_figures,
     cpu_seconds,
+    distribution,
     exit_status,
     history_figures,
     judge,
@@ -62,11 +68,11 @@ from bench.figures import (
     load_figures,
     memory_figures,
     overall_load,
-    process_figures,
     ratio,
     sample,
     sqlite_sizes,
     throughput,
+    usage_figures,
 )
 from bench.procstat import machine, process_usage
 from bench.report import printout
@@ -310,6 +316,142 @@ async def read_histories(
     return await gather_limited((one(order_id) for order_id in order_ids), concurrency=20)
 
 
+# --- the overload run: orders offered on a schedule, open loop -----------------------------------
+
+LONGEST_TASK_MS = 1000.0
+"""What the overload run checks: no workflow task runs longer, at twice the sustainable rate."""
+
+
+def start_offsets(rate: float, seconds: float) -> Iterator[float]:
+    """When to start each order, in seconds from the first: one every ``1 / rate`` s.
+
+    Every offset before ``seconds`` (``rate x seconds`` of them, rounded up), each computed
+    from its index, so no rounding adds up.
+    """
+    for index in range(math.ceil(round(rate * seconds, 9))):
+        yield index / rate
+
+
+async def on_schedule(
+    order_ids: Sequence[str],
+    offsets: Sequence[float],
+    step: Callable[[OrderRun, Progress], Coroutine[Any, Any, None]],
+    watch: Watch,
+) -> list[OrderRun]:
+    """Start ``step`` for each order at its offset, open loop; then wait for them all.
+
+    Each order runs as its own task: the schedule never waits for earlier orders, and a late
+    start does not delay the next ones. The watch fails it if nothing moves for long.
+    """
+    progress = Progress()
+
+    async def schedule() -> None:
+        began = time.monotonic()
+        async with asyncio.TaskGroup() as group:
+            for order_id, offset in zip(order_ids, offsets, strict=True):
+                await asyncio.sleep(max(0.0, began + offset - time.monotonic()))
+                run = OrderRun(order_id)
+                progress.runs.append(run)
+                group.create_task(step(run, progress))
+
+    await watch.until_done(schedule(), progress, lambda: _stalled_orders(progress.runs))
+    return progress.runs
+
+
+def peak_in_flight(runs: Sequence[OrderRun]) -> int:
+    """The most orders started and not completed at one moment (at a tie, completions first)."""
+    changes = sorted(
+        [(run.started, 1) for run in runs]
+        + [(run.done, -1) for run in runs if run.done is not None]
+    )
+    peak = in_flight = 0
+    for _, change in changes:
+        in_flight += change
+        peak = max(peak, in_flight)
+    return peak
+
+
+def start_lags(runs: Sequence[OrderRun], offsets: Sequence[float]) -> list[float]:
+    """How late each order started against its offset from the first one, in seconds."""
+    first = runs[0].started
+    return [run.started - first - offset for run, offset in zip(runs, offsets, strict=True)]
+
+
+@dataclass(frozen=True)
+class Overload:
+    """What the overload run offers: ``factor`` x the sustainable rate, for ``seconds``."""
+
+    factor: float
+    seconds: float
+    sustainable_per_s: float
+    sustainable_from: str
+    """``levels``: the best sustained real rate of this run's levels (same workers); ``--rate``."""
+
+    @property
+    def rate(self) -> float:
+        """Orders offered per second."""
+        return self.factor * self.sustainable_per_s
+
+    def offsets(self) -> list[float]:
+        """When each order starts, in seconds from the first."""
+        return list(start_offsets(self.rate, self.seconds))
+
+
+def overload_plan(args: argparse.Namespace, sustained: float | None) -> Overload:
+    """The overload run of the command line: ``--rate`` if given, else the levels' best rate."""
+    if args.rate is not None:
+        return Overload(args.overload, args.overload_seconds, args.rate, "--rate")
+    if sustained is None:
+        raise BenchError("--overload: no level ran with these workers, and no --rate was given")
+    return Overload(args.overload, args.overload_seconds, sustained, "levels")
+
+
+def task_verdict(history: Mapping[str, Any]) -> dict[str, Any]:
+    """The longest workflow task run (ms) and whether every task ran within 1 s.
+
+    ``history`` as from ``history_figures``. A task that timed out has no run time (it ran past
+    its timeout, ``WORKFLOW_TASK_TIMEOUT``), so any timeout fails the verdict too.
+    """
+    longest = history["workflow_task_run_ms"]["max"]
+    within = (longest or 0.0) <= LONGEST_TASK_MS and history["workflow_task_timeouts"] == 0
+    return {"longest_workflow_task_ms": longest, "within_1s": within}
+
+
+def overload_figures(
+    plan: Overload,
+    runs: Sequence[OrderRun],
+    histories: Sequence[OrderHistory],
+    before: Sample,
+    after: Sample,
+) -> dict[str, Any]:
+    """The overload run's figures: offer, completions, workflow tasks, resources, verdict.
+
+    The workflow tasks from the orders' histories; each process's CPU and cores between the two
+    samples (the whole run: starting and draining).
+    """
+    orders = len(runs)
+    completed = sum(run.done is not None for run in runs)
+    wall = max(run.done or 0.0 for run in runs) - min(run.started for run in runs)
+    history = history_figures(histories)
+    return {
+        "factor": plan.factor,
+        "seconds": plan.seconds,
+        "sustainable_per_s": round(plan.sustainable_per_s, 2),
+        "sustainable_from": plan.sustainable_from,
+        "offered_per_s": round(plan.rate, 2),
+        "orders": orders,
+        "completed": completed,
+        "wall_s": round(wall, 2),
+        "completed_per_s": round(completed / max(wall, 1e-6), 2),
+        "peak_in_flight": peak_in_flight(runs),
+        "start_lag_ms": distribution(start_lags(runs, plan.offsets())),
+        "latency_ms": latency_figures(histories),
+        "history": history,
+        **usage_figures(before, after, orders, "worker"),
+        **task_verdict(history),
+    }
+
+
 # --- the figures of a level --------------------------------------------------------------------
 
 
@@ -328,9 +470,6 @@ def kind_figures(
     )
     first = min(run.started for run in runs)
     last = max(run.done or 0.0 for run in runs)
-    cpu_s, per_order = cpu_figures(before, after, orders, kind.worker)
-    processes = process_figures(before, after, orders)
-    load = load_figures(before, after)
     return {
         "workflow": kind.shape.workflow_type,
         "concurrency": concurrency,
@@ -341,17 +480,8 @@ def kind_figures(
         "throughput_method": method,
         "overall_throughput_per_s": round(orders / (last - first), 2),
         "latency_ms": latency_figures(histories),
-        "cpu_ms_per_order": per_order,
-        "cpu_s": cpu_s,
-        "processes": processes,
-        "busiest": busiest(processes, load),
-        "memory_mb": {
-            role: figures
-            for role, figures in memory_figures(after, worker=kind.worker).items()
-            if role in ("worker", "temporal", "providers")
-        },
+        **usage_figures(before, after, orders, kind.worker),
         "history": history_figures(histories),
-        "load": load,
     }
 
 
@@ -461,6 +591,10 @@ class Bench:
             if name not in running:
                 start(name)
 
+    def drive(self, kind: Kind) -> Callable[[OrderRun, Progress], Coroutine[Any, Any, None]]:
+        """``drive_order`` for orders of ``kind`` on this stack."""
+        return partial(drive_order, self.client, kind)
+
     def order_ids(self, kind: Kind, label: str, count: int) -> list[str]:
         """Fresh order ids for one batch; real ones are remembered for the final check."""
         prefix = f"{kind.name}-w{self.worker_count}-{label}"
@@ -473,12 +607,7 @@ class Bench:
         """Run one level of one kind and return its figures."""
         ids = self.order_ids(kind, f"c{concurrency}", orders)
         before = sample(self.pids())
-        runs = await in_slots(
-            ids,
-            concurrency,
-            lambda run, progress: drive_order(self.client, kind, run, progress),
-            self.watch(),
-        )
+        runs = await in_slots(ids, concurrency, self.drive(kind), self.watch())
         after = sample(self.pids())
         histories = await read_histories(self.client, kind.shape, ids)
         figures = kind_figures(kind, concurrency, runs, histories, before, after)
@@ -496,12 +625,7 @@ class Bench:
         if orders <= 0:
             return
         ids = self.order_ids(kind, "warmup", orders)
-        await in_slots(
-            ids,
-            min(orders, 5 * self.worker_count),
-            lambda run, progress: drive_order(self.client, kind, run, progress),
-            self.watch(),
-        )
+        await in_slots(ids, min(orders, 5 * self.worker_count), self.drive(kind), self.watch())
 
     async def levels(
         self, counts: Sequence[int], concurrencies: Sequence[int]
@@ -538,6 +662,30 @@ class Bench:
             role: round(cpu_s * 1000 / wall, 1)
             for role, cpu_s in by_role(cpu_seconds(before, after).items()).items()
         }
+
+    async def overload(self, plan: Overload) -> dict[str, Any]:
+        """Offer real orders open loop at ``plan.rate`` for ``plan.seconds``; figures of all.
+
+        Each order is driven as in the levels (``drive_order``) and awaited until completed.
+        """
+        offsets = plan.offsets()
+        ids = self.order_ids(REAL_KIND, "overload", len(offsets))
+        say(
+            f"Overload: {len(ids)} orders at {plan.rate:.2f}/s ({plan.factor:g} x "
+            f"{plan.sustainable_per_s:.2f}/s from {plan.sustainable_from}) for "
+            f"{plan.seconds:g}s, open loop ..."
+        )
+        before = sample(self.pids())
+        runs = await on_schedule(ids, offsets, self.drive(REAL_KIND), self.watch())
+        after = sample(self.pids())
+        histories = await read_histories(self.client, REAL, ids)
+        figures = overload_figures(plan, runs, histories, before, after)
+        say(
+            f"Overload: {figures['completed']} completed at {figures['completed_per_s']}/s, at "
+            f"most {figures['peak_in_flight']} in flight; longest workflow task "
+            f"{figures['longest_workflow_task_ms']} ms"
+        )
+        return {"workers": self.worker_count, **figures}
 
     async def park(self, count: int, sustained: float | None) -> dict[str, Any]:
         """Park ``count`` orders awaiting shipment, measure, then ship them all."""
@@ -696,7 +844,7 @@ def _versions() -> dict[str, str]:
 
 
 async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    """Bring up the stack, run the levels and/or the parking, check, and return the report."""
+    """Bring up the stack, run the levels, the overload and/or the parking, check, report."""
     report: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "bench.throughput", *sys.argv[1:]]),
         "started_at": _now(),
@@ -714,6 +862,9 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "park": args.park,
             "park_concurrency": args.park_concurrency,
             "worker_processes": args.workers,
+            "overload": args.overload,
+            "overload_seconds": args.overload_seconds if args.overload else None,
+            "rate": args.rate,
             "temporal": "dev server on SQLite, journal_mode=wal, synchronous=normal",
         },
     }
@@ -726,6 +877,8 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         finally:
             bench.stop_ceiling_workers()
         sustained = best_rate(levels, bench.worker_count)
+        plan = overload_plan(args, sustained) if args.overload else None
+        overload = await bench.overload(plan) if plan else None
         park = await bench.park(args.park, sustained) if args.park else None
         peaks = bench.peak_memory_mb()
         report["exactly_once"] = await bench.exactly_once()
@@ -734,9 +887,10 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "finished_at": _now(),
             "duration_s": round(time.monotonic() - began, 1),
             "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
-            "load": overall_load(levels, park),
+            "load": overall_load(levels, park, overload),
             "idle_cpu_ms_per_s": bench.idle_cpu_ms_per_s,
             "levels": levels,
+            "overload": overload,
             "park": park,
             "peak_memory_mb": peaks,
             "exactly_once": report.pop("exactly_once"),
@@ -768,6 +922,17 @@ def number_list(what: str) -> Callable[[str], list[int]]:
     return parse
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0: {text!r}")
+    return value
+
+
 def default_levels(quick: bool, park: int, worker_counts: Sequence[int]) -> list[int]:
     """The levels when ``--concurrency`` is not given.
 
@@ -783,7 +948,7 @@ def default_levels(quick: bool, park: int, worker_counts: Sequence[int]) -> list
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line; ``--park`` alone measures only the parking."""
+    """The command line; ``--park`` alone measures only the parking (``--overload``: ``--rate``)."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.throughput",
         description=__doc__.splitlines()[0],
@@ -823,6 +988,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="orders started at a time when parking (default 50)",
     )
     parser.add_argument(
+        "--overload",
+        type=positive_number,
+        nargs="?",
+        const=2.0,
+        metavar="FACTOR",
+        help="after the levels, offer orders open loop at FACTOR x the best sustained rate "
+        "(2 if no FACTOR) for --overload-seconds, with the last worker count",
+    )
+    parser.add_argument(
+        "--overload-seconds",
+        type=positive_number,
+        default=30.0,
+        metavar="S",
+        help="how long the overload run starts orders (default 30)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=positive_number,
+        metavar="R",
+        help="the sustainable rate (orders/s) --overload multiplies: needed when no levels run; "
+        "with levels, used instead of their best",
+    )
+    parser.add_argument(
         "--warmup",
         type=int,
         help="unmeasured orders of each kind per worker process, whenever the workers "
@@ -847,6 +1035,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--orders must be at least 1")
     if args.park < 0 or args.park_concurrency < 1:
         parser.error("--park and --park-concurrency must be positive")
+    if args.rate is not None and args.overload is None:
+        parser.error("--rate is the sustainable rate of --overload: give --overload too")
+    if args.overload is not None and not args.levels and args.rate is None:
+        parser.error(
+            "--overload needs levels (--concurrency) to measure the sustainable rate, "
+            "or --rate R (orders/s)"
+        )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out = args.out or ROOT / "bench" / "results" / f"throughput-{stamp}.json"
     args.chart = args.chart or args.out.with_suffix(".png")

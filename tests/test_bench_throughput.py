@@ -4,10 +4,13 @@ The run never asserts a time or a rate: only that each figure is there and was m
 figures, the scale-out aggregation and the tables are checked exactly on made-up samples.
 """
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +40,16 @@ from bench.throughput import (
     REAL_KIND,
     SCALE_LEVELS,
     OrderRun,
+    Overload,
+    Progress,
+    Watch,
     kind_figures,
     level_entry,
+    on_schedule,
+    overload_figures,
     parse_args,
+    peak_in_flight,
+    start_offsets,
 )
 from domain.models import OrderView
 from domain.status import EmailTemplate, OrderStatus
@@ -50,6 +60,7 @@ from stack.processes import ROOT
 WARMUP, ORDERS, PARK = 1, 5, 5
 LEVELS = (1, 5)
 WORKERS = (1, 2)
+OVERLOAD_S = 3
 
 KIND_FIELDS = {
     "workflow",
@@ -90,12 +101,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--concurrency", ",".join(map(str, LEVELS)), "--orders", str(ORDERS),
         "--workers", ",".join(map(str, WORKERS)),
         "--warmup", str(WARMUP), "--park", str(PARK), "--park-concurrency", "5",
+        "--overload", "--overload-seconds", str(OVERLOAD_S),
         "--stall-timeout", "60", "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert "Exactly-once: OK" in done.stdout
     assert "Scale-out, real / ceiling" in done.stdout
+    assert "Overload, open loop (2 worker processes)" in done.stdout
+    assert "workflow task ran over 1 s" in done.stdout.lower()
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 
@@ -183,9 +197,32 @@ def test_machine_memory_chart_and_parking_are_reported(report: dict[str, Any]) -
     assert _is_number(park["shipping"]["ratio_to_sustained"])
 
 
+def test_the_overload_ran_open_loop_at_twice_the_best_rate(report: dict[str, Any]) -> None:
+    overload = report["overload"]
+    best = max(level["real"]["throughput_per_s"] for level in report["levels"][len(LEVELS) :])
+    assert overload["workers"] == WORKERS[-1]
+    assert (overload["factor"], overload["seconds"]) == (2.0, OVERLOAD_S)
+    assert (overload["sustainable_per_s"], overload["sustainable_from"]) == (best, "levels")
+    assert overload["orders"] == len(list(start_offsets(2 * best, OVERLOAD_S))) > 0
+    assert overload["completed"] == overload["orders"]
+    assert 1 <= overload["peak_in_flight"] <= overload["orders"]
+    assert _is_number(overload["completed_per_s"]) and overload["completed_per_s"] > 0
+    history = overload["history"]
+    assert set(history) >= HISTORY_FIELDS
+    for figures in ("workflow_task_run_ms", "workflow_task_queue_ms"):
+        assert history[figures]["n"] >= overload["orders"]
+        assert _is_number(history[figures]["max"])
+    assert overload["longest_workflow_task_ms"] == history["workflow_task_run_ms"]["max"]
+    assert isinstance(overload["within_1s"], bool)
+    assert {f"worker-{index}" for index in (1, 2)} <= set(overload["processes"])
+    assert overload["busiest"]["process"] in overload["processes"]
+    assert report["settings"]["overload"] == 2.0
+
+
 def test_the_exactly_once_check_passed_over_every_real_order(report: dict[str, Any]) -> None:
     once = report["exactly_once"]
     orders = WARMUP * sum(WORKERS) + ORDERS * len(LEVELS) * len(WORKERS) + PARK
+    orders += report["overload"]["orders"]
     assert once["passed"] and once["violations"] == []
     assert once["orders_checked"] == orders
     assert once["tally"]["statuses"] == {"completed": orders}
@@ -262,6 +299,152 @@ def test_bad_worker_counts_are_refused_clearly(
         parse_args(["--workers", text])
     assert exit_info.value.code == 2
     assert f"argument --workers: {error}" in capsys.readouterr().err
+
+
+def test_overload_is_off_unless_asked_and_takes_a_factor_seconds_and_a_rate() -> None:
+    plain = parse_args([])
+    assert (plain.overload, plain.overload_seconds, plain.rate) == (None, 30.0, None)
+    assert parse_args(["--overload"]).overload == 2.0
+    assert parse_args(["--overload", "3"]).overload == 3.0
+    short = parse_args(["--overload", "--overload-seconds", "3"])
+    assert (short.overload, short.overload_seconds) == (2.0, 3.0)
+    alone = parse_args(["--park", "100", "--overload", "1.5", "--rate", "12.5"])
+    assert (alone.levels, alone.overload, alone.rate) == ([], 1.5, 12.5)
+    # A rate given with levels is the reference instead of their best.
+    assert parse_args(["--concurrency", "10", "--overload", "--rate", "4"]).rate == 4.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--overload", "0"], "argument --overload: must be a number above 0: '0'"),
+        (["--overload", "-1"], "argument --overload: must be a number above 0: '-1'"),
+        (["--overload", "twice"], "argument --overload: not a number: 'twice'"),
+        (["--overload", "nan"], "argument --overload: must be a number above 0: 'nan'"),
+        (
+            ["--overload", "--overload-seconds", "0"],
+            "argument --overload-seconds: must be a number above 0: '0'",
+        ),
+        (["--overload", "--rate", "inf"], "argument --rate: must be a number above 0: 'inf'"),
+        (["--rate", "10"], "--rate is the sustainable rate of --overload: give --overload too"),
+        (
+            ["--park", "100", "--overload"],
+            "--overload needs levels (--concurrency) to measure the sustainable rate, "
+            "or --rate R (orders/s)",
+        ),
+    ],
+)
+def test_bad_overload_options_are_refused_clearly(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert f"error: {error}" in capsys.readouterr().err
+
+
+# --- the overload run's schedule and figures -----------------------------------------------------
+
+
+def test_orders_are_offered_on_a_fixed_schedule() -> None:
+    assert list(start_offsets(2.0, 3.0)) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert list(start_offsets(4.0, 0.3)) == [0.0, 0.25]  # the last start before the end
+    assert list(start_offsets(0.5, 1.0)) == [0.0]
+    # 0.1 x 3 is 0.30000000000000004: still 3 orders in 10 s, not a fourth at 9.99... s.
+    assert len(list(start_offsets(0.1 * 3, 10.0))) == 3
+    plan = Overload(factor=2.0, seconds=2.0, sustainable_per_s=2.0, sustainable_from="levels")
+    assert plan.rate == 4.0
+    assert plan.offsets() == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+
+
+async def test_a_start_never_waits_for_the_orders_before_it() -> None:
+    async def slow_order(run: OrderRun, progress: Progress) -> None:
+        run.started = time.time()
+        progress.moved()
+        await asyncio.sleep(0.5)
+        run.done = time.time()
+        progress.moved()
+
+    runs = await on_schedule(
+        ["a", "b", "c", "d"], [0.0, 0.05, 0.1, 0.15], slow_order, Watch(10.0, dict)
+    )
+    assert [run.order_id for run in runs] == ["a", "b", "c", "d"]
+    assert all(run.done is not None for run in runs)
+    # Closed loop, one at a time, the last would start after 1.5 s; open loop, at 0.15 s.
+    assert runs[-1].started - runs[0].started < 0.4
+    assert peak_in_flight(runs) == 4
+
+
+def test_the_peak_in_flight_counts_started_and_not_completed_orders() -> None:
+    runs = [
+        OrderRun("a", started=0.0, done=3.0),
+        OrderRun("b", started=1.0, done=2.0),
+        OrderRun("c", started=2.0, done=5.0),  # starts as b completes: 2 in flight, not 3
+        OrderRun("d", started=2.5, done=4.0),
+    ]
+    assert peak_in_flight(runs) == 3  # a, c and d from 2.5 to 3.0
+    assert peak_in_flight(runs[:3]) == 2
+    assert peak_in_flight([OrderRun("x", started=0.0), OrderRun("y", started=9.0)]) == 2
+
+
+def _overload(task_run_s: Sequence[float], timeouts: int = 0) -> dict[str, Any]:
+    """The figures of an overload run on made-up data: 2 x 2 orders/s for 2 s, one worker.
+
+    The orders start on time but the last (50 ms late) and complete 3 s after they start. The
+    first order's tasks ran ``task_run_s`` and queued 2.5 s and 10 ms, ``timeouts`` timed out and
+    3 sticky ones; every other order's two tasks ran 10 and 200 ms and queued 1 and 2 ms.
+    """
+    plan = Overload(factor=2.0, seconds=2.0, sustainable_per_s=2.0, sustainable_from="levels")
+    starts = [*plan.offsets()[:-1], 1.8]
+    runs = [
+        OrderRun(f"o-{index}", started=100.0 + at, done=103.0 + at)
+        for index, at in enumerate(starts)
+    ]
+    histories = [_history(0.2) for _ in runs]
+    histories[0] = OrderHistory(
+        workflow_task_run_s=list(task_run_s),
+        workflow_task_queue_s=[2.5, 0.01],
+        workflow_task_timeouts=timeouts,
+        sticky_task_timeouts=3,
+    )
+    _, before, after = _batch(1, "worker", 4.0, 6.0, every_s=0.5)
+    return overload_figures(plan, runs, histories, before, after)
+
+
+def test_the_overload_figures_come_from_the_runs_histories_and_samples() -> None:
+    figures = _overload([0.01, 0.377])
+    offer = {
+        "factor": 2.0,
+        "seconds": 2.0,
+        "sustainable_per_s": 2.0,
+        "sustainable_from": "levels",
+        "offered_per_s": 4.0,
+        "orders": 8,
+        "completed": 8,
+        "wall_s": 4.8,  # the first start at 100.0, the last completion at 104.8
+        "completed_per_s": 1.67,
+        "peak_in_flight": 8,  # the first completes at 103.0, after the last start
+    }
+    assert {key: figures[key] for key in offer} == offer
+    assert figures["start_lag_ms"]["max"] == 50.0
+    history = figures["history"]
+    assert history["workflow_task_run_ms"]["max"] == 377.0
+    assert history["workflow_task_run_ms"]["n"] == 2 + 7 * 2
+    assert history["workflow_task_queue_ms"]["max"] == 2500.0  # the overload waits here
+    assert (history["workflow_task_timeouts"], history["sticky_task_timeouts"]) == (0, 3)
+    assert figures["processes"]["worker-1"]["cores"] == 0.4
+    assert figures["cpu_ms_per_order"]["worker"] == 500.0
+    assert figures["busiest"]["process"] == "temporal"
+    assert (figures["longest_workflow_task_ms"], figures["within_1s"]) == (377.0, True)
+
+
+def test_a_task_over_1s_or_a_timed_out_one_fails_the_verdict() -> None:
+    assert _overload([1.0])["within_1s"] is True  # 1 s is within
+    over = _overload([0.01, 1.2])
+    assert (over["longest_workflow_task_ms"], over["within_1s"]) == (1200.0, False)
+    # A task that timed out has no run time: the verdict fails on the timeout itself.
+    timed_out = _overload([0.01], timeouts=1)
+    assert (timed_out["longest_workflow_task_ms"], timed_out["within_1s"]) == (200.0, False)
 
 
 # --- the figures of several worker processes, on made-up samples ---------------------------------
@@ -473,3 +656,26 @@ def test_several_counts_draw_a_scale_out_chart_too(
         assert Path(path).read_bytes().startswith(b"\x89PNG")
     one = {**scaled_report, "levels": scaled_report["levels"][:1]}
     assert draw_all(one, tmp_path / "one.png") == {"chart": str(tmp_path / "one.png")}
+
+
+def test_the_overload_is_printed_with_a_plain_verdict(scaled_report: dict[str, Any]) -> None:
+    run = {**scaled_report, "overload": {"workers": 2, **_overload([0.01, 0.377])}}
+    lines = printout(run).splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("Overload, open loop")))
+    # 16 task runs: eight of 10 ms, seven of 200 ms, one of 377 ms; the queue's tail is 2.5 s.
+    assert lines[start : start + 4] == [
+        "Overload, open loop (2 worker processes): offered 4.0 orders/s (2 x 2.0/s, the best "
+        "sustained rate of the levels) for 2 s: 8 orders, 8 completed at 1.67/s over 4.8 s; at "
+        "most 8 in flight; starts late by at most 50 ms.",
+        "Workflow tasks, ms median/p99/max: run 105/350/377; queue at the server (schedule to "
+        "start) 2/2126/2500; 0 timed out, 3 sticky-queue timeouts.",
+        "Cores used: temporal 0.60, worker-1 0.40, ceiling-worker-1 0.00, driver 0.01; busiest "
+        f"temporal; the machine 1.5 of {os.cpu_count()} cores busy.",
+        "No workflow task ran over 1 s: the longest ran 377 ms, none timed out.",
+    ]
+    over = {**scaled_report, "overload": {"workers": 1, **_overload([1.2], timeouts=2)}}
+    text = printout(over)
+    assert "Overload, open loop (1 worker process):" in text
+    assert "A WORKFLOW TASK RAN OVER 1 s: the longest ran 1200 ms; 2 timed out" in text
+    assert exit_status(over) == 0  # a measurement, not a failure of the run
+    assert "Overload" not in printout(scaled_report)
