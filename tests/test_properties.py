@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
@@ -430,6 +430,8 @@ async def test_providers_answer_every_request_without_a_5xx(
     | st.text(string.printable.strip() + " ", min_size=230, max_size=400)
     | st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=60)
 )
+@example(key="\x7f")  # refused by the HTTP parser itself
+@example(key="\xe9t\xe9")  # reaches the app: Stripe's idempotency_key_invalid
 def test_odd_idempotency_keys_over_http_are_answered_400_or_accepted(
     sandbox: SandboxAdmin, key: str
 ) -> None:
@@ -452,6 +454,11 @@ def test_odd_idempotency_keys_over_http_are_answered_400_or_accepted(
         assert response.status_code == 200, response.text
     else:
         assert response.status_code == 400, response.text
+        if not printable and response.headers["content-type"].startswith("text/plain"):
+            # uvicorn's HTTP parser (httptools) refused the header before the app saw it: a
+            # field value may hold no DEL or other control character (RFC 9110 5.5).
+            assert response.text == "Invalid HTTP request received."
+            return
         _assert_error_shape(response)
         assert response.json()["error"]["code"].startswith("idempotency_key_")
 
