@@ -116,7 +116,7 @@ class OrderHistory:
     workflow_task_run_s: list[float] = field(default_factory=list)
     """Per workflow task: started to completed (the worker running it)."""
     workflow_task_timeouts: int = 0
-    """Workflow tasks a worker took but did not finish within the task timeout (10 s)."""
+    """Workflow tasks a worker took but did not finish within the task timeout (4 s)."""
     sticky_task_timeouts: int = 0
     """Workflow tasks not taken from the caching worker's sticky queue within its timeout
     (``STICKY_QUEUE_TIMEOUT``), so moved to the normal queue (and replayed from history)."""
