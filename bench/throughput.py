@@ -371,6 +371,13 @@ def peak_in_flight(runs: Sequence[OrderRun]) -> int:
     return peak
 
 
+def batch_span(runs: Sequence[OrderRun]) -> tuple[int, float]:
+    """How many of a batch's orders completed, and the seconds from first start to last end."""
+    completed = sum(run.done is not None for run in runs)
+    wall = max(run.done or 0.0 for run in runs) - min(run.started for run in runs)
+    return completed, wall
+
+
 def start_lags(runs: Sequence[OrderRun], offsets: Sequence[float]) -> list[float]:
     """How late each order started against its offset from the first one, in seconds."""
     first = runs[0].started
@@ -430,8 +437,7 @@ def overload_figures(
     samples (the whole run: starting and draining).
     """
     orders = len(runs)
-    completed = sum(run.done is not None for run in runs)
-    wall = max(run.done or 0.0 for run in runs) - min(run.started for run in runs)
+    completed, wall = batch_span(runs)
     history = history_figures(histories)
     return {
         "factor": plan.factor,
@@ -468,17 +474,16 @@ def kind_figures(
     rate, method = throughput(
         [run.started for run in runs], [run.done for run in runs if run.done], concurrency
     )
-    first = min(run.started for run in runs)
-    last = max(run.done or 0.0 for run in runs)
+    completed, wall = batch_span(runs)
     return {
         "workflow": kind.shape.workflow_type,
         "concurrency": concurrency,
         "orders": orders,
-        "completed": sum(run.done is not None for run in runs),
-        "wall_s": round(last - first, 2),
+        "completed": completed,
+        "wall_s": round(wall, 2),
         "throughput_per_s": round(rate, 2),
         "throughput_method": method,
-        "overall_throughput_per_s": round(orders / (last - first), 2),
+        "overall_throughput_per_s": round(orders / wall, 2),
         "latency_ms": latency_figures(histories),
         **usage_figures(before, after, orders, kind.worker),
         "history": history_figures(histories),

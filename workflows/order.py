@@ -288,13 +288,12 @@ class OrderWorkflow:
         metrics.status_changed(self._state.status, status, self._state.attention_step)
         self._state.status = status
         wanted = search_attributes.of_order(status, self._state.order.customer.id)
-        if self._state.patches.baseline:
-            # Only what changed: the start gave the first status and the customer (client.orders).
-            current = workflow.info().typed_search_attributes
-            updates = search_attributes.changes(current, wanted)
-        else:  # older orders upserted both on every change
-            updates = search_attributes.changes(TypedSearchAttributes.empty, wanted)
-        if updates:
+        # Since the baseline only what changed (the start gives the first status and the
+        # customer, client.orders); older orders upserted both on every change.
+        known = workflow.info().typed_search_attributes
+        if updates := search_attributes.changes(
+            known if self._state.patches.baseline else TypedSearchAttributes.empty, wanted
+        ):
             workflow.upsert_search_attributes(updates)
 
     @workflow.update
