@@ -155,6 +155,7 @@ def build_worker(
             payment.refund_payment,
             mail.send_email,
             warehouse.send_picklist,
+            warehouse.release_picklist,
             warehouse.cancel_picklist,
             intake.probe_payments,
         ],

@@ -45,6 +45,15 @@ class PicklistRequest(EffectRequest):
 
     items: list[PicklistItem]
     ship_to: Address
+    hold: bool = False
+    """Reserve the stock, but ship only once released (``release_picklist``) after the capture.
+    Orders started before the release step send ``False``: their picklist may ship at once."""
+
+
+class ReleasePicklistRequest(EffectRequest):
+    """Release the order's held picklist for shipping: the money is captured."""
+
+    picklist_id: str
 
 
 class Picklist(BaseModel):
@@ -99,7 +108,10 @@ class WarehouseActivities:
         An order the warehouse has closed (a cancel took its picklist back) raises a
         non-retryable ``ProviderRejected`` that says so.
         """
-        body = request.model_dump(mode="json", include={"order_id", "items", "ship_to"})
+        # ``hold`` only when set: a request sent before it existed and retried now must send
+        # the same body under its key.
+        fields = {"order_id", "items", "ship_to", *(("hold",) if request.hold else ())}
+        body = request.model_dump(mode="json", include=fields)
         try:
             answer = await self._warehouse.post(
                 "/picklists", body, idempotency_key=request.idempotency_key
@@ -119,6 +131,21 @@ class WarehouseActivities:
             ) from err
         picklist = Picklist.model_validate(answer)
         log_step(request.order_id, Step.PICKLIST, f"accepted {picklist.id}")
+        return picklist
+
+    @activity.defn
+    async def release_picklist(self, request: ReleasePicklistRequest) -> Picklist:
+        """Release the held picklist for shipping; returns it (with its shipment if it left).
+
+        Releasing twice changes nothing. A picklist cancelled meanwhile is a refusal.
+        """
+        answer = await self._warehouse.post(
+            f"/picklists/{quote(request.picklist_id, safe='')}/release",
+            {},
+            idempotency_key=request.idempotency_key,
+        )
+        picklist = Picklist.model_validate(answer)
+        log_step(request.order_id, Step.PICKLIST_RELEASE, f"released {picklist.id}")
         return picklist
 
     @activity.defn

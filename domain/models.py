@@ -314,6 +314,9 @@ class OrderView(BaseModel):
     payment_intent_id: str | None = None
     transaction_id: str | None = None
     picklist_id: str | None = None
+    picklist_held: bool = False
+    """The warehouse holds the picklist until the order releases it (once paid): a report
+    that it shipped anyway is taken at any time, and the order then settles its payment."""
     shipment: Shipment | None = None
     refund_id: str | None = None
     failure_reason: str | None = None

@@ -47,12 +47,23 @@ def ship_refusal(view: OrderView) -> str | None:
         return f"{order} is {view.status.value}; there is nothing to ship"
     if view.winding_down_to is not None:
         return f"{order} is being wound down as {view.winding_down_to.value}; nothing to ship"
-    if not awaits_shipment(view):
+    if not (awaits_shipment(view) or shipped_unreleased(view)):
         return (
             f"{order} is {view.status.value}; it can ship only once it is paid and picked "
             f"(status {OrderStatus.AWAITING_SHIPMENT.value})"
         )
     return None
+
+
+def shipped_unreleased(view: OrderView) -> bool:
+    """True when a report that the parcel left is taken although the order did not release it.
+
+    The warehouse holds the order's picklist until the order has captured the money, but a
+    warehouse can ship one anyway (people make mistakes): the goods are gone, so the order
+    takes the report at once and settles (captures, confirms, then says "shipped") or asks an
+    operator. An order without a held picklist took reports only once it awaited shipment.
+    """
+    return view.picklist_held and view.picklist_id is not None and view.shipment is None
 
 
 class ShipVerdict(StrEnum):

@@ -49,6 +49,8 @@ class Step(StrEnum):
     PAYMENT_CAPTURE = "payment-capture"
     CONFIRMATION_EMAIL = "confirmation-email"
     PICKLIST = "picklist"
+    PICKLIST_RELEASE = "picklist-release"
+    """Releases the reserved picklist for shipping, once the money is captured."""
     SHIPMENT = "shipment"
     SHIPPED_EMAIL = "shipped-email"
     DECLINE_EMAIL = "decline-email"

@@ -197,6 +197,10 @@ ADDED_COLUMNS = (
         " (SELECT currency FROM charges WHERE charges.id = refunds.charge)",
     ),
     AddedColumn("refunds", "metadata", "TEXT NOT NULL DEFAULT '{}'"),
+    # Picklists held until the shop releases them for shipping (it has captured the money);
+    # those from before were shippable at once, as a picklist made without ``hold`` still is.
+    AddedColumn("picklists", "hold", "INTEGER NOT NULL DEFAULT 0"),
+    AddedColumn("picklists", "released", "TEXT"),
 )
 # Indexes on added columns, created once the columns exist. Only in-flight claims lock a
 # resource, so only they are indexed.
@@ -265,11 +269,14 @@ class Resource:
     id_prefix: str
     fields: tuple[str, ...]
     json_fields: frozenset[str] = frozenset()
+    bool_fields: frozenset[str] = frozenset()
+    """Stored as SQLite's 0 and 1, rendered as ``false`` and ``true``."""
 
     def render(self, row: sqlite3.Row) -> dict[str, Any]:
         """Return the API object for a row: ``id``, ``object``, then ``fields``."""
         body = {field: row[field] for field in self.fields}
         body.update({field: json.loads(body[field]) for field in self.json_fields})
+        body.update({field: bool(body[field]) for field in self.bool_fields})
         return {"id": row["id"], "object": self.object, **body}
 
     def get_row(self, db: sqlite3.Connection, row_id: str) -> sqlite3.Row | None:

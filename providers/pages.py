@@ -152,7 +152,9 @@ async def warehouse_page(request: Request, ledger: LedgerDep, sender: SenderDep)
         for picklist in PICKLISTS.find(ledger.db)[::-1]
     ]
     for picklist in picklists:
-        if picklist["status"] == "open":
+        if picklist["status"] == "open" and picklist["hold"] and not picklist["released"]:
+            picklist["ship"] = "held: not paid yet"
+        elif picklist["status"] == "open":
             action = _href(request, f"/warehouse/picklists/{picklist['id']}/ship-now")
             picklist["ship"] = Html(
                 f'<form method="post" action="{action}"><button>Ship</button></form>'
@@ -169,7 +171,11 @@ async def warehouse_page(request: Request, ledger: LedgerDep, sender: SenderDep)
     if not settings["signing"]:
         sending += ", but no secret is set (ORDERS_WEBHOOK_SECRET): nothing is sent"
     auto = settings["auto_ship_after_s"]
-    auto_text = "off" if auto is None else f"open picklists ship {auto:g}s after they were made"
+    auto_text = (
+        "off"
+        if auto is None
+        else (f"open picklists ship {auto:g}s after they may (held ones: after their release)")
+    )
     webhook_note = (
         f"<p>Webhooks go {escape(sending)}; auto-ship: {escape(auto_text)}. "
         f'<a href="{_href(request, "/admin/webhooks")}">/admin/webhooks</a></p>'

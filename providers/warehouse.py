@@ -11,12 +11,20 @@ nothing when it arrives. Creating a picklist and cancelling its order both lock 
 ``providers.idempotency``): they never overlap, and a cancel meets a picklist being made with
 409 until that picklist exists or has failed.
 
+Reserving and shipping are two facts: a picklist made with ``hold: true`` reserves its stock
+but may not ship until the shop releases it (``POST /warehouse/picklists/{id}/release``, once
+the money is captured), so goods never leave for an order that has not paid. The page, the
+API and the auto-ship all refuse a held picklist (422 ``not_released``). A real warehouse can
+still ship one by mistake: ``ignore_release`` on the ship request models that, so the shop's
+handling of a parcel that left unpaid can be tested. A picklist made without ``hold`` (as
+before the shop released picklists) can ship at once.
+
 A picklist is shipped (``POST /warehouse/picklists/{id}/ship``, the page's button, or on its
-own after ``PROVIDERS_AUTO_SHIP_AFTER``): in the same transaction the warehouse writes a
-``shipment.shipped`` event to its outbox (``providers.outbox``), which ``providers.webhooks``
-delivers to the shop, at least once. A shipped picklist is never taken back: an order cancel
-that meets it answers it shipped, with its shipment, so the shop learns the parcel left even
-while its webhook receiver is down.
+own ``PROVIDERS_AUTO_SHIP_AFTER`` after it could first ship): in the same transaction the
+warehouse writes a ``shipment.shipped`` event to its outbox (``providers.outbox``), which
+``providers.webhooks`` delivers to the shop, at least once. A shipped picklist is never taken
+back: an order cancel that meets it answers it shipped, with its shipment, so the shop learns
+the parcel left even while its webhook receiver is down.
 """
 
 from __future__ import annotations
@@ -62,8 +70,9 @@ PICKLISTS = Resource(
     "picklists",
     "picklist",
     "pl",
-    ("order_id", "items", "ship_to", "status", "created"),
+    ("order_id", "items", "ship_to", "status", "hold", "released", "created"),
     json_fields=frozenset({"items", "ship_to"}),
+    bool_fields=frozenset({"hold"}),
 )
 
 
@@ -91,6 +100,11 @@ class PicklistIn(BaseModel):
     order_id: Id
     items: list[Item] = Field(min_length=1, max_length=MAX_PICKLIST_LINES)
     ship_to: Address
+    hold: bool = Field(
+        False,
+        description="Reserve the stock but ship only once released "
+        "(POST /warehouse/picklists/{id}/release): the shop releases it when it has been paid.",
+    )
 
 
 SHIPMENT_SHIPPED = "shipment.shipped"
@@ -111,6 +125,11 @@ class ShipIn(BaseModel):
     )
     tracking_number: str | None = Field(
         None, pattern=TRACKING_PATTERN, description="Default: a new SBX... number."
+    )
+    ignore_release: bool = Field(
+        False,
+        description="Ship a held picklist that was never released: a warehouse's mistake, "
+        "which happens (for tests of what the shop does when a parcel leaves unpaid).",
     )
 
 
@@ -207,8 +226,9 @@ def ship(
 
     Shipping a shipped picklist again changes nothing and answers it (422 ``already_shipped``
     if another carrier or number is asked for). A cancelled picklist or a closed order cannot
-    ship (422). ``busy_check``: refuse with 409 while a request holds the order (used where no
-    idempotency claim took the order's lock first: the page and the auto-ship).
+    ship (422), nor a held picklist not yet released (422 ``not_released``) unless the request
+    says ``ignore_release``. ``busy_check``: refuse with 409 while a request holds the order
+    (used where no idempotency claim took the order's lock first: the page and the auto-ship).
     """
     carrier = body.carrier if body else None
     tracking = body.tracking_number if body else None
@@ -233,6 +253,12 @@ def ship(
     if (closed := _closed(db, order_id)) is not None:
         message = f"Order '{order_id}' was cancelled at the warehouse ({closed}); it does not ship."
         raise ApiError(422, "order_closed", message, order_id=order_id)
+    if row["hold"] and row["released"] is None and not (body and body.ignore_release):
+        message = (
+            f"Picklist '{picklist_id}' is reserved but not released for shipping: order "
+            f"'{order_id}' is not paid yet. The shop releases it once it has captured the money."
+        )
+        raise ApiError(422, "not_released", message, picklist_id=picklist_id)
     if busy_check and Idempotency._in_flight_on(db, resource_lock("order", order_id)):
         message = f"Another request on order '{order_id}' is still in progress; retry later."
         raise ApiError(409, "resource_in_use", message, "idempotency_error")
@@ -266,10 +292,15 @@ def ship_now(ledger: Ledger, picklist_id: str, body: ShipIn | None = None) -> di
 
 
 def ship_due(ledger: Ledger, after_s: float, limit: int = 50) -> int:
-    """Ship the open picklists made at least ``after_s`` seconds ago; return how many shipped."""
+    """Ship the picklists that could ship ``after_s`` seconds ago; return how many shipped.
+
+    A held picklist can ship from its release on, any other from when it was made; a held
+    picklist never released is never shipped here.
+    """
     cutoff = datetime.fromtimestamp(time.time() - after_s, UTC).isoformat(timespec="milliseconds")
     rows = ledger.db.execute(
-        "SELECT id FROM picklists WHERE status = 'open' AND created <= ? ORDER BY rowid LIMIT ?",
+        "SELECT id FROM picklists WHERE status = 'open'"
+        " AND (CASE WHEN hold THEN released ELSE created END) <= ? ORDER BY rowid LIMIT ?",
         (cutoff, limit),
     ).fetchall()
     shipped = 0
@@ -280,6 +311,21 @@ def ship_due(ledger: Ledger, after_s: float, limit: int = 50) -> int:
             continue  # the order is busy (a cancel in flight) or closed: not now
         shipped += 1
     return shipped
+
+
+def _release(picklist_id: str, db: sqlite3.Connection) -> Outcome:
+    """Release a picklist for shipping; releasing twice, or a shipped one, changes nothing."""
+    row = PICKLISTS.get_row(db, picklist_id)
+    if row is None:
+        raise not_found("picklist", picklist_id)
+    if row["status"] == "cancelled":
+        message = f"Picklist '{picklist_id}' was cancelled; a cancelled picklist does not ship."
+        raise ApiError(422, "picklist_cancelled", message, picklist_id=picklist_id)
+    if row["released"] is None:
+        db.execute("UPDATE picklists SET released = ? WHERE id = ?", (now_iso(), picklist_id))
+    released = PICKLISTS.get_row(db, picklist_id)
+    assert released is not None
+    return Outcome(200, _answered(db, released))
 
 
 def _cancel(picklist_id: str, db: sqlite3.Connection) -> Outcome:
@@ -345,6 +391,25 @@ async def cancel_picklist(
     return await idem.run(request, SERVICE, partial(_cancel, picklist_id), key=key)
 
 
+@router.post("/picklists/{picklist_id}/release")
+async def release_picklist(
+    picklist_id: PathId,
+    request: Request,
+    idem: IdempotencyDep,
+    key: IdempotencyKey,
+    ledger: LedgerDep,
+) -> Response:
+    """Release a held picklist for shipping: the shop has been paid for it.
+
+    Answers the picklist (``released`` set; a shipped one with its ``shipment``). Releasing
+    again changes nothing; a cancelled picklist is refused with 422 ``picklist_cancelled``.
+    Refused with 409 while another request on the order is in progress: retry.
+    """
+    row = PICKLISTS.get_row(ledger.db, picklist_id)
+    lock = resource_lock("order", row["order_id"]) if row is not None else None
+    return await idem.run(request, SERVICE, partial(_release, picklist_id), lock, key=key)
+
+
 @router.post("/picklists/{picklist_id}/ship")
 async def ship_picklist(
     picklist_id: PathId,
@@ -358,9 +423,10 @@ async def ship_picklist(
 
     ``carrier`` and ``tracking_number`` are optional (made up when left out). The event is
     written in the same transaction as the shipment and delivered at least once to the
-    configured webhook URL (``GET /admin/webhooks`` shows how it goes). A cancelled picklist or
-    a closed order is refused with 422; shipping a shipped picklist again answers it and sends
-    nothing new. Refused with 409 while another request on the order is in progress: retry.
+    configured webhook URL (``GET /admin/webhooks`` shows how it goes). A cancelled picklist,
+    a closed order, or a held picklist not released (``not_released``) is refused with 422;
+    shipping a shipped picklist again answers it and sends nothing new. Refused with 409 while
+    another request on the order is in progress: retry.
     """
     row = PICKLISTS.get_row(ledger.db, picklist_id)
     lock = resource_lock("order", row["order_id"]) if row is not None else None

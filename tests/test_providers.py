@@ -1102,6 +1102,7 @@ EFFECT_POSTS = {
     "/mail/messages",
     "/warehouse/picklists",
     "/warehouse/picklists/{picklist_id}/cancel",
+    "/warehouse/picklists/{picklist_id}/release",
     "/warehouse/picklists/{picklist_id}/ship",
     "/warehouse/orders/{order_id}/cancel",
 }

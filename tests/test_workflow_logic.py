@@ -42,7 +42,12 @@ from activities.payment import (
     Refund,
     RefundRequest,
 )
-from activities.warehouse import CancelPicklistRequest, Picklist, PicklistRequest
+from activities.warehouse import (
+    CancelPicklistRequest,
+    Picklist,
+    PicklistRequest,
+    ReleasePicklistRequest,
+)
 from client.orders import OrderRefused, cancel_order, order_status, start_order
 from domain import rules
 from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
@@ -165,6 +170,7 @@ class FakeProviders:
             self.refund_payment,
             self.send_email,
             self.send_picklist,
+            self.release_picklist,
             self.cancel_picklist,
         ]
 
@@ -262,6 +268,12 @@ class FakeProviders:
     @activity.defn(name="send_picklist")
     async def send_picklist(self, request: PicklistRequest) -> Picklist:
         return await self._answer("send_picklist", request, lambda: Picklist(id="pl_1"))
+
+    @activity.defn(name="release_picklist")
+    async def release_picklist(self, request: ReleasePicklistRequest) -> Picklist:
+        return await self._answer(
+            "release_picklist", request, lambda: Picklist(id=request.picklist_id)
+        )
 
     @activity.defn(name="cancel_picklist")
     async def cancel_picklist(self, request: CancelPicklistRequest) -> Picklist | None:
@@ -389,6 +401,7 @@ async def test_happy_path_runs_each_step_once_under_its_own_key(orders: Orders) 
         (Step.PICKLIST, DONE),
         (Step.PAYMENT_CAPTURE, DONE),
         (Step.CONFIRMATION_EMAIL, DONE),
+        (Step.PICKLIST_RELEASE, DONE),
         (Step.SHIPMENT, DONE),
         (Step.SHIPPED_EMAIL, DONE),
     ]
@@ -399,6 +412,7 @@ async def test_happy_path_runs_each_step_once_under_its_own_key(orders: Orders) 
         ("send_picklist", key(order, Step.PICKLIST)),
         ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
         ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("release_picklist", key(order, Step.PICKLIST_RELEASE)),
         ("send_email", key(order, Step.SHIPPED_EMAIL)),
     ]  # authorized, reserved, then captured: no automatic-capture confirm
     assert not any(call.adopt for call in fake.calls)
@@ -511,13 +525,14 @@ async def test_cancel_while_awaiting_shipment_undoes_newest_first_then_emails(
         (Step.PICKLIST, DONE),
         (Step.PAYMENT_CAPTURE, DONE),
         (Step.CONFIRMATION_EMAIL, DONE),
+        (Step.PICKLIST_RELEASE, DONE),
         (Step.SHIPMENT, FAILED),
         (Step.PICKLIST_CANCEL, DONE),
         (Step.REFUND, DONE),
         (Step.CANCELLATION_EMAIL, DONE),
     ]
     fake = orders.fake
-    assert fake.log()[5:] == [
+    assert fake.log()[6:] == [
         ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
         ("refund_payment", key(order, Step.REFUND)),
         ("send_email", key(order, Step.CANCELLATION_EMAIL)),
@@ -674,6 +689,7 @@ STORY = (
     Step.PICKLIST,
     Step.PAYMENT_CAPTURE,
     Step.CONFIRMATION_EMAIL,
+    Step.PICKLIST_RELEASE,
 )
 """The steps up to awaiting shipment, in order."""
 ACTIVITY_OF = {
@@ -682,6 +698,7 @@ ACTIVITY_OF = {
     Step.PICKLIST: "send_picklist",
     Step.PAYMENT_CAPTURE: "capture_payment",
     Step.CONFIRMATION_EMAIL: "send_email",
+    Step.PICKLIST_RELEASE: "release_picklist",
 }
 
 
@@ -832,6 +849,7 @@ async def test_a_refusal_needs_an_operator_whose_retry_uses_a_new_key(orders: Or
         (Step.PICKLIST, DONE),
         (Step.PAYMENT_CAPTURE, DONE),
         (Step.CONFIRMATION_EMAIL, DONE),
+        (Step.PICKLIST_RELEASE, DONE),
         (Step.SHIPMENT, StepState.STARTED),
     ]
     assert len(fake.of("capture_payment")) == 1  # captured once, after the stock was reserved
@@ -862,6 +880,7 @@ async def test_a_shipped_report_before_the_order_awaits_shipment_is_ignored(
         ("send_picklist", key(order, Step.PICKLIST)),
         ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
         ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("release_picklist", key(order, Step.PICKLIST_RELEASE)),
     ]  # no shipped email: the early report was not kept
 
     await orders.ship(order, UPS)
@@ -1020,7 +1039,7 @@ async def test_a_second_cancel_while_cancelling_is_refused_by_the_validator(
     view = await first
     assert view.status == OrderStatus.CANCELLED
     assert view.failure_reason == "cancelled: first"
-    assert [call for call, _ in fake.log()[5:]] == [
+    assert [call for call, _ in fake.log()[6:]] == [
         "cancel_picklist",
         "refund_payment",
         "send_email",
@@ -1055,3 +1074,79 @@ async def test_retry_payment_is_refused_for_a_step_that_is_not_a_payment(
     view = await order_status(orders.client, order.id)
     assert (view.status, view.attention_step) == (OrderStatus.NEEDS_ATTENTION, Step.PICKLIST)
     assert len(orders.fake.calls) == calls
+
+
+# ---------------------------------------------------------------------------------------------
+# Goods never leave unpaid
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_a_parcel_that_left_before_the_capture_is_paid_for_before_shipped_is_said(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script(
+        "capture_payment",
+        refuse(PROVIDER_REJECTED, "payments answered 402 card_declined: do not honor"),
+        answer(_DEFAULT),
+    )
+    order = await orders.start()
+    parked = await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    assert parked.attention_step == Step.PAYMENT_CAPTURE
+    assert parked.picklist_held and parked.picklist_id == "pl_1"
+    assert "release_picklist" not in [call.activity for call in fake.calls]
+
+    await orders.ship(order, EARLY)  # the warehouse shipped the held picklist anyway
+    await _handled_last_signal(orders.handle(order))
+    taken = await order_status(orders.client, order.id)
+    assert taken.shipment == EARLY and taken.status == OrderStatus.NEEDS_ATTENTION
+    assert taken.attention_reason is not None
+    assert taken.attention_reason.startswith(
+        "the parcel left before the payment was captured: payment refused: "
+    )
+    refusal = await orders.refusal(orders.cancel(order))
+    assert refusal == f"order {order.id} has shipped; it can't be cancelled"
+
+    view = await orders.resolve(order, OperatorAction.RETRY_PAYMENT)
+    view = await orders.handle(order).result()
+    assert view.status == OrderStatus.COMPLETED
+    assert (view.transaction_id, view.shipment, view.refund_id) == ("ch_1", EARLY, None)
+    assert [email.template for email in fake.emails()] == [
+        EmailTemplate.ORDER_CONFIRMATION,
+        EmailTemplate.ORDER_SHIPPED,
+    ]  # confirmed before "shipped", and nothing about a cancel
+    assert fake.log()[3:] == [
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE, attempt=2)),
+        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("release_picklist", key(order, Step.PICKLIST_RELEASE)),
+        ("send_email", key(order, Step.SHIPPED_EMAIL)),
+    ]
+
+
+async def test_a_cancel_that_meets_a_parcel_gone_unpaid_captures_confirms_then_ships(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("capture_payment", hang(), answer(_DEFAULT))  # held at the gateway
+    fake.script("cancel_picklist", answer(Picklist(id="pl_1", shipment=EARLY)))
+    order = await orders.start()
+    await fake.called("capture_payment")
+
+    view = await orders.cancel(order)  # accepted; the warehouse answers the parcel left
+
+    assert view.status == OrderStatus.COMPLETED
+    assert (view.transaction_id, view.shipment, view.refund_id) == ("ch_1", EARLY, None)
+    assert (view.failure_reason, view.winding_down_to) == (None, None)
+    assert [email.template for email in fake.emails()] == [
+        EmailTemplate.ORDER_CONFIRMATION,
+        EmailTemplate.ORDER_SHIPPED,
+    ]
+    assert fake.log()[3:] == [
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
+        # The same key: the held capture, whatever became of it, is the one answered.
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
+        ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
+        ("send_email", key(order, Step.SHIPPED_EMAIL)),
+    ]  # no payment cancel, no refund: the goods are gone and paid for

@@ -127,7 +127,7 @@ class OrderWorkflow:
         An order the warehouse cannot fill stops before any money moves: its authorization is
         released and the customer never hears "confirmed".
         """
-        order, steps = self._state.order, self._steps
+        steps = self._steps
         if not self._state.patches.baseline:
             # Orders from before the baseline asked each patch here, in the first workflow
             # task before any local activity (see ``workflows.patches``).
@@ -138,10 +138,19 @@ class OrderWorkflow:
         steps.stop_if_cancelled()
         await self._picking.send()
         steps.stop_if_cancelled()
-        charge_id = await self._payment.capture()
+        await self._payment.capture()
         self._set_status(OrderStatus.PAID)
-        await self._email(Step.CONFIRMATION_EMAIL, emails.order_confirmation(order, charge_id))
+        await self._confirm()
         steps.stop_if_cancelled()
+        await self._picking.release()
+
+    async def _confirm(self) -> None:
+        """Email the order confirmation: the money is taken."""
+        state = self._state
+        assert state.charge_id is not None, "an order is confirmed once it is paid"
+        content = emails.order_confirmation(state.order, state.charge_id)
+        await self._email(Step.CONFIRMATION_EMAIL, content)
+        state.confirmed = True
 
     async def _charge_confirm_pick(self) -> None:
         """Orders started before authorize-reserve-capture: charge, confirm, then pick."""
@@ -175,11 +184,28 @@ class OrderWorkflow:
         self._set_status(stop.status)
 
     async def _deliver(self, shipment: Shipment) -> None:
-        """The parcel has left: tell the customer, and the order is done."""
-        self._state.shipment = shipment
+        """The parcel has left: make sure it is paid for, tell the customer, and it is done."""
+        state = self._state
+        state.shipment = shipment
         self._set_status(OrderStatus.SHIPPED)
-        await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(self._state.order, shipment))
+        if state.patches.taken(patches.SHIP_ONLY_PAID):
+            await self._settle()
+        await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(state.order, shipment))
         self._set_status(OrderStatus.COMPLETED)
+
+    async def _settle(self) -> None:
+        """Goods that left are paid for and confirmed before the customer hears "shipped".
+
+        Only a parcel that left before its picklist was released (a warehouse's mistake, met
+        by a cancel or an early report) finds anything to do here: the capture (an operator
+        is asked if it cannot succeed; the order can no longer be cancelled), then the
+        confirmation.
+        """
+        state = self._state
+        if state.charge_id is None:
+            await self._payment.capture()
+        if not state.confirmed:
+            await self._confirm()
 
     async def _email(self, step: Step, content: EmailContent) -> None:
         customer = self._state.order.customer

@@ -7,9 +7,12 @@ search attribute upsert) and a visibility write. An order started since ``BASELI
 one patch at its start and takes every patch before it without asking: an order that took
 the baseline was started by code that had all of them.
 
-A new change gets a new patch here, asked in the order's first workflow task (``Patches.ask``
-for the baseline, ``OrderWorkflow._fulfil`` for the rest): a patch first asked after a local
-activity in the same task failed to replay (TMPRL1100, "patch marker encountered").
+A change since the baseline gets a new patch at the end of ``LEVELS``: the patch names the
+level, and the level holds every change before it. A new order asks the newest level first
+(one marker), an order replaying asks down to the level it took, so each order still asks
+exactly one. Levels are asked in the order's first workflow task (``Patches.ask``): a patch
+first asked after a local activity in the same task failed to replay (TMPRL1100, "patch
+marker encountered").
 """
 
 from dataclasses import dataclass
@@ -48,19 +51,36 @@ this order (its recorded history holds their markers there)."""
 BASELINE = "baseline-2026-12"
 """Every patch above, in one marker: asked first thing, by every order started since."""
 
+SHIP_ONLY_PAID = "ship-only-paid"
+"""Goods never leave unpaid: the picklist is held until the capture, then released; a parcel
+that left before the capture is still paid for (captured, confirmed, then "shipped")."""
+
+LEVELS = (BASELINE, SHIP_ONLY_PAID)
+"""The baseline and each change since, oldest first; an order that took one took all before."""
+
 
 @dataclass(frozen=True)
 class Patches:
     """Which changes one order runs with; one per order, made when it starts or replays."""
 
-    baseline: bool = False
-    """The order took ``BASELINE``: every patch before it is taken without a marker each."""
+    level: int = 0
+    """How many of ``LEVELS`` the order took (0: it started before the baseline)."""
 
     @classmethod
     def ask(cls) -> "Patches":
-        """Ask for the baseline; call it first thing in the order's first workflow task."""
-        return cls(baseline=workflow.patched(BASELINE))
+        """Ask for the newest level the order took; call it first thing in its first task."""
+        for level in range(len(LEVELS), 0, -1):
+            if workflow.patched(LEVELS[level - 1]):
+                return cls(level=level)
+        return cls()
+
+    @property
+    def baseline(self) -> bool:
+        """The order took ``BASELINE``: every patch before it is taken without a marker each."""
+        return self.level > 0
 
     def taken(self, patch: str) -> bool:
         """Whether the order runs the change ``patch`` names (``workflow.patched`` before it)."""
+        if patch in LEVELS:
+            return self.level > LEVELS.index(patch)
         return self.baseline or workflow.patched(patch)

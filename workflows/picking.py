@@ -7,11 +7,13 @@ with workflow.unsafe.imports_passed_through():
         CancelPicklistRequest,
         PicklistItem,
         PicklistRequest,
+        ReleasePicklistRequest,
         WarehouseActivities,
         describe_take_back,
     )
     from domain.models import Shipment
     from domain.status import Step
+    from workflows import patches
     from workflows.compensation import Compensations
     from workflows.state import OrderState
     from workflows.steps import Steps
@@ -29,7 +31,11 @@ class ShippedBeforeCancel(Exception):
 
 
 class Picking:
-    """Sends the order's one picklist, and cancels it if the order stops before shipping."""
+    """Sends the order's one picklist, releases it once paid, and cancels it if the order stops.
+
+    The picklist reserves the stock but is held: the warehouse ships it only once ``release``
+    says the money is captured (orders started before that made it shippable at once).
+    """
 
     def __init__(self, state: OrderState, steps: Steps, compensations: Compensations) -> None:
         self._state, self._steps, self._compensations = state, steps, compensations
@@ -41,6 +47,7 @@ class Picking:
         have made the picklist.
         """
         state = self._state
+        hold = state.patches.taken(patches.SHIP_ONLY_PAID)
         self._compensations.add(Step.PICKLIST, self.take_back)
         picklist = await self._steps.call(
             Step.PICKLIST,
@@ -48,10 +55,29 @@ class Picking:
             PicklistRequest,
             items=self._items(),
             ship_to=state.order.shipping_address,
+            hold=hold,
             summary=f"picklist of {len(state.order.items)} line(s)",
             describe=lambda picklist: picklist.id,
         )
-        state.picklist_id = picklist.id
+        state.picklist_id, state.picklist_held = picklist.id, hold
+
+    async def release(self) -> None:
+        """Let the warehouse ship the picklist: the money is captured.
+
+        Nothing to do for orders whose picklist was never held.
+        """
+        state = self._state
+        if not state.picklist_held:
+            return
+        assert state.picklist_id is not None, "a held picklist's id came with it"
+        await self._steps.call(
+            Step.PICKLIST_RELEASE,
+            WarehouseActivities.release_picklist,
+            ReleasePicklistRequest,
+            picklist_id=state.picklist_id,
+            summary=f"release {state.picklist_id} for shipping",
+            describe=lambda picklist: f"released {picklist.id}",
+        )
 
     async def take_back(self, warehouse_decides: bool) -> None:
         """Cancel the order at the warehouse, which takes back its picklist, id known or not.

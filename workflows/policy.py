@@ -122,6 +122,9 @@ POLICIES: Mapping[Step, StepPolicy] = {
     ),
     # Emails the story sends on its way; the farewell emails of a stopped order stay regular.
     **{step: StepPolicy(step.value, local_first=True) for step in _ON_THE_WAY_EMAILS},
+    # Reached after the confirmation's result; it has no undo of its own (cancelling the order
+    # at the warehouse takes back a released picklist as well as a held one).
+    Step.PICKLIST_RELEASE: StepPolicy(Step.PICKLIST_RELEASE.value, local_first=True),
 }
 """Steps with their own rules; every other step has ``StepPolicy(step name)``."""
 

@@ -7,6 +7,9 @@ from domain.models import Order, OrderOptions, OrderView, Shipment, StepRecord
 from domain.status import OperatorAction, OrderStatus, Step
 from workflows.patches import Patches
 
+UNPAID_SHIPMENT = "the parcel left before the payment was captured"
+"""Starts the attention reason of an order whose goods are gone and whose money is not."""
+
 
 @dataclass
 class OrderState:
@@ -20,6 +23,10 @@ class OrderState:
     intent: PaymentIntent | None = None
     charge_id: str | None = None
     picklist_id: str | None = None
+    picklist_held: bool = False
+    """The picklist was made held: it ships only once released (``workflows.picking``)."""
+    confirmed: bool = False
+    """The order confirmation email was sent."""
     shipment: Shipment | None = None
     refund_id: str | None = None
     cancel_reason: str | None = None
@@ -49,14 +56,21 @@ class OrderState:
             payment_intent_id=self.intent.id if self.intent else None,
             transaction_id=self.charge_id,
             picklist_id=self.picklist_id,
+            picklist_held=self.picklist_held,
             shipment=self.shipment,
             refund_id=self.refund_id,
             failure_reason=self.failure_reason,
-            attention_reason=self.attention_reason,
+            attention_reason=self._attention(),
             attention_step=self.attention_step,
             winding_down_to=self.winding_down_to or self._cancel_accepted(),
             timeline=self.timeline,
         )
+
+    def _attention(self) -> str | None:
+        """Why the order needs a person; first of all, goods that left before the money came."""
+        if self.attention_reason and self.shipment is not None and self.charge_id is None:
+            return f"{UNPAID_SHIPMENT}: {self.attention_reason}"
+        return self.attention_reason
 
     def _cancel_accepted(self) -> OrderStatus | None:
         # A cancel is accepted at once; the order shows it before its story has stopped.
