@@ -15,8 +15,8 @@ exact body to the configured URL with a ``Warehouse-Signature`` header
 
 Run-time controls (``PUT /admin/webhooks``): the URL, ``paused`` (nothing is sent; events wait),
 ``duplicate_next``/``duplicate_rate`` (an event is sent twice at once, as a flaky network or a
-retried send would), and ``auto_ship_after_s`` (ship every open picklist that long after it was
-made; ``PROVIDERS_AUTO_SHIP_AFTER`` sets it at start).
+retried send would), and ``auto_ship_after_s`` (ship every open picklist that long after it
+could first ship: a held one after its release; ``PROVIDERS_AUTO_SHIP_AFTER`` sets it at start).
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ class WebhookControls(BaseModel):
         None,
         ge=0,
         le=365 * 86400,
-        description="Ship each open picklist this many seconds after it was made; null: never.",
+        description="Ship each open picklist this many seconds after it could first ship (a held "
+        "one: after its release, never before); null: never.",
     )
 
 

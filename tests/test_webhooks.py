@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,11 +23,12 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from client.orders import cancel_order, start_order
+from activities.warehouse import CLOSE_KEY_SUFFIX
+from client.orders import OrderRefused, cancel_order, request_cancel, resolve_order, start_order
 from config import webhooks as names
-from domain.models import OrderView, Shipment
+from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.rules import ShipVerdict, ship_verdict
-from domain.status import EmailTemplate, OrderStatus, Step
+from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
@@ -266,7 +268,7 @@ async def http(rig: Rig, admin: SandboxAdmin) -> AsyncIterator[httpx.AsyncClient
 
 
 async def ship(
-    http: httpx.AsyncClient, order_id: str, key: str = "ship", **body: str
+    http: httpx.AsyncClient, order_id: str, key: str = "ship", **body: str | bool
 ) -> dict[str, Any]:
     """Ship the order's picklist at the warehouse; return the shipped picklist."""
     picklist = await picklist_of(http, order_id)
@@ -905,3 +907,142 @@ def test_the_sender_retries_not_now_and_gives_up_on_never(
     gave_up = event_row(ledger, old["id"])
     assert gave_up["status"] == "failed" and "gave up after 1 attempts" in gave_up["last_error"]
     ledger.close()
+
+
+# --- Goods never leave unpaid --------------------------------------------------------------------
+
+CAPTURE_KEY_SUFFIX = f":{Step.PAYMENT_CAPTURE.value}"
+
+
+async def parked_at_the_capture(
+    client: Client, queue: str, admin: SandboxAdmin, options: OrderOptions | None = None
+) -> OrderView:
+    """Start an order whose capture the gateway fails (faults set by the caller) until it parks."""
+    order = make_order()
+    await start_order(client, order, queue, options)
+    parked = await until_view(
+        client, order.id, lambda v: v.status == OrderStatus.NEEDS_ATTENTION, "parked"
+    )
+    assert parked.attention_step == Step.PAYMENT_CAPTURE  # the fault fired: it parked there
+    assert admin.effects(order.id).charges == 0
+    return parked
+
+
+async def ship_anyway(http: httpx.AsyncClient, client: Client, order_id: str) -> OrderView:
+    """The warehouse ships the held picklist by mistake; its webhook reaches the order."""
+    picklist = await ship(http, order_id, key="ship-anyway", ignore_release=True)
+    assert picklist["status"] == "shipped" and picklist["released"] is None
+    return await until_view(client, order_id, lambda v: v.shipment is not None, "told it left")
+
+
+async def settled(client: Client, admin: SandboxAdmin, order_id: str, total: int) -> None:
+    """The order completed paid in full, confirmed once then shipped once, nothing given back."""
+    view = await wait_for_status(client, order_id, OrderStatus.COMPLETED)
+    effects = admin.effects(order_id)
+    assert (effects.charges, effects.charged_amount) == (1, total)
+    assert (effects.refunds, effects.released, effects.cancelled_picklists) == (0, 0, 0)
+    assert effects.emails == {CONFIRMATION_EMAIL: 1, SHIPPED_EMAIL: 1}
+    assert view.transaction_id is not None and view.refund_id is None
+
+
+async def test_a_picklist_of_an_unpaid_order_ships_from_no_page_api_or_auto_ship(
+    client: Client, queue: str, admin: SandboxAdmin, http: httpx.AsyncClient
+) -> None:
+    admin.set_faults("payments", refuse_next=1, key_suffix=CAPTURE_KEY_SUFFIX)
+    unpaid = await parked_at_the_capture(client, queue, admin)
+    picklist = await picklist_of(http, unpaid.order_id)
+    assert (picklist["status"], picklist["hold"], picklist["released"]) == ("open", True, None)
+
+    api = await http.post(
+        f"/warehouse/picklists/{picklist['id']}/ship",
+        headers={"Idempotency-Key": f"{unpaid.order_id}:ship-api"},
+    )
+    assert api.status_code == 422 and api.json()["error"]["code"] == "not_released"
+    assert "not paid yet" in api.json()["error"]["message"]
+    page = (await http.get("/warehouse/", params={"api_key": API_KEY})).text
+    assert f"/warehouse/picklists/{picklist['id']}/ship-now" not in page
+    button = await http.post(
+        f"/warehouse/picklists/{picklist['id']}/ship-now", params={"api_key": API_KEY}
+    )
+    assert button.status_code == 422
+    # The auto-ship runs (a paid order's released picklist ships) and leaves the held one.
+    await http.put("/admin/webhooks", json={"auto_ship_after_s": 0})
+    try:
+        paid = make_order()
+        await start_order(client, paid, queue)
+        await wait_for_status(client, paid.id, OrderStatus.COMPLETED)
+    finally:
+        await http.put("/admin/webhooks", json={"auto_ship_after_s": None})
+    assert (await picklist_of(http, paid.id))["released"] is not None
+    assert (await picklist_of(http, unpaid.order_id))["status"] == "open"
+    assert admin.effects(unpaid.order_id).emails == {}  # neither confirmed nor shipped
+
+
+async def test_a_parcel_shipped_unpaid_is_paid_for_and_the_cancel_refused(
+    client: Client, queue: str, admin: SandboxAdmin, http: httpx.AsyncClient
+) -> None:
+    """The issue's story: capture refused, the warehouse ships anyway, the customer cancels."""
+    admin.set_faults("payments", refuse_next=1, key_suffix=CAPTURE_KEY_SUFFIX)
+    parked = await parked_at_the_capture(client, queue, admin)
+    order_id = parked.order_id
+
+    told = await ship_anyway(http, client, order_id)
+    assert told.status == OrderStatus.NEEDS_ATTENTION
+    assert told.attention_reason is not None
+    assert told.attention_reason.startswith("the parcel left before the payment was captured")
+    with pytest.raises(OrderRefused, match="has shipped; it can't be cancelled"):
+        await cancel_order(client, order_id, "customer changed their mind")
+    assert admin.effects(order_id).emails == {}  # no "shipped" before it is paid and confirmed
+
+    await resolve_order(client, order_id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+    await settled(client, admin, order_id, parked.total)
+
+
+async def test_a_capture_failing_for_its_whole_budget_and_a_parcel_gone_goes_to_an_operator(
+    client: Client, queue: str, admin: SandboxAdmin, http: httpx.AsyncClient
+) -> None:
+    admin.set_faults("payments", error_rate=1.0, key_suffix=CAPTURE_KEY_SUFFIX)
+    budget = OrderOptions(payment_retry_budget=timedelta(seconds=3))
+    parked = await parked_at_the_capture(client, queue, admin, budget)
+    assert parked.attention_reason is not None and "failing for over 3 seconds" in (
+        parked.attention_reason
+    )
+    told = await ship_anyway(http, client, parked.order_id)
+    assert told.attention_reason is not None
+    assert told.attention_reason.startswith("the parcel left before the payment was captured")
+    with pytest.raises(OrderRefused, match="has shipped"):
+        await cancel_order(client, parked.order_id, "customer changed their mind")
+
+    admin.reset_faults()  # the gateway is back
+    await resolve_order(
+        client, parked.order_id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT)
+    )
+    await settled(client, admin, parked.order_id, parked.total)
+
+
+async def test_a_cancel_during_a_held_capture_meets_the_parcel_gone_and_takes_the_money(
+    client: Client, queue: str, admin: SandboxAdmin, http: httpx.AsyncClient
+) -> None:
+    order = make_order()
+    admin.set_faults("payments", hold_next=1, key_suffix=CAPTURE_KEY_SUFFIX)
+    admin.set_faults("warehouse", delay_next=1, key_suffix=CLOSE_KEY_SUFFIX)
+    await start_order(client, order, queue)
+    capture_key = f"{order.id}{CAPTURE_KEY_SUFFIX}"
+
+    async def capture_held() -> bool:
+        return capture_key in admin.held_keys()["payments"]
+
+    await eventually(capture_held, "the gateway holds the capture")
+    await request_cancel(client, order.id, "customer changed their mind")
+
+    async def take_back_on_its_way() -> bool:
+        return any(key.startswith(order.id) for key in admin.delayed_keys()["warehouse"])
+
+    await eventually(take_back_on_its_way, "the order's cancel is on its way to the warehouse")
+    await ship(http, order.id, key="ship-anyway", ignore_release=True)
+    assert admin.deliver("warehouse") == 1  # the cancel arrives: the parcel has left
+    assert admin.release("payments") == 1  # the held capture commits
+
+    await settled(client, admin, order.id, order.total)
+    view = await wait_for_status(client, order.id, OrderStatus.COMPLETED)
+    assert view.shipment is not None and view.failure_reason is None
