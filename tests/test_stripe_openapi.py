@@ -295,6 +295,13 @@ async def test_a_decline_answers_in_stripes_shape_with_its_decline_code(
     after = await client.v1.payment_intents.retrieve_async(intent.id)
     assert after.last_payment_error is not None
     assert_conforms(RETRIEVE, body(after))
+    # ... and its latest charge is the failed one, a Charge in Stripe's shape.
+    failed = await client.v1.payment_intents.retrieve_async(
+        intent.id, {"expand": ["latest_charge"]}
+    )
+    assert isinstance(failed.latest_charge, stripe.Charge)
+    assert failed.latest_charge.status == "failed"
+    assert_conforms(RETRIEVE, body(failed))
 
 
 @pytest.mark.parametrize("status", ["succeeded", "canceled"])
