@@ -14,6 +14,7 @@ OpenAPI 3.0's schema objects are based on.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -209,6 +210,62 @@ def test_the_check_refuses_what_stripe_would_never_send() -> None:
     missing = {k: v for k, v in stripes_own_example.items() if k != "livemode"}
     assert any("'livemode' is a required property" in line for line in violations(CAPTURE, missing))
     assert violations(CAPTURE, {"error": {"message": "no type"}}, status=400) != []
+
+
+def test_the_extract_keeps_every_rule_and_every_schema_reached_and_nothing_else() -> None:
+    spec_of = importlib.util.spec_from_file_location("extract", CONTRACT.with_name("extract.py"))
+    assert spec_of is not None and spec_of.loader is not None
+    extract = importlib.util.module_from_spec(spec_of)
+    spec_of.loader.exec_module(extract)
+    answers = {
+        "200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/a"}}}},
+        "default": {
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/e"}}}
+        },
+    }
+    paths: dict[str, Any] = {}
+    for method, path in extract.OPERATIONS:
+        paths.setdefault(path, {})[method] = {"responses": answers}
+    described = {"description": "prose", "maxLength": 5000, "type": "string"}
+    spec = {
+        "openapi": "3.0.0",
+        "info": {"version": "2099-01-01.test"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "a": {
+                    "description": "prose",
+                    "properties": {
+                        "description": described,  # a field named description stays
+                        "b": {
+                            "anyOf": [{"type": "string"}, {"$ref": "#/components/schemas/b"}],
+                            "nullable": True,
+                            "x-expansionResources": {"$ref": "#/components/schemas/unused"},
+                        },
+                    },
+                    "required": ["b"],
+                    "x-resourceId": "a",
+                },
+                "b": {"properties": {"id": {"type": "string"}}, "type": "object"},
+                "e": {"properties": {"error": {"type": "object"}}, "required": ["error"]},
+                "unused": {"type": "object"},
+            }
+        },
+    }
+    cut = extract.extract(spec, "a test")
+    assert (cut["source"], cut["api_version"]) == ("a test", "2099-01-01.test")
+    assert set(cut["components"]["schemas"]) == {"a", "b", "e"}
+    assert cut["components"]["schemas"]["a"] == {
+        "properties": {
+            "description": {"maxLength": 5000, "type": "string"},
+            "b": {
+                "anyOf": [{"type": "string"}, {"$ref": "#/components/schemas/b"}],
+                "nullable": True,
+            },
+        },
+        "required": ["b"],
+    }
+    assert set(cut["operations"]) == {f"{m.upper()} {p}" for m, p in extract.OPERATIONS}
 
 
 # -- Every answer the order reads --------------------------------------------------------------
