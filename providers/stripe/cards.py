@@ -6,7 +6,7 @@ Any other ``pm_...`` token (``pm_card_visa``, ``pm_card_mastercard``, ...) is ap
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 PAYMENT_METHOD_PATTERN = r"pm_[A-Za-z0-9_]{1,200}"
 """A payment method id as this sandbox takes it (a card number never is one)."""
@@ -49,3 +49,26 @@ DECLINES: dict[str, Decline] = {
 def decline_for(payment_method: str) -> Decline | None:
     """The decline a confirm with ``payment_method`` meets; None if the card is approved."""
     return DECLINES.get(payment_method)
+
+
+def no_billing_details() -> dict[str, Any]:
+    """Stripe's ``billing_details`` of a card given without any: every field there, null."""
+    address = dict.fromkeys(("city", "country", "line1", "line2", "postal_code", "state"))
+    return {"address": address, "email": None, "name": None, "phone": None}
+
+
+def payment_method_object(payment_method: str, created: int) -> dict[str, Any]:
+    """The PaymentMethod object Stripe embeds in a card error (the fields its schema requires).
+
+    ``created``: when the test token became a payment method (Stripe makes one per use).
+    """
+    return {
+        "id": payment_method,
+        "object": "payment_method",
+        "billing_details": no_billing_details(),
+        "created": created,
+        "customer": None,
+        "livemode": False,
+        "metadata": {},
+        "type": "card",
+    }

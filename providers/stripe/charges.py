@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from providers.ledger import LedgerDep, Resource, to_unix
+from providers.stripe.cards import no_billing_details
 from providers.stripe.errors import resource_missing
 from providers.stripe.form import Params, read_query
 from providers.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
@@ -66,6 +67,7 @@ def render_charge(row: sqlite3.Row) -> dict[str, Any]:
         "amount_captured": row["amount_captured"],
         "amount_refunded": refunded,
         "balance_transaction": None,
+        "billing_details": no_billing_details(),
         "captured": bool(row["captured"]),
         "created": to_unix(row["created"]),
         "currency": str(row["currency"]).lower(),
@@ -99,6 +101,7 @@ def render_failed_charge(row: sqlite3.Row) -> dict[str, Any]:
         "amount_captured": 0,
         "amount_refunded": 0,
         "balance_transaction": None,
+        "billing_details": no_billing_details(),
         "captured": False,
         "created": to_unix(row["created"]),
         "currency": str(row["currency"]).lower(),

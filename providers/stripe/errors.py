@@ -59,19 +59,20 @@ def card_error(
     decline_code: str,
     message: str,
     payment_intent: dict[str, Any],
-    payment_method: str,
+    payment_method: dict[str, Any],
     charge: str,
 ) -> ApiError:
     """402 ``card_error``: the card was declined; the intent is in ``error.payment_intent``.
 
-    ``charge`` is the failed charge the attempt made (no money moved).
+    ``charge`` is the failed charge the attempt made (no money moved); ``payment_method`` the
+    PaymentMethod object that was declined.
     """
     return stripe_error(
         402, "card_error", code, message,
         charge=charge,
         decline_code=decline_code,
         payment_intent=payment_intent,
-        payment_method={"id": payment_method, "object": "payment_method", "type": "card"},
+        payment_method=payment_method,
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resou
 from providers.ledger import LedgerDep, Resource, to_unix
 from providers.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
 from providers.stripe import charges, search
-from providers.stripe.cards import PAYMENT_METHOD_PATTERN, decline_for
+from providers.stripe.cards import PAYMENT_METHOD_PATTERN, decline_for, payment_method_object
 from providers.stripe.errors import (
     STRIPE_REFUSALS,
     card_error,
@@ -169,13 +169,14 @@ def _confirm(
         failed = charges.decline(
             db, row, method, decline.code, decline.decline_code, decline.message
         )
+        payment_method = payment_method_object(method, int(time.time()))
         error = {
             "type": "card_error",
             "charge": failed,
             "code": decline.code,
             "decline_code": decline.decline_code,
             "message": decline.message,
-            "payment_method": {"id": method, "object": "payment_method", "type": "card"},
+            "payment_method": payment_method,
         }
         db.execute(
             "UPDATE payment_intents SET status = 'requires_payment_method', payment_method = ?,"
@@ -184,7 +185,7 @@ def _confirm(
         )
         intent = _changed(db, intent_id).body
         declined = card_error(
-            decline.code, decline.decline_code, decline.message, intent, method, failed
+            decline.code, decline.decline_code, decline.message, intent, payment_method, failed
         )
         # Returned, not raised: the intent's new status must be committed with the answer.
         return Outcome(declined.status, declined.body)
