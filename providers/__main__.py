@@ -9,7 +9,12 @@ from collections.abc import Sequence
 import uvicorn
 
 from providers.app import create_app
-from providers.faults import DEFAULT_SEARCH_LAG_MS, SEARCH_LAG_ENV
+from providers.faults import (
+    AUTHORIZATION_VALIDITY_ENV,
+    DEFAULT_AUTHORIZATION_VALIDITY_S,
+    DEFAULT_SEARCH_LAG_MS,
+    SEARCH_LAG_ENV,
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -28,6 +33,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"(default {DEFAULT_SEARCH_LAG_MS}; at run time: PUT /admin/faults/payments "
         '{"search_lag_ms": ...})',
     )
+    parser.add_argument(
+        "--authorization-validity-s",
+        type=float,
+        default=float(env(AUTHORIZATION_VALIDITY_ENV, str(DEFAULT_AUTHORIZATION_VALIDITY_S))),
+        help="how long a card authorization can be captured before the gateway cancels it, as "
+        f"Stripe's capture_before (default {DEFAULT_AUTHORIZATION_VALIDITY_S}, 7 days; at run "
+        'time: PUT /admin/faults/payments {"authorization_validity_s": ...})',
+    )
     return parser.parse_args(argv)
 
 
@@ -35,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Serve the app with uvicorn until interrupted."""
     args = parse_args(argv)
     uvicorn.run(
-        create_app(args.db, args.api_key, args.search_lag_ms),
+        create_app(
+            args.db,
+            args.api_key,
+            args.search_lag_ms,
+            authorization_validity_s=args.authorization_validity_s,
+        ),
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from providers.faults import FaultConfig, FaultsDep
 from providers.ledger import LedgerDep
 from providers.limits import MAX_IDEMPOTENCY_KEY_LENGTH, QueryId
+from providers.stripe import payment_intents, refunds
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -25,8 +26,11 @@ FIELDS = {
     "charged_amount": ("SUM(amount_captured)", "charges", "captured = 1"),
     "released": ("COUNT(*)", "charges", "released_at IS NOT NULL"),
     "released_amount": ("SUM(amount)", "charges", "released_at IS NOT NULL"),
-    "refunds": ("COUNT(*)", "refunds", "1"),
-    "refunded_amount": ("SUM(amount)", "refunds", "1"),
+    # Money comes back only with a refund that succeeded; a pending one may still fail.
+    "refunds": ("COUNT(*)", "refunds", "status = 'succeeded'"),
+    "refunded_amount": ("SUM(amount)", "refunds", "status = 'succeeded'"),
+    "pending_refunds": ("COUNT(*)", "refunds", "status = 'pending'"),
+    "failed_refunds": ("COUNT(*)", "refunds", "status = 'failed'"),
     "picklists": ("COUNT(*)", "picklists", "1"),
     "cancelled_picklists": ("COUNT(*)", "picklists", "status = 'cancelled'"),
 }
@@ -35,6 +39,9 @@ FIELDS = {
 def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, dict[str, Any]]:
     """Count (and for money, sum) each order's effects; a filtered order with none shows zeros."""
     orders: dict[str, dict[str, Any]] = {}
+    # What the gateway's clock would have done by now is counted as done.
+    payment_intents.expire_due(db)
+    refunds.settle_due(db)
 
     def entry(order: str) -> dict[str, Any]:
         return orders.setdefault(order, {**dict.fromkeys(FIELDS, 0), "emails": {}})

@@ -19,7 +19,9 @@ class Effects:
 
     ``charges``/``charged_amount``: captured money (it moved). ``authorizations``: charges an
     approved confirm made, captured or not. ``released``/``released_amount``: authorizations
-    a cancel let go (no money moved).
+    a cancel let go, or that expired (no money moved). ``refunds``/``refunded_amount``: refunds
+    that succeeded (money given back); ``pending_refunds`` may still fail; ``failed_refunds``
+    gave nothing back.
     """
 
     payment_intents: int = 0
@@ -34,6 +36,8 @@ class Effects:
     authorizations: int = 0
     released: int = 0
     released_amount: int = 0
+    pending_refunds: int = 0
+    failed_refunds: int = 0
 
     def emails_of(self, template: str) -> int:
         """How many emails of one template went out."""

@@ -15,10 +15,16 @@ from providers import admin, mail, pages, payments, stripe, warehouse, webhooks
 from providers.auth import api_key_dependency
 from providers.body_limit import BodySizeLimit
 from providers.errors import install_error_handlers
-from providers.faults import DEFAULT_SEARCH_LAG_MS, Faults, QuietDrops
+from providers.faults import (
+    DEFAULT_AUTHORIZATION_VALIDITY_S,
+    DEFAULT_SEARCH_LAG_MS,
+    Faults,
+    QuietDrops,
+)
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
+from providers.stripe import clock
 from providers.stripe.errors import restyle
 from providers.stripe.request_ids import RequestIds
 from telemetry import tracing
@@ -29,15 +35,17 @@ def create_app(
     api_key: str,
     search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
     webhook_settings: webhooks.SenderSettings | None = None,
+    authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
 ) -> FastAPI:
     """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
 
-    ``search_lag_ms`` is how long the gateway's search lags its writes unless the ``payments``
-    faults say otherwise (``search_lag_ms``). ``webhook_settings``: how the warehouse sends its
+    ``search_lag_ms`` is how long the gateway's search lags its writes, and
+    ``authorization_validity_s`` how long a card authorization can be captured, unless the
+    ``payments`` faults say otherwise. ``webhook_settings``: how the warehouse sends its
     webhooks (default: from the environment).
     """
     ledger = Ledger(db_path)
-    faults = Faults(search_lag_ms)
+    faults = Faults(search_lag_ms, authorization_validity_s)
     idempotency = Idempotency(ledger, faults)
     idempotency.release_stale_claims()
 
@@ -49,11 +57,13 @@ def create_app(
         tracing.configure("orders-providers")  # only if OTEL_* variables ask for it
         # The outbox's events still pending (from before a restart too) go out from here on.
         sending = asyncio.create_task(sender.run())
+        ticking = asyncio.create_task(clock.run(ledger))  # expiries and settlements
         try:
             yield
         finally:
             sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
+            ticking.cancel()
+            await asyncio.gather(sending, ticking, return_exceptions=True)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
             tracing.shutdown()
             ledger.close()

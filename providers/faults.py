@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +36,22 @@ Stripe documents its search as lagging writes (about a minute at worst), never r
 """
 SEARCH_LAG_ENV = "PROVIDERS_SEARCH_LAG_MS"
 """Environment variable that sets the default search lag (milliseconds) for a providers process."""
+DEFAULT_AUTHORIZATION_VALIDITY_S = 7 * 86400
+"""How long a card authorization can be captured: Stripe's ``capture_before`` for online card
+payments is 7 days after the authorization (shorter for some networks and merchant-initiated
+payments); then Stripe cancels the intent itself and releases the money."""
+AUTHORIZATION_VALIDITY_ENV = "PROVIDERS_AUTHORIZATION_VALIDITY_S"
+"""Environment variable that sets the default authorization validity (seconds) for a process."""
+RefundFailureReason = Literal[
+    "charge_for_pending_refund_disputed",
+    "declined",
+    "expired_or_canceled_card",
+    "insufficient_funds",
+    "lost_or_stolen_card",
+    "merchant_request",
+    "unknown",
+]
+"""Stripe's ``failure_reason`` values for a refund that failed."""
 
 
 class FaultConfig(BaseModel):
@@ -120,6 +136,30 @@ class FaultConfig(BaseModel):
         "key_prefix, key_suffix and path_prefix.",
     )
 
+    authorization_validity_s: float | None = Field(
+        None,
+        gt=0,
+        le=365 * 86400,
+        description="payments only: how long after it is made a card authorization can be "
+        "captured (its charge's payment_method_details.card.capture_before); then the intent "
+        "is canceled by the gateway (cancellation_reason automatic) and the money released "
+        f"(null: the process default, {AUTHORIZATION_VALIDITY_ENV} or "
+        f"{DEFAULT_AUTHORIZATION_VALIDITY_S} s). Applies to authorizations made from then on; "
+        "not a request fault: unaffected by key_prefix, key_suffix and path_prefix.",
+    )
+    refunds_pending_s: float = Field(
+        0.0,
+        ge=0,
+        le=365 * 86400,
+        description="payments: a refund made now stays 'pending' this many seconds before it "
+        "settles (0: it succeeds at once, as card refunds do in Stripe's test mode).",
+    )
+    refunds_fail_with: RefundFailureReason | None = Field(
+        None,
+        description="payments: a refund made now fails when it settles, with this Stripe "
+        "failure_reason (the charge's money comes back to the shop); null: it succeeds.",
+    )
+
     def targets(self, key: str, path: str) -> bool:
         """Whether a request with this Idempotency-Key and path is subject to these faults."""
         return (
@@ -127,6 +167,18 @@ class FaultConfig(BaseModel):
             and key.endswith(self.key_suffix)
             and path.startswith(self.path_prefix)
         )
+
+
+@dataclass(frozen=True)
+class RefundSettlement:
+    """How one new refund settles: when, and whether it fails.
+
+    ``pending_s`` after it is made, failed with ``fails_with`` or succeeded; with ``pending_s``
+    0 and no failure it succeeds at once.
+    """
+
+    pending_s: float = 0.0
+    fails_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,14 +215,31 @@ class _Service:
 class Faults:
     """Fault state for every service, shared by the admin API and the idempotent POST flow."""
 
-    def __init__(self, default_search_lag_ms: int = DEFAULT_SEARCH_LAG_MS) -> None:
+    def __init__(
+        self,
+        default_search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
+        default_authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
+    ) -> None:
         self._services = {name: _Service() for name in SERVICES}
         self.default_search_lag_ms = default_search_lag_ms
+        self.default_authorization_validity_s = default_authorization_validity_s
 
     def search_lag_s(self, service: str) -> float:
         """How many seconds a write takes to become visible to the service's search."""
         lag = self._get(service).config.search_lag_ms
         return (self.default_search_lag_ms if lag is None else lag) / 1000
+
+    def authorization_validity_s(self, service: str) -> float:
+        """How many seconds an authorization made now can be captured."""
+        validity = self._get(service).config.authorization_validity_s
+        return self.default_authorization_validity_s if validity is None else validity
+
+    def refund_settlement(self, service: str, key: str, path: str) -> RefundSettlement:
+        """How a refund asked for now settles: at once, or pending for a while; then how."""
+        config = self._get(service).config
+        if not config.targets(key, path):
+            return RefundSettlement()
+        return RefundSettlement(config.refunds_pending_s, config.refunds_fail_with)
 
     def _get(self, service: str) -> _Service:
         if service not in self._services:

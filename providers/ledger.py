@@ -201,12 +201,28 @@ ADDED_COLUMNS = (
     # those from before were shippable at once, as a picklist made without ``hold`` still is.
     AddedColumn("picklists", "hold", "INTEGER NOT NULL DEFAULT 0"),
     AddedColumn("picklists", "released", "TEXT"),
+    # Until when an authorization can be captured (unix seconds; Stripe's capture_before):
+    # those from before got the 7 days every authorization had.
+    AddedColumn(
+        "charges",
+        "capture_before",
+        "INTEGER",
+        "UPDATE charges SET capture_before = CAST(strftime('%s', created) AS INTEGER) + 604800",
+    ),
+    # A refund can be pending, then succeed or fail (failure_reason) when it settles.
+    AddedColumn("refunds", "failure_reason", "TEXT"),
+    AddedColumn("refunds", "settles_at", "REAL"),
+    AddedColumn("refunds", "settles_to", "TEXT"),
 )
 # Indexes on added columns, created once the columns exist. Only in-flight claims lock a
 # resource, so only they are indexed.
 ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS idempotency_keys_resource ON idempotency_keys (resource)"
     " WHERE state = 'in_flight'",
+    # What the gateway's clock looks for: authorizations still held, refunds still pending.
+    "CREATE INDEX IF NOT EXISTS charges_held ON charges (capture_before)"
+    " WHERE captured = 0 AND released_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS refunds_pending ON refunds (settles_at) WHERE status = 'pending'",
 )
 
 
@@ -306,6 +322,21 @@ class Resource:
         row = self.get_row(db, values["id"])
         assert row is not None
         return self.render(row)
+
+
+@contextmanager
+def atomically(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the block in the transaction ``db`` is in, or in one of its own."""
+    if db.in_transaction:
+        yield db
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def new_id(prefix: str) -> str:

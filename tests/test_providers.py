@@ -911,6 +911,8 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
                 "released_amount": 2500,
                 "refunds": 1,
                 "refunded_amount": 1000,
+                "pending_refunds": 0,
+                "failed_refunds": 0,
                 "emails": {"order-confirmation": 1, "order-cancelled": 1},
                 "picklists": 1,
                 "cancelled_picklists": 1,
@@ -1317,3 +1319,84 @@ def test_a_card_number_sent_by_mistake_is_not_echoed(http: httpx.Client, order_i
     assert stripe_error(response) == (400, "invalid_request_error", "parameter_invalid_string")
     assert response.json()["error"]["param"] == "payment_method"
     assert card not in response.text
+
+
+# --- What Stripe does as time passes: authorizations expire, refunds settle --------------------
+
+
+def test_an_authorization_expires_at_capture_before_and_is_released(
+    http: httpx.Client, order_id: str
+) -> None:
+    http.put("/admin/faults/payments", json={"authorization_validity_s": 1})
+    created = intent(http, order_id, capture_method="manual")
+    confirmed = form(
+        http, f"/v1/payment_intents/{created['id']}/confirm", {"expand[]": "latest_charge"}
+    ).json()
+    charge = confirmed["latest_charge"]
+    capture_before = charge["payment_method_details"]["card"]["capture_before"]
+    assert capture_before - time.time() <= 1.5
+    assert confirmed["status"] == "requires_capture"
+
+    time.sleep(max(0.0, capture_before - time.time()) + 0.5)
+    expired = http.get(f"/v1/payment_intents/{created['id']}").json()
+    assert (expired["status"], expired["cancellation_reason"]) == ("canceled", "automatic")
+    assert expired["canceled_at"] == capture_before and expired["amount_capturable"] == 0
+    late = form(http, f"/v1/payment_intents/{created['id']}/capture")
+    assert stripe_error(late) == UNEXPECTED_STATE
+    assert "status of canceled" in late.json()["error"]["message"]
+    summary = http.get("/admin/ledger", params={"order_id": order_id}).json()["orders"][order_id]
+    assert (summary["released"], summary["charges"], summary["cancelled_intents"]) == (1, 0, 1)
+
+
+def test_the_clock_expires_an_authorization_nobody_asks_about(
+    provider: Provider, http: httpx.Client, order_id: str
+) -> None:
+    http.put("/admin/faults/payments", json={"authorization_validity_s": 0.5})
+    created = intent(http, order_id, capture_method="manual")
+    form(http, f"/v1/payment_intents/{created['id']}/confirm")
+    time.sleep(1.2)  # well past the window, and several ticks of the gateway's clock
+    with sqlite3.connect(provider.db) as db:  # the ledger itself, not through any request
+        status = db.execute(
+            "SELECT status, cancellation_reason FROM payment_intents WHERE id = ?",
+            (created["id"],),
+        ).fetchone()
+    assert status == ("canceled", "automatic")
+
+
+def test_an_authorization_lasts_seven_days_by_default(http: httpx.Client, order_id: str) -> None:
+    created = intent(http, order_id, capture_method="manual")
+    form(http, f"/v1/payment_intents/{created['id']}/confirm")
+    [charge] = listing(http, "/v1/charges", payment_intent=created["id"])
+    left = charge["payment_method_details"]["card"]["capture_before"] - time.time()
+    assert 7 * 86400 - 60 < left <= 7 * 86400
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_a_refund_can_stay_pending_then_succeed_or_fail(
+    http: httpx.Client, order_id: str, outcome: str
+) -> None:
+    faults: dict[str, Any] = {"refunds_pending_s": 0.5}
+    if outcome == "failed":
+        faults["refunds_fail_with"] = "expired_or_canceled_card"
+    http.put("/admin/faults/payments", json=faults)
+    charged = intent(http, order_id, confirm="true")
+    refund = form(http, "/v1/refunds", {"payment_intent": charged["id"]}).json()
+    assert refund["status"] == "pending" and "failure_reason" not in refund
+    pending = http.get("/admin/ledger", params={"order_id": order_id}).json()["orders"][order_id]
+    assert (pending["refunds"], pending["pending_refunds"], pending["refunded_amount"]) == (0, 1, 0)
+
+    time.sleep(0.8)
+    settled = http.get(f"/v1/refunds/{refund['id']}").json()
+    assert settled["status"] == outcome
+    [charge] = listing(http, "/v1/charges", payment_intent=charged["id"])
+    summary = http.get("/admin/ledger", params={"order_id": order_id}).json()["orders"][order_id]
+    if outcome == "succeeded":
+        assert charge["amount_refunded"] == 2500 and charge["refunded"] is True
+        assert (summary["refunds"], summary["refunded_amount"]) == (1, 2500)
+        return
+    assert settled["failure_reason"] == "expired_or_canceled_card"
+    assert charge["amount_refunded"] == 0  # the money came back to the shop
+    assert (summary["refunds"], summary["failed_refunds"], summary["refunded_amount"]) == (0, 1, 0)
+    http.delete("/admin/faults")
+    again = form(http, "/v1/refunds", {"payment_intent": charged["id"]})
+    assert again.status_code == 200 and again.json()["status"] == "succeeded"  # refundable again

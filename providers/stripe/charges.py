@@ -87,9 +87,20 @@ def render_charge(row: sqlite3.Row) -> dict[str, Any]:
         "paid": True,
         "payment_intent": row["payment_intent"],
         "payment_method": row["payment_method"],
+        "payment_method_details": card_details(row["capture_before"]),
         "refunded": refunded >= row["amount"],
         "status": row["status"],
     }
+
+
+def card_details(capture_before: int | None) -> dict[str, Any]:
+    """The charge's ``payment_method_details``: a sandbox test card.
+
+    For an authorization, the time it must be captured by (``capture_before``, unix seconds),
+    as Stripe gives it.
+    """
+    card = {"brand": "visa", "exp_month": 12, "exp_year": 2034, "funding": "credit"}
+    return {"card": {**card, "capture_before": capture_before, "last4": "4242"}, "type": "card"}
 
 
 def render_failed_charge(row: sqlite3.Row) -> dict[str, Any]:
@@ -174,8 +185,13 @@ def decline(
     return charge_id
 
 
-def authorize(db: sqlite3.Connection, intent: sqlite3.Row, method: str, capture: bool) -> str:
-    """Make the intent's one charge, captured at once or held as an authorization; its id."""
+def authorize(
+    db: sqlite3.Connection, intent: sqlite3.Row, method: str, capture: bool, validity_s: float
+) -> str:
+    """Make the intent's one charge, captured at once or held as an authorization; its id.
+
+    An authorization can be captured for ``validity_s`` seconds (its ``capture_before``).
+    """
     charge = CHARGES.insert(
         db,
         payment_intent=intent["id"],
@@ -187,6 +203,7 @@ def authorize(db: sqlite3.Connection, intent: sqlite3.Row, method: str, capture:
         captured=int(capture),
         amount_captured=intent["amount"] if capture else 0,
         amount_refunded=0,
+        capture_before=None if capture else int(time.time() + validity_s),
     )
     charge_id: str = charge["id"]
     return charge_id
@@ -199,16 +216,25 @@ def capture(db: sqlite3.Connection, charge_id: str, amount: int) -> None:
     )
 
 
-def release(db: sqlite3.Connection, charge_id: str) -> None:
-    """Release an authorization: nothing was ever captured, nothing moves."""
+def release(db: sqlite3.Connection, charge_id: str, at: int | None = None) -> None:
+    """Release an authorization (now, or ``at`` when it expired): nothing moves."""
     db.execute(
         "UPDATE charges SET released_at = ? WHERE id = ? AND captured = 0",
-        (int(time.time()), charge_id),
+        (int(time.time()) if at is None else at, charge_id),
     )
 
 
+def expired_authorizations(db: sqlite3.Connection, now: float) -> list[sqlite3.Row]:
+    """The authorizations held past their ``capture_before``: ``id`` and ``capture_before``."""
+    return db.execute(
+        "SELECT id, capture_before FROM charges WHERE captured = 0 AND released_at IS NULL"
+        " AND capture_before <= ?",
+        (now,),
+    ).fetchall()
+
+
 def add_refund(db: sqlite3.Connection, charge_id: str, amount: int) -> None:
-    """Count a refund of ``amount`` against the charge."""
+    """Count a refund of ``amount`` against the charge (a failed one with ``-amount``)."""
     db.execute(
         "UPDATE charges SET amount_refunded = amount_refunded + ? WHERE id = ?",
         (amount, charge_id),

@@ -2,7 +2,9 @@
 
 Statuses, as Stripe's: ``requires_payment_method`` (none yet, or the last one was declined),
 ``requires_confirmation`` (created with a payment method), ``requires_capture`` (confirmed with
-``capture_method=manual``: the card is authorized, no money moved), ``succeeded`` (captured),
+``capture_method=manual``: the card is authorized, no money moved, until its charge's
+``payment_method_details.card.capture_before``: then the gateway cancels the intent itself,
+``cancellation_reason`` ``automatic``, and releases the money), ``succeeded`` (captured),
 ``canceled``. The sandbox never leaves an intent in ``requires_action`` or ``processing``.
 
 Confirm, capture and cancel of one intent, and refunds of it, lock the intent for as long as
@@ -27,7 +29,7 @@ from starlette.responses import Response
 
 from providers.faults import FaultsDep
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
-from providers.ledger import LedgerDep, Resource, to_unix
+from providers.ledger import LedgerDep, Resource, atomically, to_unix
 from providers.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
 from providers.stripe import charges, search
 from providers.stripe.cards import PAYMENT_METHOD_PATTERN, decline_for, payment_method_object
@@ -114,7 +116,33 @@ def get_intent_row(db: sqlite3.Connection, intent_id: str) -> sqlite3.Row | None
     return INTENTS.get_row(db, intent_id)
 
 
+def expire_due(db: sqlite3.Connection, now: float | None = None) -> int:
+    """Cancel the intents whose authorization ran past ``capture_before``; how many there were.
+
+    As Stripe does: the intent becomes ``canceled`` with ``cancellation_reason`` ``automatic``
+    at the moment the authorization expired, and the held money is released. Run before any
+    request reads an intent, and by the gateway's clock (``providers.stripe.clock``).
+    """
+    expired = charges.expired_authorizations(db, time.time() if now is None else now)
+    if not expired:
+        return 0
+    with atomically(db):
+        for charge in expired:
+            at = int(charge["capture_before"])
+            charges.release(db, charge["id"], at)
+            db.execute(
+                "UPDATE payment_intents SET status = 'canceled', canceled_at = ?,"
+                " cancellation_reason = 'automatic'"
+                " WHERE charge = ? AND status = 'requires_capture'",
+                (at, charge["id"]),
+            )
+            for row in INTENTS.find_rows(db, charge=charge["id"]):
+                search.snapshot(db, render_intent(db, row))
+    return len(expired)
+
+
 def _existing(db: sqlite3.Connection, intent_id: str) -> sqlite3.Row:
+    expire_due(db)  # an answer never shows an authorization that has expired as still held
     row = get_intent_row(db, intent_id)
     if row is None:
         raise resource_missing("payment_intent", intent_id, "intent")
@@ -129,18 +157,27 @@ def _changed(db: sqlite3.Connection, intent_id: str, expand: tuple[str, ...] = (
 
 
 def _create(
-    values: dict[str, Any], confirm: bool, expand: tuple[str, ...], db: sqlite3.Connection
+    values: dict[str, Any],
+    confirm: bool,
+    expand: tuple[str, ...],
+    validity_s: float,
+    db: sqlite3.Connection,
 ) -> Outcome:
     status = "requires_confirmation" if values["payment_method"] else "requires_payment_method"
     created = INTENTS.insert(db, status=status, **values)
     if confirm:
-        return _confirm(created["id"], None, expand, db)
+        return _confirm(created["id"], None, expand, validity_s, db)
     return _changed(db, created["id"], expand)
 
 
 def _confirm(
-    intent_id: str, method: str | None, expand: tuple[str, ...], db: sqlite3.Connection
+    intent_id: str,
+    method: str | None,
+    expand: tuple[str, ...],
+    validity_s: float,
+    db: sqlite3.Connection,
 ) -> Outcome:
+    """Confirm the intent; an authorization made can be captured for ``validity_s`` seconds."""
     row = _existing(db, intent_id)
     status = row["status"]
     if status == "succeeded":
@@ -190,7 +227,7 @@ def _confirm(
         # Returned, not raised: the intent's new status must be committed with the answer.
         return Outcome(declined.status, declined.body)
     automatic = row["capture_method"] == "automatic"
-    charge_id = charges.authorize(db, row, method, capture=automatic)
+    charge_id = charges.authorize(db, row, method, automatic, validity_s)
     db.execute(
         "UPDATE payment_intents SET status = ?, payment_method = ?, charge = ?,"
         " last_payment_error = NULL WHERE id = ?",
@@ -293,7 +330,7 @@ def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]
 
 @router.post("/payment_intents")
 async def create_payment_intent(
-    request: Request, idem: IdempotencyDep, key: IdempotencyKey
+    request: Request, idem: IdempotencyDep, key: IdempotencyKey, faults: FaultsDep
 ) -> Response:
     """Create a payment intent: ``amount``, ``currency``, ``payment_method``, ``metadata``...
 
@@ -302,7 +339,9 @@ async def create_payment_intent(
     """
     params = Params(await read_form(request))
     values, confirm, expand = create_params(params)
-    return await _run(request, idem, key, params, partial(_create, values, confirm, expand), None)
+    validity = faults.authorization_validity_s(SERVICE)
+    effect = partial(_create, values, confirm, expand, validity)
+    return await _run(request, idem, key, params, effect, None)
 
 
 @router.get("/payment_intents/search")
@@ -347,7 +386,7 @@ async def retrieve_payment_intent(
 
 @router.post("/payment_intents/{intent}/confirm")
 async def confirm_payment_intent(
-    intent: str, request: Request, idem: IdempotencyDep, key: IdempotencyKey
+    intent: str, request: Request, idem: IdempotencyDep, key: IdempotencyKey, faults: FaultsDep
 ) -> Response:
     """Confirm: the card approves (``requires_capture`` or ``succeeded``) or declines (402).
 
@@ -361,7 +400,7 @@ async def confirm_payment_intent(
     params.string("return_url", max_length=MAX_TEXT_LENGTH)
     expand = params.expand(EXPANDABLE)
     params.done()
-    effect = partial(_confirm, intent, method, expand)
+    effect = partial(_confirm, intent, method, expand, faults.authorization_validity_s(SERVICE))
     return await _run(request, idem, key, params, effect, intent_lock(intent))
 
 

@@ -1,5 +1,11 @@
 """Refunds (``/v1/refunds``): give back captured money, all of it or part.
 
+As on Stripe, a refund is not always done when it is made: it can stay ``pending`` and later
+settle as ``succeeded`` or ``failed`` (with a ``failure_reason``; the money then comes back to
+the shop and counts as refunded no more). The sandbox makes refunds pending, and failing, by
+fault injection (``refunds_pending_s``, ``refunds_fail_with``); a pending refund settles when
+it is due, before any request reads it and from the gateway's clock.
+
 A refund names a ``payment_intent`` or a ``charge``; without ``amount`` it refunds all that
 remains captured. Refused, as Stripe refuses: a charge with nothing left (400
 ``charge_already_refunded``, also for an authorization released by a cancel), more than
@@ -12,14 +18,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from providers.faults import FaultsDep, RefundSettlement
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome
-from providers.ledger import LedgerDep, Resource, to_unix
+from providers.ledger import LedgerDep, Resource, atomically, to_unix
 from providers.limits import MAX_AMOUNT
 from providers.stripe import charges
 from providers.stripe.errors import STRIPE_REFUSALS, invalid_request, resource_missing
@@ -44,6 +52,8 @@ def render_refund(
     charge: Any = row["charge"]
     if "charge" in expand and (charge_row := charges.get_charge_row(db, row["charge"])):
         charge = charges.render_charge(charge_row)
+    # As Stripe's: ``failure_reason`` is there only once the refund has failed.
+    failure = {"failure_reason": row["failure_reason"]} if row["status"] == "failed" else {}
     return {
         "id": row["id"],
         "object": "refund",
@@ -53,10 +63,31 @@ def render_refund(
         "created": to_unix(row["created"]),
         "currency": str(row["currency"] or "").lower() or None,
         "metadata": json.loads(row["metadata"]),
+        **failure,
         "payment_intent": row["payment_intent"],
         "reason": row["reason"],
         "status": row["status"],
     }
+
+
+def settle_due(db: sqlite3.Connection, now: float | None = None) -> int:
+    """Settle the pending refunds that are due; how many there were.
+
+    A failed refund gives the money back to the charge: it is refundable again.
+    """
+    due = db.execute(
+        "SELECT * FROM refunds WHERE status = 'pending' AND settles_at <= ?",
+        (time.time() if now is None else now,),
+    ).fetchall()
+    if not due:
+        return 0
+    with atomically(db):
+        for row in due:
+            failed = row["settles_to"] == "failed"
+            db.execute("UPDATE refunds SET status = ? WHERE id = ?", (row["settles_to"], row["id"]))
+            if failed:
+                charges.add_refund(db, row["charge"], -int(row["amount"]))
+    return len(due)
 
 
 def _charge_of(db: sqlite3.Connection, intent_id: str | None, charge_id: str | None) -> str:
@@ -85,6 +116,7 @@ def _refund(
     amount: int | None,
     values: dict[str, Any],
     expand: tuple[str, ...],
+    settlement: RefundSettlement,
     db: sqlite3.Connection,
 ) -> Outcome:
     charge_id = _charge_of(db, intent_id, charge_id)
@@ -107,6 +139,8 @@ def _refund(
             f"Refund amount ({amount}) is greater than unrefunded amount on charge ({remaining})."
         )
         raise invalid_request(message, "amount_too_large", "amount")
+    settles_to = "failed" if settlement.fails_with else "succeeded"
+    pending = settlement.pending_s > 0 or settlement.fails_with is not None
     refund = REFUNDS.insert(
         db,
         charge=charge_id,
@@ -114,7 +148,10 @@ def _refund(
         order_id=charge["order_id"],
         currency=str(charge["currency"]).lower(),
         amount=amount,
-        status="succeeded",
+        status="pending" if pending else "succeeded",
+        settles_at=time.time() + settlement.pending_s if pending else None,
+        settles_to=settles_to,
+        failure_reason=settlement.fails_with,  # shown once the refund has failed
         **values,
     )
     charges.add_refund(db, charge_id, amount)
@@ -149,7 +186,11 @@ def create_params(
 
 @router.post("/refunds")
 async def create_refund(
-    request: Request, idem: IdempotencyDep, key: IdempotencyKey, ledger: LedgerDep
+    request: Request,
+    idem: IdempotencyDep,
+    key: IdempotencyKey,
+    ledger: LedgerDep,
+    faults: FaultsDep,
 ) -> Response:
     """Refund a ``payment_intent`` or a ``charge``: ``amount`` (default: all that remains)."""
     params = Params(await read_form(request))
@@ -158,7 +199,8 @@ async def create_refund(
     target = intent_id
     if charge_id is not None and (row := charges.get_charge_row(ledger.db, charge_id)):
         target = str(row["payment_intent"])
-    effect = partial(_refund, intent_id, charge_id, amount, values, expand)
+    settlement = faults.refund_settlement(SERVICE, key, request.url.path)
+    effect = partial(_refund, intent_id, charge_id, amount, values, expand, settlement)
     return await idem.run(
         request,
         SERVICE,
@@ -176,6 +218,7 @@ async def retrieve_refund(refund: str, request: Request, ledger: LedgerDep) -> d
     params = Params(read_query(request))
     expand = params.expand(EXPANDABLE)
     params.done()
+    settle_due(ledger.db)
     row = REFUNDS.get_row(ledger.db, refund)
     if row is None:
         raise resource_missing("refund", refund, "id")
@@ -194,6 +237,7 @@ async def list_refunds(request: Request, ledger: LedgerDep) -> dict[str, Any]:
     limit = params.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
     params.strings("expand")  # accepted (data.charge and the like), not applied to list items
     params.done()
+    settle_due(ledger.db)
     rows = REFUNDS.find_rows(ledger.db, payment_intent=intent_id, charge=charge_id)[::-1]
     data = [render_refund(ledger.db, row) for row in rows]
     return list_object("/v1/refunds", data, limit)
