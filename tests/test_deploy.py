@@ -12,9 +12,11 @@ lines that point ``starter.py`` in another terminal at that stack, and they work
 """
 
 import ast
+import copy
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -23,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
@@ -32,6 +35,11 @@ import security.codec_server
 import webhooks.__main__
 from config import settings as orders_settings
 from config import webhooks as webhook_names
+from config.settings import (
+    CONTROLLER_BUILD_ID_ENV,
+    CONTROLLER_DEPLOYMENT_NAME_ENV,
+    WorkerVersioning,
+)
 from domain import search_attributes
 from domain.intake import IntakePolicy, parse_duration
 from providers import __main__ as providers_main
@@ -248,9 +256,43 @@ CONFIG_MAPS = {
     for generator in KUSTOMIZATION["configMapGenerator"]
 }
 K8S_OBJECTS = [doc for name in KUSTOMIZATION["resources"] for doc in yaml_documents(DEPLOY / name)]
-DEPLOYMENTS = {doc["metadata"]["name"]: doc for doc in K8S_OBJECTS if doc["kind"] == "Deployment"}
+WORKER_CONTROLLER = "temporal.io/v1alpha1"
+"""The API of the Worker Controller's resources (deploy/k8s/worker-controller/, v1.8.0)."""
+
+DEPLOYMENTS = {
+    doc["metadata"]["name"]: doc
+    for doc in K8S_OBJECTS
+    if (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"),
+                                            (WORKER_CONTROLLER, "WorkerDeployment")}
+}  # fmt: skip
+"""The workloads: Deployments, and the WorkerDeployment the controller makes one per build of."""
+
+CONNECTIONS = {doc["metadata"]["name"]: doc for doc in K8S_OBJECTS if doc["kind"] == "Connection"}
 POSTGRES_OBJECTS = yaml_documents(DEPLOY / "k8s/postgresql.yaml")
 """PostgreSQL for Temporal's chart (namespace temporal, applied on its own)."""
+
+
+def controller_env(worker_deployment: dict[str, Any]) -> dict[str, str | None]:
+    """What the Worker Controller appends to each container of a version's pods (so it wins).
+
+    As ``ApplyControllerPodSpecModifications`` (internal/k8s/deployments.go, v1.8.0) does: the
+    Connection's address, the namespace, the deployment name ``<k8s namespace>/<name>``, the
+    build id (made from the image tag and a hash of the template: ``None`` here), and the API
+    key from the Connection's secret when it has one.
+    """
+    options = worker_deployment["spec"]["workerOptions"]
+    connection = CONNECTIONS[options["connectionRef"]["name"]]["spec"]
+    env: dict[str, str | None] = {
+        "TEMPORAL_ADDRESS": connection["hostPort"],
+        "TEMPORAL_NAMESPACE": options["temporalNamespace"],
+        CONTROLLER_DEPLOYMENT_NAME_ENV: (
+            f"{KUSTOMIZATION['namespace']}/{worker_deployment['metadata']['name']}"
+        ),
+        CONTROLLER_BUILD_ID_ENV: None,
+    }
+    if "apiKeySecretRef" in connection:
+        env["TEMPORAL_API_KEY"] = None
+    return env
 
 
 def k8s_processes() -> dict[str, Process]:
@@ -267,6 +309,8 @@ def k8s_processes() -> dict[str, Process]:
             documented |= config_map.documented
         for variable in container.get("env", []):
             env[variable["name"]] = variable.get("value")
+        if deployment["kind"] == "WorkerDeployment":
+            env.update(controller_env(deployment))
         secret_files = {}
         for mount in container.get("volumeMounts", []):
             if secret := volumes[mount["name"]].get("secret"):
@@ -703,26 +747,158 @@ def test_no_secret_is_committed() -> None:
 # Kubernetes schemas, Helm values, the Cloud profile
 
 
-def generated_config_maps() -> Iterator[dict[str, Any]]:
-    for name, env_file in CONFIG_MAPS.items():
-        yield {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-               "data": env_file.values}  # fmt: skip
+CRDS = {
+    crd["spec"]["names"]["kind"]: crd
+    for path in sorted((DEPLOY / "k8s/worker-controller").glob("temporal.io_*.yaml"))
+    for crd in yaml_documents(path)
+}
+"""The Worker Controller's CustomResourceDefinitions, by the kind they define."""
+
+
+def strict(schema: Any) -> Any:
+    """A CRD's schema as the API server applies it with strict field validation (``kubectl
+    apply``'s default): an object's unknown field is an error, unless the schema keeps unknown
+    fields (``x-kubernetes-preserve-unknown-fields``)."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    made = {
+        key: {name: strict(field) for name, field in value.items()}
+        if key == "properties"
+        else strict(value)
+        for key, value in schema.items()
+    }
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        made.setdefault("additionalProperties", False)
+    return made
+
+
+def validate_custom_resource(resource: dict[str, Any]) -> None:
+    """Validate a Worker Controller resource against its CRD's served version's schema."""
+    group, version = resource["apiVersion"].split("/")
+    crd = CRDS[resource["kind"]]
+    assert crd["spec"]["group"] == group, resource["apiVersion"]
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
+    schema = strict(served["schema"]["openAPIV3Schema"])
+    jsonschema.validate(resource, schema, cls=jsonschema.Draft4Validator)
+
+
+def validate(resource: dict[str, Any]) -> None:
+    """Validate any object of the manifests: Kubernetes' own kinds against the Kubernetes 1.33
+    schemas ``kubernetes-validate`` bundles, the Worker Controller's against its CRDs. A
+    WorkerDeployment's pod template is also checked as the Deployment the controller makes of
+    it."""
+    if resource["apiVersion"] != WORKER_CONTROLLER:
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+        return
+    validate_custom_resource(resource)
+    if resource["kind"] == "WorkerDeployment":
+        labels = resource["spec"]["template"]["metadata"]["labels"]
+        as_deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": resource["metadata"]["name"]},
+            "spec": {"selector": {"matchLabels": labels}, "template": resource["spec"]["template"]},
+        }
+        kubernetes_validate.validate(as_deployment, K8S_VERSION, strict=True)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    """``deploy/`` as ``kubectl kustomize`` (kustomize 5, built into kubectl) renders it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail(
+            "kubectl is missing: it renders deploy/kustomization.yaml (apt package kubectl)"
+        )
+    done = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def test_the_kustomization_renders_objects_that_match_their_schemas(
+    rendered: list[dict[str, Any]],
+) -> None:
+    kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in rendered)
+    assert len([k for k in kinds if k.startswith("ConfigMap/")]) == len(CONFIG_MAPS), kinds
+    assert {"Connection/orders-temporal", "WorkerDeployment/orders-worker"} <= set(kinds)
+    for resource in rendered:
+        assert resource["metadata"]["namespace"] == KUSTOMIZATION["namespace"], resource
+        validate(resource)
+    # The generated ConfigMaps' hashed names reach every pod template, the WorkerDeployment's
+    # too (kustomizeconfig.yaml), and so does the image from the kustomization.
+    config_maps = {o["metadata"]["name"] for o in rendered if o["kind"] == "ConfigMap"}
+    (image,) = KUSTOMIZATION["images"]
+    workloads = [o for o in rendered if o["kind"] in ("Deployment", "WorkerDeployment")]
+    assert len(workloads) == len(DEPLOYMENTS)
+    for workload in workloads:
+        (part,) = workload["spec"]["template"]["spec"]["containers"]
+        for source in part["envFrom"]:
+            assert source["configMapRef"]["name"] in config_maps, workload["metadata"]["name"]
+        assert part["image"] == f"{image['newName']}:{image['newTag']}"
 
 
 @pytest.mark.parametrize(
-    "resource",
-    [*K8S_OBJECTS, *generated_config_maps(), *POSTGRES_OBJECTS],
-    ids=lambda o: f"{o['kind']}/{o['metadata']['name']}",
+    "resource", POSTGRES_OBJECTS, ids=lambda o: f"{o['kind']}/{o['metadata']['name']}"
 )
-def test_kubernetes_objects_match_their_schemas(resource: dict[str, Any]) -> None:
-    kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+def test_the_postgresql_objects_match_their_schemas(resource: dict[str, Any]) -> None:
+    validate(resource)
 
 
-def test_the_schema_check_catches_a_mistake() -> None:
-    broken = yaml_file(DEPLOY / "k8s/worker.yaml")
+def test_the_schema_checks_catch_a_mistake() -> None:
+    (webhooks,) = [o for o in K8S_OBJECTS if o["metadata"]["name"] == "orders-webhooks" and
+                   o["kind"] == "Deployment"]  # fmt: skip
+    broken = copy.deepcopy(webhooks)
     broken["spec"]["template"]["spec"]["terminationGracePeriod"] = 30  # misspelled
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+        validate(broken)
+    mistakes = [
+        ("rollout", {"strategy": "Gradual"}),  # not one of the controller's strategies
+        ("sunset", {"scaledownDelay": "1h", "deleteDelayy": "24h"}),  # misspelled
+        ("workerOptions", {"connectionRef": {"name": "orders-temporal"}}),  # no namespace
+        ("replica", 2),  # misspelled
+    ]
+    for key, value in mistakes:
+        broken = copy.deepcopy(DEPLOYMENTS["orders-worker"])
+        broken["spec"][key] = value
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken)
+    # In the pod template, both the CRD's schema and Kubernetes' own catch it.
+    broken = copy.deepcopy(DEPLOYMENTS["orders-worker"])
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}  # misspelled
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom_resource(broken)
+    del broken["spec"]["template"]["spec"]["containers"][0]["livenessProbes"]
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9464"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom_resource(broken)
+    (connection,) = CONNECTIONS.values()
+    broken = copy.deepcopy(connection)
+    broken["spec"]["hostPort"] = "temporal-frontend"  # no port
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+
+
+def test_the_worker_controller_runs_each_build_as_a_version_of_the_orders() -> None:
+    worker = DEPLOYMENTS["orders-worker"]
+    assert worker["kind"] == "WorkerDeployment"
+    # The controller's pods: the worker polls as the version the controller registered.
+    env = {k: v for k, v in PROCESSES["orders-worker"].env.items() if v is not None}
+    versioning = WorkerVersioning.from_env({**env, CONTROLLER_BUILD_ID_ENV: "dev-5d8f9c7b6"})
+    assert versioning.enabled
+    assert versioning.version == "orders/orders-worker.dev-5d8f9c7b6"
+    assert PROCESSES["orders-worker"].value("ORDERS_TASK_QUEUE") == orders_settings.TASK_QUEUE
+    # A rollout ramps before it switches; an old build drains, then goes (README).
+    rollout = worker["spec"]["rollout"]
+    assert rollout["strategy"] == "Progressive"
+    ramps = [step["rampPercentage"] for step in rollout["steps"]]
+    assert ramps == sorted(ramps) and ramps[-1] < 100
+    sunset = {k: parse_duration(v) for k, v in worker["spec"]["sunset"].items()}
+    assert timedelta(0) < sunset["scaledownDelay"] <= sunset["deleteDelay"]
+    assert worker["spec"]["replicas"] >= 2
 
 
 HELM_VALUES = yaml_file(DEPLOY / "helm/temporal-values.yaml")
