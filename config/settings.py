@@ -106,6 +106,12 @@ VERSIONING_ENV = "ORDERS_WORKER_VERSIONING"
 DEPLOYMENT_NAME_ENV = "ORDERS_DEPLOYMENT_NAME"
 BUILD_ID_ENV = "ORDERS_BUILD_ID"
 DEFAULT_DEPLOYMENT_NAME = "orders"
+CONTROLLER_DEPLOYMENT_NAME_ENV = "TEMPORAL_DEPLOYMENT_NAME"
+CONTROLLER_BUILD_ID_ENV = "TEMPORAL_WORKER_BUILD_ID"
+"""Set by Temporal's Worker Controller in the pods of each version it runs (deploy/k8s/worker.yaml,
+never by hand). They win over ``ORDERS_DEPLOYMENT_NAME`` and ``ORDERS_BUILD_ID``: the controller
+registers, routes and retires exactly that version, so a worker polling as another one would
+never be made current."""
 
 BUILD_SOURCES = (
     "worker.py",
@@ -169,18 +175,37 @@ class WorkerVersioning:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "WorkerVersioning":
-        """Read ``ORDERS_WORKER_VERSIONING``, ``ORDERS_DEPLOYMENT_NAME``, ``ORDERS_BUILD_ID``."""
+        """Read ``ORDERS_WORKER_VERSIONING``, ``ORDERS_DEPLOYMENT_NAME``, ``ORDERS_BUILD_ID``.
+
+        In a pod of Temporal's Worker Controller, its ``TEMPORAL_DEPLOYMENT_NAME`` and
+        ``TEMPORAL_WORKER_BUILD_ID`` give the version instead, and versioning must be on.
+        """
         env = os.environ if env is None else env
         switch = env.get(VERSIONING_ENV, "").strip().lower()
         if switch not in _ON + _OFF:
             raise VersioningError(f"{VERSIONING_ENV}={switch!r}: give on or off")
-        name = env.get(DEPLOYMENT_NAME_ENV, "").strip() or DEFAULT_DEPLOYMENT_NAME
+        if env.get(CONTROLLER_BUILD_ID_ENV, "").strip() and switch not in _ON:
+            raise VersioningError(
+                f"{CONTROLLER_BUILD_ID_ENV} is set (the Worker Controller runs this worker as a "
+                f"version), but {VERSIONING_ENV} is off: set {VERSIONING_ENV}=on"
+            )
+        name_env, name = _first_set(env, CONTROLLER_DEPLOYMENT_NAME_ENV, DEPLOYMENT_NAME_ENV)
+        name = name or DEFAULT_DEPLOYMENT_NAME
         if "." in name:
             raise VersioningError(
-                f"{DEPLOYMENT_NAME_ENV}={name!r}: a deployment name cannot contain '.' "
+                f"{name_env}={name!r}: a deployment name cannot contain '.' "
                 "(Temporal writes a version as <deployment name>.<build id>)"
             )
-        build_id = env.get(BUILD_ID_ENV, "").strip() or source_build_id()
+        build_id_env, build_id = _first_set(env, CONTROLLER_BUILD_ID_ENV, BUILD_ID_ENV)
+        build_id = build_id or source_build_id()
         if len(build_id) > 255:
-            raise VersioningError(f"{BUILD_ID_ENV}: at most 255 characters, not {len(build_id)}")
+            raise VersioningError(f"{build_id_env}: at most 255 characters, not {len(build_id)}")
         return cls(enabled=switch in _ON, deployment_name=name, build_id=build_id)
+
+
+def _first_set(env: Mapping[str, str], *names: str) -> tuple[str, str]:
+    """The first of these variables that is set (and its value), else the last name and ``""``."""
+    for name in names:
+        if value := env.get(name, "").strip():
+            return name, value
+    return names[-1], ""

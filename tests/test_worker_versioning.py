@@ -29,6 +29,8 @@ from temporalio.common import VersioningBehavior
 from client.orders import ship_order
 from config.settings import (
     BUILD_ID_ENV,
+    CONTROLLER_BUILD_ID_ENV,
+    CONTROLLER_DEPLOYMENT_NAME_ENV,
     DEFAULT_DEPLOYMENT_NAME,
     DEPLOYMENT_NAME_ENV,
     VERSIONING_ENV,
@@ -67,6 +69,27 @@ def test_deployment_name_and_build_id_come_from_the_environment() -> None:
     assert config.version.deployment_name == "shop-orders"
     assert config.version.build_id == "2026-12-05.1"
     assert config.default_versioning_behavior == VersioningBehavior.AUTO_UPGRADE
+
+
+def test_in_a_worker_controller_pod_its_version_wins() -> None:
+    # The Worker Controller appends its variables to the pod; the ConfigMap's names lose.
+    env = {
+        VERSIONING_ENV: "on",
+        DEPLOYMENT_NAME_ENV: "orders",
+        BUILD_ID_ENV: "release-1",
+        CONTROLLER_DEPLOYMENT_NAME_ENV: "orders/orders-worker",
+        CONTROLLER_BUILD_ID_ENV: "v1.4.0-5d8f9c7b6",
+    }
+    versioning = WorkerVersioning.from_env(env)
+    assert versioning.enabled
+    assert versioning.version == "orders/orders-worker.v1.4.0-5d8f9c7b6"
+    without_ours = {k: v for k, v in env.items() if k not in (DEPLOYMENT_NAME_ENV, BUILD_ID_ENV)}
+    assert WorkerVersioning.from_env(without_ours) == versioning
+    # A controller's pod that polls unversioned would never be made current: refused.
+    with pytest.raises(VersioningError, match=f"set {VERSIONING_ENV}=on"):
+        WorkerVersioning.from_env({**env, VERSIONING_ENV: "off"})
+    with pytest.raises(VersioningError, match=f"{CONTROLLER_DEPLOYMENT_NAME_ENV}='a.b'"):
+        WorkerVersioning.from_env({**env, CONTROLLER_DEPLOYMENT_NAME_ENV: "a.b"})
 
 
 def test_the_default_build_id_is_a_hash_of_the_worker_sources(tmp_path: Path) -> None:
