@@ -117,9 +117,9 @@ def _step(code: str) -> int:
 
 
 def _scale_shift(code: str) -> int:
-    """Stripe's decimal places minus ISO's for ``code`` (0 for a code ISO does not list)."""
+    """Stripe's decimal places minus ISO's for ``code`` (0 unless both list it)."""
     iso = MINOR_UNIT_EXPONENT.get(code)
-    return 0 if iso is None else stripe_exponent(code) - iso
+    return 0 if iso is None or code not in SUPPORTED else stripe_exponent(code) - iso
 
 
 def _shifted(amount: int, shift: int) -> int:
