@@ -5,7 +5,7 @@ starts), the payment activity (``to_stripe_amount``, the one conversion of an or
 into what goes to the gateway) and the sandbox gateway (``stripe_refusal``, what it answers to
 ``POST /v1/payment_intents``) all read it here.
 
-Sources, Stripe's own documentation (read as stored copies of the pages, December 2026):
+Sources, Stripe's own documentation (read in December 2026 as stored copies of the pages):
 
 - "Supported currencies", https://docs.stripe.com/currencies (its Markdown export,
   https://docs.stripe.com/currencies.md): the presentment currencies a card can be charged in
@@ -21,6 +21,12 @@ Sources, Stripe's own documentation (read as stored copies of the pages, Decembe
   https://support.stripe.com/questions/deprecation-of-fractional-isk-charges-and-refunds:
   Stripe's answer to an ISK amount not divisible by 100 (``invalid_charge_amount_no_decimal_
   compatible``, the message in ``stripe_refusal``).
+- Stripe's answers as people reported them: ``amount_too_small`` "Amount must be at least
+  €0.50 eur" (github.com/EuroPython/epcon/issues/1259); "Invalid currency: zzz. Stripe
+  currently supports these currencies: usd, aed, ..." on parameter ``currency``
+  (github.com/lukec/stripe-perl/issues/156); 100 UGX sent, 1.00 UGX charged
+  (github.com/odoo/odoo/pull/227688). Stripe's code for a three-decimal amount not ending in
+  0 is not documented: ``parameter_invalid_integer`` here.
 
 What the table says, and how it is read here:
 

@@ -124,7 +124,10 @@ async def create(
     [
         (49, "usd", "amount_too_small", "amount", "Amount must be at least 0.50 usd"),
         (49, "jpy", "amount_too_small", "amount", "Amount must be at least 50 jpy"),
-        (MAX_CHARGE + 1, "usd", "amount_too_large", "amount", "less than or equal to 99999999"),
+        (MAX_CHARGE + 1, "usd", "amount_too_large", "amount",
+         "Amount must be no more than 999,999.99 usd"),
+        (MAX_CHARGE + 1, "jpy", "amount_too_large", "amount",
+         "Amount must be no more than 99,999,999 jpy"),
         (100, "clf", None, "currency",
          "Invalid currency: clf. Stripe currently supports these currencies: usd, aed, afn,"),
         (550, "isk", "invalid_charge_amount_no_decimal_compatible", "amount",

@@ -264,7 +264,8 @@ def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]
     it: ``amount_too_small`` below the currency's minimum charge, ``Invalid currency: ...``, an
     ISK or UGX amount not divisible by 100, a three-decimal amount whose last digit is not 0.
     """
-    amount = params.integer("amount", required=True, minimum=1, maximum=MAX_AMOUNT)
+    # The most Stripe charges is a rule of its currency table, checked with the others below.
+    amount = params.integer("amount", required=True, minimum=1, maximum=2**63 - 1)
     currency = params.string(
         "currency", required=True, max_length=3, pattern=r"[A-Za-z]{3}", what="not a currency"
     )
