@@ -1,10 +1,11 @@
 """Place orders, report shipments, and look at orders from the command line.
 
 Exit codes: 0 done; 1 Temporal unreachable, no worker answered, or another failure;
-2 invalid input; 3 order already exists; 4 no such order; 5 the order refused the request in
-its current state; 6 the order accepted a cancel or resolve but had not finished it within
---timeout (it carries on; follow it with the status command); 7 intake is paused: start
-refused new orders and started nothing (see: starter.py intake status).
+2 invalid input (an order Stripe would refuse to charge too: below the currency's minimum, a
+currency Stripe does not support...); 3 order already exists; 4 no such order; 5 the order
+refused the request in its current state; 6 the order accepted a cancel or resolve but had
+not finished it within --timeout (it carries on; follow it with the status command); 7 intake
+is paused: start refused new orders and started nothing (see: starter.py intake status).
 """
 
 import argparse
@@ -32,6 +33,7 @@ from client.orders import (
     follow_order,
     list_orders,
     order_status,
+    placement_refusal,
     request_cancel,
     request_resolve,
     ship_order,
@@ -310,6 +312,9 @@ def _print_view(view: OrderView) -> None:
 
 async def _start(args: argparse.Namespace) -> None:
     order = _order_from_args(args)
+    # Before connecting: an order Stripe would refuse is the user's to fix, whatever Temporal.
+    if (refusal := placement_refusal(order)) is not None:
+        raise InputError(refusal)
     options = _options_from_args(args)
     client = await connect(args.profile)
     await start_order(client, order, options=options)

@@ -32,6 +32,7 @@ from activities.logging import log_step
 from activities.requests import EffectRequest
 from activities.stripe_client import UNEXPECTED_STATE, StripeGateway, error_code
 from domain.status import Step
+from domain.stripe_currencies import from_stripe_amount, to_stripe_amount
 
 CONFIRMABLE = frozenset({"requires_confirmation", "requires_payment_method"})
 """Intent statuses in which no card was charged or authorized yet."""
@@ -48,6 +49,7 @@ class PaymentIntentRequest(EffectRequest):
     """Phase 1: ask the gateway to prepare a charge."""
 
     amount: int
+    """The order's total in its minor units (ISO 4217); sent in Stripe's (``to_stripe_amount``)."""
     currency: str
     payment_method: str
     capture_method: Literal["automatic", "manual"] = "automatic"
@@ -60,6 +62,7 @@ class PaymentIntent(BaseModel):
 
     id: str
     amount: int
+    """In the order's minor units (ISO 4217), as every amount the order sees."""
     currency: str
     status: str = "requires_confirmation"
     charge: str | None = None
@@ -101,6 +104,7 @@ class Charge(BaseModel):
     id: str
     payment_intent: str
     amount: int
+    """In the order's minor units (ISO 4217)."""
     currency: str
 
 
@@ -116,6 +120,7 @@ class Refund(BaseModel):
 
     id: str
     amount: int
+    """In the order's minor units (ISO 4217)."""
 
 
 class PaymentActivities:
@@ -144,7 +149,8 @@ class PaymentActivities:
                 log_step(request.order_id, Step.PAYMENT_INTENT, f"adopted {existing.id}")
                 return existing
             params: PaymentIntentCreateParams = {
-                "amount": request.amount,
+                # The one place an amount goes to the gateway: in Stripe's scale (ISK x 100).
+                "amount": to_stripe_amount(request.amount, request.currency),
                 "currency": request.currency.lower(),
                 "payment_method": request.payment_method,
                 "capture_method": request.capture_method,
@@ -333,7 +339,7 @@ class PaymentActivities:
                 lambda options: self._gateway.v1.refunds.create_async(params, options),
                 idempotency_key=request.idempotency_key,
             )
-            refund = Refund(id=created.id, amount=created.amount)
+            refund = Refund(id=created.id, amount=_order_amount(created.amount, created.currency))
         except ApplicationError as err:
             if error_code(err) != ALREADY_REFUNDED:
                 raise
@@ -350,19 +356,25 @@ class PaymentActivities:
         done = [refund for refund in listed.data if refund.status == "succeeded"]
         if not done:
             raise refusal
-        return Refund(id=done[0].id, amount=sum(refund.amount for refund in done))
+        given_back = sum(refund.amount for refund in done)
+        return Refund(id=done[0].id, amount=_order_amount(given_back, done[0].currency))
 
 
 def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
-    """The order's view of a Stripe payment intent (currency in the order's upper case)."""
+    """The order's view of a Stripe intent: currency in upper case, amount in ISO's scale."""
     latest = intent.latest_charge
     return PaymentIntent(
         id=intent.id,
-        amount=intent.amount,
+        amount=_order_amount(intent.amount, intent.currency),
         currency=intent.currency.upper(),
         status=intent.status,
         charge=latest if isinstance(latest, str) or latest is None else latest.id,
     )
+
+
+def _order_amount(amount: int, currency: str | None) -> int:
+    """An amount the gateway answered (Stripe's minor units) in the order's (ISO 4217)."""
+    return from_stripe_amount(amount, currency or "")
 
 
 def _charge(intent: PaymentIntent) -> Charge:

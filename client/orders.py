@@ -30,6 +30,7 @@ from domain.currencies import format_money
 from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.rules import cancel_refusal, ship_refusal
 from domain.status import OrderStatus
+from domain.stripe_currencies import charge_refusal
 from workflows.order import OPTIONS_MEMO, OrderWorkflow
 from workflows.policy import WORKFLOW_TASK_TIMEOUT
 
@@ -47,6 +48,12 @@ class OrderError(Exception):
     """A request about an order that cannot be carried out; the message says why."""
 
     exit_code = 1
+
+
+class OrderUnchargeable(OrderError):
+    """The order's total is one Stripe would refuse to charge: nothing was started."""
+
+    exit_code = 2
 
 
 class OrderExists(OrderError):
@@ -123,10 +130,14 @@ async def start_order(
 ) -> None:
     """Start the order's workflow; refused if an order with this id ever existed.
 
-    Refused with ``IntakePaused`` (nothing started) while intake is paused (``client.intake``).
+    Refused with ``OrderUnchargeable`` (nothing started) when Stripe would refuse to charge the
+    order's total (``placement_refusal``), and with ``IntakePaused`` while intake is paused
+    (``client.intake``).
     """
     from client.intake import check_intake  # here: client.intake imports this module
 
+    if (refusal := placement_refusal(order)) is not None:
+        raise OrderUnchargeable(refusal)
     await check_intake(client, task_queue)
     try:
         await client.start_workflow(
@@ -148,6 +159,16 @@ async def start_order(
             f"order {order.id} already exists; every order id can be used once. "
             f"See it with: starter.py status {order.id}"
         ) from err
+
+
+def placement_refusal(order: Order) -> str | None:
+    """Why the order cannot be placed although it is valid: Stripe would refuse its total.
+
+    One line naming Stripe's rule and the fix, or ``None``. Checked before anything starts, so
+    an order is never parked after its card was authorized for an amount Stripe refuses.
+    """
+    refusal = charge_refusal(order.total, order.currency)
+    return None if refusal is None else f"order {order.id} refused: {refusal}"
 
 
 async def order_status(client: Client, order_id: str) -> OrderView:

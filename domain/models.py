@@ -21,18 +21,22 @@ from pydantic import (
 
 from domain.currencies import MINOR_UNIT_EXPONENT, format_money
 from domain.status import MAX_STEP_BUDGET, OperatorAction, OrderStatus, Step, StepState
+from domain.stripe_currencies import MAX_CHARGE
 
 # Limits, each what a real card gateway, mail service or warehouse would take at most. The
 # providers (providers/) accept at least as much, so an order accepted here is never refused
 # there for its contents (tests/test_properties.py checks orders at these limits end to end).
-MAX_AMOUNT = 99_999_999
+# Stripe's own amount rules (minimum charge, supported currencies, its scale) are checked where
+# an order is placed (domain.stripe_currencies.charge_refusal), not here: an order recorded in
+# a running workflow's history must keep decoding whatever those rules become.
+MAX_AMOUNT = MAX_CHARGE
 """The most one card payment can be, in minor units, whatever the currency's exponent:
 Stripe's maximum charge (eight digits: 999,999.99 USD, 99,999,999 JPY, 99,999.999 KWD). It caps
-every unit price and the order total, so no gateway ledger ever overflows."""
+every unit price and the order total, so no gateway ledger ever overflows. (In Stripe's scale,
+which is 100 times ISO's for ISK and UGX, the placement rule checks it again.)"""
 MIN_AMOUNT = 1
-"""The least a unit price can be, in minor units. Gateways' minimum charges (Stripe: about
-0.50 USD) depend on the account's settlement currency and change over time, so the order model
-only requires a positive amount; the sandbox gateway charges any positive amount."""
+"""The least a unit price can be, in minor units. The order's total must also reach Stripe's
+minimum charge for its currency, checked at placement (``charge_refusal``), not here."""
 MAX_QUANTITY = 1000
 """Units of one sku in one line: more is a wholesale order, not a shop's."""
 MAX_LINES = 100

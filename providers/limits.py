@@ -13,6 +13,8 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import Field, StringConstraints
 
+from domain.stripe_currencies import MAX_CHARGE
+
 MAX_BODY_BYTES = 1_000_000
 """A request body larger than this is refused with 413 before it is parsed."""
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -20,8 +22,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 """Stripe's limit on an ``Idempotency-Key``."""
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 """Printable ASCII, no leading or trailing space (HTTP trims those anyway)."""
-MAX_AMOUNT = 99_999_999
-"""The gateway's largest charge or refund, in minor units (Stripe's: eight digits)."""
+MAX_AMOUNT = MAX_CHARGE
+"""The gateway's largest charge or refund, in its minor units (Stripe's: eight digits)."""
 MAX_ID_LENGTH = 200
 """Order ids, resource ids, skus, templates."""
 MAX_TEXT_LENGTH = 1000

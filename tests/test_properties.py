@@ -3,8 +3,9 @@
 What must hold whatever the input: the order model refuses with a ``ValidationError`` and
 nothing else; the providers never answer 5xx and always in their error shape; ``starter.py``
 never exits 0 on refused input, never prints a traceback and starts nothing; a running order
-survives any payload sent as its shipped signal; an order the model accepts is never refused by
-a provider for its contents.
+survives any payload sent as its shipped signal; an order that can be placed is never refused
+by a provider for its contents; the placement rule and the sandbox gateway agree on what Stripe
+refuses to charge, and what is charged is the order's total in Stripe's scale.
 
 Example counts are modest so the file runs in well under a minute. ``HYPOTHESIS_PROFILE=ci``
 (the default) is derandomized: the same examples every run, so CI is stable.
@@ -31,11 +32,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import ActivityEnvironment
 
 import starter
+from activities.errors import provider_error_code
+from activities.payment import PaymentActivities, PaymentIntentRequest
+from activities.provider_client import open_provider_clients
 from client.orders import order_status, start_order
 from client.temporal import DATA_CONVERTER
+from config.settings import ProviderSettings
 from domain.currencies import MINOR_UNIT_EXPONENT
 from domain.models import (
     MAX_AMOUNT,
@@ -52,8 +59,20 @@ from domain.models import (
     looks_like_card_number,
 )
 from domain.status import OrderStatus
+from domain.stripe_currencies import (
+    MAX_CHARGE,
+    MINIMUM_CHARGE,
+    THREE_DECIMAL,
+    WHOLE_UNITS,
+    ChargeRule,
+    charge_refusal,
+    from_stripe_amount,
+    stripe_refusal,
+    to_stripe_amount,
+)
 from providers.admin_client import SandboxAdmin
 from providers.app import create_app
+from providers.errors import ApiError
 from providers.stripe import payment_intents
 from providers.stripe.form import Params, decode
 from tests.support import until_view, wait_for_status
@@ -463,24 +482,6 @@ def test_odd_idempotency_keys_over_http_are_answered_400_or_accepted(
         assert response.json()["error"]["code"].startswith("idempotency_key_")
 
 
-@examples(120)
-@given(data=valid_orders())
-def test_every_valid_order_fits_the_gateways_parameters(data: dict[str, Any]) -> None:
-    """The Stripe parameters of an order the model accepts validate at the gateway, amounts
-    at the model's limits included (as the payment activity sends them)."""
-    order = Order.model_validate(data)
-    fields = {
-        "amount": str(order.total),
-        "currency": order.currency.lower(),
-        "payment_method": order.payment_method,
-        "capture_method": "manual",
-        "metadata[order_id]": order.id,
-        "metadata[customer_id]": order.customer.id,
-    }
-    values, _, _ = payment_intents.create_params(Params(decode(fields.items())))
-    assert (values["amount"], values["order_id"]) == (order.total, order.id)
-
-
 # --- (c) the command line --------------------------------------------------------------------
 
 with_control = st.tuples(
@@ -500,9 +501,10 @@ REFUSED_START_FLAGS: dict[str, st.SearchStrategy[str]] = {
     "--item": st.sampled_from(
         ["SKU-1:0:100", "SKU-1:1001:1", "SKU-1:1:100000000", "SKU-1:2:50000000",
          "bad sku:1:1", "SKU:1", "SKU:a:b", "SKU:1:1:1", ":1:1", "S" * 81 + ":1:1",
-         "SKU:99999999999999999999999:1"]
+         "SKU:99999999999999999999999:1", "SKU-1:1:49"]  # the last: below Stripe's 0.50 USD
     ),
-    "--currency": st.sampled_from(["XYZ", "US", "", "usdx", "€"]),
+    # CLF is ISO 4217, but Stripe does not charge in it.
+    "--currency": st.sampled_from(["XYZ", "US", "", "usdx", "€", "CLF"]),
     "--payment-method": st.sampled_from(["visa", "4242424242424242", "pm_", "pm_" + "a" * 101]),
     "--line1": long_text | with_control,
     "--city": long_text | with_control,
@@ -745,7 +747,7 @@ async def test_a_malformed_shipped_signal_then_a_valid_one_completes_the_order(
     assert (await order_status(client, order.id)).shipment == shipment
 
 
-# --- (e) an order the model accepts is never refused by a provider for its contents ---------
+# --- (e) an order placed is never refused by a provider for its contents --------------------
 
 
 def _order_data(**overrides: Any) -> dict[str, Any]:
@@ -779,13 +781,30 @@ def _exactly(size: int) -> st.SearchStrategy[str]:
     )
 
 
+CHARGEABLE_TOTALS = {
+    "USD": (MINIMUM_CHARGE["USD"], MAX_AMOUNT, 1),
+    "JPY": (MINIMUM_CHARGE["JPY"], MAX_AMOUNT, 1),
+    "KWD": (10, MAX_AMOUNT, 10),
+    "ISK": (1, from_stripe_amount(MAX_CHARGE - MAX_CHARGE % 100, "ISK"), 1),
+}
+"""The least and most total Stripe charges in each currency (``charge_refusal``), and what a
+unit price must be a multiple of so the total keeps Stripe's last digit."""
+
+
 @st.composite
 def orders_at_the_limits(draw: st.DrawFn) -> dict[str, Any]:
-    """An order with every field at its minimum or its maximum, in any script and currency."""
+    """An order with every field at its minimum or its maximum, in any script, in currencies
+    Stripe counts differently (JPY zero-decimal, KWD three-decimal, ISK in hundredths), with
+    the least and the most total Stripe charges."""
     at = st.sampled_from([1, MAX_TEXT_LENGTH]).flatmap(_exactly)
     lines = draw(st.sampled_from([1, MAX_LINES]))
     quantity = draw(st.sampled_from([1, MAX_QUANTITY]))
-    unit_price = draw(st.sampled_from([1, min(MAX_AMOUNT, MAX_AMOUNT // (lines * quantity))]))
+    currency = draw(st.sampled_from(sorted(CHARGEABLE_TOTALS)))
+    least, most, step = CHARGEABLE_TOTALS[currency]
+    units = lines * quantity
+    low, high = -(-least // units), most // units
+    # Three decimals: a unit price in tens keeps the total's last digit 0.
+    unit_price = draw(st.sampled_from([low + -low % step, high - high % step]))
     sku_size = draw(st.sampled_from([1, MAX_ID_LENGTH]))
     items = [
         {"sku": f"{n:0{sku_size}d}"[-sku_size:] if sku_size > 1 else "S", "quantity": quantity,
@@ -794,7 +813,6 @@ def orders_at_the_limits(draw: st.DrawFn) -> dict[str, Any]:
     ]  # fmt: skip
     domain = "d" * (254 - MAX_EMAIL_LOCAL_PART - 1 - 4)
     email = draw(st.sampled_from(["a@b.co", f"{'a' * MAX_EMAIL_LOCAL_PART}@{domain}.com"]))
-    currency = draw(st.sampled_from(["USD", "JPY", "KWD", "CLF"]))
     event(f"limits: {lines} lines x {quantity}, total {lines * quantity * unit_price:,}")
     event(f"limits: currency {currency}")
     return _order_data(
@@ -820,6 +838,7 @@ async def test_an_order_at_the_limits_is_taken_by_every_provider(
     client: Client, task_queue: str, data: dict[str, Any], end: str
 ) -> None:
     order = await _place(client, task_queue, data)
+    assert charge_refusal(order.total, order.currency) is None  # else start_order refused it
     view = await until_view(
         client,
         order.id,
@@ -838,3 +857,127 @@ async def test_an_order_at_the_limits_is_taken_by_every_provider(
     event(f"limits: ended {final.status.value}")
     assert final.status in (OrderStatus.COMPLETED, OrderStatus.CANCELLED), final
     assert final.attention_reason is None and final.total == order.total
+
+
+# --- (f) amounts as Stripe counts them: the placement rule and the gateway agree ----------
+
+
+@st.composite
+def orders_near_stripes_rules(draw: st.DrawFn) -> dict[str, Any]:
+    """A one-line order whose total is near one of Stripe's limits, in a currency with a rule.
+
+    Totals around the minimum charges, around the eight-digit maximum in Stripe's scale (ISK's
+    is 999,999) and at the model's maximum; currencies with a minimum, three decimals, Stripe's
+    own scale (ISK, UGX, MGA), or none at Stripe (CLF, BOV).
+    """
+    currency = draw(st.sampled_from(STRIPE_RULE_CURRENCIES))
+    total = draw(
+        st.integers(1, 20_000)
+        | st.integers(MAX_AMOUNT // 100 - 200, MAX_AMOUNT // 100 + 200)
+        | st.integers(MAX_AMOUNT - 200, MAX_AMOUNT)
+    )
+    return _order_data(currency=currency, items=[{"sku": "S", "quantity": 1, "unit_price": total}])
+
+
+STRIPE_RULE_CURRENCIES = sorted(
+    {*MINIMUM_CHARGE, *THREE_DECIMAL, *WHOLE_UNITS, "MGA", "CLF", "BOV"} & set(MINOR_UNIT_EXPONENT)
+)
+orders_for_stripe = valid_orders(max_lines=3) | orders_near_stripes_rules()
+
+
+def _stripe_verdict(order: Order) -> tuple[str | None, int | None]:
+    """The placement rule's refusal of ``order`` and what the payment activity would send.
+
+    Whatever the order: either the rule refuses it naming one of Stripe's rules, or it is
+    refused by nobody and the amount sent is its total in Stripe's scale, exactly.
+    """
+    refusal = charge_refusal(order.total, order.currency)
+    try:
+        sent = to_stripe_amount(order.total, order.currency)
+    except ValueError:  # not representable in Stripe's scale: never sent
+        assert refusal is not None and f"({ChargeRule.WHOLE_UNITS})" in refusal, refusal
+        event("stripe: refused at placement only (fraction of a whole-unit currency)")
+        return refusal, None
+    assert from_stripe_amount(sent, order.currency) == order.total  # exact both ways
+    if refusal is not None:
+        assert any(f"({rule})" in refusal for rule in ChargeRule), refusal
+    return refusal, sent
+
+
+@examples(300)
+@given(data=orders_for_stripe)
+@example(data=_order_data(currency="ISK", items=[{"sku": "S", "quantity": 2, "unit_price": 2495}]))
+@example(data=_order_data(currency="MGA", items=[{"sku": "S", "quantity": 1, "unit_price": 12345}]))
+def test_the_gateway_refuses_exactly_what_the_placement_rule_refuses(data: dict[str, Any]) -> None:
+    """For any order, the gateway's validation of the intent the activity would create and the
+    placement rule agree: both refuse it (for the same rule) or both take it, at the total in
+    Stripe's scale."""
+    order = Order.model_validate(data)
+    refusal, sent = _stripe_verdict(order)
+    if sent is None:
+        return
+    fields = {
+        "amount": str(sent),
+        "currency": order.currency.lower(),
+        "payment_method": order.payment_method,
+        "capture_method": "manual",
+        "metadata[order_id]": order.id,
+    }
+    try:
+        values, _, _ = payment_intents.create_params(Params(decode(fields.items())))
+    except ApiError as err:
+        expected = stripe_refusal(sent, order.currency)
+        assert refusal is not None and expected is not None, (order.total, order.currency)
+        assert f"({expected.rule})" in refusal
+        assert (err.status, err.code, err.body["error"]["param"]) == (
+            400,
+            expected.code,
+            expected.param,
+        )
+        event(f"stripe: both refuse ({expected.rule})")
+        return
+    assert refusal is None, refusal
+    assert (values["amount"], values["order_id"]) == (sent, order.id)
+    event("stripe: both take it")
+
+
+@examples(40)
+@given(data=orders_for_stripe)
+@example(data=_order_data(currency="ISK", items=[{"sku": "S", "quantity": 2, "unit_price": 2495}]))
+@example(data=_order_data(currency="UGX", items=[{"sku": "S", "quantity": 1, "unit_price": 5000}]))
+@example(data=_order_data(currency="MGA", items=[{"sku": "S", "quantity": 3, "unit_price": 10000}]))
+async def test_the_sandbox_charges_an_orders_total_in_stripes_scale_or_refuses_it_as_placement_does(
+    sandbox: SandboxAdmin, data: dict[str, Any]
+) -> None:
+    """The real payment activity against the sandbox gateway: an order the placement rule
+    takes gets its intent, for its total in Stripe's scale; one it refuses (for a rule the
+    gateway sees) is refused by the gateway with Stripe's code, and no intent exists."""
+    order = Order.model_validate(data | {"id": f"prop-{uuid.uuid4().hex[:12]}"})
+    refusal, sent = _stripe_verdict(order)
+    if sent is None:
+        return  # placement refuses it; the activity is never asked to send it
+    request = PaymentIntentRequest(
+        order_id=order.id,
+        idempotency_key=f"{order.id}:payment-intent",
+        amount=order.total,
+        currency=order.currency,
+        payment_method=order.payment_method,
+        capture_method="manual",
+    )
+    settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
+    async with open_provider_clients(settings) as clients:
+        create = PaymentActivities(clients.gateway).create_payment_intent
+        try:
+            intent = await ActivityEnvironment().run(create, request)
+        except ApplicationError as err:
+            expected = stripe_refusal(sent, order.currency)
+            assert refusal is not None and expected is not None, (order.total, order.currency)
+            assert err.non_retryable and provider_error_code(err) == expected.code
+            assert sandbox.effects(order.id).payment_intents == 0
+            event(f"sandbox: refused ({expected.rule})")
+            return
+        stored = await clients.gateway.v1.payment_intents.retrieve_async(intent.id)
+    assert refusal is None, refusal
+    assert (intent.amount, intent.currency) == (order.total, order.currency)
+    assert (stored.amount, stored.currency) == (sent, order.currency.lower())
+    event(f"sandbox: intent created{' in a scale other than ISO' if sent != order.total else ''}")

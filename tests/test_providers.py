@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from domain.stripe_currencies import MINIMUM_CHARGE
 from providers.admin_client import SandboxAdmin
 from stack.processes import free_port
 
@@ -1213,7 +1214,7 @@ def test_stripe_parameters_are_bounded_and_nothing_is_stored(
 
 
 def test_an_intent_at_the_amount_limits_is_accepted(http: httpx.Client, order_id: str) -> None:
-    for amount in (1, 99_999_999):
+    for amount in (MINIMUM_CHARGE["EUR"], 99_999_999):
         created = form(http, "/v1/payment_intents", intent_params(order_id, amount=amount))
         assert created.json()["amount"] == amount
 

@@ -543,14 +543,14 @@ async def test_confirm_true_at_create_and_unknown_expand(
     client: stripe.StripeClient, order_id: str
 ) -> None:
     params: Any = {
-        "amount": 1,
+        "amount": 50,  # Stripe's minimum charge in USD
         "currency": "usd",
         "payment_method": "pm_card_mastercard",
         "confirm": True,
         "metadata": {"order_id": order_id},
     }
     intent = await client.v1.payment_intents.create_async(params, key(order_id, "create"))
-    assert (intent.status, intent.amount_received) == ("succeeded", 1)
+    assert (intent.status, intent.amount_received) == ("succeeded", 50)
     with pytest.raises(stripe.InvalidRequestError) as bad:
         await client.v1.payment_intents.retrieve_async(intent.id, {"expand": ["customer"]})
     assert bad.value.param == "expand[0]"

@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from domain.stripe_currencies import stripe_refusal
 from providers.faults import FaultsDep
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource, atomically, to_unix
@@ -296,9 +297,13 @@ async def _run(
 def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]]:
     """Validate ``POST /v1/payment_intents``'s parameters: the row's values, confirm, expand.
 
-    Raises the 400 naming the first parameter at fault (nothing is stored for it).
+    Raises the 400 naming the first parameter at fault (nothing is stored for it); an amount or
+    currency Stripe does not charge (``domain.stripe_currencies``) is refused as Stripe words
+    it: ``amount_too_small`` below the currency's minimum charge, ``Invalid currency: ...``, an
+    ISK or UGX amount not divisible by 100, a three-decimal amount whose last digit is not 0.
     """
-    amount = params.integer("amount", required=True, minimum=1, maximum=MAX_AMOUNT)
+    # The most Stripe charges is a rule of its currency table, checked with the others below.
+    amount = params.integer("amount", required=True, minimum=1, maximum=2**63 - 1)
     currency = params.string(
         "currency", required=True, max_length=3, pattern=r"[A-Za-z]{3}", what="not a currency"
     )
@@ -316,6 +321,9 @@ def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]
         message = "You must provide a payment_method when confirm=true."
         raise invalid_request(message, "parameter_missing", "payment_method")
     assert amount is not None and currency is not None
+    # Well-formed, but an amount or currency Stripe does not charge: refused, nothing stored.
+    if (refusal := stripe_refusal(amount, currency)) is not None:
+        raise invalid_request(refusal.message, refusal.code, refusal.param)
     values = {
         "order_id": metadata.get("order_id", ""),
         "amount": amount,
