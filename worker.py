@@ -153,6 +153,7 @@ def build_worker(
             payment.cancel_payment,
             payment.find_charge,
             payment.refund_payment,
+            payment.follow_refund,
             mail.send_email,
             warehouse.send_picklist,
             warehouse.release_picklist,

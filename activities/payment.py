@@ -31,7 +31,7 @@ from activities.intake import PaymentOutcomes
 from activities.logging import log_step
 from activities.requests import EffectRequest
 from activities.stripe_client import UNEXPECTED_STATE, StripeGateway, error_code
-from domain.status import Step
+from domain.status import RefundStatus, Step
 from domain.stripe_currencies import from_stripe_amount, to_stripe_amount
 
 CONFIRMABLE = frozenset({"requires_confirmation", "requires_payment_method"})
@@ -40,6 +40,8 @@ AUTHORIZED = "requires_capture"
 CAPTURED = "succeeded"
 CANCELED = "canceled"
 ALREADY_REFUNDED = "charge_already_refunded"
+REFUND_PENDING = "RefundPending"
+"""Error type of ``follow_refund`` while the refund is pending: retried, slowly."""
 METADATA_VALUE_LIMIT = 500
 """Stripe's longest metadata value; a refund's free-text reason travels there (its ``reason``
 field only takes Stripe's three words)."""
@@ -68,6 +70,9 @@ class PaymentIntent(BaseModel):
     charge: str | None = None
     """The intent's latest charge: an authorization while ``requires_capture``, money taken
     once ``succeeded``."""
+    capture_before: int | None = None
+    """While authorized: until when (unix seconds) it can be captured, as the gateway says
+    (Stripe: about 7 days); after it the gateway cancels the intent and releases the money."""
 
     @property
     def charged(self) -> bool:
@@ -121,6 +126,21 @@ class Refund(BaseModel):
     id: str
     amount: int
     """In the order's minor units (ISO 4217)."""
+    status: str = RefundStatus.SUCCEEDED
+    """``succeeded`` (the money is back), ``pending`` (it may still fail) or ``failed``."""
+    failure_reason: str | None = None
+    """Stripe's reason, once it failed (``expired_or_canceled_card``, ``declined``...)."""
+
+    @property
+    def settled(self) -> bool:
+        """True once the refund succeeded or failed: it will not change any more."""
+        return self.status in (RefundStatus.SUCCEEDED, RefundStatus.FAILED)
+
+
+class FollowRefundRequest(EffectRequest):
+    """Ask the gateway how a pending refund ended (a read: the key is not sent)."""
+
+    refund_id: str
 
 
 class PaymentActivities:
@@ -201,8 +221,26 @@ class PaymentActivities:
                 lambda options: self._intents.confirm_async(request.intent_id, options=options),
                 accept={AUTHORIZED, CAPTURED},
             )
+            if intent.authorized and intent.charge is not None:
+                intent.capture_before = await self._capture_before(intent.charge)
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"authorized {intent.id}")
         return intent
+
+    async def _capture_before(self, charge_id: str) -> int | None:
+        """Until when the authorization ``charge_id`` can be captured, as the gateway says.
+
+        Read from the charge (``payment_method_details.card.capture_before``) with a GET: the
+        confirm itself is sent as it always was, so a confirm retried under its key after an
+        upgrade sends the same parameters.
+        """
+        charge = await self._gateway.send(
+            "GET /v1/charges/{charge}",
+            lambda options: self._gateway.v1.charges.retrieve_async(charge_id, options=options),
+        )
+        details = charge.payment_method_details
+        card = getattr(details, "card", None) if details is not None else None
+        capture_before = getattr(card, "capture_before", None) if card is not None else None
+        return int(capture_before) if capture_before is not None else None
 
     @activity.defn
     async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
@@ -339,25 +377,48 @@ class PaymentActivities:
                 lambda options: self._gateway.v1.refunds.create_async(params, options),
                 idempotency_key=request.idempotency_key,
             )
-            refund = Refund(id=created.id, amount=_order_amount(created.amount, created.currency))
+            refund = _refund(created)
         except ApplicationError as err:
             if error_code(err) != ALREADY_REFUNDED:
                 raise
             refund = await self._earlier_refund(request.charge_id, err)
-        log_step(request.order_id, Step.REFUND, f"refunded {refund.id} ({refund.amount})")
+        log_step(request.order_id, Step.REFUND, f"refund {refund.id} {refund.status}")
+        return refund
+
+    @activity.defn
+    async def follow_refund(self, request: FollowRefundRequest) -> Refund:
+        """The refund once it has succeeded or failed; retried (slowly) while it is pending.
+
+        A pending refund raises a retryable ``RefundPending``: the step's retry policy asks
+        again later, with no event in the order's history per ask.
+        """
+        found = await self._gateway.send(
+            "GET /v1/refunds/{refund}",
+            lambda options: self._gateway.v1.refunds.retrieve_async(
+                request.refund_id, options=options
+            ),
+        )
+        refund = _refund(found)
+        if not refund.settled:
+            raise ApplicationError(
+                f"refund {refund.id} is still {refund.status}", type=REFUND_PENDING
+            )
+        log_step(request.order_id, Step.REFUND_OUTCOME, f"refund {refund.id} {refund.status}")
         return refund
 
     async def _earlier_refund(self, charge_id: str, refusal: ApplicationError) -> Refund:
-        """The refund that already gave the charge back (a list is consistent, unlike search)."""
+        """The refund that already gave the charge back (a list is consistent, unlike search).
+
+        A pending refund counts (it holds the money until it settles); a failed one does not.
+        """
         listed = await self._gateway.send(
             "GET /v1/refunds",
             lambda options: self._gateway.v1.refunds.list_async({"charge": charge_id}, options),
         )
-        done = [refund for refund in listed.data if refund.status == "succeeded"]
-        if not done:
+        holding = [refund for refund in listed.data if refund.status != RefundStatus.FAILED]
+        if not holding:
             raise refusal
-        given_back = sum(refund.amount for refund in done)
-        return Refund(id=done[0].id, amount=_order_amount(given_back, done[0].currency))
+        return _refund(holding[0])
 
 
 def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
@@ -369,6 +430,16 @@ def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
         currency=intent.currency.upper(),
         status=intent.status,
         charge=latest if isinstance(latest, str) or latest is None else latest.id,
+    )
+
+
+def _refund(refund: stripe.Refund) -> Refund:
+    """The order's view of a Stripe refund: amount in ISO's scale, status, failure reason."""
+    return Refund(
+        id=refund.id,
+        amount=_order_amount(refund.amount, refund.currency),
+        status=refund.status or RefundStatus.SUCCEEDED,
+        failure_reason=getattr(refund, "failure_reason", None),
     )
 
 

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from domain.currencies import format_money
 from domain.models import Order, Shipment
-from domain.status import EmailTemplate
+from domain.status import EmailTemplate, RefundStatus
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,25 @@ def shipment_delayed(order: Order) -> EmailContent:
     )
 
 
-def order_cancelled(order: Order, reason: str, refunded: bool) -> EmailContent:
-    """Sent once when an order is cancelled before it shipped."""
-    money = (
-        f"Your payment of {format_money(order.total, order.currency)} has been refunded."
-        if refunded
-        else "Nothing was charged."
+def _refund_issued(order: Order) -> str:
+    return (
+        f"A refund of {format_money(order.total, order.currency)} has been issued; it can "
+        "take 5 to 10 days to reach your account."
     )
+
+
+def order_cancelled(order: Order, reason: str, refund: str | None) -> EmailContent:
+    """Sent once when an order is cancelled before it shipped.
+
+    ``refund``: the refund's status (``None``: nothing was charged). A pending refund is
+    "issued", never "refunded": it may still fail.
+    """
+    if refund is None:
+        money = "Nothing was charged."
+    elif refund == RefundStatus.PENDING:
+        money = _refund_issued(order)
+    else:
+        money = f"Your payment of {format_money(order.total, order.currency)} has been refunded."
     return EmailContent(
         EmailTemplate.ORDER_CANCELLED,
         f"Order {order.id} cancelled",
@@ -80,12 +92,32 @@ def order_cancelled(order: Order, reason: str, refunded: bool) -> EmailContent:
     )
 
 
-def out_of_stock(order: Order, sku: str, refunded: bool) -> EmailContent:
-    """Sent once, with an apology, when the warehouse cannot fill the order."""
-    money = "Your payment has been refunded in full." if refunded else "Nothing was charged."
+def out_of_stock(order: Order, sku: str, refund: str | None) -> EmailContent:
+    """Sent once, with an apology, when the warehouse cannot fill the order.
+
+    ``refund``: as for ``order_cancelled``.
+    """
+    if refund is None:
+        money = "Nothing was charged."
+    elif refund == RefundStatus.PENDING:
+        money = _refund_issued(order)
+    else:
+        money = "Your payment has been refunded in full."
     return EmailContent(
         EmailTemplate.OUT_OF_STOCK,
         f"Sorry: we cannot fill order {order.id}",
         f"Hi {order.customer.name},\n\nWe are sorry: {sku} is out of stock, so we cannot send "
         f"order {order.id}. {money}",
+    )
+
+
+def refund_failed(order: Order, reason: str) -> EmailContent:
+    """Sent once when the bank refused a refund the customer was told had been issued."""
+    return EmailContent(
+        EmailTemplate.REFUND_FAILED,
+        f"Your refund for order {order.id} did not go through",
+        f"Hi {order.customer.name},\n\nThe refund of "
+        f"{format_money(order.total, order.currency)} for order {order.id} was refused by "
+        f"your bank ({reason}), so the money has not reached you. We are on it and will "
+        "contact you to return it another way.",
     )

@@ -264,11 +264,26 @@ class OrderOptions(_Model):
     shipment_attention_after: timedelta = Field(
         timedelta(days=14), description="No shipment by then: ask an operator."
     )
+    authorization_warning: timedelta = Field(
+        timedelta(hours=24),
+        description="Warn operators this long before an authorization nobody captured expires "
+        "(at most half its life).",
+    )
+    reauthorize_expired: bool = Field(
+        False,
+        description="When the authorization expires before the capture: authorize the card "
+        "again (true), or wind the order down, nothing charged (false).",
+    )
+    refund_follow_limit: timedelta = Field(
+        timedelta(days=30),
+        description="Follow a pending refund this long for its outcome, then ask an operator.",
+    )
 
     @model_validator(mode="after")
     def _escalation_in_order(self) -> "OrderOptions":
         budgets = (self.payment_retry_budget, self.step_retry_budget)
-        if min(*budgets, self.shipment_delayed_after) <= timedelta(0):
+        waits = (self.shipment_delayed_after, self.authorization_warning, self.refund_follow_limit)
+        if min(*budgets, *waits) <= timedelta(0):
             raise ValueError("durations must be positive")
         if max(budgets) > MAX_STEP_BUDGET:
             raise ValueError(
@@ -323,6 +338,10 @@ class OrderView(BaseModel):
     that it shipped anyway is taken at any time, and the order then settles its payment."""
     shipment: Shipment | None = None
     refund_id: str | None = None
+    refund_status: str | None = None
+    """``pending`` until the refund settles, then ``succeeded`` (money back) or ``failed``."""
+    authorization_expires_at: datetime | None = None
+    """While the card is authorized and not captured: when the authorization expires."""
     failure_reason: str | None = None
     attention_reason: str | None = None
     attention_step: Step | None = None

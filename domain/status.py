@@ -60,9 +60,23 @@ class Step(StrEnum):
     CHARGE_LOOKUP = "charge-lookup"
     """Only in orders started before the gateway decided compensation (they still replay)."""
     REFUND = "refund"
+    REFUND_OUTCOME = "refund-outcome"
+    """Waits for a pending refund to succeed or fail, as the gateway says."""
+    REFUND_FAILED_EMAIL = "refund-failed-email"
     PICKLIST_CANCEL = "picklist-cancel"
     CANCELLATION_EMAIL = "cancellation-email"
     OUT_OF_STOCK_EMAIL = "out-of-stock-email"
+
+
+class RefundStatus(StrEnum):
+    """A refund's status at the gateway, as Stripe names them (the ones the order acts on)."""
+
+    PENDING = "pending"
+    """Issued, not settled by the bank: it may still fail."""
+    SUCCEEDED = "succeeded"
+    """The money is back with the customer."""
+    FAILED = "failed"
+    """The bank refused it: the money came back to the shop."""
 
 
 class StepState(StrEnum):
@@ -82,6 +96,7 @@ class EmailTemplate(StrEnum):
     SHIPMENT_DELAYED = "shipment-delayed"
     ORDER_CANCELLED = "order-cancelled"
     OUT_OF_STOCK = "out-of-stock"
+    REFUND_FAILED = "refund-failed"
 
 
 class OperatorAction(StrEnum):

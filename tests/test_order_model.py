@@ -244,8 +244,8 @@ def test_an_order_at_every_limit_fits_every_provider_request() -> None:
         emails.order_shipped(order, shipment),
         emails.payment_declined(order, "generic_decline"),
         emails.shipment_delayed(order),
-        emails.order_cancelled(order, reason, refunded=True),
-        emails.out_of_stock(order, MAX_ID, refunded=True),
+        emails.order_cancelled(order, reason, refund="succeeded"),
+        emails.out_of_stock(order, MAX_ID, refund="succeeded"),
     ]
     for content in contents:
         MessageIn(order_id=order.id, to=order.customer.email, template=content.template.value,

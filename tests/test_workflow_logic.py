@@ -37,6 +37,7 @@ from activities.payment import (
     CapturePaymentRequest,
     Charge,
     ConfirmPaymentRequest,
+    FollowRefundRequest,
     PaymentIntent,
     PaymentIntentRequest,
     Refund,
@@ -168,6 +169,7 @@ class FakeProviders:
             self.cancel_payment,
             self.find_charge,
             self.refund_payment,
+            self.follow_refund,
             self.send_email,
             self.send_picklist,
             self.release_picklist,
@@ -259,6 +261,12 @@ class FakeProviders:
     @activity.defn(name="refund_payment")
     async def refund_payment(self, request: RefundRequest) -> Refund:
         return await self._answer("refund_payment", request, lambda: Refund(id="re_1", amount=1))
+
+    @activity.defn(name="follow_refund")
+    async def follow_refund(self, request: FollowRefundRequest) -> Refund:
+        return await self._answer(
+            "follow_refund", request, lambda: Refund(id=request.refund_id, amount=1)
+        )
 
     @activity.defn(name="send_email")
     async def send_email(self, request: EmailRequest) -> EmailReceipt:
@@ -1150,3 +1158,132 @@ async def test_a_cancel_that_meets_a_parcel_gone_unpaid_captures_confirms_then_s
         ("send_email", key(order, Step.CONFIRMATION_EMAIL)),
         ("send_email", key(order, Step.SHIPPED_EMAIL)),
     ]  # no payment cancel, no refund: the goods are gone and paid for
+
+
+# ---------------------------------------------------------------------------------------------
+# Authorizations expire; refunds can be pending, then fail
+# ---------------------------------------------------------------------------------------------
+
+HELD_FOR = timedelta(minutes=10)
+"""The authorization's life in these tests (Stripe's is about 7 days; the server skips it)."""
+
+
+def authorized_until(orders: Orders, life: timedelta = HELD_FOR) -> Behaviour:
+    """The gateway authorizes, capturable for ``life`` from now (its ``capture_before``)."""
+
+    async def behave(request: ConfirmPaymentRequest) -> PaymentIntent:
+        now = await orders.env.get_current_time()
+        return PaymentIntent(
+            id=request.intent_id,
+            amount=1,
+            currency="USD",
+            status="requires_capture",
+            charge="ch_1",
+            capture_before=int((now + life).timestamp()),
+        )
+
+    return behave
+
+
+async def test_an_authorization_that_expires_while_the_picklist_waits_winds_the_order_down(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", authorized_until(orders))
+    fake.script("send_picklist", refuse(PROVIDER_REJECTED, "warehouse answered 422 on_hold"))
+    fake.script("cancel_payment", answer(RELEASED))
+    order = await orders.start()
+    parked = await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    assert parked.attention_step == Step.PICKLIST and parked.authorization_expires_at
+    assert "expires at" not in (parked.attention_reason or "")  # not yet within the warning
+
+    await orders.env.sleep(timedelta(minutes=6))  # past half its life: operators are warned
+    warned = await order_status(orders.client, order.id)
+    assert warned.status == OrderStatus.NEEDS_ATTENTION
+    expiry = f"{parked.authorization_expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    assert warned.attention_reason is not None
+    assert warned.attention_reason.endswith(f"the card authorization expires at {expiry}")
+
+    await orders.env.sleep(timedelta(minutes=5))  # past the expiry
+    view = await orders.until(order, OrderStatus.CANCELLED)
+    assert view.failure_reason == (
+        "cancelled: the card authorization expired before the payment was captured"
+    )
+    assert (view.transaction_id, view.refund_id, view.authorization_expires_at) == (
+        None,
+        None,
+        None,
+    )
+    assert fake.log()[-3:] == [
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),  # the stock goes back
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]
+    (email,) = fake.emails()
+    assert "Nothing was charged." in email.body and "authorization expired" in email.body
+    assert "capture_payment" not in [call.activity for call in fake.calls]
+
+
+async def test_an_expired_authorization_is_renewed_when_the_order_says_so(orders: Orders) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", authorized_until(orders))
+    fake.script(
+        "capture_payment",
+        refuse(PROVIDER_REJECTED, "payments answered 402 card_declined: try later"),
+        answer(_DEFAULT),
+    )
+    order = await orders.start(OrderOptions(reauthorize_expired=True))
+    await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+
+    await orders.env.sleep(HELD_FOR + timedelta(minutes=1))  # expired: authorized again
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    await orders.ship(order)
+    view = await orders.handle(order).result()
+
+    assert view.status == OrderStatus.COMPLETED and view.transaction_id == "ch_1"
+    assert fake.log()[3:7] == [
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),  # refused, parked
+        ("create_payment_intent", key(order, Step.PAYMENT_INTENT, attempt=2)),
+        ("authorize_payment", key(order, Step.PAYMENT_CONFIRM, attempt=2)),
+        # Taken at once on the new authorization, as an operator's retry would.
+        ("capture_payment", key(order, Step.PAYMENT_CAPTURE, attempt=2)),
+    ]
+    assert [email.template for email in fake.emails()] == [
+        EmailTemplate.ORDER_CONFIRMATION,
+        EmailTemplate.ORDER_SHIPPED,
+    ]
+
+
+async def test_a_refund_that_fails_is_told_as_it_is_and_an_operator_refunds_again(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    pending = Refund(id="re_1", amount=1, status="pending")
+    fake.script("refund_payment", answer(pending), answer(Refund(id="re_2", amount=1)))
+    still_pending = refuse("RefundPending", "refund re_1 is still pending", non_retryable=False)
+    failed = Refund(id="re_1", amount=1, status="failed", failure_reason="lost_or_stolen_card")
+    fake.script("follow_refund", still_pending, still_pending, answer(failed))
+    order = await orders.start()
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    cancel = asyncio.create_task(orders.cancel(order))
+
+    parked = await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    assert parked.attention_step == Step.REFUND
+    assert parked.attention_reason == "refund re_1 failed: lost_or_stolen_card"
+    assert (parked.refund_id, parked.refund_status) == ("re_1", "failed")
+    assert len(fake.of("follow_refund")) == 3  # asked until it settled
+    cancelled, failure = fake.emails()[-2:]
+    assert cancelled.template == EmailTemplate.ORDER_CANCELLED
+    assert "has been issued" in cancelled.body and "refunded" not in cancelled.body
+    assert failure.template == EmailTemplate.REFUND_FAILED
+    assert "lost_or_stolen_card" in failure.body
+
+    await orders.resolve(order, OperatorAction.RETRY)
+    view = await cancel
+    assert view.status == OrderStatus.CANCELLED
+    assert (view.refund_id, view.refund_status) == ("re_2", "succeeded")
+    assert [call.key for call in fake.of("refund_payment")] == [
+        key(order, Step.REFUND),
+        key(order, Step.REFUND, attempt=2),  # a new refund: the failed one gave nothing back
+    ]
+    assert [email.template for email in fake.emails()].count(EmailTemplate.REFUND_FAILED) == 1

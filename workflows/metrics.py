@@ -12,7 +12,7 @@ from temporalio.common import MetricCounter
 with workflow.unsafe.imports_passed_through():
     from activities.payment import Charge, PaymentIntent, Refund
     from domain.models import StepRecord
-    from domain.status import OrderStatus, Step, StepState
+    from domain.status import OrderStatus, RefundStatus, Step, StepState
     from telemetry import names
 
 
@@ -32,6 +32,16 @@ def status_changed(previous: OrderStatus, status: OrderStatus, step: Step | None
         _counter(names.ORDERS_FINISHED, "orders by final status").add(1, {"status": status.value})
 
 
+def authorization_expiring() -> None:
+    """Count an order whose authorization expires soon with nothing captured (an alert's)."""
+    _counter(names.AUTHORIZATIONS_EXPIRING, "authorizations about to expire uncaptured").add(1)
+
+
+def authorization_expired() -> None:
+    """Count an order whose authorization expired before its capture."""
+    _counter(names.AUTHORIZATIONS_EXPIRED, "authorizations that expired uncaptured").add(1)
+
+
 def step_finished(line: StepRecord, result: object, currency: str) -> None:
     """Record a step's latency, and the money its answer says moved."""
     if line.finished_at is None:
@@ -46,7 +56,7 @@ def step_finished(line: StepRecord, result: object, currency: str) -> None:
         _charged(result.amount, result.currency)
     elif isinstance(result, PaymentIntent) and result.charged:
         _charged(result.amount, result.currency)  # a cancel answered: it was charged
-    elif isinstance(result, Refund):
+    elif isinstance(result, Refund) and result.status == RefundStatus.SUCCEEDED:
         _counter(names.REFUNDED, "money refunded, minor units", "minor units").add(
             result.amount, {"currency": currency}
         )

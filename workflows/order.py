@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
     from workflows import metrics, patches
+    from workflows.authorization import AuthorizationWatch
     from workflows.compensation import Compensations
     from workflows.patches import Patches
     from workflows.payment import Payment
@@ -71,7 +72,13 @@ class OrderWorkflow:
         self._compensations = Compensations()
         self._payment = Payment(self._state, self._steps, self._compensations)
         self._picking = Picking(self._state, self._steps, self._compensations)
+        self._authorization = AuthorizationWatch(
+            self._state, self._payment, self._accept_cancel, self._stop_story
+        )
         self._story: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopped_by: OrderStopped | None = None
+        """A stop that came from beside the story (a re-authorization declined)."""
 
     @workflow.run
     async def run(self, order: Order) -> OrderView:
@@ -102,6 +109,8 @@ class OrderWorkflow:
             await self._story
         except OrderStopped as stop:
             await self._wind_down(stop)
+        if self._watch is not None:
+            await self._watch  # moot by now: it ends at once
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state.view()
 
@@ -117,6 +126,8 @@ class OrderWorkflow:
             shipment = await wait_for_shipment(state, steps, self._set_status, self._email)
             await self._deliver(shipment)
         except asyncio.CancelledError:
+            if self._stopped_by is not None:
+                raise self._stopped_by from None
             if state.cancel_reason is None:
                 raise
             raise steps.cancelled() from None
@@ -135,6 +146,8 @@ class OrderWorkflow:
                 workflow.patched(patch)
         await self._payment.authorize()
         self._set_status(OrderStatus.AUTHORIZED)
+        if self._state.patches.taken(patches.REAL_WORLD_MONEY):
+            self._watch = asyncio.create_task(self._authorization.run())
         steps.stop_if_cancelled()
         await self._picking.send()
         steps.stop_if_cancelled()
@@ -181,6 +194,8 @@ class OrderWorkflow:
             await self._deliver(shipped.shipment)
             return
         await self._email(*self._farewell(stop))
+        if state.patches.taken(patches.REAL_WORLD_MONEY):
+            await self._payment.settle_refund(self._email)
         self._set_status(stop.status)
 
     async def _deliver(self, shipment: Shipment) -> None:
@@ -188,7 +203,7 @@ class OrderWorkflow:
         state = self._state
         state.shipment = shipment
         self._set_status(OrderStatus.SHIPPED)
-        if state.patches.taken(patches.SHIP_ONLY_PAID):
+        if state.patches.taken(patches.REAL_WORLD_MONEY):
             await self._settle()
         await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(state.order, shipment))
         self._set_status(OrderStatus.COMPLETED)
@@ -223,7 +238,7 @@ class OrderWorkflow:
         )
 
     def _farewell(self, stop: OrderStopped) -> tuple[Step, EmailContent]:
-        order, refunded = self._state.order, self._state.refund_id is not None
+        order, refunded = self._state.order, self._state.refund_status
         if stop.status == OrderStatus.PAYMENT_DECLINED:
             return Step.DECLINE_EMAIL, emails.payment_declined(order, stop.detail)
         if stop.status == OrderStatus.OUT_OF_STOCK:
@@ -301,6 +316,13 @@ class OrderWorkflow:
         self._state.cancel_reason = reason
         if self._story is not None and self._state.patches.taken(patches.PROMPT_CANCEL):
             self._story.cancel()
+
+    def _stop_story(self, stop: OrderStopped) -> None:
+        """Stop the story at once with ``stop`` (decided beside it), unless it is stopping."""
+        if self._story is None or self._state.winding_down_to is not None:
+            return
+        self._stopped_by = stop
+        self._story.cancel()
 
     def _take_temporal_cancel(self) -> None:
         """Apply the cancel rule to a cancel requested through Temporal; a refusal is logged."""

@@ -51,11 +51,14 @@ this order (its recorded history holds their markers there)."""
 BASELINE = "baseline-2026-12"
 """Every patch above, in one marker: asked first thing, by every order started since."""
 
-SHIP_ONLY_PAID = "ship-only-paid"
-"""Goods never leave unpaid: the picklist is held until the capture, then released; a parcel
-that left before the capture is still paid for (captured, confirmed, then "shipped")."""
+REAL_WORLD_MONEY = "real-world-money"
+"""Money as the real gateway and warehouse handle it. Goods never leave unpaid: the picklist is
+held until the capture, then released, and a parcel that left before the capture is still paid
+for (captured, confirmed, then "shipped"). An authorization is watched until it expires: an
+operator is warned before, and the order winds down (or re-authorizes) when it does. A pending
+refund is followed to its outcome, and a failed one goes to an operator."""
 
-LEVELS = (BASELINE, SHIP_ONLY_PAID)
+LEVELS = (BASELINE, REAL_WORLD_MONEY)
 """The baseline and each change since, oldest first; an order that took one took all before."""
 
 

@@ -19,18 +19,23 @@ with workflow.unsafe.imports_passed_through():
         CapturePaymentRequest,
         Charge,
         ConfirmPaymentRequest,
+        FollowRefundRequest,
         PaymentActivities,
         PaymentIntent,
         PaymentIntentRequest,
+        Refund,
         RefundRequest,
     )
+    from domain import emails
     from domain.currencies import format_money
-    from domain.status import Step
+    from domain.emails import EmailContent
+    from domain.status import RefundStatus, Step
     from workflows.compensation import Compensations
     from workflows.state import OrderState
     from workflows.steps import Steps
 
 R = TypeVar("R", ConfirmPaymentRequest, CapturePaymentRequest)
+SendEmail = Callable[[Step, EmailContent], Awaitable[None]]
 
 
 class Payment:
@@ -163,9 +168,49 @@ class Payment:
             charge_id=charge_id,
             reason=self._state.failure_reason or "order stopped",
             summary=f"refund {format_money(order.total, order.currency)}",
-            describe=lambda refund: refund.id,
+            describe=lambda refund: f"{refund.id} {refund.status}",
         )
-        self._state.refund_id = refund.id
+        self._record(refund)
+
+    async def settle_refund(self, send_email: SendEmail) -> None:
+        """Follow the order's refund until the money is back with the customer.
+
+        A pending refund is followed to its outcome. A failed one is told to the customer as it
+        is (once) and sent to an operator with the bank's reason; the operator's retry refunds
+        again under a new key (the failed refund gave the money back to the charge).
+        """
+        state = self._state
+        while state.refund_id is not None and state.refund_status != RefundStatus.SUCCEEDED:
+            if state.refund_status == RefundStatus.PENDING:
+                self._record(await self._follow(state.refund_id))
+                continue
+            reason = state.refund_failure or "unknown"
+            if state.retries.get(Step.REFUND, 0) == 0:
+                await send_email(
+                    Step.REFUND_FAILED_EMAIL, emails.refund_failed(state.order, reason)
+                )
+            await self._steps.ask_operator(
+                Step.REFUND, f"refund {state.refund_id} failed: {reason}"
+            )
+            state.retries[Step.REFUND] = state.retries.get(Step.REFUND, 0) + 1
+            state.attempts[Step.REFUND] = state.attempts.get(Step.REFUND, 1) + 1
+            assert state.charge_id is not None, "a refund gives back a charge"
+            await self._refund(state.charge_id)
+
+    async def _follow(self, refund_id: str) -> Refund:
+        return await self._steps.call(
+            Step.REFUND_OUTCOME,
+            PaymentActivities.follow_refund,
+            FollowRefundRequest,
+            refund_id=refund_id,
+            summary=f"outcome of {refund_id}",
+            describe=lambda refund: f"{refund.id} {refund.status}",
+        )
+
+    def _record(self, refund: Refund) -> None:
+        state = self._state
+        state.refund_id, state.refund_status = refund.id, refund.status
+        state.refund_failure = refund.failure_reason
 
     def _legacy_outcome_unknown(self) -> bool:
         # Older orders looked their charge up only once a confirm had been escalated.

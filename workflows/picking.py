@@ -47,7 +47,7 @@ class Picking:
         have made the picklist.
         """
         state = self._state
-        hold = state.patches.taken(patches.SHIP_ONLY_PAID)
+        hold = state.patches.taken(patches.REAL_WORLD_MONEY)
         self._compensations.add(Step.PICKLIST, self.take_back)
         picklist = await self._steps.call(
             Step.PICKLIST,

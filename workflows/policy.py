@@ -17,6 +17,7 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy, VersioningBehavior
 
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
+from domain.models import OrderOptions
 from domain.status import OrderStatus, Step
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
@@ -35,6 +36,15 @@ PROVIDER_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,  # bounded by each step's budget, not by a count
 )
+
+FOLLOW_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(hours=1),
+    maximum_attempts=0,  # bounded by OrderOptions.refund_follow_limit
+)
+"""Asking how a pending refund ended: soon at first (the sandbox and many banks settle in
+seconds), then hourly; a few dozen reads over the days a bank may take, none in history."""
 
 WORKFLOW_TASK_TIMEOUT = timedelta(seconds=4)
 """How long a worker may hold one of an order's workflow tasks (Temporal's default is 10 s).
@@ -85,6 +95,9 @@ class StepPolicy:
     label: str
     payment: bool = False
     outcomes: Mapping[str, Outcome] = field(default_factory=dict)
+    follows: bool = False
+    """The step waits on the provider's own progress (a pending refund): it is asked again with
+    ``FOLLOW_RETRY`` for the order's ``refund_follow_limit``, not its retry budget."""
     local_first: bool = False
     """Try the call once as a local activity inside the workflow task, then (if it did not
     answer) as the regular activity under the same key. Saves a round trip through the server
@@ -97,6 +110,17 @@ class StepPolicy:
     the same under the same key, reached by activity results, timers and signals, which are in
     history first). The farewell emails are not: a cancel update leads to them, and a lost
     task once sent "Nothing was charged" for an order its rerun went on to charge and refund."""
+
+    def budget(self, options: OrderOptions) -> timedelta:
+        """How long the step retries before an operator is asked."""
+        if self.follows:
+            return options.refund_follow_limit
+        return options.payment_retry_budget if self.payment else options.step_retry_budget
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """How the step's activity is retried within its budget."""
+        return FOLLOW_RETRY if self.follows else PROVIDER_RETRY
 
 
 _PAYMENT = "payment"
@@ -125,6 +149,7 @@ POLICIES: Mapping[Step, StepPolicy] = {
     # Reached after the confirmation's result; it has no undo of its own (cancelling the order
     # at the warehouse takes back a released picklist as well as a held one).
     Step.PICKLIST_RELEASE: StepPolicy(Step.PICKLIST_RELEASE.value, local_first=True),
+    Step.REFUND_OUTCOME: StepPolicy("refund", follows=True),
 }
 """Steps with their own rules; every other step has ``StepPolicy(step name)``."""
 

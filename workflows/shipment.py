@@ -1,7 +1,6 @@
 """Waiting for the warehouse's shipped report, for days, with the customer kept informed."""
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 from temporalio import workflow
 
@@ -12,7 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.status import OrderStatus, Step
     from workflows import patches
     from workflows.state import OrderState
-    from workflows.steps import Steps, human
+    from workflows.steps import Steps, human, wait_until
 
 SendEmail = Callable[[Step, EmailContent], Awaitable[None]]
 
@@ -52,23 +51,14 @@ async def _wait_with_deadlines(
 ) -> None:
     options = state.options
     waiting_since = workflow.now()
-    if await _wait_until(arrived, options.shipment_delayed_after):
+    if await wait_until(arrived, options.shipment_delayed_after):
         return
     set_status(OrderStatus.SHIPMENT_DELAYED)
     await send_email(Step.DELAY_EMAIL, emails.shipment_delayed(state.order))
     remaining = waiting_since + options.shipment_attention_after - workflow.now()
-    if await _wait_until(arrived, remaining):
+    if await wait_until(arrived, remaining):
         return
     state.attention_step = Step.SHIPMENT
     state.attention_reason = f"not shipped within {human(options.shipment_attention_after)}"
     set_status(OrderStatus.NEEDS_ATTENTION)
     await workflow.wait_condition(arrived)
-
-
-async def _wait_until(condition: Callable[[], bool], limit: timedelta) -> bool:
-    """Wait for ``condition`` at most ``limit`` (a durable timer); False if time ran out."""
-    try:
-        await workflow.wait_condition(condition, timeout=max(limit, timedelta(seconds=1)))
-    except TimeoutError:
-        return False
-    return True

@@ -1,6 +1,7 @@
 """All that one order's workflow knows, in one dataclass; the read model is derived from it."""
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from activities.payment import PaymentIntent
 from domain.models import Order, OrderOptions, OrderView, Shipment, StepRecord
@@ -29,6 +30,11 @@ class OrderState:
     """The order confirmation email was sent."""
     shipment: Shipment | None = None
     refund_id: str | None = None
+    refund_status: str | None = None
+    refund_failure: str | None = None
+    """The gateway's reason for the latest refund's failure, if it failed."""
+    authorization_warned: bool = False
+    """Operators were warned that the authorization expires soon with nothing captured."""
     cancel_reason: str | None = None
     """Set when a cancel is accepted; the order then stops as soon as it can."""
     winding_down_to: OrderStatus | None = None
@@ -59,6 +65,8 @@ class OrderState:
             picklist_held=self.picklist_held,
             shipment=self.shipment,
             refund_id=self.refund_id,
+            refund_status=self.refund_status,
+            authorization_expires_at=self.authorization_expiry(),
             failure_reason=self.failure_reason,
             attention_reason=self._attention(),
             attention_step=self.attention_step,
@@ -66,11 +74,27 @@ class OrderState:
             timeline=self.timeline,
         )
 
+    def authorization_expiry(self) -> datetime | None:
+        """When the card's authorization expires, while it is held and not captured."""
+        intent = self.intent
+        if intent is None or intent.capture_before is None or self.charge_id is not None:
+            return None
+        if self.status.is_final:
+            return None
+        return datetime.fromtimestamp(intent.capture_before, UTC)
+
     def _attention(self) -> str | None:
-        """Why the order needs a person; first of all, goods that left before the money came."""
-        if self.attention_reason and self.shipment is not None and self.charge_id is None:
-            return f"{UNPAID_SHIPMENT}: {self.attention_reason}"
-        return self.attention_reason
+        """Why the order needs a person, with what makes it urgent.
+
+        First of all goods that left before the money came, and an authorization about to
+        expire with nothing captured.
+        """
+        reason = self.attention_reason
+        if reason and self.shipment is not None and self.charge_id is None:
+            reason = f"{UNPAID_SHIPMENT}: {reason}"
+        if reason and self.authorization_warned and (expiry := self.authorization_expiry()):
+            reason = f"{reason}; the card authorization expires at {expiry:%Y-%m-%d %H:%M:%S} UTC"
+        return reason
 
     def _cancel_accepted(self) -> OrderStatus | None:
         # A cancel is accepted at once; the order shows it before its story has stopped.

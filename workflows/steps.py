@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -73,8 +74,7 @@ class Steps:
         the retry wait for it, then answers with its result), so the effect happens once.
         """
         state, policy = self._state, policy_for(step)
-        options = state.options
-        budget = options.payment_retry_budget if policy.payment else options.step_retry_budget
+        budget = policy.budget(state.options)
         while True:
             attempt, retried = state.attempts.get(step, 1), state.retries.get(step, 0)
             arg = request(
@@ -89,7 +89,14 @@ class Steps:
             )
             try:
                 return await self.run_activity(
-                    step, activity, arg, summary, describe, budget, local_first=local_first
+                    step,
+                    activity,
+                    arg,
+                    summary,
+                    describe,
+                    budget,
+                    local_first=local_first,
+                    retry_policy=policy.retry_policy,
                 )
             except ActivityError as err:
                 self._stop_if_outcome(step, policy, err)
@@ -108,6 +115,7 @@ class Steps:
         budget: timedelta,
         *,
         local_first: bool = False,
+        retry_policy: RetryPolicy = PROVIDER_RETRY,
     ) -> T:
         """Run one activity with the shared timeouts and retry policy, as a line of the timeline.
 
@@ -134,7 +142,7 @@ class Steps:
                 start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
                 heartbeat_timeout=PROVIDER_HEARTBEAT_TIMEOUT,
                 schedule_to_close_timeout=budget,
-                retry_policy=PROVIDER_RETRY,
+                retry_policy=retry_policy,
                 summary=summary,
             )
 
@@ -249,6 +257,15 @@ def _attention_reason(policy: StepPolicy, budget: timedelta, err: ActivityError)
         return f"{policy.label} refused: {cause}"
     last = cause.__cause__ if cause is not None and cause.__cause__ is not None else cause
     return f"{policy.label} failing for over {human(budget)}: {last or err}"
+
+
+async def wait_until(condition: Callable[[], bool], limit: timedelta) -> bool:
+    """Wait for ``condition`` at most ``limit`` (a durable timer); False if time ran out."""
+    try:
+        await workflow.wait_condition(condition, timeout=max(limit, timedelta(seconds=1)))
+    except TimeoutError:
+        return False
+    return True
 
 
 def human(duration: timedelta) -> str:

@@ -1,0 +1,94 @@
+"""Watching the card's authorization until the money is captured: it expires on its own.
+
+A card authorization can be captured only until its ``capture_before`` (Stripe: about 7 days);
+then the gateway cancels the intent and the money is gone for the shop. An order whose capture
+waits (for an operator, for a warehouse step parked) must never let that pass silently: the
+watch warns operators before (a metric, an alert, the deadline in the order's attention
+reason) and, when it passes, either authorizes the card again (``OrderOptions.
+reauthorize_expired``) or stops the order, which winds down with nothing charged.
+"""
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from domain.status import OperatorAction, OrderStatus, Step
+    from workflows import metrics
+    from workflows.payment import Payment
+    from workflows.state import OrderState
+    from workflows.steps import OrderStopped, human, wait_until
+
+AUTHORIZATION_EXPIRED = "the card authorization expired before the payment was captured"
+"""The cancel reason of an order stopped because its authorization expired."""
+
+
+class AuthorizationWatch:
+    """Runs beside the order's story from the authorization to the capture."""
+
+    def __init__(
+        self,
+        state: OrderState,
+        payment: Payment,
+        cancel: Callable[[str], None],
+        stop: Callable[[OrderStopped], None],
+    ) -> None:
+        self._state, self._payment = state, payment
+        self._cancel, self._stop = cancel, stop
+
+    def _moot(self) -> bool:
+        """The authorization no longer matters: captured, goods gone, or the order stopping."""
+        state = self._state
+        return (
+            state.charge_id is not None
+            or state.shipment is not None
+            or state.cancel_reason is not None
+            or state.winding_down_to is not None
+            or state.status.is_final
+        )
+
+    async def run(self) -> None:
+        """Watch each authorization the order holds until the watch is moot."""
+        state = self._state
+        while (expires := state.authorization_expiry()) is not None and not self._moot():
+            life = expires - workflow.now()
+            warning = min(state.options.authorization_warning, life / 2)
+            if await wait_until(self._moot, life - warning):
+                return
+            self._warn(warning)
+            if await wait_until(self._moot, expires - workflow.now()):
+                return
+            metrics.authorization_expired()
+            if not state.options.reauthorize_expired:
+                self._cancel(AUTHORIZATION_EXPIRED)
+                return
+            await self._reauthorize()
+
+    def _warn(self, left: timedelta) -> None:
+        state = self._state
+        state.authorization_warned = True
+        metrics.authorization_expiring()
+        workflow.logger.warning(
+            "order %s: its card authorization expires in %s and nothing is captured",
+            state.order.id,
+            human(left),
+        )
+
+    async def _reauthorize(self) -> None:
+        """Authorize the card again under new keys; a decline stops the order."""
+        state = self._state
+        for step in (Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM):
+            state.attempts[step] = state.attempts.get(step, 1) + 1
+        state.intent, state.authorization_warned = None, False
+        try:
+            await self._payment.authorize()
+        except OrderStopped as stop:
+            self._stop(stop)
+            return
+        parked_at_capture = (
+            state.status == OrderStatus.NEEDS_ATTENTION
+            and state.attention_step == Step.PAYMENT_CAPTURE
+        )
+        if parked_at_capture:  # refused on the expired intent: take the new one at once
+            state.operator_action = OperatorAction.RETRY_PAYMENT
