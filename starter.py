@@ -293,8 +293,10 @@ def _print_view(view: OrderView) -> None:
     print(f"  transaction  {view.transaction_id or '-'}")
     tracking = f"{view.shipment.carrier} {view.shipment.tracking_number}" if view.shipment else "-"
     print(f"  tracking     {tracking}")
+    if view.authorization_expires_at:
+        print(f"  authorized   until {view.authorization_expires_at:%Y-%m-%d %H:%M:%S} UTC")
     if view.refund_id:
-        print(f"  refund       {view.refund_id}")
+        print(f"  refund       {view.refund_id} {view.refund_status or ''}".rstrip())
     if view.failure_reason:
         print(f"  reason       {view.failure_reason}")
     if view.attention_reason:

@@ -57,7 +57,7 @@ def ops_metric_names() -> set[str]:
 def test_alert_rules_pass_promtool_check() -> None:
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_alert_rules_pass_their_unit_tests() -> None:
@@ -118,6 +118,7 @@ def test_the_ops_files_use_the_project_metric_names() -> None:
         "orders_needs_attention_total",
         "orders_charged_minor_units_total",
         "orders_refunded_minor_units_total",
+        "orders_authorizations_expiring_total",
         "orders_step_latency_ms_bucket",
         "orders_provider_errors_total",
         "providers_requests_total",
