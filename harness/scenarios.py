@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -26,13 +26,13 @@ from domain.status import OrderStatus, Step
 from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from harness.drive import (
     DECLINED_CARD,
+    Placed,
     finish_orders,
     gather_limited,
     local_activity,
     lost_with,
     recovery_seconds,
     retried_attempts,
-    sample_order,
     ship,
     start_orders,
     wait_for_count,
@@ -54,6 +54,8 @@ class Run:
     client: Client
     admin: SandboxAdmin
     order_ids: list[str] = field(default_factory=list)
+    placed: dict[str, Placed] = field(default_factory=dict)
+    """Order id -> the order as placed and the end the scenario means it to reach."""
     killed: dict[str, float] = field(default_factory=dict)
     """Temporal identity (``pid@host``) of each killed worker -> when it was killed."""
     recoveries: dict[str, float] = field(default_factory=dict)
@@ -66,12 +68,18 @@ class Run:
         first = len(self.order_ids)
         ids = [f"{self.name}-{first + i + 1:03d}" for i in range(count)]
         declined = {ids[i] for i in range(count) if declined_every and i % declined_every == 0}
-        orders = [
-            sample_order(oid, DECLINED_CARD if oid in declined else "pm_card_visa") for oid in ids
+        placed = [
+            Placed.sample(oid, DECLINED_CARD if oid in declined else "pm_card_visa") for oid in ids
         ]
-        await start_orders(self.client, orders)
+        await start_orders(self.client, [entry.order for entry in placed])
         self.order_ids += ids
+        self.placed.update((entry.order_id, entry) for entry in placed)
         return ids
+
+    def meant_cancelled(self, order_ids: Collection[str]) -> None:
+        """Mark orders the scenario cancels: they must end cancelled."""
+        for order_id in order_ids:
+            self.placed[order_id] = replace(self.placed[order_id], meant=OrderStatus.CANCELLED)
 
     async def kill_worker(self, name: str = "worker-1", restart: bool = True) -> float:
         """SIGKILL a worker (then start it again); returns when it was killed."""
@@ -127,7 +135,7 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
             run = Run(name, stack, await stack.connect(), admin)
             await scenario(run)
             admin.reset_faults()
-            evidence = await gather_evidence(run.client, admin, run.order_ids)
+            evidence = await gather_evidence(run.client, admin, run.placed.values())
             retries = await gather_limited(retried_attempts(run.client, o) for o in run.order_ids)
         finally:
             admin.close()
@@ -348,6 +356,7 @@ async def load_with_faults(run: Run, orders: int = 200) -> None:
     await run.start(orders, declined_every=10)
     # The warehouse never ships these, so every cancel is accepted whenever it lands.
     to_cancel = run.order_ids[5::20]
+    run.meant_cancelled(to_cancel)
     cancelling = asyncio.create_task(cancel_orders(run.client, to_cancel))
     finishing = asyncio.create_task(run.finish(within=3 * DEADLINE, keep=set(to_cancel)))
     try:

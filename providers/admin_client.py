@@ -13,13 +13,21 @@ import httpx
 SERVICES = ("payments", "mail", "warehouse")
 
 
+REFUND_SUCCEEDED = "succeeded"
+"""The status of a refund that gave the money back (Stripe's); pending or failed ones did not."""
+
+
 @dataclass(frozen=True)
 class Effects:
     """What the providers' ledger holds for one order; amounts are in minor units.
 
-    ``charges``/``charged_amount``: captured money (it moved). ``authorizations``: charges an
-    approved confirm made, captured or not. ``released``/``released_amount``: authorizations
-    a cancel let go (no money moved).
+    ``charges``/``charged_amount``: captured money (it moved). ``authorizations``/
+    ``authorized_amount``: charges an approved confirm made, captured or not.
+    ``released``/``released_amount``: authorizations a cancel let go (no money moved).
+    ``refunds``/``refunded_amount``: refunds of any status; ``refunds_by_status`` and
+    ``refunded_by_status`` split them (only ``succeeded`` ones returned money). ``ids``: kind
+    (``payment_intent``, ``charge``, ``refund``, ``picklist``) -> row ids, oldest first.
+    ``currencies``: the currencies (lower case) the order's money was handled in.
     """
 
     payment_intents: int = 0
@@ -32,12 +40,39 @@ class Effects:
     charged_amount: int = 0
     refunded_amount: int = 0
     authorizations: int = 0
+    authorized_amount: int = 0
     released: int = 0
     released_amount: int = 0
+    ids: dict[str, list[str]] | None = None
+    refunds_by_status: dict[str, int] | None = None
+    refunded_by_status: dict[str, int] | None = None
+    currencies: list[str] | None = None
 
     def emails_of(self, template: str) -> int:
         """How many emails of one template went out."""
         return (self.emails or {}).get(template, 0)
+
+    def ids_of(self, kind: str) -> list[str]:
+        """The ids of the order's rows of one kind (``charge``...), oldest first."""
+        return (self.ids or {}).get(kind, [])
+
+    @property
+    def returned(self) -> int:
+        """How many refunds gave money back (succeeded)."""
+        return (self.refunds_by_status or {}).get(REFUND_SUCCEEDED, 0)
+
+    @property
+    def returned_amount(self) -> int:
+        """The money refunds gave back: those that succeeded, not pending or failed ones."""
+        return (self.refunded_by_status or {}).get(REFUND_SUCCEEDED, 0)
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """The whole ledger: each order's effects, and those of rows that carry no order id."""
+
+    orders: dict[str, Effects]
+    unattributed: Effects
 
 
 class SandboxAdmin:
@@ -59,6 +94,12 @@ class SandboxAdmin:
         params = {"order_id": order_id} if order_id else {}
         orders = self._get("/admin/ledger", params)["orders"]
         return {oid: Effects(**counts) for oid, counts in orders.items()}
+
+    def ledger(self) -> LedgerView:
+        """Every order's effects and the unattributed rows', read in one request."""
+        summary = self._get("/admin/ledger", {})
+        orders = {oid: Effects(**counts) for oid, counts in summary["orders"].items()}
+        return LedgerView(orders, Effects(**summary["unattributed"]))
 
     def set_faults(self, service: str, **faults: float | str | bool) -> dict[str, Any]:
         """Set faults on one service (``error_rate``, ``refuse_next``, ``key_prefix``...)."""

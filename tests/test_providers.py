@@ -889,8 +889,9 @@ def test_fault_admin_api(http: httpx.Client) -> None:
 def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
     form(http, f"/v1/payment_intents/{intent_id}/confirm")
-    form(http, "/v1/refunds", {"payment_intent": intent_id, "amount": 1000})
-    form(http, f"/v1/payment_intents/{intent(http, order_id)['id']}/cancel")
+    refund = form(http, "/v1/refunds", {"payment_intent": intent_id, "amount": 1000}).json()
+    cancelled = intent(http, order_id)["id"]
+    form(http, f"/v1/payment_intents/{cancelled}/cancel")
     released = intent(http, order_id, capture_method="manual")["id"]
     form(http, f"/v1/payment_intents/{released}/confirm")
     form(http, f"/v1/payment_intents/{released}/cancel")
@@ -898,6 +899,7 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
     post(http, "/mail/messages", message(order_id) | {"template": "order-cancelled"})
     picked = post(http, "/warehouse/picklists", picklist(order_id, "SKU-FREE")).json()
     post(http, f"/warehouse/picklists/{picked['id']}/cancel")
+    charges = [http.get(f"/v1/payment_intents/{pi}").json() for pi in (intent_id, released)]
     summary = http.get("/admin/ledger", params={"order_id": order_id}).json()
     assert summary == {
         "orders": {
@@ -905,15 +907,25 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
                 "payment_intents": 3,
                 "cancelled_intents": 2,
                 "authorizations": 2,
+                "authorized_amount": 5000,
                 "charges": 1,
                 "charged_amount": 2500,
                 "released": 1,
                 "released_amount": 2500,
                 "refunds": 1,
                 "refunded_amount": 1000,
+                "refunds_by_status": {"succeeded": 1},
+                "refunded_by_status": {"succeeded": 1000},
                 "emails": {"order-confirmation": 1, "order-cancelled": 1},
                 "picklists": 1,
                 "cancelled_picklists": 1,
+                "ids": {
+                    "payment_intent": [intent_id, cancelled, released],
+                    "charge": [charge["latest_charge"] for charge in charges],
+                    "refund": [refund["id"]],
+                    "picklist": [picked["id"]],
+                },
+                "currencies": ["eur"],
             }
         }
     }
@@ -929,6 +941,22 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
         1000,
     )
     assert (effects.authorizations, effects.released, effects.released_amount) == (2, 1, 2500)
+    assert (effects.returned, effects.returned_amount) == (1, 1000)
+
+
+def test_rows_without_an_order_id_are_summed_apart(provider: Provider, http: httpx.Client) -> None:
+    params = intent_params("unused")
+    del params["metadata"]
+    stray = form(http, "/v1/payment_intents", params).json()["id"]
+    form(http, f"/v1/payment_intents/{stray}/confirm")
+    admin = SandboxAdmin(provider.url, API_KEY)
+    try:
+        ledger = admin.ledger()
+    finally:
+        admin.close()
+    assert "" not in ledger.orders
+    assert stray in ledger.unattributed.ids_of("payment_intent")
+    assert ledger.unattributed.charges >= 1 and ledger.unattributed.charged_amount >= 2500
 
 
 def test_html_pages(provider: Provider, http: httpx.Client, order_id: str) -> None:

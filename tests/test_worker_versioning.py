@@ -38,7 +38,7 @@ from config.settings import (
 )
 from domain.status import OrderStatus, Step
 from harness.checker import check, gather_evidence
-from harness.drive import SHIPMENT, sample_order, start_orders
+from harness.drive import SHIPMENT, Placed, sample_order, start_orders
 from stack.local import LocalStack
 from stack.processes import ROOT
 from tests.support import wait_for_status
@@ -285,7 +285,7 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
         lap("rolled back to A")
 
         order_ids = [*waiting, *paying, "rollout-new-on-b", "rollout-new-after-rollback"]
-        evidence = await gather_evidence(client, admin, order_ids)
+        evidence = await gather_evidence(client, admin, map(Placed.sample, order_ids))
         assert check(evidence) == [], check(evidence)
         for order_id in order_ids:
             assert evidence.ledger[order_id].charges == 1
@@ -325,7 +325,7 @@ async def test_switching_versioning_on_moves_unversioned_orders_to_the_current_v
             )
             assert re.search(r"Versioning Info:\s+Behavior\s+AutoUpgrade", printed), printed
             assert field(printed, "BuildId") == BUILD_A, printed
-            evidence = await gather_evidence(client, admin, ["unversioned-1"])
+            evidence = await gather_evidence(client, admin, [Placed.sample("unversioned-1")])
             assert check(evidence) == []
         finally:
             admin.close()
