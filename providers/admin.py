@@ -208,6 +208,23 @@ async def deliver_delayed(service: str, faults: FaultsDep) -> dict[str, int]:
     return {"delivered": faults.deliver(service)}
 
 
+@router.get("/faults/fired")
+async def get_fired(
+    faults: FaultsDep,
+    prefix: Annotated[str, Query(max_length=MAX_IDEMPOTENCY_KEY_LENGTH)] = "",
+) -> dict[str, list[dict[str, str]]]:
+    """Per service, each fault injected so far (oldest first) on a key starting with ``prefix``.
+
+    ``fault`` is ``fail``, ``hold``, ``drop``, ``reject``, ``refuse`` or ``server_error``: a
+    test's proof, counted where it acted, that the fault it set fired (a ``key_prefix`` that
+    matches nothing, or a fault set too late, leaves this empty).
+    """
+    return {
+        service: [{"fault": fault, "key": key} for fault, key in fired]
+        for service, fired in faults.fired(prefix).items()
+    }
+
+
 @router.get("/held")
 async def get_held(faults: FaultsDep) -> dict[str, int]:
     """How many requests each service holds right now."""

@@ -5,6 +5,7 @@ where a double charge or a second email would show.
 """
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,20 @@ class SandboxAdmin:
         """
         data: list[dict[str, Any]] = self._get("/admin/keys", {"prefix": prefix})["data"]
         return data
+
+    def fired(self, service: str, prefix: str = "") -> Counter[str]:
+        """How often each fault (``fail``, ``drop``, ``hold``...) fired at ``service``.
+
+        Counted at the provider, on keys starting with ``prefix``: proof that a fault set took
+        effect (a ``key_prefix`` that matches nothing leaves it empty).
+        """
+        fired = self._get("/admin/faults/fired", {"prefix": prefix})[service]
+        return Counter(entry["fault"] for entry in fired)
+
+    def unfired(self, service: str) -> dict[str, int]:
+        """The ``*_next`` faults of ``service`` still waiting to fire (none: all have fired)."""
+        config = self._get("/admin/faults", {})[service]
+        return {name: n for name, n in config.items() if name.endswith("_next") and n}
 
     def held(self) -> dict[str, int]:
         """How many requests each service is holding right now."""

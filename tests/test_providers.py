@@ -886,6 +886,28 @@ def test_fault_admin_api(http: httpx.Client) -> None:
     assert http.get("/admin/delayed/keys").json() == {"payments": [], "mail": [], "warehouse": []}
 
 
+def test_fired_faults_are_counted_per_key_at_the_provider(
+    provider: Provider, http: httpx.Client, order_id: str
+) -> None:
+    key = f"{order_id}:email"
+    http.put("/admin/faults/mail", json={"fail_next": 1, "drop_next": 1, "key_prefix": key})
+    admin = SandboxAdmin(provider.url, API_KEY)
+    try:
+        assert admin.unfired("mail") == {"fail_next": 1, "drop_next": 1}
+        assert post(http, "/mail/messages", message(order_id), key=f"{order_id}:other").is_success
+        assert admin.fired("mail", order_id) == {}  # the prefix did not match: nothing fired
+        assert post(http, "/mail/messages", message(order_id), key=key).status_code == 503
+        with pytest.raises(httpx.TransportError):
+            post(http, "/mail/messages", message(order_id), key=key)  # committed, then dropped
+        assert admin.fired("mail", order_id) == {"fail": 1, "drop": 1}
+        assert admin.unfired("mail") == {}
+        http.delete("/admin/faults")
+        assert admin.fired("mail", key) == {"fail": 1, "drop": 1}  # a log: kept across resets
+        assert admin.fired("payments", order_id) == {}
+    finally:
+        admin.close()
+
+
 def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -> None:
     intent_id = intent(http, order_id)["id"]
     form(http, f"/v1/payment_intents/{intent_id}/confirm")
