@@ -62,6 +62,9 @@ class Run:
     """Order id -> seconds from a worker's SIGKILL to the order's next step done."""
     labels: dict[str, str] = field(default_factory=dict)
     """Order id -> where it was interrupted, for reports."""
+    fired: dict[str, int] = field(default_factory=dict)
+    """What the scenario's faults did, counted where they acted (``held captures at the kill``:
+    1): its proof that they fired, which the tests check before judging the outcome."""
 
     async def start(self, count: int, declined_every: int = 0) -> list[str]:
         """Start ``count`` orders; every ``declined_every``-th one pays with a declined card."""
@@ -113,6 +116,8 @@ class ScenarioResult:
     tally: Tally
     recoveries: dict[str, float]
     labels: dict[str, str]
+    fired: dict[str, int]
+    """What the faults did (``Run.fired``): the proof they fired."""
     kills: int
     """Workers SIGKILLed during the run."""
     retries: int
@@ -147,6 +152,7 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
         tally=tally(evidence),
         recoveries=run.recoveries,
         labels=run.labels,
+        fired=run.fired,
         kills=len(run.killed),
         retries=sum(retries),
         seconds=time.monotonic() - began,
@@ -188,6 +194,7 @@ async def _kill_at_boundaries(run: Run, commit_held: bool) -> None:
     await wait_held_at_each_step(run.admin)
     await wait_for_count(run.client, OrderStatus.AWAITING_SHIPMENT, 1, DEADLINE)
     run.labels = {order_id: "awaiting shipment" for order_id in ids} | held_steps(run.admin)
+    run.fired["requests held at the kill"] = sum(run.admin.held().values())
     killed_at = await run.kill_worker(restart=False)
     # The dead worker's requests now commit (scenario 2) or fail uncommitted (scenario 1).
     for service in SERVICES:
@@ -222,6 +229,7 @@ async def gateway_drops_after_commit(run: Run) -> None:
     run.admin.set_faults("payments", drop_next=30, drop_replays=True, key_suffix=suffix)
     await run.start(10)
     await run.finish()
+    run.fired["capture answers dropped"] = run.admin.fired("payments")["drop"]
 
 
 # -- 4: a storm of 5xx and slow answers; a paused worker whose late call lands -------------
@@ -240,6 +248,7 @@ async def provider_storm(run: Run) -> None:
     run.admin.set_faults_everywhere(error_rate=0.3, latency_ms=4500)
     await asyncio.sleep(6)
     run.admin.reset_faults()
+    run.fired["requests answered 503"] = _fired_everywhere(run.admin, "fail")
     await run.finish()
 
 
@@ -255,6 +264,7 @@ async def paused_worker_late_call(run: Run) -> None:
     run.admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CAPTURE}")
     [order_id] = await run.start(1)
     await asyncio.to_thread(run.admin.wait_held, "payments", 1)
+    run.fired["captures held at the pause"] = run.admin.held()["payments"]
     paused = run.stack.workers["worker-1"]
     paused.send(signal.SIGSTOP)
     try:
@@ -314,8 +324,15 @@ async def _mid_flight(run: Run, orders: int) -> None:
 
 
 async def kill_temporal(run: Run) -> None:
-    """Scenario 5: SIGKILL the Temporal server mid-flight, restart it on the same SQLite file."""
+    """Scenario 5: SIGKILL the Temporal server mid-flight, restart it on the same SQLite file.
+
+    One picklist is held at the warehouse across the kill, so at least one activity is surely
+    in flight when Temporal dies; it is let go once Temporal is back.
+    """
+    run.admin.set_faults("warehouse", hold_next=1, key_suffix=f":{Step.PICKLIST}")
     await _mid_flight(run, 20)
+    await asyncio.to_thread(run.admin.wait_held, "warehouse", 1)
+    run.fired["activities held at the kill"] = run.admin.held()["warehouse"]
     await asyncio.to_thread(run.stack.kill_temporal)
     await asyncio.sleep(1)
     await asyncio.to_thread(run.stack.start_temporal)
@@ -333,6 +350,9 @@ async def kill_providers(run: Run) -> None:
     run.admin.set_faults("warehouse", drop_next=2)
     await _mid_flight(run, 20)
     await asyncio.to_thread(run.admin.wait_held, "mail", 2)
+    # Read before the kill: the providers forget their faults when they die.
+    run.fired["emails held at the kill"] = run.admin.held()["mail"]
+    run.fired["picklist answers dropped"] = run.admin.fired("warehouse")["drop"]
     await asyncio.to_thread(run.stack.kill_providers)
     await asyncio.sleep(2)  # the workers' calls fail meanwhile and are retried with backoff
     await asyncio.to_thread(run.stack.start_providers)
@@ -368,11 +388,22 @@ async def load_with_faults(run: Run, orders: int = 200) -> None:
         cancelling.cancel()
         finishing.cancel()
     run.admin.reset_faults()
+    run.fired["requests answered 503"] = _fired_everywhere(run.admin, "fail")
+    run.fired["answers dropped"] = _fired_everywhere(run.admin, "drop")
     for order_id in run.order_ids:
         killed_at = await lost_with(run.client, order_id, run.killed)
         if killed_at is not None:
-            run.labels[order_id] = f"kill {sorted(run.killed.values()).index(killed_at) + 1}"
+            kill = f"kill {sorted(run.killed.values()).index(killed_at) + 1}"
+            run.labels[order_id] = kill
+            run.fired[f"orders interrupted by {kill}"] = (
+                run.fired.get(f"orders interrupted by {kill}", 0) + 1
+            )
             await run.time_recoveries([order_id], killed_at)
+
+
+def _fired_everywhere(admin: SandboxAdmin, fault: str) -> int:
+    """How often ``fault`` fired at all the providers, counted there."""
+    return sum(admin.fired(service)[fault] for service in SERVICES)
 
 
 async def cancel_orders(client: Client, order_ids: list[str]) -> None:
