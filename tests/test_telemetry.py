@@ -293,6 +293,10 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
         await wait_for_status(client, paid.id, OrderStatus.COMPLETED)
         await wait_for_status(client, declined.id, OrderStatus.PAYMENT_DECLINED)
         await wait_for_status(client, parked.id, OrderStatus.NEEDS_ATTENTION)
+        # Every fault above fired, counted at the providers.
+        assert sandbox.fired("payments", f"{paid.id}:") == {"drop": 1}
+        assert sandbox.fired("mail", f"{paid.id}:") == {"fail": 1}
+        assert sandbox.fired("mail", f"{parked.id}:") == {"refuse": 1}
         cancel = ResolveRequest(action=OperatorAction.CANCEL, reason="warehouse refused it")
         assert (await resolve_order(client, parked.id, cancel)).refund_id
 
