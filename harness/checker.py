@@ -345,6 +345,7 @@ class Tally:
     released: int
     charges: int
     refunds: int
+    """Refunds that succeeded (gave money back); pending and failed ones are not counted."""
     confirmation_emails: int
     picklists: int
     shipped_emails: int
@@ -361,7 +362,7 @@ def tally(evidence: Evidence) -> Tally:
         authorizations=sum(e.authorizations for e in effects),
         released=sum(e.released for e in effects),
         charges=sum(e.charges for e in effects),
-        refunds=sum(e.refunds for e in effects),
+        refunds=sum(e.returned for e in effects),  # money given back: succeeded ones
         confirmation_emails=sum(e.emails_of(EmailTemplate.ORDER_CONFIRMATION) for e in effects),
         picklists=sum(e.picklists for e in effects),
         shipped_emails=sum(e.emails_of(EmailTemplate.ORDER_SHIPPED) for e in effects),
