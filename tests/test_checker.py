@@ -539,3 +539,13 @@ def test_amounts_are_held_to_the_order_as_placed_not_as_it_says() -> None:
         "authorized 4500 in 1 authorization, expected 5499: the order's total is 5499",
         "captured 4500 in 1 charge, expected 5499: the order's total is 5499",
     ]
+
+
+def test_the_tally_counts_only_refunds_that_gave_money_back() -> None:
+    pending = refunded(PICKED_THEN_CANCELLED, status="pending")
+    evidence = Evidence(
+        {"o-1": view(OrderStatus.CANCELLED), "o-2": view(OrderStatus.CANCELLED)},
+        {"o-1": CANCELLED_PICKED, "o-2": pending},
+        {},
+    )
+    assert tally(evidence).refunds == 1
