@@ -1,25 +1,29 @@
 """The exactly-once checker: each order's outcome in Temporal against its effects at the providers.
 
 The crash tests, the benchmark and the demo all judge a run with this one module. It reads the
-two records that matter and nothing else: what each workflow says happened to its order, and
-what the providers' ledger says was done (charges, refunds, emails, picklists).
+two records that matter, what each workflow says happened to its order and what the providers'
+ledger says was done (charges, refunds, emails, picklists), against what the run itself knows:
+the orders as it placed them (their totals and currencies) and what it meant each to end as.
 """
 
 import asyncio
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
 from client.orders import OrderNotFound, order_status
 from domain.models import OrderView
 from domain.status import EmailTemplate, OrderStatus
-from harness.drive import gather_limited
+from harness.drive import Placed, gather_limited
 from providers.admin_client import Effects, SandboxAdmin
 
 Outcomes = Mapping[str, OrderView | None]
 """Order id -> the order's read model, or ``None`` when Temporal has no such order."""
+
+UNATTRIBUTED = "(no order id)"
+"""What a violation about ledger rows that carry no order id names instead of an order."""
 
 
 @dataclass(frozen=True)
@@ -35,16 +39,23 @@ class Violation:
 
 @dataclass(frozen=True)
 class Evidence:
-    """Everything the checker judges: the orders' outcomes and the providers' ledger."""
+    """Everything the checker judges: the orders' outcomes and the providers' ledger.
+
+    Judged against the orders as the run placed them.
+    """
 
     outcomes: Outcomes
     ledger: Mapping[str, Effects]
+    placed: Mapping[str, Placed]
+    """Order id -> the order as placed and what it was meant to end as."""
+    unattributed: Effects = field(default_factory=Effects)
+    """The ledger's rows that carry no order id: effects no order explains."""
 
 
 async def gather_evidence(
-    client: Client, admin: SandboxAdmin, order_ids: Iterable[str]
+    client: Client, admin: SandboxAdmin, placed: Iterable[Placed]
 ) -> Evidence:
-    """Read every order's outcome from Temporal, then the ledger from the providers."""
+    """Read every placed order's outcome from Temporal, then the ledger from the providers."""
 
     async def outcome(order_id: str) -> OrderView | None:
         try:
@@ -52,30 +63,37 @@ async def gather_evidence(
         except OrderNotFound:
             return None
 
-    ids = list(order_ids)
-    views = await gather_limited(outcome(order_id) for order_id in ids)
+    orders = {entry.order.id: entry for entry in placed}
+    views = await gather_limited(outcome(order_id) for order_id in orders)
     # The ledger last: whatever an order records having done is then in the ledger too, so
     # the checker can hold running orders to it without racing them.
-    ledger = await asyncio.to_thread(admin.all_effects)
-    return Evidence(dict(zip(ids, views, strict=True)), ledger)
+    ledger = await asyncio.to_thread(admin.ledger)
+    return Evidence(
+        dict(zip(orders, views, strict=True)), ledger.orders, orders, ledger.unattributed
+    )
 
 
 def check(evidence: Evidence, require_final: bool = True) -> list[Violation]:
     """Every broken promise in ``evidence``; an empty list means the run kept them all.
 
-    Each order is judged on its own, from its status in Temporal:
+    Each order is judged on its own, from its status in Temporal and the order as placed:
 
     - Always, even mid-flight: nothing happened twice (payment intents, cancelled intents,
-      authorizations, releases, charges, refunds, picklists, cancelled picklists, emails of
-      any one template), no more was refunded than charged, and every intent, charge, refund
-      and picklist the order records is in the ledger.
-    - Once final, what its outcome promises: the emails it needs exactly once and none it must
-      not send (a confirmation only if the money was taken); a completed order charged once and
-      never refunded, a declined one never charged, a cancelled or out-of-stock one refunded in
-      full if it was charged; no authorization left held (captured or released); one payment
-      intent once the order got past payment; one active picklist if completed, none otherwise.
+      authorizations, releases, charges, refunds that succeeded, picklists, cancelled
+      picklists, emails of any one template); every authorization, capture and release was for
+      the order's total, in its currency; no more was refunded (by refunds that succeeded)
+      than charged; and every intent, charge, refund and picklist the order records is one the
+      ledger holds for it.
+    - Once final, what its outcome promises: the end the run meant for it (completed, declined,
+      out of stock, cancelled); the emails it needs exactly once and none it must not send (a
+      confirmation only if the money was taken); a completed order charged once and never
+      refunded, a declined one never charged, a cancelled or out-of-stock one refunded in full
+      (by refunds that succeeded) if it was charged; no authorization left held (captured or
+      released); one payment intent once the order got past payment; one active picklist if
+      completed, none otherwise.
     - No order is lost: Temporal knows every order that was started and every order the
-      providers acted for.
+      providers acted for; and the ledger holds no row that carries no order id (an effect no
+      order explains).
     - With ``require_final``, every order has finished.
     """
     violations = [
@@ -83,38 +101,46 @@ def check(evidence: Evidence, require_final: bool = True) -> list[Violation]:
         for order_id, effects in evidence.ledger.items()
         if order_id not in evidence.outcomes and (held := _describe(effects))
     ]
+    if held := _describe(evidence.unattributed):
+        violations.append(
+            Violation(UNATTRIBUTED, f"the providers hold {held} that no order explains")
+        )
     for order_id, view in evidence.outcomes.items():
         effects = evidence.ledger.get(order_id, Effects())
-        problems = judge(view, effects)
+        problems = judge(view, effects, evidence.placed.get(order_id))
         if require_final and view is not None and not view.status.is_final:
             problems.append(f"did not finish: still {view.status.value}")
         violations += [Violation(order_id, problem) for problem in problems]
     return sorted(violations, key=lambda violation: violation.order_id)
 
 
-def judge(view: OrderView | None, effects: Effects) -> list[str]:
+def judge(view: OrderView | None, effects: Effects, placed: Placed | None = None) -> list[str]:
     """The broken promises of one order: its read model (``None``: unknown) against its effects.
 
-    An order that has not finished is judged only on what cannot be wrong mid-flight.
+    ``placed`` is the order as the run placed it: its total and currency are the truth the
+    amounts are held to (the read model's own when not given), and its meant end the one the
+    order must reach. An order that has not finished is judged only on what cannot be wrong
+    mid-flight.
     """
     if view is None:
         held = _describe(effects)
         return [f"lost: Temporal has no such order{held and f', but the providers hold {held}'}"]
+    problems = _as_meant(view, placed) + _as_recorded(view, effects)
+    truth = placed.order if placed is not None else view
+    problems += _as_placed(effects, truth.total, truth.currency)
     counts = _counts(effects)
     # Per counted effect, the bounds it must keep, strictest first: only the first one broken
     # is reported, so one fault reads as one line ("2 charges, expected 1 for a completed
     # order", not also "expected at most 1").
     bounds: dict[str, list[_Bound]] = {what: [] for what in counts}
-    problems: list[str] = []
     if view.status.is_final:
         problems += _as_promised(view.status, effects, bounds)
-    _as_recorded(view, bounds)
     for what in counts:
-        if what not in _DERIVED:  # implied by "at most 1" of what they derive from
+        if what not in _UNBOUNDED:  # implied by "at most 1" of what they derive from, or free
             bounds[what].append(_Bound(0, 1))
-    if effects.refunded_amount > effects.charged_amount:
+    if effects.returned_amount > effects.charged_amount:
         problems.append(
-            f"refunded {effects.refunded_amount} of {effects.charged_amount} charged: "
+            f"refunded {effects.returned_amount} of {effects.charged_amount} charged: "
             "more than was charged"
         )
     for what, count in counts.items():
@@ -151,6 +177,9 @@ _ACTIVE_PICKLIST = "active picklist"
 _HELD_AUTHORIZATION = "held authorization"
 """An authorization neither captured nor released: money the customer cannot spend."""
 _DERIVED = (_ACTIVE_PICKLIST, _HELD_AUTHORIZATION)
+_UNSUCCESSFUL_REFUND = "pending or failed refund"
+"""A refund that gave nothing back (yet): a failed one may be followed by one that succeeds."""
+_UNBOUNDED = (*_DERIVED, _UNSUCCESSFUL_REFUND)
 
 _EMAILS: Mapping[OrderStatus, tuple[frozenset[str], frozenset[str]]] = {
     # Final status -> (emails it needs exactly once, emails it may have sent once on the way).
@@ -183,7 +212,8 @@ def _counts(effects: Effects) -> dict[str, int]:
         "authorization": effects.authorizations,
         "released authorization": effects.released,
         "charge": effects.charges,
-        "refund": effects.refunds,
+        "refund": effects.returned,
+        _UNSUCCESSFUL_REFUND: effects.refunds - effects.returned,
         "picklist": effects.picklists,
         "cancelled picklist": effects.cancelled_picklists,
         _ACTIVE_PICKLIST: max(effects.picklists - effects.cancelled_picklists, 0),
@@ -216,6 +246,9 @@ def _as_promised(
     picked = int(status == OrderStatus.COMPLETED)
     bounds[_ACTIVE_PICKLIST].append(_Bound(picked, picked, outcome))
     problems = []
+    if status in (OrderStatus.COMPLETED, OrderStatus.PAYMENT_DECLINED):
+        # Nothing to give back: not even a refund that is still pending or failed.
+        bounds[_UNSUCCESSFUL_REFUND].append(_Bound(0, 0, outcome))
     if status == OrderStatus.COMPLETED:
         bounds["charge"].append(_Bound(1, 1, outcome))
         bounds["refund"].append(_Bound(0, 0, outcome))
@@ -225,9 +258,10 @@ def _as_promised(
         bounds["refund"].append(_Bound(0, 0, outcome))
     elif not charged:
         bounds["refund"].append(_Bound(0, 0, outcome))
-    elif effects.refunded_amount < effects.charged_amount:
+    elif effects.returned_amount < effects.charged_amount:
+        # Only a refund that succeeded gave the money back; a pending or failed one did not.
         problems.append(
-            f"refunded {effects.refunded_amount} of {effects.charged_amount} charged: "
+            f"refunded {effects.returned_amount} of {effects.charged_amount} charged: "
             f"{_an(status.value)} order is refunded in full"
         )
     else:
@@ -236,21 +270,53 @@ def _as_promised(
     return problems
 
 
-def _as_recorded(view: OrderView, bounds: dict[str, list[_Bound]]) -> None:
-    """Add a bound of at least one for each effect the order records having made.
+def _as_meant(view: OrderView, placed: Placed | None) -> list[str]:
+    """Whether a finished order ended as the run meant it to (its own status is no truth)."""
+    if placed is None or not view.status.is_final or view.status == placed.meant:
+        return []
+    return [f"ended {view.status.value}, but the run meant it to end {placed.meant.value}"]
+
+
+def _as_recorded(view: OrderView, effects: Effects) -> list[str]:
+    """Each id the order records (intent, charge, refund, picklist) that the ledger lacks.
 
     These hold mid-flight too: ``gather_evidence`` reads the ledger after the orders, and an
     order records an id only once the provider has answered with it.
     """
     recorded = {
-        "payment intent": view.payment_intent_id,
-        "charge": view.transaction_id,
-        "refund": view.refund_id,
-        "picklist": view.picklist_id,
+        "payment intent": (view.payment_intent_id, effects.ids_of("payment_intent")),
+        "charge": (view.transaction_id, effects.ids_of("charge")),
+        "refund": (view.refund_id, effects.ids_of("refund")),
+        "picklist": (view.picklist_id, effects.ids_of("picklist")),
     }
-    for what, record_id in recorded.items():
-        if record_id is not None:
-            bounds[what].append(_Bound(1, None, f": the order records {what} {record_id}"))
+    return [
+        f"the order records {what} {record_id}, but the ledger holds "
+        f"{', '.join(held) if held else 'none'} for it"
+        for what, (record_id, held) in recorded.items()
+        if record_id is not None and record_id not in held
+    ]
+
+
+def _as_placed(effects: Effects, total: int, currency: str) -> list[str]:
+    """Money handled for other than the order's total, or in another currency than its own.
+
+    Each authorization, capture and release is of the whole total (an order never pays in
+    parts); a wrong amount can hide behind the right counts, so amounts are compared too.
+    """
+    problems = [
+        f"{verb} {amount} in {_count(count, what)}, expected {count * total}: "
+        f"the order's total is {total}"
+        for verb, what, count, amount in (
+            ("authorized", "authorization", effects.authorizations, effects.authorized_amount),
+            ("captured", "charge", effects.charges, effects.charged_amount),
+            ("released", "released authorization", effects.released, effects.released_amount),
+        )
+        if amount != count * total
+    ]
+    others = sorted(set(effects.currencies or ()) - {currency.lower()})
+    if others:
+        problems.append(f"money handled in {', '.join(others)}, expected {currency.lower()}")
+    return problems
 
 
 def _an(word: str) -> str:
@@ -279,6 +345,7 @@ class Tally:
     released: int
     charges: int
     refunds: int
+    """Refunds that succeeded (gave money back); pending and failed ones are not counted."""
     confirmation_emails: int
     picklists: int
     shipped_emails: int
@@ -295,7 +362,7 @@ def tally(evidence: Evidence) -> Tally:
         authorizations=sum(e.authorizations for e in effects),
         released=sum(e.released for e in effects),
         charges=sum(e.charges for e in effects),
-        refunds=sum(e.refunds for e in effects),
+        refunds=sum(e.returned for e in effects),  # money given back: succeeded ones
         confirmation_emails=sum(e.emails_of(EmailTemplate.ORDER_CONFIRMATION) for e in effects),
         picklists=sum(e.picklists for e in effects),
         shipped_emails=sum(e.emails_of(EmailTemplate.ORDER_SHIPPED) for e in effects),

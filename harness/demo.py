@@ -95,7 +95,7 @@ async def demo(run: Run, orders: int) -> int:
     await run.time_recoveries(list(held), killed_at)
     for order_id, seconds in run.recoveries.items():
         say(f"  {order_id} moved on {seconds:.1f}s after the kill")
-    evidence = await gather_evidence(run.client, run.admin, ids)
+    evidence = await gather_evidence(run.client, run.admin, run.placed.values())
     print()
     print(table(evidence))
     print()

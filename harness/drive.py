@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -34,6 +35,33 @@ def sample_order(order_id: str, payment_method: str = "pm_card_visa") -> Order:
     """The README's example order (``examples/order.json``) under another id."""
     data = json.loads((ROOT / "examples" / "order.json").read_text())
     return Order.model_validate({**data, "id": order_id, "payment_method": payment_method})
+
+
+@dataclass(frozen=True)
+class Placed:
+    """An order as a run placed it, and the end the run meant it to reach.
+
+    The checker holds the order's outcome and its money to this, not to what the order says
+    about itself.
+    """
+
+    order: Order
+    meant: OrderStatus
+
+    @classmethod
+    def sample(cls, order_id: str, payment_method: str = "pm_card_visa") -> "Placed":
+        """The README's example order, meant to be declined if it pays with ``DECLINED_CARD``.
+
+        Any other card is meant to complete.
+        """
+        declined = payment_method == DECLINED_CARD
+        meant = OrderStatus.PAYMENT_DECLINED if declined else OrderStatus.COMPLETED
+        return cls(sample_order(order_id, payment_method), meant)
+
+    @property
+    def order_id(self) -> str:
+        """The order's id."""
+        return self.order.id
 
 
 async def gather_limited(calls: Iterable[Awaitable[T]], concurrency: int = 20) -> list[T]:

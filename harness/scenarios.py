@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -26,13 +26,13 @@ from domain.status import OrderStatus, Step
 from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from harness.drive import (
     DECLINED_CARD,
+    Placed,
     finish_orders,
     gather_limited,
     local_activity,
     lost_with,
     recovery_seconds,
     retried_attempts,
-    sample_order,
     ship,
     start_orders,
     wait_for_count,
@@ -54,24 +54,35 @@ class Run:
     client: Client
     admin: SandboxAdmin
     order_ids: list[str] = field(default_factory=list)
+    placed: dict[str, Placed] = field(default_factory=dict)
+    """Order id -> the order as placed and the end the scenario means it to reach."""
     killed: dict[str, float] = field(default_factory=dict)
     """Temporal identity (``pid@host``) of each killed worker -> when it was killed."""
     recoveries: dict[str, float] = field(default_factory=dict)
     """Order id -> seconds from a worker's SIGKILL to the order's next step done."""
     labels: dict[str, str] = field(default_factory=dict)
     """Order id -> where it was interrupted, for reports."""
+    fired: dict[str, int] = field(default_factory=dict)
+    """What the scenario's faults did, counted where they acted (``held captures at the kill``:
+    1): its proof that they fired, which the tests check before judging the outcome."""
 
     async def start(self, count: int, declined_every: int = 0) -> list[str]:
         """Start ``count`` orders; every ``declined_every``-th one pays with a declined card."""
         first = len(self.order_ids)
         ids = [f"{self.name}-{first + i + 1:03d}" for i in range(count)]
         declined = {ids[i] for i in range(count) if declined_every and i % declined_every == 0}
-        orders = [
-            sample_order(oid, DECLINED_CARD if oid in declined else "pm_card_visa") for oid in ids
+        placed = [
+            Placed.sample(oid, DECLINED_CARD if oid in declined else "pm_card_visa") for oid in ids
         ]
-        await start_orders(self.client, orders)
+        await start_orders(self.client, [entry.order for entry in placed])
         self.order_ids += ids
+        self.placed.update((entry.order_id, entry) for entry in placed)
         return ids
+
+    def meant_cancelled(self, order_ids: Collection[str]) -> None:
+        """Mark orders the scenario cancels: they must end cancelled."""
+        for order_id in order_ids:
+            self.placed[order_id] = replace(self.placed[order_id], meant=OrderStatus.CANCELLED)
 
     async def kill_worker(self, name: str = "worker-1", restart: bool = True) -> float:
         """SIGKILL a worker (then start it again); returns when it was killed."""
@@ -105,6 +116,8 @@ class ScenarioResult:
     tally: Tally
     recoveries: dict[str, float]
     labels: dict[str, str]
+    fired: dict[str, int]
+    """What the faults did (``Run.fired``): the proof they fired."""
     kills: int
     """Workers SIGKILLed during the run."""
     retries: int
@@ -127,7 +140,7 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
             run = Run(name, stack, await stack.connect(), admin)
             await scenario(run)
             admin.reset_faults()
-            evidence = await gather_evidence(run.client, admin, run.order_ids)
+            evidence = await gather_evidence(run.client, admin, run.placed.values())
             retries = await gather_limited(retried_attempts(run.client, o) for o in run.order_ids)
         finally:
             admin.close()
@@ -139,6 +152,7 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
         tally=tally(evidence),
         recoveries=run.recoveries,
         labels=run.labels,
+        fired=run.fired,
         kills=len(run.killed),
         retries=sum(retries),
         seconds=time.monotonic() - began,
@@ -180,6 +194,7 @@ async def _kill_at_boundaries(run: Run, commit_held: bool) -> None:
     await wait_held_at_each_step(run.admin)
     await wait_for_count(run.client, OrderStatus.AWAITING_SHIPMENT, 1, DEADLINE)
     run.labels = {order_id: "awaiting shipment" for order_id in ids} | held_steps(run.admin)
+    run.fired["requests held at the kill"] = sum(run.admin.held().values())
     killed_at = await run.kill_worker(restart=False)
     # The dead worker's requests now commit (scenario 2) or fail uncommitted (scenario 1).
     for service in SERVICES:
@@ -214,6 +229,7 @@ async def gateway_drops_after_commit(run: Run) -> None:
     run.admin.set_faults("payments", drop_next=30, drop_replays=True, key_suffix=suffix)
     await run.start(10)
     await run.finish()
+    run.fired["capture answers dropped"] = run.admin.fired("payments")["drop"]
 
 
 # -- 4: a storm of 5xx and slow answers; a paused worker whose late call lands -------------
@@ -232,6 +248,7 @@ async def provider_storm(run: Run) -> None:
     run.admin.set_faults_everywhere(error_rate=0.3, latency_ms=4500)
     await asyncio.sleep(6)
     run.admin.reset_faults()
+    run.fired["requests answered 503"] = _fired_everywhere(run.admin, "fail")
     await run.finish()
 
 
@@ -247,6 +264,7 @@ async def paused_worker_late_call(run: Run) -> None:
     run.admin.set_faults("payments", hold_next=1, key_suffix=f":{Step.PAYMENT_CAPTURE}")
     [order_id] = await run.start(1)
     await asyncio.to_thread(run.admin.wait_held, "payments", 1)
+    run.fired["captures held at the pause"] = run.admin.held()["payments"]
     paused = run.stack.workers["worker-1"]
     paused.send(signal.SIGSTOP)
     try:
@@ -306,8 +324,15 @@ async def _mid_flight(run: Run, orders: int) -> None:
 
 
 async def kill_temporal(run: Run) -> None:
-    """Scenario 5: SIGKILL the Temporal server mid-flight, restart it on the same SQLite file."""
+    """Scenario 5: SIGKILL the Temporal server mid-flight, restart it on the same SQLite file.
+
+    One picklist is held at the warehouse across the kill, so at least one activity is surely
+    in flight when Temporal dies; it is let go once Temporal is back.
+    """
+    run.admin.set_faults("warehouse", hold_next=1, key_suffix=f":{Step.PICKLIST}")
     await _mid_flight(run, 20)
+    await asyncio.to_thread(run.admin.wait_held, "warehouse", 1)
+    run.fired["activities held at the kill"] = run.admin.held()["warehouse"]
     await asyncio.to_thread(run.stack.kill_temporal)
     await asyncio.sleep(1)
     await asyncio.to_thread(run.stack.start_temporal)
@@ -325,6 +350,9 @@ async def kill_providers(run: Run) -> None:
     run.admin.set_faults("warehouse", drop_next=2)
     await _mid_flight(run, 20)
     await asyncio.to_thread(run.admin.wait_held, "mail", 2)
+    # Read before the kill: the providers forget their faults when they die.
+    run.fired["emails held at the kill"] = run.admin.held()["mail"]
+    run.fired["picklist answers dropped"] = run.admin.fired("warehouse")["drop"]
     await asyncio.to_thread(run.stack.kill_providers)
     await asyncio.sleep(2)  # the workers' calls fail meanwhile and are retried with backoff
     await asyncio.to_thread(run.stack.start_providers)
@@ -348,6 +376,7 @@ async def load_with_faults(run: Run, orders: int = 200) -> None:
     await run.start(orders, declined_every=10)
     # The warehouse never ships these, so every cancel is accepted whenever it lands.
     to_cancel = run.order_ids[5::20]
+    run.meant_cancelled(to_cancel)
     cancelling = asyncio.create_task(cancel_orders(run.client, to_cancel))
     finishing = asyncio.create_task(run.finish(within=3 * DEADLINE, keep=set(to_cancel)))
     try:
@@ -359,11 +388,22 @@ async def load_with_faults(run: Run, orders: int = 200) -> None:
         cancelling.cancel()
         finishing.cancel()
     run.admin.reset_faults()
+    run.fired["requests answered 503"] = _fired_everywhere(run.admin, "fail")
+    run.fired["answers dropped"] = _fired_everywhere(run.admin, "drop")
     for order_id in run.order_ids:
         killed_at = await lost_with(run.client, order_id, run.killed)
         if killed_at is not None:
-            run.labels[order_id] = f"kill {sorted(run.killed.values()).index(killed_at) + 1}"
+            kill = f"kill {sorted(run.killed.values()).index(killed_at) + 1}"
+            run.labels[order_id] = kill
+            run.fired[f"orders interrupted by {kill}"] = (
+                run.fired.get(f"orders interrupted by {kill}", 0) + 1
+            )
             await run.time_recoveries([order_id], killed_at)
+
+
+def _fired_everywhere(admin: SandboxAdmin, fault: str) -> int:
+    """How often ``fault`` fired at all the providers, counted there."""
+    return sum(admin.fired(service)[fault] for service in SERVICES)
 
 
 async def cancel_orders(client: Client, order_ids: list[str]) -> None:

@@ -22,34 +22,69 @@ FIELDS = {
     "payment_intents": ("COUNT(*)", "payment_intents", "1"),
     "cancelled_intents": ("COUNT(*)", "payment_intents", "status = 'canceled'"),
     "authorizations": ("COUNT(*)", "charges", "status = 'succeeded'"),
+    "authorized_amount": ("SUM(amount)", "charges", "status = 'succeeded'"),
     "charges": ("COUNT(*)", "charges", "captured = 1"),
     "charged_amount": ("SUM(amount_captured)", "charges", "captured = 1"),
     "released": ("COUNT(*)", "charges", "released_at IS NOT NULL"),
     "released_amount": ("SUM(amount)", "charges", "released_at IS NOT NULL"),
-    # Money comes back only with a refund that succeeded; a pending one may still fail.
-    "refunds": ("COUNT(*)", "refunds", "status = 'succeeded'"),
-    "refunded_amount": ("SUM(amount)", "refunds", "status = 'succeeded'"),
-    "pending_refunds": ("COUNT(*)", "refunds", "status = 'pending'"),
-    "failed_refunds": ("COUNT(*)", "refunds", "status = 'failed'"),
+    # Every refund made, whatever its status; refunds_by_status says which gave money back.
+    "refunds": ("COUNT(*)", "refunds", "1"),
+    "refunded_amount": ("SUM(amount)", "refunds", "1"),
     "picklists": ("COUNT(*)", "picklists", "1"),
     "cancelled_picklists": ("COUNT(*)", "picklists", "status = 'cancelled'"),
 }
+# Summary field -> table whose row ids it lists, oldest first: what an order can record.
+IDS = {
+    "payment_intent": "payment_intents",
+    "charge": "charges",
+    "refund": "refunds",
+    "picklist": "picklists",
+}
+# The tables whose currency an order's money was handled in (refunds' may be unknown: NULL).
+CURRENCY_TABLES = ("payment_intents", "charges", "refunds")
+UNATTRIBUTED = "order_id = ''"
+"""Rows no order explains: a payment intent created without metadata[order_id], and what
+followed from it."""
 
 
 def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, dict[str, Any]]:
-    """Count (and for money, sum) each order's effects; a filtered order with none shows zeros."""
+    """Count (and for money, sum) each order's effects; a filtered order with none shows zeros.
+
+    Rows without an order id are left out here; ``unattributed_summary`` counts them.
+    """
+    if order_id is not None:
+        orders = _summaries(db, "order_id = ?", (order_id,))
+        return {order_id: orders.get(order_id, _empty())}
+    return _summaries(db, f"NOT ({UNATTRIBUTED})", ())
+
+
+def unattributed_summary(db: sqlite3.Connection) -> dict[str, Any]:
+    """The effects of the rows that carry no order id, summed as one order's (zeros if none)."""
+    summary: dict[str, Any] = _summaries(db, UNATTRIBUTED, ()).get("", _empty())
+    return summary
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        **dict.fromkeys(FIELDS, 0),
+        "emails": {},
+        "ids": {kind: [] for kind in IDS},
+        "refunds_by_status": {},
+        "refunded_by_status": {},
+        "currencies": [],
+    }
+
+
+def _summaries(db: sqlite3.Connection, where: str, args: tuple[str, ...]) -> dict[str, Any]:
+    """Each order's summary over the rows that match ``where`` (SQL on ``order_id``)."""
     orders: dict[str, dict[str, Any]] = {}
     # What the gateway's clock would have done by now is counted as done.
     payment_intents.expire_due(db)
     refunds.settle_due(db)
 
     def entry(order: str) -> dict[str, Any]:
-        return orders.setdefault(order, {**dict.fromkeys(FIELDS, 0), "emails": {}})
+        return orders.setdefault(order, _empty())
 
-    if order_id is not None:
-        entry(order_id)
-    # A payment intent created without metadata[order_id] belongs to no order.
-    where, args = ("order_id = ?", (order_id,)) if order_id is not None else ("order_id != ''", ())
     for name, (aggregate, table, condition) in FIELDS.items():
         sql = f"SELECT order_id, {aggregate} FROM {table} WHERE {where} AND {condition} GROUP BY 1"
         for order, value in db.execute(sql, args):
@@ -57,6 +92,20 @@ def ledger_summary(db: sqlite3.Connection, order_id: str | None) -> dict[str, di
     sql = f"SELECT order_id, template, COUNT(*) FROM messages WHERE {where} GROUP BY 1, 2"
     for order, template, count in db.execute(sql, args):
         entry(order)["emails"][template] = count
+    for kind, table in IDS.items():
+        sql = f"SELECT order_id, id FROM {table} WHERE {where} ORDER BY rowid"
+        for order, row_id in db.execute(sql, args):
+            entry(order)["ids"][kind].append(row_id)
+    # Only a refund that succeeded gave money back: the checker reads refunds by status.
+    sql = f"SELECT order_id, status, COUNT(*), SUM(amount) FROM refunds WHERE {where} GROUP BY 1, 2"
+    for order, status, count, amount in db.execute(sql, args):
+        entry(order)["refunds_by_status"][status] = count
+        entry(order)["refunded_by_status"][status] = amount
+    for table in CURRENCY_TABLES:
+        sql = f"SELECT DISTINCT order_id, lower(currency) FROM {table} WHERE {where}"
+        for order, currency in db.execute(f"{sql} AND currency IS NOT NULL", args):
+            if currency not in entry(order)["currencies"]:
+                entry(order)["currencies"].append(currency)
     return orders
 
 
@@ -66,9 +115,15 @@ async def get_ledger_summary(ledger: LedgerDep, order_id: QueryId = None) -> dic
 
     ``charges``/``charged_amount`` count captured money only; ``authorizations`` every charge
     an approved confirm made (captured or not); ``released``/``released_amount`` the
-    authorizations a cancel let go (no money moved).
+    authorizations a cancel let go (no money moved). ``ids`` lists the order's intents,
+    charges, refunds and picklists; ``refunds_by_status``/``refunded_by_status`` count and sum
+    its refunds by status; ``currencies`` are those its money was handled in. Unfiltered, the
+    answer also sums the rows that carry no order id (``unattributed``).
     """
-    return {"orders": ledger_summary(ledger.db, order_id)}
+    summary: dict[str, Any] = {"orders": ledger_summary(ledger.db, order_id)}
+    if order_id is None:
+        summary["unattributed"] = unattributed_summary(ledger.db)
+    return summary
 
 
 @router.post("/keys/expire")
@@ -156,6 +211,23 @@ async def deliver_delayed(service: str, faults: FaultsDep) -> dict[str, int]:
     meanwhile (the caller may have given up on it long ago).
     """
     return {"delivered": faults.deliver(service)}
+
+
+@router.get("/faults/fired")
+async def get_fired(
+    faults: FaultsDep,
+    prefix: Annotated[str, Query(max_length=MAX_IDEMPOTENCY_KEY_LENGTH)] = "",
+) -> dict[str, list[dict[str, str]]]:
+    """Per service, each fault injected so far (oldest first) on a key starting with ``prefix``.
+
+    ``fault`` is ``fail``, ``hold``, ``drop``, ``reject``, ``refuse`` or ``server_error``: a
+    test's proof, counted where it acted, that the fault it set fired (a ``key_prefix`` that
+    matches nothing, or a fault set too late, leaves this empty).
+    """
+    return {
+        service: [{"fault": fault, "key": key} for fault, key in fired]
+        for service, fired in faults.fired(prefix).items()
+    }
 
 
 @router.get("/held")

@@ -5,10 +5,13 @@ where a double charge or a second email would show.
 """
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from domain.status import RefundStatus
 
 SERVICES = ("payments", "mail", "warehouse")
 
@@ -17,11 +20,14 @@ SERVICES = ("payments", "mail", "warehouse")
 class Effects:
     """What the providers' ledger holds for one order; amounts are in minor units.
 
-    ``charges``/``charged_amount``: captured money (it moved). ``authorizations``: charges an
-    approved confirm made, captured or not. ``released``/``released_amount``: authorizations
-    a cancel let go, or that expired (no money moved). ``refunds``/``refunded_amount``: refunds
-    that succeeded (money given back); ``pending_refunds`` may still fail; ``failed_refunds``
-    gave nothing back.
+    ``charges``/``charged_amount``: captured money (it moved). ``authorizations``/
+    ``authorized_amount``: charges an approved confirm made, captured or not.
+    ``released``/``released_amount``: authorizations a cancel let go, or that expired (no money
+    moved).
+    ``refunds``/``refunded_amount``: refunds of any status; ``refunds_by_status`` and
+    ``refunded_by_status`` split them (only ``succeeded`` ones returned money). ``ids``: kind
+    (``payment_intent``, ``charge``, ``refund``, ``picklist``) -> row ids, oldest first.
+    ``currencies``: the currencies (lower case) the order's money was handled in.
     """
 
     payment_intents: int = 0
@@ -34,14 +40,39 @@ class Effects:
     charged_amount: int = 0
     refunded_amount: int = 0
     authorizations: int = 0
+    authorized_amount: int = 0
     released: int = 0
     released_amount: int = 0
-    pending_refunds: int = 0
-    failed_refunds: int = 0
+    ids: dict[str, list[str]] | None = None
+    refunds_by_status: dict[str, int] | None = None
+    refunded_by_status: dict[str, int] | None = None
+    currencies: list[str] | None = None
 
     def emails_of(self, template: str) -> int:
         """How many emails of one template went out."""
         return (self.emails or {}).get(template, 0)
+
+    def ids_of(self, kind: str) -> list[str]:
+        """The ids of the order's rows of one kind (``charge``...), oldest first."""
+        return (self.ids or {}).get(kind, [])
+
+    @property
+    def returned(self) -> int:
+        """How many refunds gave money back (succeeded)."""
+        return (self.refunds_by_status or {}).get(RefundStatus.SUCCEEDED, 0)
+
+    @property
+    def returned_amount(self) -> int:
+        """The money refunds gave back: those that succeeded, not pending or failed ones."""
+        return (self.refunded_by_status or {}).get(RefundStatus.SUCCEEDED, 0)
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """The whole ledger: each order's effects, and those of rows that carry no order id."""
+
+    orders: dict[str, Effects]
+    unattributed: Effects
 
 
 class SandboxAdmin:
@@ -63,6 +94,12 @@ class SandboxAdmin:
         params = {"order_id": order_id} if order_id else {}
         orders = self._get("/admin/ledger", params)["orders"]
         return {oid: Effects(**counts) for oid, counts in orders.items()}
+
+    def ledger(self) -> LedgerView:
+        """Every order's effects and the unattributed rows', read in one request."""
+        summary = self._get("/admin/ledger", {})
+        orders = {oid: Effects(**counts) for oid, counts in summary["orders"].items()}
+        return LedgerView(orders, Effects(**summary["unattributed"]))
 
     def set_faults(self, service: str, **faults: float | str | bool) -> dict[str, Any]:
         """Set faults on one service (``error_rate``, ``refuse_next``, ``key_prefix``...)."""
@@ -105,6 +142,20 @@ class SandboxAdmin:
         """
         data: list[dict[str, Any]] = self._get("/admin/keys", {"prefix": prefix})["data"]
         return data
+
+    def fired(self, service: str, prefix: str = "") -> Counter[str]:
+        """How often each fault (``fail``, ``drop``, ``hold``...) fired at ``service``.
+
+        Counted at the provider, on keys starting with ``prefix``: proof that a fault set took
+        effect (a ``key_prefix`` that matches nothing leaves it empty).
+        """
+        fired = self._get("/admin/faults/fired", {"prefix": prefix})[service]
+        return Counter(entry["fault"] for entry in fired)
+
+    def unfired(self, service: str) -> dict[str, int]:
+        """The ``*_next`` faults of ``service`` still waiting to fire (none: all have fired)."""
+        config = self._get("/admin/faults", {})[service]
+        return {name: n for name, n in config.items() if name.endswith("_next") and n}
 
     def held(self) -> dict[str, int]:
         """How many requests each service is holding right now."""

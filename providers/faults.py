@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -52,6 +53,8 @@ RefundFailureReason = Literal[
     "unknown",
 ]
 """Stripe's ``failure_reason`` values for a refund that failed."""
+FIRED_KEPT = 10_000
+"""How many fired faults each service remembers (the oldest are forgotten first)."""
 
 
 class FaultConfig(BaseModel):
@@ -193,6 +196,11 @@ class FaultPlan:
     refuse: bool = False
     server_error: bool = False
 
+    def fired(self) -> list[str]:
+        """The faults this plan injects, by name (latency is not one: nothing fails)."""
+        names = ("fail", "hold", "drop", "reject", "refuse", "server_error")
+        return [name for name in names if getattr(self, name)]
+
 
 @dataclass
 class _Waiting:
@@ -210,6 +218,9 @@ class _Service:
     held: list[_Waiting] = field(default_factory=list)
     # Requests delayed before their claim: the only trace of them until they are delivered.
     delayed: list[_Waiting] = field(default_factory=list)
+    # (fault, idempotency key) of each fault injected, oldest first: a test's proof that its
+    # fault fired. Kept across resets, as a log of what happened.
+    fired: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=FIRED_KEPT))
 
 
 class Faults:
@@ -260,6 +271,11 @@ class Faults:
 
     def plan(self, service: str, key: str, path: str) -> FaultPlan:
         """Decide the faults for one new request, consuming the ``*_next`` counters."""
+        plan = self._plan(service, key, path)
+        self._get(service).fired.extend((fault, key) for fault in plan.fired())
+        return plan
+
+    def _plan(self, service: str, key: str, path: str) -> FaultPlan:
         config = self._get(service).config
         if not config.targets(key, path):
             return FaultPlan()
@@ -288,6 +304,8 @@ class Faults:
             return False
         drop = config.drop_next > 0 or random.random() < config.drop_rate
         config.drop_next = max(0, config.drop_next - 1)
+        if drop:
+            self._get(service).fired.append(("drop", key))
         return drop
 
     async def hold(self, service: str, key: str) -> None:
@@ -330,6 +348,13 @@ class Faults:
             held.fail = fail
             held.released.set()
         return len(released)
+
+    def fired(self, prefix: str = "") -> dict[str, list[tuple[str, str]]]:
+        """Each service's injected faults (fault, key) whose key starts with ``prefix``."""
+        return {
+            name: [(fault, key) for fault, key in state.fired if key.startswith(prefix)]
+            for name, state in self._services.items()
+        }
 
     def held_counts(self) -> dict[str, int]:
         """Return how many requests each service is holding right now."""

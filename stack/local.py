@@ -31,6 +31,7 @@ from security.keys import (
     read_key_file,
 )
 from stack.processes import (
+    ROOT,
     ManagedProcess,
     StackError,
     free_port,
@@ -96,6 +97,8 @@ class LocalStack:
     """Each worker's metrics port, kept when it is started again."""
     worker_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Each worker's own variables (such as ``ORDERS_BUILD_ID``), kept when it starts again."""
+    worker_sources: dict[str, Path] = field(default_factory=dict)
+    """The sources a worker runs when not this repository's (another build), kept likewise."""
     current_build_id: str | None = None
     """The build id this stack last made current (versioning only)."""
     _codec_env: dict[str, str] | None = field(default=None, repr=False)
@@ -250,16 +253,24 @@ class LocalStack:
         )
 
     def start_worker(
-        self, name: str, env: dict[str, str] | None = None, make_current: bool = True
+        self,
+        name: str,
+        env: dict[str, str] | None = None,
+        make_current: bool = True,
+        source: Path | None = None,
     ) -> ManagedProcess:
         """Start (or start again) the worker called ``name``; returns once it polls.
 
-        ``env`` adds its own variables (``None``: those it had last time). With versioning,
-        its version is then made current unless ``make_current`` is false (a rollout that
-        starts the new build beside the old one and switches later).
+        ``env`` adds its own variables (``None``: those it had last time); ``source`` is the
+        folder of another build's sources it runs (``None``: those it ran last time, by default
+        this repository's). With versioning, its version is then made current unless
+        ``make_current`` is false (a rollout that starts the new build beside the old one and
+        switches later).
         """
         if env is not None:
             self.worker_env[name] = env
+        if source is not None:
+            self.worker_sources[name] = source
         own = self.worker_env.get(name, {})
         self.announce(f"Starting {name} ...")
         self.workers[name] = start_worker(
@@ -274,6 +285,7 @@ class LocalStack:
                 **own,
             },
             metrics_port=self._metrics_port(name),
+            source=self.worker_sources.get(name, ROOT),
         )
         if self.versioning and make_current:
             version = self.worker_version(name)

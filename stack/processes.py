@@ -127,15 +127,22 @@ def find_binary(name: str) -> str:
 
 
 def spawn(
-    name: str, command: list[str], log_path: Path, env: dict[str, str] | None = None
+    name: str,
+    command: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> ManagedProcess:
-    """Start a command in its own process group with its output going to ``log_path``."""
+    """Start a command in its own process group with its output going to ``log_path``.
+
+    It runs in ``cwd`` (the repository, unless another build's sources are meant).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("ab")
     offset = log.tell()
     popen = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -275,11 +282,14 @@ def start_worker(
     name: str = "worker",
     extra_env: dict[str, str] | None = None,
     metrics_port: int | None = None,
+    source: Path = ROOT,
 ) -> ManagedProcess:
     """A ``worker.py`` process; it is ready once it logs that it polls.
 
     ``extra_env`` adds variables such as where its encryption keys are. ``metrics_port``: where
     it serves Prometheus metrics (``None``: nowhere, whatever this process's environment says).
+    ``source``: the folder whose ``worker.py`` and packages it runs (another build's sources,
+    as a rollout test deploys them; by default this repository's).
     """
     env = {
         **(extra_env or {}),
@@ -291,7 +301,7 @@ def start_worker(
     }
     if task_queue:
         env["ORDERS_TASK_QUEUE"] = task_queue
-    process = spawn(name, [sys.executable, "worker.py"], log_path, env)
+    process = spawn(name, [sys.executable, "worker.py"], log_path, env, source)
     wait_for_log(process, "worker polling", timeout=30.0)
     return process
 

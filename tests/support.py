@@ -22,6 +22,7 @@ from client.orders import order_status, start_order
 from client.temporal import DATA_CONVERTER, register_search_attributes
 from config.settings import ProviderSettings
 from domain.models import Order, OrderView
+from domain.search_attributes import ORDER_STATUS
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from worker import build_worker
@@ -107,6 +108,20 @@ async def until_cancel_request_handled(handle: WorkflowHandle[Any, Any]) -> None
         return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in after
 
     await eventually(handled, "the worker handled the cancel request")
+
+
+async def until_listed(client: Client, order_id: str, status: OrderStatus) -> None:
+    """Wait until Temporal's visibility store lists the order under ``status``.
+
+    Listings read visibility, which the order's search attributes reach a moment after its
+    query already answers with the new status: a listing made right then can miss it.
+    """
+    query = f"WorkflowId = '{order_id}' AND {ORDER_STATUS.name} = '{status.value}'"
+
+    async def listed() -> bool:
+        return (await client.count_workflows(query)).count == 1
+
+    await eventually(listed, f"{order_id} is listed as {status.value}")
 
 
 async def wait_for_status(

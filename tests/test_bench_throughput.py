@@ -247,8 +247,9 @@ def test_a_double_charge_fails_the_run_loudly(report: dict[str, Any]) -> None:
         charged_amount=9000,
         picklists=1,
         emails={EmailTemplate.ORDER_CONFIRMATION: 1, EmailTemplate.ORDER_SHIPPED: 1},
+        ids={"payment_intent": ["pi_1"], "charge": ["ch_1"], "picklist": ["pl_1"]},
     )
-    verdict = judge(Evidence({view.order_id: view}, {view.order_id: charged_twice}))
+    verdict = judge(Evidence({view.order_id: view}, {view.order_id: charged_twice}, {}))
     assert not verdict["passed"]
     assert verdict["violations"] == ["real-c1-00000: 2 charges, expected 1 for a completed order"]
     broken = {**report, "exactly_once": verdict}
@@ -605,7 +606,7 @@ def scaled_report() -> dict[str, Any]:
         "levels": [_level(1, 1.6, 0.4, 0.377), _level(2, 3.0, 0.6, 0.5)],
         "park": None,
         "peak_memory_mb": {"worker": 110.0, "temporal": 110.0},
-        "exactly_once": judge(Evidence({}, {})),
+        "exactly_once": judge(Evidence({}, {}, {})),
     }
 
 

@@ -60,6 +60,7 @@ async def test_worker_killed_at_every_step_boundary(tmp_path: Path, scenario: st
     # commit: the provider commits it after the worker died; the retry gets it replayed.
     result = await run_scenario(scenario, tmp_path)
 
+    assert result.fired == {"requests held at the kill": 3}  # a capture, an email, a picklist
     assert_exactly_once(result, completed=4)
     assert set(result.labels.values()) == BOUNDARIES
     assert result.recoveries.keys() == result.labels.keys()  # each moved on after the kill
@@ -68,6 +69,7 @@ async def test_worker_killed_at_every_step_boundary(tmp_path: Path, scenario: st
 async def test_gateway_commits_then_drops_the_answer_again_and_again(tmp_path: Path) -> None:
     result = await run_scenario("gateway-drops-after-commit", tmp_path)
 
+    assert result.fired == {"capture answers dropped": 30}
     assert_exactly_once(result, completed=10)
     assert result.retries >= 30  # at least one retry per lost answer, and no charge for any
 
@@ -75,6 +77,7 @@ async def test_gateway_commits_then_drops_the_answer_again_and_again(tmp_path: P
 async def test_storm_of_5xx_and_slow_answers_from_every_provider(tmp_path: Path) -> None:
     result = await run_scenario("provider-storm", tmp_path)
 
+    assert result.fired["requests answered 503"] > 0
     assert_exactly_once(result, completed=16, declined=4)
     assert result.retries > 0
 
@@ -84,6 +87,7 @@ async def test_paused_worker_late_charge_is_absorbed_by_the_idempotency_key(
 ) -> None:
     result = await run_scenario("paused-worker-late-call", tmp_path)
 
+    assert result.fired == {"captures held at the pause": 1}
     assert_exactly_once(result, completed=5)
     paused = result.evidence.outcomes["paused-worker-late-call-001"]
     assert paused is not None and paused.transaction_id is not None
@@ -93,12 +97,14 @@ async def test_paused_worker_late_charge_is_absorbed_by_the_idempotency_key(
 async def test_temporal_killed_mid_flight_resumes_every_order(tmp_path: Path) -> None:
     result = await run_scenario("kill-temporal", tmp_path)
 
+    assert result.fired == {"activities held at the kill": 1}
     assert_exactly_once(result, completed=20)
 
 
 async def test_providers_killed_mid_flight_lose_and_double_nothing(tmp_path: Path) -> None:
     result = await run_scenario("kill-providers", tmp_path)
 
+    assert result.fired == {"emails held at the kill": 2, "picklist answers dropped": 2}
     assert_exactly_once(result, completed=20)
     assert result.retries > 0
 
@@ -106,6 +112,10 @@ async def test_providers_killed_mid_flight_lose_and_double_nothing(tmp_path: Pat
 async def test_200_orders_with_faults_cancels_and_two_worker_kills(tmp_path: Path) -> None:
     result = await run_scenario("load-with-faults", tmp_path)
 
+    assert result.fired["requests answered 503"] > 0 and result.fired["answers dropped"] > 0
+    # Each kill interrupted orders (read from their histories), so each was a real crash.
+    assert result.fired["orders interrupted by kill 1"] > 0
+    assert result.fired["orders interrupted by kill 2"] > 0
     assert_exactly_once(result, completed=170, declined=20, cancelled=10)
     assert result.kills == 2
     assert result.retries > 0

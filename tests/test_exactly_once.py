@@ -173,6 +173,10 @@ async def test_cancel_is_prompt_while_the_gateway_answers_503(
         lambda view: bool(view.timeline) and view.timeline[0].step == Step.PAYMENT_INTENT,
         "it tries to create the intent",
     )
+    await until(
+        lambda: sandbox.fired("payments", f"{order.id}:")["fail"] >= 2,
+        "the gateway answered two of its tries 503",
+    )
 
     cancel = await start_cancel(client, order, "gave up waiting")
     view = await asyncio.wait_for(cancel.result(), timeout=60)
@@ -291,6 +295,11 @@ async def test_an_effect_whose_answer_was_lost_and_key_expired_happens_once(
     view = await wait_for_status(client, order.id, OrderStatus.NEEDS_ATTENTION)
     assert view.attention_step == step
     assert view.attention_reason and "failing for over 3 seconds" in view.attention_reason
+    # The provider did act, once, and every answer (replays too) was lost on the way.
+    assert sandbox.fired(service, f"{order.id}:{step.value}")["drop"] >= 2
+    effects = sandbox.effects(order.id)
+    assert effects.picklists == 1  # the picklist comes before the email
+    assert effects.emails_of(EmailTemplate.ORDER_CONFIRMATION) == int(step != Step.PICKLIST)
 
     sandbox.reset_faults()
     assert sandbox.expire_keys(f"{order.id}:") > 0

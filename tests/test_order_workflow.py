@@ -140,21 +140,30 @@ async def test_declined_card_is_not_retried_and_gets_one_decline_email(
 
 
 @pytest.mark.parametrize(
-    "faults",
+    ("faults", "fired"),
     [
-        {"fail_next": 3},  # 503 before anything happens
-        {"drop_next": 3},  # intent, authorization and capture commit, then the answer is lost
+        # 503 before anything happens: the first three tries at each provider.
+        ({"fail_next": 3}, {"payments": {"fail": 3}, "mail": {"fail": 3}}),
+        # Intent, authorization and capture commit, then the answer is lost (the email once:
+        # its retry gets the stored answer, which is not dropped).
+        ({"drop_next": 3}, {"payments": {"drop": 3}, "mail": {"drop": 1}}),
     ],
     ids=["5xx", "commit-then-drop"],
 )
 async def test_transient_gateway_faults_are_retried_to_exactly_one_charge(
-    client: Client, sandbox: SandboxAdmin, task_queue: str, faults: dict[str, int]
+    client: Client,
+    sandbox: SandboxAdmin,
+    task_queue: str,
+    faults: dict[str, int],
+    fired: dict[str, dict[str, int]],
 ) -> None:
     order = make_order()
     sandbox.set_faults("payments", key_prefix=f"{order.id}:", **faults)
     sandbox.set_faults("mail", key_prefix=f"{order.id}:", **faults)
     await start_order(client, order, task_queue)
     await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    for service, counted in fired.items():  # the faults fired, counted at the providers
+        assert sandbox.fired(service, f"{order.id}:") == counted, service
 
     effects = sandbox.effects(order.id)
     assert (effects.payment_intents, effects.authorizations, effects.charges) == (1, 1, 1)

@@ -84,6 +84,7 @@ async def test_a_capture_whose_answer_was_lost_is_retried_under_its_key_once(
     with pytest.raises(ApplicationError) as lost:
         await RUN(payments.capture_payment, capture(order_id, intent.id))
     assert lost.value.type == PROVIDER_UNAVAILABLE and not lost.value.non_retryable
+    assert sandbox.fired("payments", f"{order_id}:") == {"drop": 1}  # committed, answer lost
     charge = await RUN(payments.capture_payment, capture(order_id, intent.id))
 
     effects = sandbox.effects(order_id)

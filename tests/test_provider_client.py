@@ -77,6 +77,7 @@ async def test_a_503_is_retryable_and_a_refusal_is_final(
     assert refused.value.type == PROVIDER_REJECTED and refused.value.non_retryable
     assert "mail answered 422" in str(refused.value)
     assert refused.value.details  # the provider's error body, for the operator
+    assert sandbox.fired("mail", f"{order_id}:") == {"fail": 1, "refuse": 1}
     assert sandbox.effects(order_id).emails_of(EmailTemplate.ORDER_CONFIRMATION.value) == 0
 
 

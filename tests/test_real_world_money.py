@@ -73,7 +73,7 @@ async def test_a_pending_refund_is_followed_to_its_outcome(
 
     if not fails:
         view = await wait_for_status(client, order.id, OrderStatus.CANCELLED)
-        assert (view.refund_status, sandbox.effects(order.id).refunds) == ("succeeded", 1)
+        assert (view.refund_status, sandbox.effects(order.id).returned) == ("succeeded", 1)
         assert sandbox.effects(order.id).emails == {CONFIRMATION: 1, CANCELLED: 1}
         return
 
@@ -82,13 +82,13 @@ async def test_a_pending_refund_is_followed_to_its_outcome(
         f"refund {failed.refund_id} failed: expired_or_canceled_card"
     )
     effects = sandbox.effects(order.id)
-    assert (effects.refunds, effects.failed_refunds, effects.refunded_amount) == (0, 1, 0)
+    assert (effects.refunds_by_status, effects.returned_amount) == ({"failed": 1}, 0)
     assert effects.emails == {CONFIRMATION: 1, CANCELLED: 1, REFUND_FAILED: 1}
 
     await resolve_order(client, order.id, ResolveRequest(action=OperatorAction.RETRY))
     view = await wait_for_status(client, order.id, OrderStatus.CANCELLED)
     effects = sandbox.effects(order.id)
-    assert (effects.refunds, effects.failed_refunds) == (1, 1)
-    assert effects.refunded_amount == effects.charged_amount == order.total
+    assert effects.refunds_by_status == {"failed": 1, "succeeded": 1}
+    assert effects.returned_amount == effects.charged_amount == order.total
     assert view.refund_status == "succeeded" and view.refund_id != failed.refund_id
     assert effects.emails == {CONFIRMATION: 1, CANCELLED: 1, REFUND_FAILED: 1}

@@ -18,7 +18,13 @@ from domain.rules import ship_refusal
 from domain.status import OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from stack.processes import free_port
-from tests.support import make_order, order_awaiting_shipment, run_starter, wait_for_status
+from tests.support import (
+    make_order,
+    order_awaiting_shipment,
+    run_starter,
+    until_listed,
+    wait_for_status,
+)
 from workflows.order import OrderWorkflow
 
 
@@ -53,6 +59,7 @@ async def test_start_ship_status_and_list_through_the_cli(
     assert started.returncode == 0, started.stderr
     assert f"order {order_id} started: 45.00 USD" in started.stdout
     await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
+    await until_listed(client, order_id, OrderStatus.AWAITING_SHIPMENT)
 
     listed = await run_starter("list", "--status", "awaiting-shipment", address=address)
     assert listed.returncode == 0 and order_id in listed.stdout
@@ -283,14 +290,16 @@ async def test_shipping_before_payment_is_refused_by_the_rule(
 async def test_resolve_and_listing_the_needs_attention_queue(
     client: Client, sandbox: SandboxAdmin, address: str, task_queue: str, tmp_path: Path
 ) -> None:
-    sandbox.set_faults("payments", error_rate=1.0)
     order_id, path = write_order(tmp_path)
+    sandbox.set_faults("payments", error_rate=1.0, key_prefix=f"{order_id}:")
     started = await run_starter(
         "start", "--file", str(path), "--payment-retry-budget", "2s",
         address=address, task_queue=task_queue,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     await wait_for_status(client, order_id, OrderStatus.NEEDS_ATTENTION)
+    assert sandbox.fired("payments", f"{order_id}:")["fail"] > 0  # the gateway did fail it
+    await until_listed(client, order_id, OrderStatus.NEEDS_ATTENTION)
 
     queue = await run_starter("list", "--status", "needs-attention", address=address)
     assert order_id in queue.stdout

@@ -283,16 +283,22 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
             "payments", drop_next=1, key_prefix=f"{paid.id}:", key_suffix="payment-capture"
         )
         sandbox.set_faults("mail", fail_next=1, key_prefix=f"{paid.id}:")
-        # The mail service refuses one order's confirmation (after its capture): that order
-        # needs an operator, who cancels it, so its money is refunded.
-        sandbox.set_faults("mail", refuse_next=1, key_prefix=f"{parked.id}:")
-        for order in (paid, declined, parked):
+        for order in (paid, declined):
             await start_order(client, order, queue)
         await wait_for_status(client, paid.id, OrderStatus.AWAITING_SHIPMENT)
+        # The mail service refuses one order's confirmation (after its capture): that order
+        # needs an operator, who cancels it, so its money is refunded. Set only now: a
+        # service has one key_prefix, and this one would have moved paid's 503 onto parked.
+        sandbox.set_faults("mail", refuse_next=1, key_prefix=f"{parked.id}:")
+        await start_order(client, parked, queue)
         await ship_order(client, paid.id, Shipment(carrier="UPS", tracking_number="1Z999AA1"))
         await wait_for_status(client, paid.id, OrderStatus.COMPLETED)
         await wait_for_status(client, declined.id, OrderStatus.PAYMENT_DECLINED)
         await wait_for_status(client, parked.id, OrderStatus.NEEDS_ATTENTION)
+        # Every fault above fired, counted at the providers.
+        assert sandbox.fired("payments", f"{paid.id}:") == {"drop": 1}
+        assert sandbox.fired("mail", f"{paid.id}:") == {"fail": 1}
+        assert sandbox.fired("mail", f"{parked.id}:") == {"refuse": 1}
         cancel = ResolveRequest(action=OperatorAction.CANCEL, reason="warehouse refused it")
         assert (await resolve_order(client, parked.id, cancel)).refund_id
 

@@ -3,7 +3,8 @@
 The rollout runs on real processes (``LocalStack(versioning=True)``): Temporal's dev server,
 the providers and ``worker.py`` processes of two builds of the ``orders`` deployment. Build A
 takes orders; some reach the wait for shipment, others are held mid-payment at the gateway.
-Build B starts beside A and is made current with ``temporal worker deployment
+Build B (this code with one change to the order workflow, behind a new patch, as a real next
+build would carry) starts beside A and is made current with ``temporal worker deployment
 set-current-version``; A is stopped while its captures are still held; the held captures
 commit, the waiting orders are shipped, and every order completes on B with exactly one of each
 effect (the checker). New orders run on B; A shows as drained. Then the rollback: A again,
@@ -13,6 +14,7 @@ made current again, and a new order runs on A.
 import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,11 +26,12 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.enums.v1 import VersioningBehavior as VersioningBehaviorProto
 from temporalio.client import Client
-from temporalio.common import VersioningBehavior
+from temporalio.common import SearchAttributeKey, VersioningBehavior
 
 from client.orders import ship_order
 from config.settings import (
     BUILD_ID_ENV,
+    BUILD_SOURCES,
     CONTROLLER_BUILD_ID_ENV,
     CONTROLLER_DEPLOYMENT_NAME_ENV,
     DEFAULT_DEPLOYMENT_NAME,
@@ -40,7 +43,7 @@ from config.settings import (
 )
 from domain.status import OrderStatus, Step
 from harness.checker import check, gather_evidence
-from harness.drive import SHIPMENT, sample_order, start_orders
+from harness.drive import SHIPMENT, Placed, sample_order, start_orders
 from stack.local import LocalStack
 from stack.processes import ROOT
 from tests.support import wait_for_status
@@ -140,6 +143,47 @@ def test_workflows_declare_no_behaviour_of_their_own() -> None:
 BUILD_A = "rollout-a"
 BUILD_B = "rollout-b"
 DEPLOYMENT = DEFAULT_DEPLOYMENT_NAME
+
+B_PATCH = "rollout-b-received-note"
+"""Build B's change, asked as the README prescribes: a new patch, in the order's first task."""
+B_NOTE = {"rollout": "started on build B"}
+"""What build B's change does: a memo on each order it starts (visible in the UI and history)."""
+B_CHANGE_AT = """        state, steps = self._state, self._steps
+        try:
+"""
+B_CHANGE = f"""            if workflow.patched({B_PATCH!r}):  # build B's change, new orders only
+                workflow.upsert_memo({B_NOTE!r})
+"""
+CHANGE_VERSION = SearchAttributeKey.for_keyword_list("TemporalChangeVersion")
+
+
+def build_b_sources(folder: Path) -> Path:
+    """Build B: this repository's worker sources (``BUILD_SOURCES``) with one change.
+
+    The change is to the order workflow, behind a new patch asked in its first workflow task,
+    as the README prescribes.
+    """
+    folder.mkdir(parents=True)
+    for top in BUILD_SOURCES:
+        source = ROOT / top
+        if source.is_file():
+            shutil.copy2(source, folder / top)
+        else:
+            shutil.copytree(source, folder / top, ignore=shutil.ignore_patterns("__pycache__"))
+    order = folder / "workflows" / "order.py"
+    code = order.read_text()
+    assert code.count(B_CHANGE_AT) == 1, "the order workflow changed: move build B's change"
+    order.write_text(code.replace(B_CHANGE_AT, B_CHANGE_AT + B_CHANGE))
+    return folder
+
+
+async def took_b_change(client: Client, order_id: str) -> bool:
+    """Whether the order asked build B's patch (and so carries its note)."""
+    described = await client.get_workflow_handle(order_id).describe()
+    asked = B_PATCH in (described.typed_search_attributes.get(CHANGE_VERSION) or [])
+    noted = (await described.memo()).get("rollout") == B_NOTE["rollout"]
+    assert asked == noted, (order_id, asked, noted)  # the patch and its effect go together
+    return asked
 
 
 @pytest.fixture
@@ -247,8 +291,13 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
         lap("orders in flight on A")
 
         # Build B starts beside A; A stays current until B is made current.
+        b_sources = build_b_sources(stack.data_dir / "build-b")
         await asyncio.to_thread(
-            stack.start_worker, "worker-b", {BUILD_ID_ENV: BUILD_B}, make_current=False
+            stack.start_worker,
+            "worker-b",
+            {BUILD_ID_ENV: BUILD_B},
+            make_current=False,
+            source=b_sources,
         )
         before = await asyncio.to_thread(describe_deployment, stack)
         assert field(before, "CurrentVersionBuildID") == BUILD_A, before
@@ -287,9 +336,14 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
                 VersioningBehaviorProto.VERSIONING_BEHAVIOR_AUTO_UPGRADE,
             )
 
-        # New orders run the new code from their first task.
+        # A's orders replayed on B without its change: no patch asked, no note, completed.
+        for order_id in waiting + paying:
+            assert not await took_b_change(client, order_id), order_id
+
+        # New orders run the new code from their first task, and take B's change.
         await complete_new_order(client, "rollout-new-on-b")
         assert set(await task_builds(client, "rollout-new-on-b")) == {BUILD_B}
+        assert await took_b_change(client, "rollout-new-on-b")
         lap("new order on B")
 
         drained = await until_drained(stack, BUILD_A)
@@ -305,10 +359,11 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
         assert field(back, "CurrentVersionBuildID") == BUILD_A, back
         await complete_new_order(client, "rollout-new-after-rollback")
         assert set(await task_builds(client, "rollout-new-after-rollback")) == {BUILD_A}
+        assert not await took_b_change(client, "rollout-new-after-rollback")
         lap("rolled back to A")
 
         order_ids = [*waiting, *paying, "rollout-new-on-b", "rollout-new-after-rollback"]
-        evidence = await gather_evidence(client, admin, order_ids)
+        evidence = await gather_evidence(client, admin, map(Placed.sample, order_ids))
         assert check(evidence) == [], check(evidence)
         for order_id in order_ids:
             assert evidence.ledger[order_id].charges == 1
@@ -348,7 +403,7 @@ async def test_switching_versioning_on_moves_unversioned_orders_to_the_current_v
             )
             assert re.search(r"Versioning Info:\s+Behavior\s+AutoUpgrade", printed), printed
             assert field(printed, "BuildId") == BUILD_A, printed
-            evidence = await gather_evidence(client, admin, ["unversioned-1"])
+            evidence = await gather_evidence(client, admin, [Placed.sample("unversioned-1")])
             assert check(evidence) == []
         finally:
             admin.close()
