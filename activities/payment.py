@@ -54,6 +54,9 @@ class PaymentIntentRequest(EffectRequest):
     """The order's total in its minor units (ISO 4217); sent in Stripe's (``to_stripe_amount``)."""
     currency: str
     payment_method: str
+    replaces: list[str] = []
+    """This order's earlier intents, when it authorizes again (its authorization expired):
+    theirs, not another order's, so they do not make the order id look used before."""
     capture_method: Literal["automatic", "manual"] = "automatic"
     """``manual``: the confirm only authorizes and ``capture_payment`` moves the money.
     Orders started before authorize-then-capture sent no such field: automatic."""
@@ -191,7 +194,11 @@ class PaymentActivities:
 
     async def _existing_intent(self, request: PaymentIntentRequest) -> PaymentIntent | None:
         """Refuse an order id another run confirmed; on an operator's retry, adopt its intent."""
-        intents = await self._search(request.order_id)
+        intents = [
+            intent
+            for intent in await self._search(request.order_id)
+            if intent.id not in request.replaces
+        ]
         if used := [intent for intent in intents if intent.status not in (*CONFIRMABLE, CANCELED)]:
             raise _used_before(request.order_id, used[0])
         if not request.adopt_existing:

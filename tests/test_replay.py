@@ -84,6 +84,14 @@ RECORDED["v8"] = (
     "cancel-meets-shipped",
 )
 RECORDED["v9"] = RECORDED["v8"]
+RECORDED["v10"] = (
+    *RECORDED["v9"],
+    "shipped-unpaid",
+    "cancel-meets-unpaid-parcel",
+    "authorization-expired",
+    "reauthorized",
+    "refund-failed",
+)
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
@@ -92,7 +100,9 @@ step's key again (``operator-retry``), v7 with a workflow cancel requested throu
 winding the order down, or ignored once it has shipped, v8 with authorize, reserve, capture on
 Stripe's API (a cancel meeting a held capture), the warehouse's webhook reporting the shipment
 by update, and a cancel that finds the parcel shipped, v9 with one baseline patch for all of
-those and the search attributes given at the start. The last is the current one, which recording
+those and the search attributes given at the start, v10 with money as the real world handles it
+(a picklist held until the capture and a parcel shipped unpaid still paid for, authorizations
+that expire or are renewed, refunds that fail). The last is the current one, which recording
 writes."""
 CURRENT = list(RECORDED)[-1]
 
@@ -139,10 +149,16 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     await record_v5_scenarios(client, sandbox, task_queue, orders)
     await record_v7_scenarios(client, sandbox, task_queue, orders)
     await record_v8_scenarios(client, sandbox, task_queue, orders)
+    await record_v10_scenarios(client, sandbox, task_queue, orders)
 
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
-        if scenario not in ("operator-retry", "refused-step-retry", "early-shipped-signal"):
+        if scenario not in (
+            "operator-retry",
+            "refused-step-retry",
+            "early-shipped-signal",
+            "reauthorized",
+        ):
             await handle.result()
         history = await handle.fetch_history()
         (HISTORIES / f"{CURRENT}-{scenario}.json").write_text(history.to_json())
@@ -222,6 +238,79 @@ async def record_v8_scenarios(
     async with httpx.AsyncClient(timeout=10) as http:
         (await http.post(ship, headers=headers)).raise_for_status()
     assert (await cancel_order(client, left.id, "too late")).status == OrderStatus.COMPLETED
+
+
+async def record_v10_scenarios(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
+) -> None:
+    """Parcels that left unpaid, authorizations that expire, a refund that fails."""
+    capture = f":{Step.PAYMENT_CAPTURE.value}"
+    unpaid = orders["shipped-unpaid"]
+    sandbox.set_faults("payments", refuse_next=1, key_prefix=f"{unpaid.id}{capture}")
+    await start_order(client, unpaid, task_queue)
+    await wait_for_status(client, unpaid.id, OrderStatus.NEEDS_ATTENTION)
+    await ship_anyway(sandbox, unpaid.id)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, unpaid.id)
+    await handle.execute_update(OrderWorkflow.report_shipment, UPS, id="shipment:evt_v10")
+    await resolve_order(client, unpaid.id, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+
+    met = orders["cancel-meets-unpaid-parcel"]
+    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{met.id}{capture}")
+    sandbox.set_faults("warehouse", delay_next=1, key_prefix=f"{met.id}:", key_suffix=":close")
+    await start_order(client, met, task_queue)
+    await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, met.id)
+    cancel = await handle.start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await wait_until_step(client, met.id, Step.PICKLIST_CANCEL)
+    await ship_anyway(sandbox, met.id)
+    sandbox.deliver("warehouse")
+    sandbox.release("payments")
+    assert (await cancel.result()).status == OrderStatus.COMPLETED
+    sandbox.reset_faults()
+
+    sandbox.set_faults("payments", authorization_validity_s=4)
+    expired = orders["authorization-expired"]
+    sandbox.set_faults("warehouse", refuse_next=1, key_prefix=f"{expired.id}:")
+    await start_order(client, expired, task_queue)
+    renewed = orders["reauthorized"]
+    sandbox.set_faults("payments", refuse_next=1, key_prefix=f"{renewed.id}{capture}")
+    await start_order(client, renewed, task_queue, OrderOptions(reauthorize_expired=True))
+    await wait_for_status(client, expired.id, OrderStatus.CANCELLED, within=60)
+    await wait_for_status(client, renewed.id, OrderStatus.AWAITING_SHIPMENT, within=60)
+    sandbox.reset_faults()
+
+    failing = orders["refund-failed"]
+    await start_order(client, failing, task_queue)
+    await wait_for_status(client, failing.id, OrderStatus.AWAITING_SHIPMENT)
+    sandbox.set_faults(
+        "payments",
+        refunds_pending_s=1,
+        refunds_fail_with="declined",
+        key_suffix=f":{Step.REFUND.value}",
+    )
+    cancel = await client.get_workflow_handle_for(OrderWorkflow.run, failing.id).start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await wait_for_status(client, failing.id, OrderStatus.NEEDS_ATTENTION)
+    sandbox.reset_faults()
+    await resolve_order(client, failing.id, ResolveRequest(action=OperatorAction.RETRY))
+    assert (await cancel.result()).status == OrderStatus.CANCELLED
+
+
+async def ship_anyway(sandbox: SandboxAdmin, order_id: str) -> None:
+    """The warehouse ships the order's held picklist by mistake."""
+    [picklist] = sandbox.list("/warehouse/picklists", order_id=order_id)
+    ship = f"{sandbox.base_url}/warehouse/picklists/{picklist['id']}/ship"
+    headers = {"Authorization": f"Bearer {sandbox.api_key}", "Idempotency-Key": f"{order_id}:s"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(ship, headers=headers, json={"ignore_release": True})
+        response.raise_for_status()
 
 
 async def cancel_while_held(

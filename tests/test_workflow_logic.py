@@ -1241,8 +1241,10 @@ async def test_an_expired_authorization_is_renewed_when_the_order_says_so(orders
     view = await orders.handle(order).result()
 
     assert view.status == OrderStatus.COMPLETED and view.transaction_id == "ch_1"
-    assert fake.log()[3:7] == [
+    assert fake.log()[3:8] == [
         ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),  # refused, parked
+        # The gateway decides: the expired intent is cancelled (were it captured, kept).
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT, attempt=2)),
         ("authorize_payment", key(order, Step.PAYMENT_CONFIRM, attempt=2)),
         # Taken at once on the new authorization, as an operator's retry would.

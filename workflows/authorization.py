@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.status import OperatorAction, OrderStatus, Step
+    from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus
     from workflows import metrics
     from workflows.payment import Payment
     from workflows.state import OrderState
@@ -63,7 +64,31 @@ class AuthorizationWatch:
             if not state.options.reauthorize_expired:
                 self._cancel(AUTHORIZATION_EXPIRED)
                 return
-            await self._reauthorize()
+            if not await self._renew():
+                return
+
+    async def _renew(self) -> bool:
+        """Authorize the card again once the story holds still; False when that failed.
+
+        The story's next call on the expired intent is refused and parks it for an operator;
+        then nothing of the story is in flight, and the new authorization is taken at once.
+        """
+        state = self._state
+        await workflow.wait_condition(lambda: self._moot() or _parked(state))
+        if self._moot():
+            return False
+        try:
+            await self._payment.renew()
+        except OrderStopped as stop:  # declined this time
+            self._stop(stop)
+            return False
+        except ActivityError as err:
+            state.renewal_failure = str(err.cause or err)
+            return False
+        state.authorization_warned, state.renewal_failure = False, None
+        if state.attention_step in PAYMENT_STEPS:  # refused on the expired intent: go on
+            state.operator_action = OperatorAction.RETRY_PAYMENT
+        return True
 
     def _warn(self, left: timedelta) -> None:
         state = self._state
@@ -75,20 +100,7 @@ class AuthorizationWatch:
             human(left),
         )
 
-    async def _reauthorize(self) -> None:
-        """Authorize the card again under new keys; a decline stops the order."""
-        state = self._state
-        for step in (Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM):
-            state.attempts[step] = state.attempts.get(step, 1) + 1
-        state.intent, state.authorization_warned = None, False
-        try:
-            await self._payment.authorize()
-        except OrderStopped as stop:
-            self._stop(stop)
-            return
-        parked_at_capture = (
-            state.status == OrderStatus.NEEDS_ATTENTION
-            and state.attention_step == Step.PAYMENT_CAPTURE
-        )
-        if parked_at_capture:  # refused on the expired intent: take the new one at once
-            state.operator_action = OperatorAction.RETRY_PAYMENT
+
+def _parked(state: OrderState) -> bool:
+    """The story waits for an operator: none of its calls is in flight."""
+    return state.status == OrderStatus.NEEDS_ATTENTION and state.winding_down_to is None

@@ -44,13 +44,14 @@ class Payment:
     def __init__(self, state: OrderState, steps: Steps, compensations: Compensations) -> None:
         self._state, self._steps, self._compensations = state, steps, compensations
 
-    async def authorize(self) -> None:
+    async def authorize(self, escalate: bool = True) -> None:
         """Create or adopt a manual-capture intent, then confirm it: the card is authorized.
 
-        No money moves until ``capture``; a decline stops the order.
+        No money moves until ``capture``; a decline stops the order. ``escalate``: as for
+        ``Steps.call``.
         """
         state = self._state
-        intent = await self._create_intent(capture_method="manual")
+        intent = await self._create_intent(escalate, capture_method="manual")
         self._compensations.add(Step.PAYMENT_CONFIRM, self.undo)
         state.intent = await self._steps.call(
             Step.PAYMENT_CONFIRM,
@@ -59,7 +60,28 @@ class Payment:
             intent_id=intent.id,
             summary=f"authorize {intent.id}",
             describe=lambda authorized: f"authorized {authorized.id}",
+            escalate=escalate,
         )
+
+    async def renew(self) -> None:
+        """Authorize the card again, its authorization having expired; nothing is captured.
+
+        The expired intent is cancelled first, the gateway deciding: if a capture got there
+        after all, the order has its money and keeps it. Otherwise a new intent is created
+        and confirmed under new keys. Runs beside the story, which waits for an operator
+        meanwhile, so a failure is raised rather than parked; a decline stops the order.
+        """
+        state = self._state
+        assert state.intent is not None, "an order renews the authorization it had"
+        expired = await self._cancel_intent(state.intent, escalate=False)
+        if expired.charged:
+            state.charge_id = expired.charge
+            return
+        state.replaced_intents.append(expired.id)
+        for step in (Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM, Step.PAYMENT_CANCEL):
+            state.attempts[step] = state.attempts.get(step, 1) + 1
+        state.intent = None
+        await self.authorize(escalate=False)
 
     async def capture(self) -> str:
         """Move the authorized money; returns the charge id."""
@@ -71,10 +93,11 @@ class Payment:
             summary=f"capture {format_money(order.total, order.currency)}",
         )
 
-    async def _create_intent(self, **fields: str) -> PaymentIntent:
+    async def _create_intent(self, escalate: bool = True, **fields: str) -> PaymentIntent:
         """Create the order's intent once (its id in history), or return the one it has."""
         state, order = self._state, self._state.order
         if state.intent is None:
+            replaces = {"replaces": state.replaced_intents} if state.replaced_intents else {}
             state.intent = await self._steps.call(
                 Step.PAYMENT_INTENT,
                 PaymentActivities.create_payment_intent,
@@ -84,6 +107,8 @@ class Payment:
                 payment_method=order.payment_method,
                 summary=f"intent for {format_money(order.total, order.currency)}",
                 describe=lambda intent: intent.id,
+                escalate=escalate,
+                **replaces,
                 **fields,
             )
             self._steps.stop_if_cancelled()
@@ -116,12 +141,16 @@ class Payment:
             step,
             activity,
             request,
-            intent_id=state.intent.id,
+            intent_id=self._intent_id,  # read at each try: a renewal replaces the intent
             summary=summary,
             describe=lambda charge: charge.id,
         )
         state.charge_id = charge.id
         return charge.id
+
+    def _intent_id(self) -> str:
+        assert self._state.intent is not None, "money moves for an intent the order has"
+        return self._state.intent.id
 
     async def undo(self, gateway_decides: bool) -> None:
         """Give back what was charged, exactly once.
@@ -149,7 +178,7 @@ class Payment:
         if state.charge_id is not None:
             await self._refund(state.charge_id)
 
-    async def _cancel_intent(self, intent: PaymentIntent) -> PaymentIntent:
+    async def _cancel_intent(self, intent: PaymentIntent, escalate: bool = True) -> PaymentIntent:
         return await self._steps.call(
             Step.PAYMENT_CANCEL,
             PaymentActivities.cancel_payment,
@@ -157,6 +186,7 @@ class Payment:
             intent_id=intent.id,
             summary=f"cancel {intent.id}",
             describe=lambda answer: f"charged {answer.charge}" if answer.charged else answer.status,
+            escalate=escalate,
         )
 
     async def _refund(self, charge_id: str) -> None:

@@ -33,6 +33,10 @@ class OrderState:
     refund_status: str | None = None
     refund_failure: str | None = None
     """The gateway's reason for the latest refund's failure, if it failed."""
+    replaced_intents: list[str] = field(default_factory=list)
+    """Intents whose authorization expired and that a new authorization replaced."""
+    renewal_failure: str | None = None
+    """Why authorizing the card again failed, for the operator of the parked order."""
     authorization_warned: bool = False
     """Operators were warned that the authorization expires soon with nothing captured."""
     cancel_reason: str | None = None
@@ -94,6 +98,8 @@ class OrderState:
             reason = f"{UNPAID_SHIPMENT}: {reason}"
         if reason and self.authorization_warned and (expiry := self.authorization_expiry()):
             reason = f"{reason}; the card authorization expires at {expiry:%Y-%m-%d %H:%M:%S} UTC"
+        if reason and self.renewal_failure:
+            reason = f"{reason}; authorizing the card again failed: {self.renewal_failure}"
         return reason
 
     def _cancel_accepted(self) -> OrderStatus | None:

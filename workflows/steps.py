@@ -62,11 +62,18 @@ class Steps:
         *,
         summary: str,
         describe: Callable[[T], str],
+        escalate: bool = True,
         **fields: Any,
     ) -> T:
         """Call a provider as ``step`` until it answers, the order stops, or an operator decides.
 
-        ``request`` is built here from ``fields`` with the step's idempotency key. An operator's
+        ``escalate=False``: a failure the step's policy does not turn into the order's stop is
+        raised (``ActivityError``) instead of asking an operator, for a caller running beside
+        the story, which may itself be waiting for an operator.
+
+        ``request`` is built here from ``fields`` with the step's idempotency key, afresh for
+        each try: a field given as a function is read then (what an operator's wait may have
+        changed, such as the intent a renewed authorization replaced). An operator's
         retry first adopts an effect an earlier try made without our hearing the answer. After a
         refusal it uses a new key, so the refusal the provider stored is not replayed to it.
         After faults it sends the same key again: a request of the earlier try may still be in
@@ -81,7 +88,7 @@ class Steps:
                 order_id=state.order.id,
                 idempotency_key=idempotency_key(state.order.id, step, attempt),
                 adopt_existing=retried > 0,
-                **fields,
+                **{name: value() if callable(value) else value for name, value in fields.items()},
             )
             # Never local after an operator's update: see StepPolicy.local_first.
             local_first = (
@@ -100,6 +107,8 @@ class Steps:
                 )
             except ActivityError as err:
                 self._stop_if_outcome(step, policy, err)
+                if not escalate:
+                    raise
                 await self.ask_operator(step, _attention_reason(policy, budget, err))
                 state.retries[step] = retried + 1
                 if _refused(err) or not state.patches.taken(patches.RETRY_SAME_KEY):
