@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from client.orders import OrderNotFound, order_status
 from domain.models import OrderView
-from domain.status import EmailTemplate, OrderStatus
+from domain.status import EmailTemplate, OrderStatus, RefundStatus
 from harness.drive import Placed, gather_limited
 from providers.admin_client import Effects, SandboxAdmin
 
@@ -143,11 +143,21 @@ def judge(view: OrderView | None, effects: Effects, placed: Placed | None = None
             f"refunded {effects.returned_amount} of {effects.charged_amount} charged: "
             "more than was charged"
         )
+    problems += refund_failures(effects)
     for what, count in counts.items():
         broken = next((b for b in bounds[what] if not b.holds(count)), None)
         if broken is not None:
             problems.append(f"{_count(count, what)}, expected {broken.want}{broken.why}")
     return problems
+
+
+def refund_failures(effects: Effects) -> list[str]:
+    """A refund-failed email is the truth only when a refund failed: each one told, not more."""
+    told = effects.emails_of(EmailTemplate.REFUND_FAILED)
+    failed = (effects.refunds_by_status or {}).get(RefundStatus.FAILED, 0)
+    if told and not failed:
+        return [f"{_count(told, 'refund-failed email')} but no refund failed"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -190,14 +200,21 @@ _EMAILS: Mapping[OrderStatus, tuple[frozenset[str], frozenset[str]]] = {
     OrderStatus.PAYMENT_DECLINED: (frozenset({EmailTemplate.PAYMENT_DECLINED}), frozenset()),
     # Out of stock is found at the picklist: before the capture since authorize-reserve-capture
     # (no confirmation), after the charge and its confirmation in orders started before.
+    # A refund the bank refused is told to the customer once (``refund_failures`` checks it).
     OrderStatus.OUT_OF_STOCK: (
         frozenset({EmailTemplate.OUT_OF_STOCK}),
-        frozenset({EmailTemplate.ORDER_CONFIRMATION}),
+        frozenset({EmailTemplate.ORDER_CONFIRMATION, EmailTemplate.REFUND_FAILED}),
     ),
     # Cancelled any time before shipping: before or after the charge, maybe once it was late.
     OrderStatus.CANCELLED: (
         frozenset({EmailTemplate.ORDER_CANCELLED}),
-        frozenset({EmailTemplate.ORDER_CONFIRMATION, EmailTemplate.SHIPMENT_DELAYED}),
+        frozenset(
+            {
+                EmailTemplate.ORDER_CONFIRMATION,
+                EmailTemplate.SHIPMENT_DELAYED,
+                EmailTemplate.REFUND_FAILED,
+            }
+        ),
     ),
 }
 

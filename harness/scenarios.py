@@ -21,8 +21,16 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from client.orders import OrderError, OrderRefused, cancel_order, order_status
-from domain.status import OrderStatus, Step
+from client.orders import (
+    OrderError,
+    OrderRefused,
+    cancel_order,
+    order_status,
+    request_cancel,
+    resolve_order,
+)
+from domain.models import ResolveRequest
+from domain.status import OperatorAction, OrderStatus, Step
 from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from harness.drive import (
     DECLINED_CARD,
@@ -442,6 +450,84 @@ async def _cancel_taken(client: Client, order_id: str) -> bool:
     return OrderStatus.CANCELLED in (view.status, view.winding_down_to)
 
 
+# -- 9: money as the real world handles it, the worker killed while each order waits -------
+
+
+async def real_world_money(run: Run) -> None:
+    """Scenario 9: an authorization expires, a refund fails, a parcel leaves unpaid.
+
+    Each with the worker SIGKILLed while the order waits on it: an order whose picklist waits
+    for an operator until its authorization expires (it winds down, nothing charged); a
+    cancelled order whose refund stays pending, then fails (told, parked, refunded again by an
+    operator); an order whose capture is refused while the warehouse ships it anyway (paid for,
+    confirmed, then shipped). Three ordinary orders run beside them.
+    """
+    admin = run.admin
+    await run.start(3)
+    admin.set_faults("payments", authorization_validity_s=8)
+    admin.set_faults("warehouse", refuse_next=1, key_suffix=f":{Step.PICKLIST}")
+    [expiring] = await run.start(1)
+    await _until_parked(run, expiring, Step.PICKLIST)
+    await run.kill_worker()
+    await _until_status(run, expiring, OrderStatus.CANCELLED)
+    run.meant_cancelled([expiring])
+    run.fired["authorizations expired"] = admin.effects(expiring).released
+    admin.reset_faults()
+
+    [refunded] = await run.start(1)
+    await _until_status(run, refunded, OrderStatus.AWAITING_SHIPMENT)
+    admin.set_faults(
+        "payments", refunds_pending_s=3, refunds_fail_with="declined", key_suffix=f":{Step.REFUND}"
+    )
+    await request_cancel(run.client, refunded, "customer changed their mind")
+    run.meant_cancelled([refunded])
+    await wait_until(
+        lambda: _refunds(admin, refunded, "pending"), "the refund is pending", DEADLINE
+    )
+    await run.kill_worker()  # while the order follows its refund
+    await _until_parked(run, refunded, Step.REFUND)
+    run.fired["refunds failed"] = (admin.effects(refunded).refunds_by_status or {})["failed"]
+    admin.reset_faults()
+    await resolve_order(run.client, refunded, ResolveRequest(action=OperatorAction.RETRY))
+
+    admin.set_faults("payments", refuse_next=1, key_suffix=f":{Step.PAYMENT_CAPTURE}")
+    [unpaid] = await run.start(1)
+    await _until_parked(run, unpaid, Step.PAYMENT_CAPTURE)
+    admin.ship_anyway(unpaid)
+    run.fired["parcels shipped unpaid"] = 1
+    await ship(run.client, unpaid)  # the warehouse's report: the order takes it at once
+    await run.kill_worker()
+    await _until_shipped(run, unpaid)
+    await resolve_order(run.client, unpaid, ResolveRequest(action=OperatorAction.RETRY_PAYMENT))
+    await run.finish()
+
+
+async def _until_parked(run: Run, order_id: str, step: Step) -> None:
+    async def parked() -> bool:
+        view = await order_status(run.client, order_id)
+        return view.status == OrderStatus.NEEDS_ATTENTION and view.attention_step == step
+
+    await wait_until(parked, f"{order_id} waits for an operator at {step}", DEADLINE)
+
+
+async def _until_status(run: Run, order_id: str, status: OrderStatus) -> None:
+    async def reached() -> bool:
+        return (await order_status(run.client, order_id)).status == status
+
+    await wait_until(reached, f"{order_id} is {status.value}", DEADLINE)
+
+
+async def _until_shipped(run: Run, order_id: str) -> None:
+    async def taken() -> bool:
+        return (await order_status(run.client, order_id)).shipment is not None
+
+    await wait_until(taken, f"{order_id} took its shipped report", DEADLINE)
+
+
+async def _refunds(admin: SandboxAdmin, order_id: str, status: str) -> bool:
+    return bool((admin.effects(order_id).refunds_by_status or {}).get(status))
+
+
 SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "kill-at-step-boundaries": (kill_at_step_boundaries, 1),
     "kill-after-effect-committed": (kill_after_effect_committed, 1),
@@ -451,5 +537,6 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "kill-temporal": (kill_temporal, 1),
     "kill-providers": (kill_providers, 1),
     "load-with-faults": (load_with_faults, 2),
+    "real-world-money": (real_world_money, 1),
 }
 """Every scenario by name, with how many workers it starts with."""

@@ -175,6 +175,17 @@ class SandboxAdmin:
                 raise TimeoutError(f"{service} holds {held} request(s), not {count}")
             time.sleep(0.05)
 
+    def ship_anyway(self, order_id: str) -> dict[str, Any]:
+        """The warehouse ships the order's picklist even if it was never released (a mistake)."""
+        [picklist] = self.list("/warehouse/picklists", order_id=order_id)
+        response = self._http.post(
+            f"/warehouse/picklists/{picklist['id']}/ship",
+            json={"ignore_release": True},
+            headers={"Idempotency-Key": f"{order_id}:ship-anyway"},
+        )
+        shipped: dict[str, Any] = self._check(response)
+        return shipped
+
     def expire_keys(self, prefix: str) -> int:
         """Make the providers forget answered keys starting with ``prefix`` (as 24 h would)."""
         expired: int = self._check(

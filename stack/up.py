@@ -55,8 +55,8 @@ def _parse_args() -> argparse.Namespace:
         "--auto-ship-after",
         type=_auto_ship_after,
         default="20s",
-        help="the warehouse ships each picklist this long after it was made, and reports it by "
-        "webhook (default 20s; 'off': only from its page or API)",
+        help="the warehouse ships each picklist this long after the order released it (paid), "
+        "and reports it by webhook (default 20s; 'off': only from its page or API)",
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
@@ -131,7 +131,7 @@ def _webhook_note(args: argparse.Namespace, stack: LocalStack) -> str:
 
 def _shipping(stack: LocalStack) -> str:
     auto = stack.auto_ship_after
-    return f"{auto} after its picklist is made" if auto else "from its page's Ship button"
+    return f"{auto} after the order releases it" if auto else "from its page's Ship button"
 
 
 def _versioning_line(stack: LocalStack) -> str:

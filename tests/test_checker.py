@@ -22,6 +22,7 @@ DELAYED = EmailTemplate.SHIPMENT_DELAYED
 DECLINE = EmailTemplate.PAYMENT_DECLINED
 CANCELLATION = EmailTemplate.ORDER_CANCELLED
 OUT_OF_STOCK = EmailTemplate.OUT_OF_STOCK
+REFUND_FAILED = EmailTemplate.REFUND_FAILED
 
 INTENT = {"payment_intent_id": "pi_1"}
 PAID = {**INTENT, "transaction_id": "ch_1"}
@@ -112,7 +113,16 @@ KEPT = {
     ),
     "cancelled-after-a-failed-refund": (
         view(OrderStatus.CANCELLED, **REFUNDED, picklist_id="pl_1"),
-        refunded(refunded(PICKED_THEN_CANCELLED, status="failed", refund_id="re_0")),
+        refunded(
+            refunded(
+                replace(
+                    PICKED_THEN_CANCELLED,
+                    emails={CONFIRMATION: 1, CANCELLATION: 1, REFUND_FAILED: 1},
+                ),
+                status="failed",
+                refund_id="re_0",
+            )
+        ),
     ),
     "cancelled-after-the-picklist": (
         view(OrderStatus.CANCELLED, **REFUNDED, picklist_id="pl_1"),
@@ -430,6 +440,12 @@ BROKEN = [
         id="lost-with-effects",
     ),
     pytest.param(None, Effects(), "lost: Temporal has no such order", id="lost-without-effects"),
+    pytest.param(
+        view(OrderStatus.CANCELLED, **REFUNDED, picklist_id="pl_1"),
+        replace(CANCELLED_PICKED, emails={CONFIRMATION: 1, CANCELLATION: 1, REFUND_FAILED: 1}),
+        "1 refund-failed email but no refund failed",
+        id="refund-failed-email-without-a-failed-refund",
+    ),
 ]
 
 

@@ -132,3 +132,18 @@ def test_the_recovery_benchmark_runs_twice_with_no_keys_configured() -> None:
     row = next(line for line in done.stdout.splitlines() if line.startswith("kill-at-step"))
     runs, kills, interrupted = row.split()[1:4]
     assert (runs, kills, interrupted) == ("2", "2", "8")
+
+
+async def test_money_as_the_real_world_handles_it_survives_a_kill_in_each_wait(
+    tmp_path: Path,
+) -> None:
+    result = await run_scenario("real-world-money", tmp_path)
+
+    assert result.fired == {
+        "authorizations expired": 1,
+        "refunds failed": 1,
+        "parcels shipped unpaid": 1,
+    }
+    assert result.kills == 3
+    assert result.violations == [], "\n".join(map(str, result.violations))
+    assert result.tally.statuses == {"completed": 4, "cancelled": 2}
