@@ -295,6 +295,15 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
         await wait_for_status(client, paid.id, OrderStatus.COMPLETED)
         await wait_for_status(client, declined.id, OrderStatus.PAYMENT_DECLINED)
         await wait_for_status(client, parked.id, OrderStatus.NEEDS_ATTENTION)
+        # One order's authorization runs out while its picklist waits for an operator:
+        # operators are warned, then it winds down. Short-lived from here on only: the orders
+        # above are authorized already.
+        expiring = make_order(currency="EUR")
+        sandbox.set_faults("payments", authorization_validity_s=4)
+        sandbox.set_faults("warehouse", refuse_next=1, key_prefix=f"{expiring.id}:")
+        await start_order(client, expiring, queue)
+        await wait_for_status(client, expiring.id, OrderStatus.CANCELLED, within=30)
+        assert sandbox.fired("warehouse", f"{expiring.id}:") == {"refuse": 1}
         # Every fault above fired, counted at the providers.
         assert sandbox.fired("payments", f"{paid.id}:") == {"drop": 1}
         assert sandbox.fired("mail", f"{paid.id}:") == {"fail": 1}
@@ -307,23 +316,26 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
             # order's own metric: wait for both.
             samples = scrape(worker_url)
             done = total(samples, "temporal_workflow_completed", task_queue=queue)
-            return samples if total(samples, "orders_finished_total") == done == 3 else None
+            return samples if total(samples, "orders_finished_total") == done == 4 else None
 
-        samples = _until(finished, "both orders counted as finished")
+        samples = _until(finished, "every order counted as finished")
     finally:
         worker.stop()
     after = scrape(providers_url)
 
     # Business metrics, recorded by the workflow (replay-safe) and the activities.
-    assert total(samples, "orders_started_total") == 3
+    assert total(samples, "orders_started_total") == 4
     assert total(samples, "orders_finished_total", status="completed") == 1
     assert total(samples, "orders_finished_total", status="payment-declined") == 1
-    assert total(samples, "orders_finished_total", status="cancelled") == 1
+    assert total(samples, "orders_finished_total", status="cancelled") == 2
+    assert total(samples, "orders_authorizations_expiring_total") == 1
+    assert total(samples, "orders_authorizations_expired_total") == 1
     charged = total(samples, "orders_charged_minor_units_total", currency="EUR")
     assert charged == paid.total + parked.total
     assert total(samples, "orders_refunded_minor_units_total", currency="EUR") == parked.total
     assert total(samples, "orders_needs_attention_total", step="confirmation-email") == 1
-    assert total(samples, "orders_needs_attention_total") == 1
+    assert total(samples, "orders_needs_attention_total", step="picklist") == 1
+    assert total(samples, "orders_needs_attention_total") == 2
     steps = (
         "payment-intent",
         "payment-confirm",
@@ -348,7 +360,7 @@ async def test_a_worker_and_the_providers_export_the_business_metrics(
         "temporal_activity_schedule_to_start_latency_bucket",
     ):
         assert total(samples, name, le="200") >= 1, name
-    assert total(samples, "temporal_workflow_completed", task_queue=queue) == 3
+    assert total(samples, "temporal_workflow_completed", task_queue=queue) == 4
 
     # The providers' own counts (shared with other tests: compare before and after).
     def grew(name: str, **labels: str) -> float:
