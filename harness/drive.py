@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
@@ -31,9 +31,11 @@ DECLINED_CARD = "pm_card_chargeDeclined"
 
 
 def sample_order(order_id: str, payment_method: str = "pm_card_visa") -> Order:
-    """The README's example order (``examples/order.json``) under another id."""
+    """The README's example order (``examples/order.json``) under another id, placed now."""
     data = json.loads((ROOT / "examples" / "order.json").read_text())
-    return Order.model_validate({**data, "id": order_id, "payment_method": payment_method})
+    return Order.model_validate(
+        {**data, "id": order_id, "payment_method": payment_method, "placed_at": datetime.now(UTC)}
+    )
 
 
 async def gather_limited(calls: Iterable[Awaitable[T]], concurrency: int = 20) -> list[T]:
