@@ -140,7 +140,7 @@ async def reset_faults(faults: FaultsDep) -> dict[str, FaultConfig]:
 
 
 @router.get("/rate-limits")
-async def get_rate_limits(request: Request, faults: FaultsDep) -> dict[str, dict[str, float]]:
+async def get_rate_limits(request: Request, faults: FaultsDep) -> dict[str, dict[str, int | float]]:
     """The gateway account's rate limits per second (0: none), and its requests so far.
 
     Each by kind (read, write, search): ``limits``, and the requests ``admitted`` and
