@@ -57,7 +57,9 @@ def classify(err: BaseException) -> PaymentOutcome | None:
     """The outcome a failed payment call counts as; ``None`` for what says nothing of the gateway.
 
     A refusal counts when the gateway answered it (it carries the gateway's error body); the
-    activities' own refusals (an order id already charged) and cancellations do not count.
+    activities' own refusals (an order id already charged) and cancellations do not count, nor
+    does a rate limit: the gateway works and asks for fewer calls per second, which the
+    retries' backoff gives it; pausing intake for it would turn away orders it can take.
     """
     if not isinstance(err, ApplicationError):
         return None

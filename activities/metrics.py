@@ -7,13 +7,14 @@ worker's Prometheus endpoint with the activity's labels; outside an activity the
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED, PROVIDER_REJECTED
+from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED, PROVIDER_REJECTED, PROVIDER_THROTTLED
 from telemetry.names import PROVIDER_ERRORS, PROVIDER_REQUESTS, ProviderErrorKind
 
 _KINDS = {
     PAYMENT_DECLINED: ProviderErrorKind.DECLINED,
     OUT_OF_STOCK: ProviderErrorKind.OUT_OF_STOCK,
     PROVIDER_REJECTED: ProviderErrorKind.REFUSED,
+    PROVIDER_THROTTLED: ProviderErrorKind.THROTTLED,
 }
 
 

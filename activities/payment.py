@@ -18,6 +18,7 @@ that charge is then refunded once.
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
 from typing import Literal
 
 import stripe
@@ -31,7 +32,7 @@ from activities.intake import PaymentOutcomes
 from activities.logging import log_step
 from activities.requests import EffectRequest
 from activities.stripe_client import UNEXPECTED_STATE, StripeGateway, error_code
-from domain.status import RefundStatus, Step
+from domain.status import IDEMPOTENCY_KEY_LIFETIME, RefundStatus, Step
 from domain.stripe_currencies import from_stripe_amount, to_stripe_amount
 
 CONFIRMABLE = frozenset({"requires_confirmation", "requires_payment_method"})
@@ -42,6 +43,10 @@ CANCELED = "canceled"
 ALREADY_REFUNDED = "charge_already_refunded"
 REFUND_PENDING = "RefundPending"
 """Error type of ``follow_refund`` while the refund is pending: retried, slowly."""
+REUSE_COVERED_BY_KEY = IDEMPOTENCY_KEY_LIFETIME / 2
+"""An order placed less than this ago is not searched for: any earlier run of it created its
+intent after it was placed, so under a day ago, and Stripe keeps the step's key (and replays
+the first run's intent) for at least a day. Half a day leaves room for clocks that disagree."""
 METADATA_VALUE_LIMIT = 500
 """Stripe's longest metadata value; a refund's free-text reason travels there (its ``reason``
 field only takes Stripe's three words)."""
@@ -60,6 +65,8 @@ class PaymentIntentRequest(EffectRequest):
     capture_method: Literal["automatic", "manual"] = "automatic"
     """``manual``: the confirm only authorizes and ``capture_payment`` moves the money.
     Orders started before authorize-then-capture sent no such field: automatic."""
+    placed_at: datetime | None = None
+    """When the order was placed (``Order.placed_at``); unknown (older orders): searched."""
 
 
 class PaymentIntent(BaseModel):
@@ -164,10 +171,14 @@ class PaymentActivities:
         An order id used again, after Temporal forgot its first run, is refused, so it is never
         charged twice: within 24 hours the step's key brings back the first run's intent, whose
         status shows it was confirmed; after that, Stripe's search (which lags writes by
-        seconds, not days) finds it. An operator's retry adopts an open intent of the order.
+        seconds, not days) finds it. The search is made only when the key may be gone: for an
+        order placed ``REUSE_COVERED_BY_KEY`` ago or more, or at an unknown time. An operator's
+        retry adopts an open intent of the order.
         """
         with self._watch(request.order_id):
-            existing = await self._existing_intent(request)
+            existing = None
+            if request.adopt_existing or _keys_may_be_pruned(request.placed_at):
+                existing = await self._existing_intent(request)
             if existing is not None:
                 log_step(request.order_id, Step.PAYMENT_INTENT, f"adopted {existing.id}")
                 return existing
@@ -467,6 +478,13 @@ def _replayed(obj: stripe.StripeObject) -> bool:
     """Whether the gateway answered from its idempotency store (an earlier try got through)."""
     response = obj.last_response
     return response is not None and response.headers.get("Idempotent-Replayed") == "true"
+
+
+def _keys_may_be_pruned(placed_at: datetime | None) -> bool:
+    """Whether an earlier run of an order placed at ``placed_at`` may have lost its key."""
+    if placed_at is None:
+        return True
+    return abs(datetime.now(UTC) - placed_at) >= REUSE_COVERED_BY_KEY
 
 
 def _used_before(order_id: str, intent: PaymentIntent) -> ApplicationError:

@@ -6,6 +6,10 @@ and no key exists that the workflow does not know about: Temporal's retry policy
 the same key), heartbeats while it waits, counts the call and carries the trace context, and
 turns a failure into the project's classification (``activities.errors``): a decline ends the
 order, 5xx, 409, 429 (``lock_timeout``) and transport errors are retried, other 4xx park it.
+A 429 for the account's request rate (Stripe's ``rate_limit``) is back-pressure: retried under
+the same key after a backoff with jitter (``activities.errors.throttled``), never counted
+against the gateway's health. Stripe's ``Stripe-Should-Retry`` header only steers the library's
+own retries, which are off; Temporal's retry policy decides, so one rule covers every call.
 """
 
 import json

@@ -84,7 +84,18 @@ def _levels(levels: Sequence[Mapping[str, Any]]) -> list[str]:
                 _cell(hist.get("sticky_task_timeouts"), 6),
             )
             lines.append(" ".join(cells))
-    return lines
+    return lines + _gateway_calls(levels)
+
+
+def _gateway_calls(levels: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The gateway calls a real order made at each level, by kind (no search since issue 26)."""
+    rows = [
+        f"{_where(level, 'real')} "
+        + ", ".join(f"{kind} {count:g}" for kind, count in calls.items())
+        for level in levels
+        if (calls := level["real"].get("gateway_calls_per_order"))
+    ]
+    return ["", "Gateway calls per real order (read, write, search)", *rows] if rows else []
 
 
 def _latencies(levels: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -221,6 +232,26 @@ def _overload(o: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _rate_limited(r: Mapping[str, Any]) -> list[str]:
+    """The rate-limited run: the offer, completions against the limit, what must stay zero."""
+    limits = r["account_limits_per_s"]
+    calls = ", ".join(f"{kind} {count:g}" for kind, count in r["gateway_calls_per_order"].items())
+    refused = ", ".join(f"{kind} {count:g}" for kind, count in r["refused_429"].items())
+    latency = r["latency_ms"]["start_to_awaiting_shipment"]
+    return [
+        "",
+        f"Rate-limited gateway ({limits['read']:g} reads and {limits['write']:g} writes a "
+        f"second, {limits['search']:g} searches; an order makes {calls}): "
+        f"{r['orders_per_s_at_limit']} orders/s at the limit; offered {r['offered_per_s']}/s "
+        f"({r['factor']:g} x) for {r['seconds']:g} s: {r['orders']} orders, {r['completed']} "
+        f"completed at {r['completed_per_s']}/s over {r['wall_s']:.1f} s "
+        f"({r['completed_vs_limit']} x the limit).",
+        f"429s answered: {refused}; activity retries {r['history']['activity_retries']}; "
+        f"parked {r['parked']}; breaker trips {r['breaker_trips']}; start to awaiting shipment "
+        f"median {_stage(latency, ('median',))} ms, p99 {_stage(latency, ('p99',))} ms.",
+    ]
+
+
 def _task_verdict(overload: Mapping[str, Any]) -> str:
     """Plainly whether any workflow task of the overload run ran over 1 s or timed out."""
     longest = overload["longest_workflow_task_ms"]
@@ -257,6 +288,8 @@ def printout(report: Mapping[str, Any]) -> str:
         lines += _levels(levels) + _latencies(levels) + _scale_out(levels)
     if report.get("overload"):
         lines += _overload(report["overload"])
+    if report.get("rate_limited"):
+        lines += _rate_limited(report["rate_limited"])
     if report["park"]:
         lines += _park(report["park"])
     peaks = ", ".join(f"{name} {mb:.0f}" for name, mb in report["peak_memory_mb"].items())

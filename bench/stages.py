@@ -79,15 +79,8 @@ class AwaitingShipment:
             return True
         kind = event.event_type
         if self._shape.last_before_wait is None:
-            if kind == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
-                fields = event.upsert_workflow_search_attributes_event_attributes
-                payload = fields.search_attributes.indexed_fields.get(
-                    search_attributes.ORDER_STATUS.name
-                )
-                if payload is not None and json.loads(payload.data or b"null") == (
-                    OrderStatus.AWAITING_SHIPMENT.value
-                ):
-                    self.at = _seconds(event)
+            if upserted_status(event) == OrderStatus.AWAITING_SHIPMENT.value:
+                self.at = _seconds(event)
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             scheduled = event.activity_task_scheduled_event_attributes
             self._activity_types[event.event_id] = scheduled.activity_type.name
@@ -98,6 +91,16 @@ class AwaitingShipment:
         elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and self._ready:
             self.at = _seconds(event)
         return self.at is not None
+
+
+def upserted_status(event: HistoryEvent) -> str | None:
+    """The order status an event sets as the order's search attribute, if it is such an event."""
+    if event.event_type != EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+        return None
+    fields = event.upsert_workflow_search_attributes_event_attributes
+    payload = fields.search_attributes.indexed_fields.get(search_attributes.ORDER_STATUS.name)
+    status = None if payload is None else json.loads(payload.data or b"null")
+    return status if isinstance(status, str) else None
 
 
 @dataclass
@@ -122,6 +125,8 @@ class OrderHistory:
     (``STICKY_QUEUE_TIMEOUT``), so moved to the normal queue (and replayed from history)."""
     workflow_task_failures: int = 0
     activity_retries: int = 0
+    parked: bool = False
+    """The order asked an operator (its status was ``needs-attention``) at some point."""
 
     def stage(self, since: str, until: str) -> float | None:
         """Seconds from one stage to another, if the history has both."""
@@ -141,6 +146,8 @@ def read_history(shape: Shape, events: Iterable[HistoryEvent]) -> OrderHistory:
         at, kind = _seconds(event), event.event_type
         if awaiting.feed(event) and history.awaiting_shipment is None:
             history.awaiting_shipment = awaiting.at
+        if upserted_status(event) == OrderStatus.NEEDS_ATTENTION.value:
+            history.parked = True
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             history.started = at
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:

@@ -9,6 +9,7 @@ dev server on a SQLite file with WAL, the providers and a worker in a temporary 
     .venv/bin/python -m bench.throughput --park 10000        # park, measure, ship them all
     .venv/bin/python -m bench.throughput --workers 1,2,4     # scale-out: levels 10, 50, 200
     .venv/bin/python -m bench.throughput --concurrency 10,50 --overload   # then 2 x, open loop
+    .venv/bin/python -m bench.throughput --rate-limited      # 2 x the gateway account's limit
 
 Each level keeps ``concurrency`` orders in flight: every order is started, signalled shipped as
 soon as its history shows it awaiting shipment, and awaited until completed. Each real level is
@@ -19,6 +20,11 @@ each kind against the one server), warmed up again whenever the processes change
 With ``--overload``, after the levels real orders are offered open loop (started on a fixed
 schedule, not waiting for earlier ones) at a factor of the best sustained rate, to show that the
 overload waits at the server and no workflow task runs over 1 s.
+With ``--rate-limited``, real orders are offered open loop at twice what the gateway account's
+rate limits allow (Stripe's test mode: 25 reads and 25 writes a second; ``--account-limit``)
+for a minute, to show the limit as back-pressure: orders complete at the limit, none parked,
+the intake breaker never trips, every effect once. Elsewhere the gateway has no limits: the
+levels measure this system, not the account (each level reports its gateway calls per order).
 Latencies come from the histories' event times; CPU and memory from each process's ``/proc``.
 At the end the exactly-once checker judges every real order against the providers' ledger.
 
@@ -50,6 +56,7 @@ import temporalio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from bench import chart
 from bench.ceiling import CeilingOrderWorkflow
@@ -87,10 +94,19 @@ from bench.stages import (
 from bench.stages import read_history as read_stages
 from client.exit import exit_now
 from client.orders import start_order
+from config.settings import TASK_QUEUE
+from domain.intake import TRIP_SIGNAL, breaker_id
 from domain.models import OrderView
 from domain.status import OrderStatus
 from harness.checker import gather_evidence
 from harness.drive import SHIPMENT, Placed, gather_limited, sample_order
+from providers.admin_client import SandboxAdmin
+from providers.faults import (
+    DEFAULT_RATE_LIMIT_PER_S,
+    DEFAULT_SEARCH_RATE_LIMIT_PER_S,
+    RATE_LIMIT_ENV,
+    SEARCH_RATE_LIMIT_ENV,
+)
 from stack.local import LocalStack
 from stack.processes import ROOT, ManagedProcess, StackError, find_binary, spawn, wait_for_log
 from workflows.order import OrderWorkflow
@@ -458,6 +474,96 @@ def overload_figures(
     }
 
 
+# --- the rate-limited run ----------------------------------------------------------------------
+
+CALIBRATION_ORDERS = 10
+"""Real orders run without limits first, to count the gateway calls an order makes."""
+
+
+def per_order(
+    before: Mapping[str, float], after: Mapping[str, float], orders: int
+) -> dict[str, float]:
+    """Each count's growth from ``before`` to ``after``, per order."""
+    grown = growth(before, after)
+    return {kind: round(count / max(orders, 1), 2) for kind, count in grown.items()}
+
+
+def growth(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Each count's growth from ``before`` to ``after``."""
+    return {kind: after[kind] - before.get(kind, 0) for kind in after}
+
+
+def orders_per_s_at_limit(limits: Mapping[str, float], calls: Mapping[str, float]) -> float:
+    """The most orders a second the account's ``limits`` let through (0: no limit on a kind).
+
+    ``calls`` are the gateway calls an order makes of each kind; the kind that runs out first
+    sets the pace.
+    """
+    paces = [limits[kind] / calls[kind] for kind in limits if limits[kind] > 0 and calls.get(kind)]
+    if not paces:
+        raise BenchError("--rate-limited: the orders made no call that the limits count")
+    return min(paces)
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    """The rate-limited run: ``factor`` x the orders a second the limits allow, for ``seconds``."""
+
+    limits: Mapping[str, float]
+    """Per second, by kind (``read``, ``write``, ``search``), as the gateway takes them."""
+    calls_per_order: Mapping[str, float]
+    factor: float
+    seconds: float
+
+    @property
+    def at_limit_per_s(self) -> float:
+        """Orders a second at the account's limit."""
+        return orders_per_s_at_limit(self.limits, self.calls_per_order)
+
+    @property
+    def rate(self) -> float:
+        """Orders offered per second."""
+        return self.factor * self.at_limit_per_s
+
+    def offsets(self) -> list[float]:
+        """When each order starts, in seconds from the first."""
+        return list(start_offsets(self.rate, self.seconds))
+
+
+def rate_limited_figures(
+    plan: RateLimited,
+    runs: Sequence[OrderRun],
+    histories: Sequence[OrderHistory],
+    refused: Mapping[str, float],
+    breaker_trips: int,
+) -> dict[str, Any]:
+    """The rate-limited run's figures: the offer, completions against the limit, the promises.
+
+    ``refused``: the gateway's 429s by kind during the run; ``breaker_trips``: the intake
+    breaker's trips during it.
+    """
+    completed, wall = batch_span(runs)
+    completed_per_s = completed / max(wall, 1e-6)
+    return {
+        "account_limits_per_s": dict(plan.limits),
+        "gateway_calls_per_order": dict(plan.calls_per_order),
+        "orders_per_s_at_limit": round(plan.at_limit_per_s, 2),
+        "factor": plan.factor,
+        "seconds": plan.seconds,
+        "offered_per_s": round(plan.rate, 2),
+        "orders": len(runs),
+        "completed": completed,
+        "wall_s": round(wall, 2),
+        "completed_per_s": round(completed_per_s, 2),
+        "completed_vs_limit": round(completed_per_s / plan.at_limit_per_s, 2),
+        "refused_429": dict(refused),
+        "parked": sum(history.parked for history in histories),
+        "breaker_trips": breaker_trips,
+        "latency_ms": latency_figures(histories),
+        "history": history_figures(histories),
+    }
+
+
 # --- the figures of a level --------------------------------------------------------------------
 
 
@@ -517,6 +623,8 @@ class Bench:
     stack: LocalStack
     client: Client
     args: argparse.Namespace
+    gateway: SandboxAdmin
+    """The gateway's admin API: its limits, and the calls it admitted and refused."""
     ceiling_workers: dict[str, ManagedProcess] = field(default_factory=dict)
     """The ceiling's worker processes running now, by name (``ceiling-worker-1``, ...)."""
     stopped_peaks_mb: list[tuple[str, float]] = field(default_factory=list)
@@ -611,11 +719,15 @@ class Bench:
     async def level(self, kind: Kind, concurrency: int, orders: int) -> dict[str, Any]:
         """Run one level of one kind and return its figures."""
         ids = self.order_ids(kind, f"c{concurrency}", orders)
+        calls = self.gateway.rate_limits()["admitted"]
         before = sample(self.pids())
         runs = await in_slots(ids, concurrency, self.drive(kind), self.watch())
         after = sample(self.pids())
         histories = await read_histories(self.client, kind.shape, ids)
         figures = kind_figures(kind, concurrency, runs, histories, before, after)
+        if kind.real:  # the ceiling calls no gateway
+            admitted = self.gateway.rate_limits()["admitted"]
+            figures["gateway_calls_per_order"] = per_order(calls, admitted, orders)
         top = figures["busiest"]
         say(
             f"{kind.name:7} w={self.worker_count} c={concurrency:<4} {orders} orders  "
@@ -691,6 +803,62 @@ class Bench:
             f"{figures['longest_workflow_task_ms']} ms"
         )
         return {"workers": self.worker_count, **figures}
+
+    async def rate_limited(self, factor: float) -> dict[str, Any]:
+        """Offer real orders open loop at ``factor`` x what the account's limits allow.
+
+        First ``CALIBRATION_ORDERS`` orders without limits count the gateway calls an order
+        makes; then the gateway takes the account's limits (``--account-limit``) for the run,
+        and has none again after it.
+        """
+        ids = self.order_ids(REAL_KIND, "calibrate", CALIBRATION_ORDERS)
+        before = self.gateway.rate_limits()["admitted"]
+        await in_slots(ids, 5, self.drive(REAL_KIND), self.watch())
+        calls = per_order(before, self.gateway.rate_limits()["admitted"], len(ids))
+        limit = self.args.account_limit
+        search_limit = min(limit, DEFAULT_SEARCH_RATE_LIMIT_PER_S)
+        self.gateway.set_faults(
+            "payments", rate_limit_per_s=limit, search_rate_limit_per_s=search_limit
+        )
+        try:
+            limits = self.gateway.rate_limits()
+            plan = RateLimited(limits["limits"], calls, factor, self.args.rate_limited_seconds)
+            offsets = plan.offsets()
+            ids = self.order_ids(REAL_KIND, "limited", len(offsets))
+            say(
+                f"Rate-limited: {len(ids)} orders at {plan.rate:.2f}/s ({factor:g} x "
+                f"{plan.at_limit_per_s:.2f}/s at {limit:g} reads and writes a second, "
+                f"{calls} calls per order) for {plan.seconds:g}s, open loop ..."
+            )
+            trips = await self.breaker_trips()
+            runs = await on_schedule(ids, offsets, self.drive(REAL_KIND), self.watch())
+            refused = growth(limits["refused"], self.gateway.rate_limits()["refused"])
+            trips = await self.breaker_trips() - trips
+        finally:
+            self.gateway.set_faults("payments", rate_limit_per_s=0, search_rate_limit_per_s=0)
+        histories = await read_histories(self.client, REAL, ids)
+        figures = rate_limited_figures(plan, runs, histories, refused, trips)
+        latency = figures["latency_ms"]["start_to_awaiting_shipment"]
+        say(
+            f"Rate-limited: {figures['completed']} completed at {figures['completed_per_s']}/s "
+            f"({figures['completed_vs_limit']} x the limit), {figures['parked']} parked, "
+            f"{trips} breaker trips, 429s {refused}; start to awaiting shipment median "
+            f"{latency['median']} ms, p99 {latency['p99']} ms"
+        )
+        return {"workers": self.worker_count, **figures}
+
+    async def breaker_trips(self) -> int:
+        """How many times the intake breaker of the orders' task queue has tripped so far."""
+        handle = self.client.get_workflow_handle(breaker_id(TASK_QUEUE))
+        trips = 0
+        try:
+            async for event in handle.fetch_history_events():
+                signaled = event.workflow_execution_signaled_event_attributes
+                trips += signaled.signal_name == TRIP_SIGNAL
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        return trips
 
     async def park(self, count: int, sustained: float | None) -> dict[str, Any]:
         """Park ``count`` orders awaiting shipment, measure, then ship them all."""
@@ -872,13 +1040,19 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "overload": args.overload,
             "overload_seconds": args.overload_seconds if args.overload else None,
             "rate": args.rate,
+            "rate_limited": args.rate_limited,
+            "account_limit_per_s": args.account_limit if args.rate_limited else None,
+            "gateway_limits": "none, except in the rate-limited run",
             "temporal": "dev server on SQLite, journal_mode=wal, synchronous=normal",
         },
     }
     began = time.monotonic()
+    # The gateway process starts without limits: the levels measure this system, not the
+    # account's; the rate-limited run sets them at run time.
+    os.environ[RATE_LIMIT_ENV] = os.environ[SEARCH_RATE_LIMIT_ENV] = "0"
     with LocalStack(data_dir, announce=say) as stack:
         stack.start(workers=args.workers[0])
-        bench = Bench(stack, await stack.connect(), args)
+        bench = Bench(stack, await stack.connect(), args, stack.admin())
         try:
             levels = await bench.levels(args.workers, args.levels) if args.levels else []
         finally:
@@ -886,9 +1060,11 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         sustained = best_rate(levels, bench.worker_count)
         plan = overload_plan(args, sustained) if args.overload else None
         overload = await bench.overload(plan) if plan else None
+        limited = await bench.rate_limited(args.rate_limited) if args.rate_limited else None
         park = await bench.park(args.park, sustained) if args.park else None
         peaks = bench.peak_memory_mb()
         report["exactly_once"] = await bench.exactly_once()
+        bench.gateway.close()
     report.update(
         {
             "finished_at": _now(),
@@ -898,6 +1074,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "idle_cpu_ms_per_s": bench.idle_cpu_ms_per_s,
             "levels": levels,
             "overload": overload,
+            "rate_limited": limited,
             "park": park,
             "peak_memory_mb": peaks,
             "exactly_once": report.pop("exactly_once"),
@@ -940,18 +1117,20 @@ def positive_number(text: str) -> float:
     return value
 
 
-def default_levels(quick: bool, park: int, worker_counts: Sequence[int]) -> list[int]:
+def default_levels(
+    quick: bool, park: int, worker_counts: Sequence[int], rate_limited: bool = False
+) -> list[int]:
     """The levels when ``--concurrency`` is not given.
 
     Several worker counts: 10, 50, 200 (quick: 10, 50), so that 1, 2 and 4 stay within about
     15 minutes.
-    One: 1, 10, 50, 100, 200 (quick: 1, 10, 50), none with ``--park``.
+    One: 1, 10, 50, 100, 200 (quick: 1, 10, 50), none with ``--park`` or ``--rate-limited``.
     """
     if len(worker_counts) > 1:
         return list(QUICK_SCALE_LEVELS if quick else SCALE_LEVELS)
     if quick:
         return list(QUICK_LEVELS)
-    return [] if park else list(DEFAULT_LEVELS)
+    return [] if park or rate_limited else list(DEFAULT_LEVELS)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1018,6 +1197,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with levels, used instead of their best",
     )
     parser.add_argument(
+        "--rate-limited",
+        type=positive_number,
+        nargs="?",
+        const=2.0,
+        metavar="FACTOR",
+        help="then offer orders open loop at FACTOR x what the gateway account's rate limits "
+        "allow (2 if no FACTOR) for --rate-limited-seconds",
+    )
+    parser.add_argument(
+        "--account-limit",
+        type=positive_number,
+        default=DEFAULT_RATE_LIMIT_PER_S,
+        metavar="R",
+        help="the account's reads, and writes, a second in the rate-limited run (default "
+        f"{DEFAULT_RATE_LIMIT_PER_S:g}, Stripe's test mode; searches: "
+        f"{DEFAULT_SEARCH_RATE_LIMIT_PER_S:g}, or R if lower)",
+    )
+    parser.add_argument(
+        "--rate-limited-seconds",
+        type=positive_number,
+        default=60.0,
+        metavar="S",
+        help="how long the rate-limited run starts orders (default 60)",
+    )
+    parser.add_argument(
         "--warmup",
         type=int,
         help="unmeasured orders of each kind per worker process, whenever the workers "
@@ -1035,7 +1239,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the stack's folder and logs")
     args = parser.parse_args(argv)
-    args.levels = args.concurrency or default_levels(args.quick, args.park, args.workers)
+    args.levels = args.concurrency or default_levels(
+        args.quick, args.park, args.workers, args.rate_limited is not None
+    )
     if args.warmup is None:
         args.warmup = 3 if args.quick else 5
     if args.orders is not None and args.orders < 1:

@@ -47,7 +47,7 @@ class PaymentOutcome(StrEnum):
     DECLINED = "declined"
     """The card was declined: a business outcome of a healthy gateway."""
     UNAVAILABLE = "unavailable"
-    """5xx, a dropped connection, 409 or throttling: retried."""
+    """5xx, a dropped connection, 409 or a locked object: retried (a rate limit is not counted)."""
     TIMEOUT = "timeout"
     """The gateway did not answer within the HTTP timeout: retried."""
     REFUSED = "refused"

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -220,6 +221,12 @@ class Order(_Model):
         description="A payment-method token such as pm_card_visa; never a card number."
     )
     shipping_address: Address
+    placed_at: AwareDatetime | None = Field(
+        None,
+        description="When the customer placed the order (with its time zone); placing the "
+        "same order again sends the same. A recent one spares the gateway a search per order "
+        "(see activities.payment.REUSE_COVERED_BY_KEY); without it the gateway is searched.",
+    )
 
     @field_validator("items")
     @classmethod

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
@@ -32,9 +32,11 @@ DECLINED_CARD = "pm_card_chargeDeclined"
 
 
 def sample_order(order_id: str, payment_method: str = "pm_card_visa") -> Order:
-    """The README's example order (``examples/order.json``) under another id."""
+    """The README's example order (``examples/order.json``) under another id, placed now."""
     data = json.loads((ROOT / "examples" / "order.json").read_text())
-    return Order.model_validate({**data, "id": order_id, "payment_method": payment_method})
+    return Order.model_validate(
+        {**data, "id": order_id, "payment_method": payment_method, "placed_at": datetime.now(UTC)}
+    )
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,13 @@ from providers.app import create_app
 from providers.faults import (
     AUTHORIZATION_VALIDITY_ENV,
     DEFAULT_AUTHORIZATION_VALIDITY_S,
+    DEFAULT_RATE_LIMIT_PER_S,
     DEFAULT_SEARCH_LAG_MS,
+    DEFAULT_SEARCH_RATE_LIMIT_PER_S,
+    RATE_LIMIT_ENV,
     SEARCH_LAG_ENV,
+    SEARCH_RATE_LIMIT_ENV,
+    RateLimits,
 )
 
 
@@ -41,7 +46,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"Stripe's capture_before (default {DEFAULT_AUTHORIZATION_VALIDITY_S}, 7 days; at run "
         'time: PUT /admin/faults/payments {"authorization_validity_s": ...})',
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=float(env(RATE_LIMIT_ENV, str(DEFAULT_RATE_LIMIT_PER_S))),
+        help="the gateway account's reads, and separately writes, per second, as Stripe limits "
+        f"them (default {DEFAULT_RATE_LIMIT_PER_S:g}, Stripe's test mode; 0: no limit; at run "
+        'time: PUT /admin/faults/payments {"rate_limit_per_s": ...})',
+    )
+    parser.add_argument(
+        "--search-rate-limit",
+        type=float,
+        default=float(env(SEARCH_RATE_LIMIT_ENV, str(DEFAULT_SEARCH_RATE_LIMIT_PER_S))),
+        help="the gateway account's searches per second (default "
+        f"{DEFAULT_SEARCH_RATE_LIMIT_PER_S:g}, Stripe's; 0: no limit; at run time: "
+        '"search_rate_limit_per_s")',
+    )
+    args = parser.parse_args(argv)
+    if min(args.rate_limit, args.search_rate_limit) < 0:
+        parser.error("rate limits are requests per second: 0 (no limit) or more")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -53,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.api_key,
             args.search_lag_ms,
             authorization_validity_s=args.authorization_validity_s,
+            rate_limits=RateLimits(args.rate_limit, args.search_rate_limit),
         ),
         host=args.host,
         port=args.port,

@@ -6,12 +6,13 @@ import json
 import sqlite3
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from providers.faults import FaultConfig, FaultsDep
 from providers.ledger import LedgerDep
 from providers.limits import MAX_IDEMPOTENCY_KEY_LENGTH, QueryId
 from providers.stripe import payment_intents, refunds
+from providers.stripe.rate_limits import Kind, RateLimiter
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -191,6 +192,21 @@ async def reset_faults(faults: FaultsDep) -> dict[str, FaultConfig]:
     """Clear every fault and release every held request."""
     faults.reset()
     return faults.configs()
+
+
+@router.get("/rate-limits")
+async def get_rate_limits(request: Request, faults: FaultsDep) -> dict[str, dict[str, int | float]]:
+    """The gateway account's rate limits per second (0: none), and its requests so far.
+
+    Each by kind (read, write, search): ``limits``, and the requests ``admitted`` and
+    ``refused`` with a 429 ``rate_limit`` since the process started.
+    """
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return {
+        "limits": {kind: faults.rate_limit(kind) for kind in Kind},
+        "admitted": {kind: count for kind, count in limiter.admitted.items()},
+        "refused": {kind: count for kind, count in limiter.refused.items()},
+    }
 
 
 @router.post("/faults/{service}/release")

@@ -186,6 +186,15 @@ class SandboxAdmin:
         shipped: dict[str, Any] = self._check(response)
         return shipped
 
+    def rate_limits(self) -> dict[str, dict[str, float]]:
+        """The gateway's rate limits and its requests so far (``GET /admin/rate-limits``).
+
+        ``limits`` per second, requests ``admitted`` and ``refused`` (429 ``rate_limit``), each
+        by kind: ``read``, ``write``, ``search``.
+        """
+        counts: dict[str, dict[str, float]] = self._get("/admin/rate-limits", {})
+        return counts
+
     def expire_keys(self, prefix: str) -> int:
         """Make the providers forget answered keys starting with ``prefix`` (as 24 h would)."""
         expired: int = self._check(

@@ -20,12 +20,14 @@ from providers.faults import (
     DEFAULT_SEARCH_LAG_MS,
     Faults,
     QuietDrops,
+    RateLimits,
 )
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
 from providers.stripe import clock
 from providers.stripe.errors import restyle
+from providers.stripe.rate_limits import RateLimiter
 from providers.stripe.request_ids import RequestIds
 from telemetry import tracing
 
@@ -36,16 +38,18 @@ def create_app(
     search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
     webhook_settings: webhooks.SenderSettings | None = None,
     authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
+    rate_limits: RateLimits | None = None,
 ) -> FastAPI:
     """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
 
     ``search_lag_ms`` is how long the gateway's search lags its writes, and
-    ``authorization_validity_s`` how long a card authorization can be captured, unless the
+    ``authorization_validity_s`` how long a card authorization can be captured, and
+    ``rate_limits`` the gateway account's rate limits (default: Stripe's test mode), unless the
     ``payments`` faults say otherwise. ``webhook_settings``: how the warehouse sends its
     webhooks (default: from the environment).
     """
     ledger = Ledger(db_path)
-    faults = Faults(search_lag_ms, authorization_validity_s)
+    faults = Faults(search_lag_ms, authorization_validity_s, rate_limits)
     idempotency = Idempotency(ledger, faults)
     idempotency.release_stale_claims()
 
@@ -78,6 +82,7 @@ def create_app(
     )
     app.state.ledger = ledger
     app.state.faults = faults
+    app.state.rate_limiter = RateLimiter(faults.rate_limit)
     app.state.idempotency = idempotency
     app.state.metrics = metrics = ProviderMetrics()
     sender = webhooks.WebhookSender(

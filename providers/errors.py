@@ -38,6 +38,8 @@ class ApiError(Exception):
         self.message = message
         head = {"type": error_type} | ({} if code is None else {"code": code})
         self.body: dict[str, Any] = {"error": {**head, "message": message, **extra}}
+        self.headers: dict[str, str] = {}
+        """Headers sent with the answer (Stripe's ``Stripe-Should-Retry``, for one)."""
 
     @property
     def type(self) -> str:
@@ -53,7 +55,7 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         """Return this error as a JSON response."""
-        return JSONResponse(self.body, status_code=self.status)
+        return JSONResponse(self.body, status_code=self.status, headers=self.headers or None)
 
 
 def not_found(kind: str, resource_id: str) -> ApiError:

@@ -43,6 +43,17 @@ payments is 7 days after the authorization (shorter for some networks and mercha
 payments); then Stripe cancels the intent itself and releases the money."""
 AUTHORIZATION_VALIDITY_ENV = "PROVIDERS_AUTHORIZATION_VALIDITY_S"
 """Environment variable that sets the default authorization validity (seconds) for a process."""
+DEFAULT_RATE_LIMIT_PER_S = 25.0
+"""Stripe's basic rate limit in test mode: 25 read and 25 write operations per second per
+account (100 each in live mode), https://docs.stripe.com/rate-limits."""
+DEFAULT_SEARCH_RATE_LIMIT_PER_S = 20.0
+"""Stripe's Search API limit: 20 read operations per second (counted against the basic read
+limit too), https://docs.stripe.com/rate-limits."""
+RATE_LIMIT_ENV = "PROVIDERS_RATE_LIMIT_PER_S"
+"""Environment variable that sets the process's basic limit (reads and writes each; 0: none)."""
+SEARCH_RATE_LIMIT_ENV = "PROVIDERS_SEARCH_RATE_LIMIT_PER_S"
+"""Environment variable that sets the process's search limit (per second; 0: none)."""
+MAX_RATE_LIMIT_PER_S = 1_000_000.0
 RefundFailureReason = Literal[
     "charge_for_pending_refund_disputed",
     "declined",
@@ -150,6 +161,23 @@ class FaultConfig(BaseModel):
         f"{DEFAULT_AUTHORIZATION_VALIDITY_S} s). Applies to authorizations made from then on; "
         "not a request fault: unaffected by key_prefix, key_suffix and path_prefix.",
     )
+    rate_limit_per_s: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_RATE_LIMIT_PER_S,
+        description="payments: the account's limit on /v1 read operations per second, and "
+        "separately on write operations; above it Stripe's 429 rate_limit (null: the process "
+        f"default, {RATE_LIMIT_ENV} or Stripe's test mode, {DEFAULT_RATE_LIMIT_PER_S:g}; 0: no "
+        "limit). Not a request fault: unaffected by key_prefix, key_suffix and path_prefix.",
+    )
+    search_rate_limit_per_s: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_RATE_LIMIT_PER_S,
+        description="payments: the account's limit on searches per second (each also a read; "
+        f"null: the process default, {SEARCH_RATE_LIMIT_ENV} or Stripe's "
+        f"{DEFAULT_SEARCH_RATE_LIMIT_PER_S:g}; 0: no limit).",
+    )
     refunds_pending_s: float = Field(
         0.0,
         ge=0,
@@ -170,6 +198,15 @@ class FaultConfig(BaseModel):
             and key.endswith(self.key_suffix)
             and path.startswith(self.path_prefix)
         )
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The gateway account's rate limits per second (0: none), unless the faults say otherwise."""
+
+    per_s: float = DEFAULT_RATE_LIMIT_PER_S
+    """Reads, and separately writes."""
+    search_per_s: float = DEFAULT_SEARCH_RATE_LIMIT_PER_S
 
 
 @dataclass(frozen=True)
@@ -230,10 +267,21 @@ class Faults:
         self,
         default_search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
         default_authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
+        default_rate_limits: RateLimits | None = None,
     ) -> None:
         self._services = {name: _Service() for name in SERVICES}
         self.default_search_lag_ms = default_search_lag_ms
         self.default_authorization_validity_s = default_authorization_validity_s
+        self.default_rate_limits = default_rate_limits or RateLimits()
+
+    def rate_limit(self, kind: str) -> float:
+        """The gateway account's limit per second on ``kind`` (read, write, search); 0: none."""
+        config = self._get("payments").config
+        if kind == "search":
+            limit = config.search_rate_limit_per_s
+            return self.default_rate_limits.search_per_s if limit is None else limit
+        limit = config.rate_limit_per_s
+        return self.default_rate_limits.per_s if limit is None else limit
 
     def search_lag_s(self, service: str) -> float:
         """How many seconds a write takes to become visible to the service's search."""

@@ -15,6 +15,7 @@ from client.exit import exit_now
 from client.temporal import DATA_CONVERTER
 from domain import search_attributes
 from providers.admin_client import SandboxAdmin
+from providers.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
 from security.keys import KEY_FILE_ENV, KEYS_ENV, generate_key
 from stack.processes import find_binary, free_port, start_providers
 from tests.support import running_worker
@@ -33,6 +34,9 @@ _KEYS = (
 )
 os.environ[KEYS_ENV] = ",".join(_KEYS)
 os.environ.pop(KEY_FILE_ENV, None)
+# Every sandbox gateway a test starts has no rate limits unless the test sets them at run time
+# (tests/test_rate_limits.py): Stripe's test-mode 25 per second would slow the suite's bursts.
+os.environ[RATE_LIMIT_ENV] = os.environ[SEARCH_RATE_LIMIT_ENV] = "0"
 
 
 @pytest.fixture(scope="session")

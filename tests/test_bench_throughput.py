@@ -34,21 +34,26 @@ from bench.procstat import ProcessUsage
 from bench.report import printout
 from bench.stages import OrderHistory
 from bench.throughput import (
+    CALIBRATION_ORDERS,
     CEILING_KIND,
     DEFAULT_LEVELS,
     QUICK_SCALE_LEVELS,
     REAL_KIND,
     SCALE_LEVELS,
+    BenchError,
     OrderRun,
     Overload,
     Progress,
+    RateLimited,
     Watch,
     kind_figures,
     level_entry,
     on_schedule,
+    orders_per_s_at_limit,
     overload_figures,
     parse_args,
     peak_in_flight,
+    rate_limited_figures,
     start_offsets,
 )
 from domain.models import OrderView
@@ -61,6 +66,7 @@ WARMUP, ORDERS, PARK = 1, 5, 5
 LEVELS = (1, 5)
 WORKERS = (1, 2)
 OVERLOAD_S = 3
+LIMITED_S = 3
 
 KIND_FIELDS = {
     "workflow",
@@ -102,9 +108,10 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--workers", ",".join(map(str, WORKERS)),
         "--warmup", str(WARMUP), "--park", str(PARK), "--park-concurrency", "5",
         "--overload", "--overload-seconds", str(OVERLOAD_S),
+        "--rate-limited", "--account-limit", "3", "--rate-limited-seconds", str(LIMITED_S),
         "--stall-timeout", "60", "--out", str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=360)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert "Exactly-once: OK" in done.stdout
     assert "Scale-out, real / ceiling" in done.stdout
@@ -219,10 +226,30 @@ def test_the_overload_ran_open_loop_at_twice_the_best_rate(report: dict[str, Any
     assert report["settings"]["overload"] == 2.0
 
 
+def test_the_rate_limited_run_offered_twice_the_limit_and_kept_every_promise(
+    report: dict[str, Any],
+) -> None:
+    limited = report["rate_limited"]
+    assert limited["account_limits_per_s"] == {"read": 3, "write": 3, "search": 3}
+    calls = limited["gateway_calls_per_order"]
+    assert calls["search"] == 0 and calls["write"] >= 3  # create, authorize, capture
+    assert limited["orders_per_s_at_limit"] == round(3 / calls["write"], 2)
+    assert limited["offered_per_s"] == round(2 * 3 / calls["write"], 2)
+    assert limited["completed"] == limited["orders"] > 0
+    assert (limited["parked"], limited["breaker_trips"]) == (0, 0)
+    assert set(limited["refused_429"]) == {"read", "write", "search"}
+    awaiting = limited["latency_ms"]["start_to_awaiting_shipment"]
+    assert awaiting["n"] == limited["orders"] and _is_number(awaiting["p99"])
+    assert _is_number(limited["completed_vs_limit"])
+    for level in report["levels"]:  # no search on a new order's path
+        assert level["real"]["gateway_calls_per_order"]["search"] == 0
+
+
 def test_the_exactly_once_check_passed_over_every_real_order(report: dict[str, Any]) -> None:
     once = report["exactly_once"]
     orders = WARMUP * sum(WORKERS) + ORDERS * len(LEVELS) * len(WORKERS) + PARK
     orders += report["overload"]["orders"]
+    orders += CALIBRATION_ORDERS + report["rate_limited"]["orders"]
     assert once["passed"] and once["violations"] == []
     assert once["orders_checked"] == orders
     assert once["tally"]["statuses"] == {"completed": orders}
@@ -680,3 +707,67 @@ def test_the_overload_is_printed_with_a_plain_verdict(scaled_report: dict[str, A
     assert "A WORKFLOW TASK RAN OVER 1 s: the longest ran 1200 ms; 2 timed out" in text
     assert exit_status(over) == 0  # a measurement, not a failure of the run
     assert "Overload" not in printout(scaled_report)
+
+
+# --- the rate-limited run ---------------------------------------------------------------------
+
+
+def test_the_rate_limited_run_is_off_unless_asked_and_takes_a_factor_limit_and_seconds() -> None:
+    plain = parse_args([])
+    assert (plain.rate_limited, plain.account_limit, plain.rate_limited_seconds) == (
+        None, 25.0, 60.0,
+    )  # fmt: skip
+    alone = parse_args(["--rate-limited"])
+    assert (alone.rate_limited, alone.levels) == (2.0, [])  # no levels unless asked
+    told = parse_args(
+        ["--concurrency", "10", "--rate-limited", "3", "--account-limit", "9",
+         "--rate-limited-seconds", "5"]
+    )  # fmt: skip
+    assert (told.levels, told.rate_limited, told.account_limit, told.rate_limited_seconds) == (
+        [10], 3.0, 9.0, 5.0,
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        parse_args(["--rate-limited", "--account-limit", "0"])
+    assert refused.value.code == 2
+
+
+def test_the_limit_in_orders_a_second_is_set_by_the_kind_that_runs_out_first() -> None:
+    stripe_test_mode = {"read": 25.0, "write": 25.0, "search": 20.0}
+    assert orders_per_s_at_limit(stripe_test_mode, {"read": 2, "write": 3, "search": 0}) == 25 / 3
+    # An order that searched once per order and read little: still the writes.
+    assert orders_per_s_at_limit(stripe_test_mode, {"read": 1, "write": 3, "search": 1}) == 25 / 3
+    assert orders_per_s_at_limit({"read": 25.0, "write": 0, "search": 2.0}, {
+        "read": 2, "write": 3, "search": 1,
+    }) == 2.0  # fmt: skip
+    with pytest.raises(BenchError):
+        orders_per_s_at_limit({"read": 0, "write": 0, "search": 0}, {"write": 3})
+
+
+def test_the_rate_limited_figures_show_the_limit_the_429s_and_what_must_stay_zero(
+    scaled_report: dict[str, Any],
+) -> None:
+    plan = RateLimited(
+        limits={"read": 9.0, "write": 9.0, "search": 9.0},
+        calls_per_order={"read": 1.0, "write": 3.0, "search": 0.0},
+        factor=2.0,
+        seconds=2.0,
+    )
+    assert (plan.at_limit_per_s, plan.rate, len(plan.offsets())) == (3.0, 6.0, 12)
+    runs = [OrderRun(f"o-{index}", started=index / 6, done=1.0 + index / 3) for index in range(12)]
+    histories = [_history(0.01) for _ in runs]
+    histories[3] = OrderHistory(**{**histories[3].__dict__, "parked": True})
+    figures = rate_limited_figures(plan, runs, histories, {"read": 0, "write": 7, "search": 0}, 0)
+    assert figures["completed"] == figures["orders"] == 12
+    assert (figures["wall_s"], figures["completed_per_s"], figures["completed_vs_limit"]) == (
+        4.67, 2.57, 0.86,
+    )  # fmt: skip
+    assert (figures["parked"], figures["breaker_trips"]) == (1, 0)
+    assert figures["refused_429"]["write"] == 7
+    assert figures["latency_ms"]["start_to_awaiting_shipment"]["median"] == 300.0
+    text = printout({**scaled_report, "rate_limited": {"workers": 1, **figures}})
+    assert (
+        "Rate-limited gateway (9 reads and 9 writes a second, 9 searches; an order makes read 1, "
+        "write 3, search 0): 3.0 orders/s at the limit; offered 6.0/s (2 x) for 2 s: 12 orders, "
+        "12 completed at 2.57/s over 4.7 s (0.86 x the limit)." in text
+    )
+    assert "429s answered: read 0, write 7, search 0; activity retries 0; parked 1; " in text

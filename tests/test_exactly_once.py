@@ -8,7 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -385,11 +385,16 @@ async def test_an_order_id_reused_after_its_first_run_is_gone_is_never_charged_a
 ) -> None:
     """Two orders completed, forgotten by Temporal, then placed again under the same ids.
 
-    After 24 hours (keys pruned) Stripe's search finds the first run's captured intent; within
-    them, the step's key brings that intent back even while the search cannot see it yet
-    (a search lag far longer than the test), so neither protection rests on the other.
+    After 24 hours (keys pruned; the order was placed two days ago) Stripe's search finds the
+    first run's captured intent; within them (placed now: no search at all), the step's key
+    brings that intent back even while the search could not see it yet (a search lag far
+    longer than the test), so neither protection rests on the other.
     """
-    after_a_day, within_a_day = [await order_awaiting_shipment(client, task_queue) for _ in "ab"]
+    placed = {"after": datetime.now(UTC) - timedelta(days=2), "within": datetime.now(UTC)}
+    after_a_day, within_a_day = [
+        await order_awaiting_shipment(client, task_queue, placed_at=placed[regime])
+        for regime in ("after", "within")
+    ]
     for order in (after_a_day, within_a_day):
         await ship_order(client, order.id, UPS)
         await wait_for_status(client, order.id, OrderStatus.COMPLETED)
@@ -399,8 +404,10 @@ async def test_an_order_id_reused_after_its_first_run_is_gone_is_never_charged_a
     await start_order(client, after_a_day, task_queue)
     reused = [await wait_for_status(client, after_a_day.id, OrderStatus.NEEDS_ATTENTION)]
     sandbox.set_faults("payments", search_lag_ms=600_000)  # nothing searchable: only the key
+    searches = sandbox.rate_limits()["admitted"]["search"]
     await start_order(client, within_a_day, task_queue)
     reused.append(await wait_for_status(client, within_a_day.id, OrderStatus.NEEDS_ATTENTION))
+    assert sandbox.rate_limits()["admitted"]["search"] == searches  # the key alone refused it
 
     for order, view in zip((after_a_day, within_a_day), reused, strict=True):
         assert view.attention_reason and "was already used" in view.attention_reason

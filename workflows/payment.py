@@ -105,6 +105,7 @@ class Payment:
                 amount=order.total,
                 currency=order.currency,
                 payment_method=order.payment_method,
+                placed_at=order.placed_at,
                 summary=f"intent for {format_money(order.total, order.currency)}",
                 describe=lambda intent: intent.id,
                 escalate=escalate,

@@ -14,15 +14,16 @@ resource, named as Stripe's API reference names it, so its documentation is the 
 - ``errors``: Stripe's error shapes, and the idempotency layer's refusals in Stripe's words
 - ``lists``: list objects and search results
 - ``request_ids``: the ``Request-Id`` header on every answer
+- ``rate_limits``: the account's requests per second, and Stripe's 429 above them
 """
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from providers.stripe import charges, payment_intents, refunds
+from providers.stripe import charges, payment_intents, rate_limits, refunds
 
 PREFIX = "/v1"
 
-router = APIRouter(prefix=PREFIX)
+router = APIRouter(prefix=PREFIX, dependencies=[Depends(rate_limits.enforce)])
 router.include_router(payment_intents.router)
 router.include_router(charges.router)
 router.include_router(refunds.router)
