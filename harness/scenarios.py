@@ -74,10 +74,13 @@ class Run:
     """What the scenario's faults did, counted where they acted (``held captures at the kill``:
     1): its proof that they fired, which the tests check before judging the outcome."""
 
+    def next_id(self, ahead: int = 0) -> str:
+        """The id ``start`` gives its next order (``ahead``: that many after it)."""
+        return f"{self.name}-{len(self.order_ids) + ahead + 1:03d}"
+
     async def start(self, count: int, declined_every: int = 0) -> list[str]:
         """Start ``count`` orders; every ``declined_every``-th one pays with a declined card."""
-        first = len(self.order_ids)
-        ids = [f"{self.name}-{first + i + 1:03d}" for i in range(count)]
+        ids = [self.next_id(i) for i in range(count)]
         declined = {ids[i] for i in range(count) if declined_every and i % declined_every == 0}
         placed = [
             Placed.sample(oid, DECLINED_CARD if oid in declined else "pm_card_visa") for oid in ids
@@ -464,8 +467,12 @@ async def real_world_money(run: Run) -> None:
     """
     admin = run.admin
     await run.start(3)
+    # Captured before any fault is set: the faults below are the three orders' alone.
+    await wait_for_count(run.client, OrderStatus.AWAITING_SHIPMENT, 3, DEADLINE)
     admin.set_faults("payments", authorization_validity_s=8)
-    admin.set_faults("warehouse", refuse_next=1, key_suffix=f":{Step.PICKLIST}")
+    admin.set_faults(
+        "warehouse", refuse_next=1, key_prefix=f"{run.next_id()}:", key_suffix=f":{Step.PICKLIST}"
+    )
     [expiring] = await run.start(1)
     await _until_parked(run, expiring, Step.PICKLIST)
     await run.kill_worker()
@@ -490,7 +497,8 @@ async def real_world_money(run: Run) -> None:
     admin.reset_faults()
     await resolve_order(run.client, refunded, ResolveRequest(action=OperatorAction.RETRY))
 
-    admin.set_faults("payments", refuse_next=1, key_suffix=f":{Step.PAYMENT_CAPTURE}")
+    capture = f":{Step.PAYMENT_CAPTURE}"
+    admin.set_faults("payments", refuse_next=1, key_prefix=f"{run.next_id()}:", key_suffix=capture)
     [unpaid] = await run.start(1)
     await _until_parked(run, unpaid, Step.PAYMENT_CAPTURE)
     admin.ship_anyway(unpaid)
