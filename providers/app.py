@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from providers import admin, mail, pages, payments, stripe, warehouse, webhooks
+from providers import admin, mail, pages, payments, resend, stripe, warehouse, webhooks
 from providers.auth import api_key_dependency
 from providers.body_limit import BodySizeLimit
 from providers.errors import install_error_handlers
@@ -19,6 +19,7 @@ from providers.faults import (
     DEFAULT_AUTHORIZATION_VALIDITY_S,
     DEFAULT_SEARCH_LAG_MS,
     Faults,
+    MailBehaviour,
     QuietDrops,
 )
 from providers.idempotency import Idempotency
@@ -36,16 +37,20 @@ def create_app(
     search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
     webhook_settings: webhooks.SenderSettings | None = None,
     authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
+    mail_behaviour: MailBehaviour | None = None,
 ) -> FastAPI:
     """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
 
     ``search_lag_ms`` is how long the gateway's search lags its writes, and
     ``authorization_validity_s`` how long a card authorization can be captured, unless the
     ``payments`` faults say otherwise. ``webhook_settings``: how the warehouse sends its
-    webhooks (default: from the environment).
+    webhooks (default: from the environment). ``mail_behaviour``: how the mail service treats
+    keys and load unless its faults say otherwise (default: from the environment).
     """
     ledger = Ledger(db_path)
-    faults = Faults(search_lag_ms, authorization_validity_s)
+    faults = Faults(
+        search_lag_ms, authorization_validity_s, mail_behaviour or MailBehaviour.from_env()
+    )
     idempotency = Idempotency(ledger, faults)
     idempotency.release_stale_claims()
 
@@ -79,13 +84,14 @@ def create_app(
     app.state.ledger = ledger
     app.state.faults = faults
     app.state.idempotency = idempotency
+    app.state.mail_rate_limiter = resend.RateLimiter()
     app.state.metrics = metrics = ProviderMetrics()
     sender = webhooks.WebhookSender(
         ledger, webhook_settings or webhooks.SenderSettings.from_env(), metrics.registry
     )
     app.state.webhooks = sender
     # Under /v1 errors are worded as Stripe's, so its library raises the right exceptions.
-    install_error_handlers(app, {stripe.PREFIX: restyle})
+    install_error_handlers(app, {stripe.PREFIX: restyle, resend.PREFIX: resend.restyle})
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
     # Each request is counted. Tracing needs nothing here: FastAPI's own telemetry runs each
     # request in a server span under the caller's traceparent once tracing is configured.
@@ -108,6 +114,6 @@ def create_app(
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (stripe, payments, mail, warehouse, admin, webhooks, pages):
+    for module in (stripe, payments, mail, resend, warehouse, admin, webhooks, pages):
         app.include_router(module.router, dependencies=guarded)
     return app

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +53,42 @@ RefundFailureReason = Literal[
     "unknown",
 ]
 """Stripe's ``failure_reason`` values for a refund that failed."""
+RESEND_KEY_WINDOW_S = 24 * 3600
+"""How long Resend remembers an email's ``Idempotency-Key``: 24 hours (``providers.resend``)."""
+RESEND_RATE_LIMIT_PER_S = 2.0
+"""Resend's default rate limit: 2 requests per second per team (``providers.resend``)."""
+MAIL_KEY_WINDOW_ENV = "PROVIDERS_MAIL_KEY_WINDOW_S"
+"""Environment variable: how long the mail service remembers a key (seconds; default 24 h)."""
+MAIL_KEYLESS_ENV = "PROVIDERS_MAIL_KEYLESS"
+"""Environment variable: ``1`` makes the mail service keyless, as SES, SendGrid and Postmark."""
+MAIL_RATE_LIMIT_ENV = "PROVIDERS_MAIL_RATE_LIMIT"
+"""Environment variable: the mail service's requests per second (default 0: no limit)."""
+
+
+@dataclass(frozen=True)
+class MailBehaviour:
+    """How the mail service treats keys and load: the process default, or run-time settings.
+
+    ``key_window_s``: how long a key is remembered (Resend: 24 h; Brevo 15 min, Nylas 1 h).
+    ``keyless``: no key is honoured at all; every request sends an email (SES, SendGrid,
+    Postmark). ``rate_limit_per_s``: requests per second before 429s (0: none). The sandbox's
+    default is no limit, so suites and benchmarks are not throttled; Resend's default of 2 is
+    ``RESEND_RATE_LIMIT_PER_S``, set with ``PROVIDERS_MAIL_RATE_LIMIT=2``.
+    """
+
+    key_window_s: float = RESEND_KEY_WINDOW_S
+    keyless: bool = False
+    rate_limit_per_s: float = 0.0
+
+    @classmethod
+    def from_env(cls) -> MailBehaviour:
+        """The process default from ``PROVIDERS_MAIL_*`` (unset: Resend's keys, no limit)."""
+        env = os.environ.get
+        return cls(
+            key_window_s=float(env(MAIL_KEY_WINDOW_ENV, str(RESEND_KEY_WINDOW_S))),
+            keyless=env(MAIL_KEYLESS_ENV, "0").strip().lower() in ("1", "true", "yes"),
+            rate_limit_per_s=float(env(MAIL_RATE_LIMIT_ENV, "0")),
+        )
 
 
 class FaultConfig(BaseModel):
@@ -147,6 +184,28 @@ class FaultConfig(BaseModel):
         f"{DEFAULT_AUTHORIZATION_VALIDITY_S} s). Applies to authorizations made from then on; "
         "not a request fault: unaffected by key_prefix, key_suffix and path_prefix.",
     )
+    key_window_s: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 86400,
+        description="mail only: how long an Idempotency-Key is remembered, in seconds (null: "
+        f"the process default, {MAIL_KEY_WINDOW_ENV} or Resend's 24 hours). A key older than "
+        "this is forgotten: a request under it sends a new email.",
+    )
+    keyless: bool | None = Field(
+        None,
+        description="mail only: true makes the mail service keyless, as SES, SendGrid and "
+        "Postmark: the Idempotency-Key is ignored and every request sends an email (null: the "
+        f"process default, {MAIL_KEYLESS_ENV}).",
+    )
+    rate_limit_per_s: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="mail only: requests per second before 429 rate_limit_exceeded, as "
+        f"Resend's (2 by default there; 0: no limit; null: the process default, "
+        f"{MAIL_RATE_LIMIT_ENV} or 0).",
+    )
     refunds_pending_s: float = Field(
         0.0,
         ge=0,
@@ -219,10 +278,21 @@ class Faults:
         self,
         default_search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
         default_authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
+        default_mail: MailBehaviour | None = None,
     ) -> None:
         self._services = {name: _Service() for name in SERVICES}
         self.default_search_lag_ms = default_search_lag_ms
         self.default_authorization_validity_s = default_authorization_validity_s
+        self.default_mail = default_mail or MailBehaviour()
+
+    def mail_behaviour(self) -> MailBehaviour:
+        """How the mail service treats keys and load now: its settings over the default."""
+        config, default = self._get("mail").config, self.default_mail
+        return MailBehaviour(
+            key_window_s=_or(config.key_window_s, default.key_window_s),
+            keyless=_or(config.keyless, default.keyless),
+            rate_limit_per_s=_or(config.rate_limit_per_s, default.rate_limit_per_s),
+        )
 
     def search_lag_s(self, service: str) -> float:
         """How many seconds a write takes to become visible to the service's search."""
@@ -352,6 +422,14 @@ class Faults:
             state.config = FaultConfig()
             self.release(name)
             self.deliver(name)
+
+
+T = TypeVar("T")
+
+
+def _or(setting: T | None, default: T) -> T:
+    """A run-time setting, or the process default where it is unset."""
+    return default if setting is None else setting
 
 
 async def _wait(waiting: list[_Waiting], request: _Waiting) -> None:
