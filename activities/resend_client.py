@@ -62,7 +62,8 @@ class AiohttpClient(resend.AsyncHTTPClient):
         """Make one call; a transport failure is raised (the library wraps it as its error)."""
         metrics.provider_called(SERVICE)
         sent = dict(headers)
-        with client_span(f"{method.upper()} {RESEND_PREFIX}", method.upper(), url, sent) as span:
+        verb = method.upper()
+        with client_span(f"{verb} /{SERVICE}", verb, url, sent) as span:
             async with self._session.request(method, url, json=json, headers=sent) as response:
                 body = await response.read()
                 record_status(span, response.status)

@@ -14,7 +14,8 @@ Mounted under ``/resend``, so the official ``resend`` library reaches it with it
   Brevo's 15 minutes or Nylas's hour can be played, and a test can use seconds.
 - Errors (resend.com/docs/api-reference/errors): ``{"statusCode", "name", "message"}``;
   ``invalid_idempotency_key`` 400, ``validation_error``, ``missing_api_key`` 401,
-  ``invalid_api_key`` 403, ``rate_limit_exceeded`` 429, ``application_error`` 500, and the two
+  ``invalid_api_key`` 403, ``rate_limit_exceeded`` 429, ``application_error`` 500 (5xx: "an
+  error with Resend servers"; the sandbox's injected outage is a 503), and the two
   409s of a key, ``invalid_idempotent_request`` (the key was used with another payload) and
   ``concurrent_idempotent_requests`` (its first request is still in progress), as the official
   libraries list them too (resend-node's ``RESEND_ERROR_CODES_BY_KEY``, resend-rs's
@@ -120,7 +121,7 @@ RESEND_REFUSALS = Refusals(
         "Same idempotency key used with a different request payload.",
     ),
     injected_fault=lambda service: ResendApiError(
-        500, "application_error", f"Injected fault: {service} is unavailable; retry."
+        503, "service_unavailable", f"Injected fault: {service} is unavailable; retry."
     ),
     injected_rejection=lambda service: ResendApiError(
         422, "validation_error", f"Injected rejection: {service} refused this request."
