@@ -120,8 +120,8 @@ async def open_provider_clients(settings: ProviderSettings) -> AsyncIterator[Pro
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
             connector=aiohttp.TCPConnector(keepalive_timeout=_IDLE_CONNECTION_SECONDS),
         ) as session,
+        resend_client.configured(settings.base_url, settings.api_key, session),
     ):
-        resend_client.configure(settings.base_url, settings.api_key, session)
         yield ProviderClients(
             gateway=gateway,
             mail=ProviderClient("mail", settings.base_url, session),

@@ -4,8 +4,8 @@ The library carries the idempotency key (``send_async(params, {"idempotency_key"
 has an async path whose HTTP client is pluggable (``resend.AsyncHTTPClient``): it runs here on
 the worker's shared aiohttp session, so an email costs what any other provider call costs, with
 the same heartbeats, metrics and client span. The library keeps its address and key in module
-globals (``resend.api_url``, ``resend.api_key``): a worker talks to one mail service, set once
-when its provider clients open.
+globals (``resend.api_url``, ``resend.api_key``): a worker talks to one mail service, set while
+its provider clients are open (``configured``).
 
 Its errors become Temporal errors as every provider's do (``activities.errors``): a lost answer,
 a 5xx, a key still in flight (409 ``concurrent_idempotent_requests``) and a rate limit (429
@@ -15,7 +15,8 @@ refusals that park the step for an operator.
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -70,11 +71,24 @@ class AiohttpClient(resend.AsyncHTTPClient):
                 return body, response.status, {k.lower(): v for k, v in response.headers.items()}
 
 
-def configure(base_url: str, api_key: str, session: aiohttp.ClientSession) -> None:
-    """Point the library at the mail service's Resend API, over ``session``."""
+@asynccontextmanager
+async def configured(
+    base_url: str, api_key: str, session: aiohttp.ClientSession
+) -> AsyncIterator[None]:
+    """Point the library at the mail service's Resend API, over ``session``, while inside.
+
+    The library's settings are module globals: on exit the ones from before come back, so a
+    second set of provider clients opened and closed in the same process (a test's) leaves the
+    first one's session in use, not its own closed one.
+    """
+    before = (resend.api_url, resend.api_key, resend.default_async_http_client)
     resend.api_url = f"{base_url.rstrip('/')}{RESEND_PREFIX}"
     resend.api_key = api_key
     resend.default_async_http_client = AiohttpClient(session)
+    try:
+        yield
+    finally:
+        resend.api_url, resend.api_key, resend.default_async_http_client = before
 
 
 async def send(params: resend.Emails.SendParams, idempotency_key: str) -> str:
