@@ -45,12 +45,10 @@ def create_app(
     ``authorization_validity_s`` how long a card authorization can be captured, unless the
     ``payments`` faults say otherwise. ``webhook_settings``: how the warehouse sends its
     webhooks (default: from the environment). ``mail_behaviour``: how the mail service treats
-    keys and load unless its faults say otherwise (default: from the environment).
+    keys and load unless its faults say otherwise (default: Resend's 24 h keys, no limit).
     """
     ledger = Ledger(db_path)
-    faults = Faults(
-        search_lag_ms, authorization_validity_s, mail_behaviour or MailBehaviour.from_env()
-    )
+    faults = Faults(search_lag_ms, authorization_validity_s, mail_behaviour or MailBehaviour())
     idempotency = Idempotency(ledger, faults)
     idempotency.release_stale_claims()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, TypeVar
@@ -55,8 +54,6 @@ RefundFailureReason = Literal[
 """Stripe's ``failure_reason`` values for a refund that failed."""
 RESEND_KEY_WINDOW_S = 24 * 3600
 """How long Resend remembers an email's ``Idempotency-Key``: 24 hours (``providers.resend``)."""
-RESEND_RATE_LIMIT_PER_S = 2.0
-"""Resend's default rate limit: 2 requests per second per team (``providers.resend``)."""
 MAIL_KEY_WINDOW_ENV = "PROVIDERS_MAIL_KEY_WINDOW_S"
 """Environment variable: how long the mail service remembers a key (seconds; default 24 h)."""
 MAIL_KEYLESS_ENV = "PROVIDERS_MAIL_KEYLESS"
@@ -72,23 +69,13 @@ class MailBehaviour:
     ``key_window_s``: how long a key is remembered (Resend: 24 h; Brevo 15 min, Nylas 1 h).
     ``keyless``: no key is honoured at all; every request sends an email (SES, SendGrid,
     Postmark). ``rate_limit_per_s``: requests per second before 429s (0: none). The sandbox's
-    default is no limit, so suites and benchmarks are not throttled; Resend's default of 2 is
-    ``RESEND_RATE_LIMIT_PER_S``, set with ``PROVIDERS_MAIL_RATE_LIMIT=2``.
+    default is no limit, so suites and benchmarks are not throttled; Resend's default, 2 per
+    second, is ``PROVIDERS_MAIL_RATE_LIMIT=2`` (as the compose demo sets it).
     """
 
     key_window_s: float = RESEND_KEY_WINDOW_S
     keyless: bool = False
     rate_limit_per_s: float = 0.0
-
-    @classmethod
-    def from_env(cls) -> MailBehaviour:
-        """The process default from ``PROVIDERS_MAIL_*`` (unset: Resend's keys, no limit)."""
-        env = os.environ.get
-        return cls(
-            key_window_s=float(env(MAIL_KEY_WINDOW_ENV, str(RESEND_KEY_WINDOW_S))),
-            keyless=env(MAIL_KEYLESS_ENV, "0").strip().lower() in ("1", "true", "yes"),
-            rate_limit_per_s=float(env(MAIL_RATE_LIMIT_ENV, "0")),
-        )
 
 
 class FaultConfig(BaseModel):
@@ -187,10 +174,10 @@ class FaultConfig(BaseModel):
     key_window_s: float | None = Field(
         None,
         gt=0,
-        le=7 * 86400,
-        description="mail only: how long an Idempotency-Key is remembered, in seconds (null: "
-        f"the process default, {MAIL_KEY_WINDOW_ENV} or Resend's 24 hours). A key older than "
-        "this is forgotten: a request under it sends a new email.",
+        le=RESEND_KEY_WINDOW_S,
+        description="mail only: how long an Idempotency-Key is remembered, in seconds, at most "
+        f"24 hours (null: the process default, {MAIL_KEY_WINDOW_ENV} or Resend's 24 hours). A "
+        "key older than this is forgotten: a request under it sends a new email.",
     )
     keyless: bool | None = Field(
         None,
