@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from activities import metrics
+from activities import metrics, resend_client
 from activities.errors import ProviderAnswer, error_for_response, error_for_transport
 from activities.heartbeat import heartbeating
 from activities.stripe_client import StripeGateway, open_gateway
@@ -107,8 +107,9 @@ class ProviderClients:
 async def open_provider_clients(settings: ProviderSettings) -> AsyncIterator[ProviderClients]:
     """Open one client per service, closed on exit.
 
-    Mail and warehouse share one connection pool (with the sandbox's API key); the gateway has
-    the Stripe library's own, with the gateway's secret key.
+    Mail and warehouse share one connection pool (with the sandbox's API key), the mail's
+    Resend library included; the gateway has the Stripe library's own, with the gateway's
+    secret key.
     """
     gateway_url, gateway_key = settings.gateway
     timeout = settings.request_timeout_seconds
@@ -119,6 +120,7 @@ async def open_provider_clients(settings: ProviderSettings) -> AsyncIterator[Pro
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
             connector=aiohttp.TCPConnector(keepalive_timeout=_IDLE_CONNECTION_SECONDS),
         ) as session,
+        resend_client.configured(settings.base_url, settings.api_key, session),
     ):
         yield ProviderClients(
             gateway=gateway,

@@ -21,7 +21,15 @@ from pydantic import (
 )
 
 from domain.currencies import MINOR_UNIT_EXPONENT, format_money
-from domain.status import MAX_STEP_BUDGET, OperatorAction, OrderStatus, Step, StepState
+from domain.status import (
+    IDEMPOTENCY_KEY_LIFETIME,
+    MAX_STEP_BUDGET,
+    OperatorAction,
+    OrderStatus,
+    Step,
+    StepState,
+    budget_within,
+)
 from domain.stripe_currencies import MAX_CHARGE
 
 # Limits, each what a real card gateway, mail service or warehouse would take at most. The
@@ -265,6 +273,12 @@ class OrderOptions(_Model):
         timedelta(hours=6),
         description="Retry any other failing provider call this long, then ask an operator.",
     )
+    mail_key_window: timedelta = Field(
+        IDEMPOTENCY_KEY_LIFETIME,
+        description="How long the shop's mail provider remembers an idempotency key (Resend: "
+        "24 hours; Brevo 15 minutes, Nylas 1 hour). An email step retries at most half of it "
+        "(see mail_retry_budget), then asks an operator instead of sending under a forgotten key.",
+    )
     shipment_delayed_after: timedelta = Field(
         timedelta(days=3), description="No shipment by then: email the customer once."
     )
@@ -289,7 +303,12 @@ class OrderOptions(_Model):
     @model_validator(mode="after")
     def _escalation_in_order(self) -> "OrderOptions":
         budgets = (self.payment_retry_budget, self.step_retry_budget)
-        waits = (self.shipment_delayed_after, self.authorization_warning, self.refund_follow_limit)
+        waits = (
+            self.shipment_delayed_after,
+            self.authorization_warning,
+            self.refund_follow_limit,
+            self.mail_key_window,
+        )
         if min(*budgets, *waits) <= timedelta(0):
             raise ValueError("durations must be positive")
         if max(budgets) > MAX_STEP_BUDGET:
@@ -304,6 +323,11 @@ class OrderOptions(_Model):
                 f"shipment deadlines may be at most {MAX_SHIPMENT_WAIT.days} days after the order"
             )
         return self
+
+    @property
+    def mail_retry_budget(self) -> timedelta:
+        """How long an email step retries: the step budget, within the mail key window."""
+        return min(self.step_retry_budget, budget_within(self.mail_key_window))
 
 
 class CancelRequest(_Model):

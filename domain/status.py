@@ -111,10 +111,20 @@ class OperatorAction(StrEnum):
 
 
 IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
-"""How long the providers remember an idempotency key (Stripe: 24 hours). A retry after that
-could act a second time, so no step retries longer than ``MAX_STEP_BUDGET``."""
+"""How long the providers remember an idempotency key (Stripe and Resend: 24 hours). A retry
+after that could act a second time, so no step retries longer than ``MAX_STEP_BUDGET``."""
 
-MAX_STEP_BUDGET = IDEMPOTENCY_KEY_LIFETIME / 2
+
+def budget_within(key_window: timedelta) -> timedelta:
+    """The longest a step may retry under keys remembered for ``key_window``: half of it.
+
+    The rule for every provider: the other half covers the last try's own time in flight and a
+    provider that counts its window from the first request, so every retry lands inside it.
+    """
+    return key_window / 2
+
+
+MAX_STEP_BUDGET = budget_within(IDEMPOTENCY_KEY_LIFETIME)
 """The longest any step retries before it asks an operator: half the key lifetime."""
 
 PAYMENT_STEPS = frozenset({Step.PAYMENT_INTENT, Step.PAYMENT_CONFIRM, Step.PAYMENT_CAPTURE})

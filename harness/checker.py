@@ -219,6 +219,11 @@ _EMAILS: Mapping[OrderStatus, tuple[frozenset[str], frozenset[str]]] = {
 }
 
 
+def emails_needed(status: OrderStatus) -> frozenset[str]:
+    """The emails an order that ended ``status`` must have sent (exactly once when keyed)."""
+    return _EMAILS[status][0] if status in _EMAILS else frozenset()
+
+
 def _counts(effects: Effects) -> dict[str, int]:
     """Each counted effect of an order by its name in messages (singular), every template too."""
     emails = effects.emails or {}

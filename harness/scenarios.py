@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -135,13 +136,18 @@ class ScenarioResult:
     """Activity attempts that failed and were tried again: the faults the run absorbed."""
     seconds: float
     """Wall-clock time of the whole run, stack start and stop included."""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The mail ledger's messages, when asked for (``run_scenario(keep_messages=True)``)."""
 
 
 Scenario = Callable[[Run], Awaitable[None]]
 
 
-async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
-    """Bring up a fresh stack in ``data_dir``, run scenario ``name``, judge it, stop it all."""
+async def run_scenario(name: str, data_dir: Path, keep_messages: bool = False) -> ScenarioResult:
+    """Bring up a fresh stack in ``data_dir``, run scenario ``name``, judge it, stop it all.
+
+    ``keep_messages``: keep the mail ledger's messages in the result (``bench.mail_keys``).
+    """
     scenario, workers = SCENARIOS[name]
     began = time.monotonic()
     with LocalStack(data_dir) as stack:
@@ -153,6 +159,7 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
             admin.reset_faults()
             evidence = await gather_evidence(run.client, admin, run.placed.values())
             retries = await gather_limited(retried_attempts(run.client, o) for o in run.order_ids)
+            messages = admin.list("/mail/messages") if keep_messages else []
         finally:
             admin.close()
             await asyncio.to_thread(stack.stop)
@@ -167,6 +174,7 @@ async def run_scenario(name: str, data_dir: Path) -> ScenarioResult:
         kills=len(run.killed),
         retries=sum(retries),
         seconds=time.monotonic() - began,
+        messages=messages,
     )
 
 

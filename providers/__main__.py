@@ -15,9 +15,14 @@ from providers.faults import (
     DEFAULT_RATE_LIMIT_PER_S,
     DEFAULT_SEARCH_LAG_MS,
     DEFAULT_SEARCH_RATE_LIMIT_PER_S,
+    MAIL_KEY_WINDOW_ENV,
+    MAIL_KEYLESS_ENV,
+    MAIL_RATE_LIMIT_ENV,
     RATE_LIMIT_ENV,
+    RESEND_KEY_WINDOW_S,
     SEARCH_LAG_ENV,
     SEARCH_RATE_LIMIT_ENV,
+    MailBehaviour,
     RateLimits,
 )
 
@@ -62,10 +67,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f"{DEFAULT_SEARCH_RATE_LIMIT_PER_S:g}, Stripe's; 0: no limit; at run time: "
         '"search_rate_limit_per_s")',
     )
+    parser.add_argument(
+        "--mail-key-window-s",
+        type=float,
+        default=env(MAIL_KEY_WINDOW_ENV, str(RESEND_KEY_WINDOW_S)),
+        help="how long the mail service remembers an Idempotency-Key, in seconds, at most "
+        f"Resend's 24 hours (default {RESEND_KEY_WINDOW_S}; at run time: PUT /admin/faults/mail "
+        '{"key_window_s": ...})',
+    )
+    parser.add_argument(
+        "--mail-keyless",
+        type=_yes_no,
+        default=env(MAIL_KEYLESS_ENV, "0"),
+        help="1: the mail service honours no key, as SES, SendGrid and Postmark (default 0)",
+    )
+    parser.add_argument(
+        "--mail-rate-limit",
+        type=float,
+        default=env(MAIL_RATE_LIMIT_ENV, "0"),
+        help="the mail service's requests per second before 429, as Resend's (its default is 2; "
+        "here 0: none)",
+    )
     args = parser.parse_args(argv)
     if min(args.rate_limit, args.search_rate_limit) < 0:
         parser.error("rate limits are requests per second: 0 (no limit) or more")
+    if not 0 < args.mail_key_window_s <= RESEND_KEY_WINDOW_S:
+        parser.error(f"--mail-key-window-s must be above 0 and at most {RESEND_KEY_WINDOW_S}")
+    if args.mail_rate_limit < 0:
+        parser.error("--mail-rate-limit must be 0 (no limit) or more")
     return args
+
+
+def _yes_no(text: str) -> bool:
+    """``1``/``true``/``yes`` or ``0``/``false``/``no``."""
+    value = text.strip().lower()
+    if value not in ("1", "true", "yes", "0", "false", "no", ""):
+        raise argparse.ArgumentTypeError(f"expected 1 or 0, not {text!r}")
+    return value in ("1", "true", "yes")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -78,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.search_lag_ms,
             authorization_validity_s=args.authorization_validity_s,
             rate_limits=RateLimits(args.rate_limit, args.search_rate_limit),
+            mail_behaviour=MailBehaviour(
+                args.mail_key_window_s, args.mail_keyless, args.mail_rate_limit
+            ),
         ),
         host=args.host,
         port=args.port,

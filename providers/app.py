@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from providers import admin, mail, pages, payments, stripe, warehouse, webhooks
+from providers import admin, mail, pages, payments, resend, stripe, warehouse, webhooks
 from providers.auth import api_key_dependency
 from providers.body_limit import BodySizeLimit
 from providers.errors import install_error_handlers
@@ -19,6 +19,7 @@ from providers.faults import (
     DEFAULT_AUTHORIZATION_VALIDITY_S,
     DEFAULT_SEARCH_LAG_MS,
     Faults,
+    MailBehaviour,
     QuietDrops,
     RateLimits,
 )
@@ -39,6 +40,7 @@ def create_app(
     webhook_settings: webhooks.SenderSettings | None = None,
     authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
     rate_limits: RateLimits | None = None,
+    mail_behaviour: MailBehaviour | None = None,
 ) -> FastAPI:
     """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
 
@@ -46,10 +48,11 @@ def create_app(
     ``authorization_validity_s`` how long a card authorization can be captured, and
     ``rate_limits`` the gateway account's rate limits (default: Stripe's test mode), unless the
     ``payments`` faults say otherwise. ``webhook_settings``: how the warehouse sends its
-    webhooks (default: from the environment).
+    webhooks (default: from the environment). ``mail_behaviour``: how the mail service treats
+    keys and load unless its faults say otherwise (default: Resend's 24 h keys, no limit).
     """
     ledger = Ledger(db_path)
-    faults = Faults(search_lag_ms, authorization_validity_s, rate_limits)
+    faults = Faults(search_lag_ms, authorization_validity_s, rate_limits, mail_behaviour)
     idempotency = Idempotency(ledger, faults)
     idempotency.release_stale_claims()
 
@@ -84,13 +87,14 @@ def create_app(
     app.state.faults = faults
     app.state.rate_limiter = RateLimiter(faults.rate_limit)
     app.state.idempotency = idempotency
+    app.state.mail_rate_limiter = resend.RateLimiter()
     app.state.metrics = metrics = ProviderMetrics()
     sender = webhooks.WebhookSender(
         ledger, webhook_settings or webhooks.SenderSettings.from_env(), metrics.registry
     )
     app.state.webhooks = sender
     # Under /v1 errors are worded as Stripe's, so its library raises the right exceptions.
-    install_error_handlers(app, {stripe.PREFIX: restyle})
+    install_error_handlers(app, {stripe.PREFIX: restyle, resend.PREFIX: resend.restyle})
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
     # Each request is counted. Tracing needs nothing here: FastAPI's own telemetry runs each
     # request in a server span under the caller's traceparent once tracing is configured.
@@ -113,6 +117,6 @@ def create_app(
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (stripe, payments, mail, warehouse, admin, webhooks, pages):
+    for module in (stripe, payments, mail, resend, warehouse, admin, webhooks, pages):
         app.include_router(module.router, dependencies=guarded)
     return app

@@ -17,7 +17,7 @@ import logging
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +66,30 @@ RefundFailureReason = Literal[
 """Stripe's ``failure_reason`` values for a refund that failed."""
 FIRED_KEPT = 10_000
 """How many fired faults each service remembers (the oldest are forgotten first)."""
+RESEND_KEY_WINDOW_S = 24 * 3600
+"""How long Resend remembers an email's ``Idempotency-Key``: 24 hours (``providers.resend``)."""
+MAIL_KEY_WINDOW_ENV = "PROVIDERS_MAIL_KEY_WINDOW_S"
+"""Environment variable: how long the mail service remembers a key (seconds; default 24 h)."""
+MAIL_KEYLESS_ENV = "PROVIDERS_MAIL_KEYLESS"
+"""Environment variable: ``1`` makes the mail service keyless, as SES, SendGrid and Postmark."""
+MAIL_RATE_LIMIT_ENV = "PROVIDERS_MAIL_RATE_LIMIT"
+"""Environment variable: the mail service's requests per second (default 0: no limit)."""
+
+
+@dataclass(frozen=True)
+class MailBehaviour:
+    """How the mail service treats keys and load: the process default, or run-time settings.
+
+    ``key_window_s``: how long a key is remembered (Resend: 24 h; Brevo 15 min, Nylas 1 h).
+    ``keyless``: no key is honoured at all; every request sends an email (SES, SendGrid,
+    Postmark). ``rate_limit_per_s``: requests per second before 429s (0: none). The sandbox's
+    default is no limit, so suites and benchmarks are not throttled; Resend's default, 2 per
+    second, is ``PROVIDERS_MAIL_RATE_LIMIT=2`` (as the compose demo sets it).
+    """
+
+    key_window_s: float = RESEND_KEY_WINDOW_S
+    keyless: bool = False
+    rate_limit_per_s: float = 0.0
 
 
 class FaultConfig(BaseModel):
@@ -167,8 +191,10 @@ class FaultConfig(BaseModel):
         le=MAX_RATE_LIMIT_PER_S,
         description="payments: the account's limit on /v1 read operations per second, and "
         "separately on write operations; above it Stripe's 429 rate_limit (null: the process "
-        f"default, {RATE_LIMIT_ENV} or Stripe's test mode, {DEFAULT_RATE_LIMIT_PER_S:g}; 0: no "
-        "limit). Not a request fault: unaffected by key_prefix, key_suffix and path_prefix.",
+        f"default, {RATE_LIMIT_ENV} or Stripe's test mode, {DEFAULT_RATE_LIMIT_PER_S:g}). mail: "
+        "requests per second before Resend's 429 rate_limit_exceeded (Resend's default is 2; "
+        f"null: the process default, {MAIL_RATE_LIMIT_ENV} or none). 0: no limit. Not a request "
+        "fault: unaffected by key_prefix, key_suffix and path_prefix.",
     )
     search_rate_limit_per_s: float | None = Field(
         None,
@@ -177,6 +203,20 @@ class FaultConfig(BaseModel):
         description="payments: the account's limit on searches per second (each also a read; "
         f"null: the process default, {SEARCH_RATE_LIMIT_ENV} or Stripe's "
         f"{DEFAULT_SEARCH_RATE_LIMIT_PER_S:g}; 0: no limit).",
+    )
+    key_window_s: float | None = Field(
+        None,
+        gt=0,
+        le=RESEND_KEY_WINDOW_S,
+        description="mail only: how long an Idempotency-Key is remembered, in seconds, at most "
+        f"24 hours (null: the process default, {MAIL_KEY_WINDOW_ENV} or Resend's 24 hours). A "
+        "key older than this is forgotten: a request under it sends a new email.",
+    )
+    keyless: bool | None = Field(
+        None,
+        description="mail only: true makes the mail service keyless, as SES, SendGrid and "
+        "Postmark: the Idempotency-Key is ignored and every request sends an email (null: the "
+        f"process default, {MAIL_KEYLESS_ENV}).",
     )
     refunds_pending_s: float = Field(
         0.0,
@@ -268,11 +308,13 @@ class Faults:
         default_search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
         default_authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
         default_rate_limits: RateLimits | None = None,
+        default_mail: MailBehaviour | None = None,
     ) -> None:
         self._services = {name: _Service() for name in SERVICES}
         self.default_search_lag_ms = default_search_lag_ms
         self.default_authorization_validity_s = default_authorization_validity_s
         self.default_rate_limits = default_rate_limits or RateLimits()
+        self.default_mail = default_mail or MailBehaviour()
 
     def rate_limit(self, kind: str) -> float:
         """The gateway account's limit per second on ``kind`` (read, write, search); 0: none."""
@@ -282,6 +324,15 @@ class Faults:
             return self.default_rate_limits.search_per_s if limit is None else limit
         limit = config.rate_limit_per_s
         return self.default_rate_limits.per_s if limit is None else limit
+
+    def mail_behaviour(self) -> MailBehaviour:
+        """How the mail service treats keys and load now: its settings over the default."""
+        config, default = self._get("mail").config, self.default_mail
+        return MailBehaviour(
+            key_window_s=_or(config.key_window_s, default.key_window_s),
+            keyless=_or(config.keyless, default.keyless),
+            rate_limit_per_s=_or(config.rate_limit_per_s, default.rate_limit_per_s),
+        )
 
     def search_lag_s(self, service: str) -> float:
         """How many seconds a write takes to become visible to the service's search."""
@@ -425,6 +476,14 @@ class Faults:
             state.config = FaultConfig()
             self.release(name)
             self.deliver(name)
+
+
+T = TypeVar("T")
+
+
+def _or(setting: T | None, default: T) -> T:
+    """A run-time setting, or the process default where it is unset."""
+    return default if setting is None else setting
 
 
 async def _wait(waiting: list[_Waiting], request: _Waiting) -> None:

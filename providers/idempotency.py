@@ -211,6 +211,8 @@ class Idempotency:
         key: str | None = None,
         refusals: Refusals = JSON_REFUSALS,
         params: Mapping[str, Any] | None = None,
+        remember: bool = True,
+        key_window_s: float = KEY_TTL_S,
     ) -> Response:
         """Answer a POST: replay a stored response, or claim the key and perform ``effect``.
 
@@ -220,17 +222,24 @@ class Idempotency:
         (``refusals.resource_in_use``) and leaves nothing behind, so it can simply be retried.
         ``params`` are the decoded parameters of a form body (see ``fingerprint``); validate
         them before calling this, as a request that fails validation stores nothing.
+        ``remember`` false: an API that honours no key here (a mail service without keys, or a
+        request without one): nothing is claimed or stored, so every request acts; faults apply
+        as usual. ``key_window_s``: how long this API remembers a key (at most ``KEY_TTL_S``).
         """
         key = (request.headers.get(IDEMPOTENCY_KEY_HEADER, "") if key is None else key).strip()
-        if not key:
+        if remember and not key:
             raise refusals.missing_key()
-        if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        if remember and (
+            len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key)
+        ):
             raise refusals.invalid_key(key)
         path = request.url.path
         # Before the claim: a delayed request is one the provider cannot see yet.
         await self.faults.delay(service, key, path)
-        print_ = await fingerprint(request, params)
-        existing = self._claim(key, print_, resource, refusals)
+        existing = None
+        if remember:
+            print_ = await fingerprint(request, params)
+            existing = self._claim(key, print_, resource, refusals, key_window_s)
         if existing is not None:
             return DroppedResponse() if self.faults.drop_replay(service, key, path) else existing
         try:
@@ -251,15 +260,21 @@ class Idempotency:
             elif plan.server_error:
                 effect = partial(_fail_after, effect, refusals.injected_server_error(service))
             request_id = getattr(request.state, "request_id", None)
-            stored = self._commit(key, effect, request_id)
+            stored = self._commit(key if remember else None, effect, request_id)
         except BaseException:
             # Nothing was committed (effect and response are one transaction): free the key.
-            self._release(key)
+            if remember:
+                self._release(key)
             raise
         return DroppedResponse() if plan.drop else _json_response(stored.status, stored.body)
 
     def _claim(
-        self, key: str, print_: str, resource: str | None, refusals: Refusals
+        self,
+        key: str,
+        print_: str,
+        resource: str | None,
+        refusals: Refusals,
+        key_window_s: float = KEY_TTL_S,
     ) -> Response | None:
         """Claim ``key`` (and ``resource``); return the answer to send instead if already claimed.
 
@@ -273,10 +288,14 @@ class Idempotency:
                 "DELETE FROM idempotency_keys WHERE created_at < ?", (time.time() - KEY_TTL_S,)
             )
             row = db.execute(
-                "SELECT fingerprint, state, status_code, body, request_id FROM idempotency_keys"
-                " WHERE key = ?",
+                "SELECT fingerprint, state, status_code, body, request_id, created_at"
+                " FROM idempotency_keys WHERE key = ?",
                 (key,),
             ).fetchone()
+            if row is not None and _forgotten(row, key_window_s):
+                # Past this API's window: the key is new again (Resend's 24 h, or less).
+                db.execute("DELETE FROM idempotency_keys WHERE key = ?", (key,))
+                row = None
             if row is None:
                 if resource is not None and self._in_flight_on(db, resource):
                     # Raised inside the transaction, so nothing at all is stored for this key.
@@ -305,10 +324,11 @@ class Idempotency:
         sql = "SELECT 1 FROM idempotency_keys WHERE resource = ? AND state = 'in_flight'"
         return db.execute(sql, (resource,)).fetchone() is not None
 
-    def _commit(self, key: str, effect: Effect, request_id: str | None = None) -> _Stored:
+    def _commit(self, key: str | None, effect: Effect, request_id: str | None = None) -> _Stored:
         """Perform ``effect`` and store its response against ``key`` in one transaction.
 
         ``request_id`` (the request's ``Request-Id``) is kept with it for replays to name.
+        Without a key (nothing remembered) the effect alone is committed.
         """
         with self.ledger.transaction() as db:
             # The savepoint lets an effect reject a request with ApiError without
@@ -321,6 +341,8 @@ class Idempotency:
                 outcome = Outcome(error.status, error.body)
             db.execute("RELEASE effect")
             stored = _Stored(outcome.status, json.dumps(outcome.body, separators=(",", ":")))
+            if key is None:
+                return stored
             db.execute(
                 "UPDATE idempotency_keys SET state = 'done', status_code = ?, body = ?,"
                 " request_id = ? WHERE key = ?",
@@ -331,6 +353,12 @@ class Idempotency:
     def _release(self, key: str) -> None:
         with self.ledger.transaction() as db:
             db.execute("DELETE FROM idempotency_keys WHERE key = ? AND state = 'in_flight'", (key,))
+
+
+def _forgotten(row: sqlite3.Row, key_window_s: float) -> bool:
+    """Whether a finished key is older than the API's window (one still in flight never is)."""
+    created_at: float = row["created_at"]
+    return row["state"] == "done" and created_at < time.time() - key_window_s
 
 
 async def get_idempotency(request: Request) -> Idempotency:

@@ -120,6 +120,9 @@ class AddedColumn:
 
 # The only place these columns are declared: new and old ledgers get them the same way.
 ADDED_COLUMNS = (
+    # The email's Message-ID header, as sent through Resend's API (providers.resend): copies of
+    # one email share it, so a mail client shows them as one.
+    AddedColumn("messages", "message_id", "TEXT"),
     # The resource an in-flight claim locks (an intent, an order): see providers.idempotency.
     AddedColumn("idempotency_keys", "resource", "TEXT"),
     # The Request-Id of the request whose answer is stored: a replay names it (Original-Request).

@@ -1,4 +1,9 @@
-"""Sandbox mail service: every accepted message is recorded as sent."""
+"""Sandbox mail service: every accepted message is recorded as sent, in one ledger table.
+
+The order's emails come through Resend's API (``providers.resend``, ``POST /resend/emails``).
+``POST /mail/messages`` is the sandbox's first protocol of its own, kept for its tests; both
+write to ``messages``, which ``GET /mail/messages``, the mail page and the ledger summary read.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ MESSAGES = Resource(
     "messages",
     "message",
     "msg",
-    ("order_id", "to", "template", "subject", "body", "status", "created"),
+    ("order_id", "to", "template", "subject", "body", "status", "created", "message_id"),
 )
 
 

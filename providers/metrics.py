@@ -101,8 +101,9 @@ class MetricsMiddleware:
             )
 
 
-_ALIASES = {"v1": "payments"}
-"""Path prefixes served by a service of another name: Stripe's API is the payment gateway."""
+_ALIASES = {"v1": "payments", "resend": "mail"}
+"""Path prefixes served by a service of another name: Stripe's API is the payment gateway,
+Resend's the mail service."""
 
 
 def _service(path: str) -> str:

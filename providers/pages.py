@@ -136,7 +136,7 @@ async def payments_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
 @router.get("/mail/")
 async def mail_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
     """Sent messages."""
-    columns = ("created", "id", "order_id", "to", "template", "subject", "body")
+    columns = ("created", "id", "order_id", "to", "template", "subject", "body", "message_id")
     return _page(request, "Mail", _table("Messages", MESSAGES.find(ledger.db)[::-1], columns))
 
 

@@ -277,6 +277,8 @@ ROUTES = [
     ("GET", "/v1/{id}"),
     ("PATCH", "/v1/payment_intents"),
     ("POST", "/mail/messages"),
+    ("POST", "/resend/emails"),
+    ("POST", "/resend/emails"),
     ("POST", "/warehouse/picklists"),
     ("POST", "/warehouse/picklists/{id}/cancel"),
     ("POST", "/warehouse/orders/{id}/cancel"),
@@ -302,7 +304,15 @@ BODY_FIELDS = {
     "payment_method": st.sampled_from(["pm_card_visa", "pm_card_declined", "4242424242424242"]),
     "charge_id": st.text(max_size=20),
     "reason": nasty_strings,
-    "to": st.sampled_from(["ada@example.com", "nobody", "a" * 300 + "@example.com"]),
+    "to": st.sampled_from(["ada@example.com", "nobody", "a" * 300 + "@example.com"])
+    | st.lists(st.sampled_from(["ada@example.com", "x"]), max_size=60)
+    | json_values,
+    "from": nasty_strings | st.just("Shop <orders@shop.example>"),
+    "text": nasty_strings,
+    "html": nasty_strings | json_values,
+    "headers": json_values | st.dictionaries(nasty_strings, nasty_strings, max_size=3),
+    "tags": json_values
+    | st.lists(st.fixed_dictionaries({"name": nasty_strings, "value": nasty_strings}), max_size=3),
     "template": nasty_strings,
     "subject": nasty_strings,
     "body": nasty_strings,
@@ -407,6 +417,13 @@ async def providers_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 
 
 def _assert_error_shape(response: httpx.Response) -> None:
+    if response.url.path.startswith("/resend"):
+        # Resend's shape (providers.resend): the status, a name, a message.
+        body = response.json()
+        assert body["statusCode"] == response.status_code
+        assert isinstance(body["name"], str) and body["name"]
+        assert isinstance(body["message"], str) and body["message"]
+        return
     error = response.json()["error"]
     assert isinstance(error["type"], str) and error["type"]
     assert isinstance(error["message"], str) and error["message"]

@@ -135,7 +135,7 @@ PROVIDER_HANDLERS = {
     "POST /v1/payment_intents/{intent}/confirm",
     "POST /warehouse/picklists",
     "POST /v1/payment_intents/{intent}/capture",
-    "POST /mail/messages",
+    "POST /resend/emails",
 }
 """The handler span of each effect of an order that is authorized, picked, paid and confirmed."""
 

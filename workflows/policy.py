@@ -87,13 +87,16 @@ class StepPolicy:
     """How one step reacts when its call fails.
 
     Retryable faults are retried for the order's step budget (``payment``: its payment budget;
-    both stay below the idempotency key's lifetime, see ``OrderOptions``); a refusal listed in
+    ``mail``: the step budget within the mail provider's key window; all stay below the
+    idempotency key's lifetime, see ``OrderOptions``); a refusal listed in
     ``outcomes`` ends the order; anything else, and a budget run out, parks the order for an
     operator, who retries the step or cancels the order.
     """
 
     label: str
     payment: bool = False
+    mail: bool = False
+    """An email: its retries stay inside the mail provider's key window."""
     outcomes: Mapping[str, Outcome] = field(default_factory=dict)
     follows: bool = False
     """The step waits on the provider's own progress (a pending refund): it is asked again with
@@ -112,10 +115,12 @@ class StepPolicy:
     task once sent "Nothing was charged" for an order its rerun went on to charge and refund."""
 
     def budget(self, options: OrderOptions) -> timedelta:
-        """How long the step retries before an operator is asked."""
+        """How long this step retries before it asks an operator."""
         if self.follows:
             return options.refund_follow_limit
-        return options.payment_retry_budget if self.payment else options.step_retry_budget
+        if self.payment:
+            return options.payment_retry_budget
+        return options.mail_retry_budget if self.mail else options.step_retry_budget
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -125,6 +130,7 @@ class StepPolicy:
 
 _PAYMENT = "payment"
 _ON_THE_WAY_EMAILS = (Step.CONFIRMATION_EMAIL, Step.DELAY_EMAIL, Step.SHIPPED_EMAIL)
+_FAREWELL_EMAILS = (Step.DECLINE_EMAIL, Step.CANCELLATION_EMAIL, Step.OUT_OF_STOCK_EMAIL)
 POLICIES: Mapping[Step, StepPolicy] = {
     # The intent moves no money: a confirm needs its id, and runs only as a regular activity,
     # whose command lands in history after the intent's result.
@@ -145,7 +151,8 @@ POLICIES: Mapping[Step, StepPolicy] = {
         outcomes={OUT_OF_STOCK: Outcome(OrderStatus.OUT_OF_STOCK, "out of stock", "sku")},
     ),
     # Emails the story sends on its way; the farewell emails of a stopped order stay regular.
-    **{step: StepPolicy(step.value, local_first=True) for step in _ON_THE_WAY_EMAILS},
+    **{step: StepPolicy(step.value, mail=True, local_first=True) for step in _ON_THE_WAY_EMAILS},
+    **{step: StepPolicy(step.value, mail=True) for step in _FAREWELL_EMAILS},
     # Reached after the confirmation's result; it has no undo of its own (cancelling the order
     # at the warehouse takes back a released picklist as well as a held one).
     Step.PICKLIST_RELEASE: StepPolicy(Step.PICKLIST_RELEASE.value, local_first=True),

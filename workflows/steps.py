@@ -18,7 +18,14 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.requests import EffectRequest
     from domain.models import StepRecord
-    from domain.status import OperatorAction, OrderStatus, Step, StepState, idempotency_key
+    from domain.status import (
+        OperatorAction,
+        OrderStatus,
+        Step,
+        StepState,
+        budget_within,
+        idempotency_key,
+    )
     from workflows import metrics, patches
     from workflows.policy import (
         LOCAL_TRY,
@@ -109,7 +116,8 @@ class Steps:
                 self._stop_if_outcome(step, policy, err)
                 if not escalate:
                     raise
-                await self.ask_operator(step, _attention_reason(policy, budget, err))
+                reason = _attention_reason(policy, budget, err, state.options.mail_key_window)
+                await self.ask_operator(step, reason)
                 state.retries[step] = retried + 1
                 if _refused(err) or not state.patches.taken(patches.RETRY_SAME_KEY):
                     state.attempts[step] = attempt + 1
@@ -260,12 +268,21 @@ def _worth_retrying(err: ActivityError) -> bool:
     return not (isinstance(err.cause, CancelledError) or _refused(err))
 
 
-def _attention_reason(policy: StepPolicy, budget: timedelta, err: ActivityError) -> str:
+def _attention_reason(
+    policy: StepPolicy, budget: timedelta, err: ActivityError, mail_key_window: timedelta
+) -> str:
+    """Why the step asks an operator; an email's says its key window is what stopped it."""
     cause = err.cause
     if _refused(err):
         return f"{policy.label} refused: {cause}"
     last = cause.__cause__ if cause is not None and cause.__cause__ is not None else cause
-    return f"{policy.label} failing for over {human(budget)}: {last or err}"
+    window = (
+        f" (the mail provider remembers its key for {human(mail_key_window)}: not sent again "
+        "blindly; a retry first looks for the email at the provider)"
+        if policy.mail and budget >= budget_within(mail_key_window)
+        else ""
+    )
+    return f"{policy.label} failing for over {human(budget)}{window}: {last or err}"
 
 
 async def wait_until(condition: Callable[[], bool], limit: timedelta) -> bool:
