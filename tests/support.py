@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import stripe
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -199,3 +200,19 @@ def run_command(
         except subprocess.TimeoutExpired:
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
+
+
+@asynccontextmanager
+async def stripe_against(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
+    """Stripe's official library against the sandbox gateway, its own retries off (as the
+    worker's: every retry is Temporal's, under the step's key)."""
+    http = stripe.AIOHTTPClient()
+    try:
+        yield stripe.StripeClient(
+            sandbox.api_key,
+            base_addresses={"api": sandbox.base_url},
+            http_client=http,
+            max_network_retries=0,
+        )
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]

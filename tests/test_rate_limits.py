@@ -47,7 +47,7 @@ from providers.__main__ import parse_args
 from providers.admin_client import SandboxAdmin
 from providers.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
 from stack.local import LocalStack
-from tests.support import make_order, wait_for_status
+from tests.support import make_order, stripe_against, wait_for_status
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 
@@ -55,14 +55,8 @@ UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 @pytest.fixture
 async def client(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
     """The official library against the sandbox, with its own retries off (as the worker's)."""
-    http = stripe.AIOHTTPClient()
-    yield stripe.StripeClient(
-        sandbox.api_key,
-        base_addresses={"api": sandbox.base_url},
-        http_client=http,
-        max_network_retries=0,
-    )
-    await http.close_async()  # type: ignore[no-untyped-call]
+    async with stripe_against(sandbox) as gateway:
+        yield gateway
 
 
 def intent_params(order_id: str) -> Any:

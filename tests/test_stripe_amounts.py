@@ -29,7 +29,7 @@ from domain.stripe_currencies import (
     to_stripe_amount,
 )
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, run_starter
+from tests.support import make_order, run_starter, stripe_against
 
 
 def one_line(unit_price: int) -> list[dict[str, Any]]:
@@ -94,14 +94,8 @@ def test_stripe_scales_differ_from_iso_only_where_stripe_says() -> None:
 
 @pytest.fixture
 async def gateway(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
-    http = stripe.AIOHTTPClient()
-    yield stripe.StripeClient(
-        sandbox.api_key,
-        base_addresses={"api": sandbox.base_url},
-        http_client=http,
-        max_network_retries=0,
-    )
-    await http.close_async()  # type: ignore[no-untyped-call]
+    async with stripe_against(sandbox) as gateway:
+        yield gateway
 
 
 async def create(

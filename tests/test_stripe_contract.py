@@ -18,18 +18,13 @@ import pytest
 import stripe
 
 from providers.admin_client import SandboxAdmin
+from tests.support import stripe_against
 
 
 @pytest.fixture
 async def client(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
-    http = stripe.AIOHTTPClient()
-    yield stripe.StripeClient(
-        sandbox.api_key,
-        base_addresses={"api": sandbox.base_url},
-        http_client=http,
-        max_network_retries=0,
-    )
-    await http.close_async()  # type: ignore[no-untyped-call]
+    async with stripe_against(sandbox) as gateway:
+        yield gateway
 
 
 @pytest.fixture

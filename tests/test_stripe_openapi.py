@@ -31,6 +31,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from providers.admin_client import SandboxAdmin
+from tests.support import stripe_against
 
 CONTRACT = Path(__file__).parent / "contracts" / "stripe" / "schemas.json"
 DOCUMENT_URI = "urn:stripe-openapi"
@@ -119,14 +120,8 @@ def refusal(err: stripe.StripeError) -> dict[str, Any]:
 
 @pytest.fixture
 async def client(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
-    http = stripe.AIOHTTPClient()
-    yield stripe.StripeClient(
-        sandbox.api_key,
-        base_addresses={"api": sandbox.base_url},
-        http_client=http,
-        max_network_retries=0,
-    )
-    await http.close_async()  # type: ignore[no-untyped-call]
+    async with stripe_against(sandbox) as gateway:
+        yield gateway
 
 
 @pytest.fixture
