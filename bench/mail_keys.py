@@ -19,9 +19,7 @@ Exits 1 if a keyed run sent a copy or missed an email: that is the promise.
 """
 
 import argparse
-import asyncio
 import os
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -29,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.exit import exit_now
+from client.exit import run_to_exit
 from harness.checker import emails_needed
 from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 from providers.faults import MAIL_KEYLESS_ENV
@@ -136,16 +134,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    try:
-        status = asyncio.run(
-            bench(args.mode or list(MODES), args.scenario or ["load-with-faults"], args.runs)
-        )
-    except KeyboardInterrupt:
-        status = 130
-    except Exception as err:  # a scenario that could not finish: say which, leave non-zero
-        print(f"error: {err!r}", file=sys.stderr)
-        status = 2
-    exit_now(status)  # PITFALLS 2: leave without the SDK's runtime shutting down
+    # PITFALLS 2: leaves without the SDK's runtime shutting down
+    run_to_exit(bench(args.mode or list(MODES), args.scenario or ["load-with-faults"], args.runs))
 
 
 if __name__ == "__main__":

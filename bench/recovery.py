@@ -13,15 +13,13 @@ Exits 1 if the checker found a violation in any run.
 """
 
 import argparse
-import asyncio
 import os
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.exit import exit_now
+from client.exit import run_to_exit
 from domain.status import OrderStatus
 from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 from security.keys import KEYS_ENV, generate_key, keys_configured
@@ -125,14 +123,8 @@ def main() -> None:
         help="run only this scenario (repeatable; default: all)",
     )
     args = parser.parse_args()
-    try:
-        status = asyncio.run(bench(args.scenario or list(SCENARIOS), args.runs))
-    except KeyboardInterrupt:
-        status = 130
-    except Exception as err:  # a scenario that could not finish: say which, leave non-zero
-        print(f"error: {err!r}", file=sys.stderr)
-        status = 2
-    exit_now(status)  # PITFALLS 2: leave without the SDK's runtime shutting down
+    # PITFALLS 2: leaves without the SDK's runtime shutting down
+    run_to_exit(bench(args.scenario or list(SCENARIOS), args.runs))
 
 
 if __name__ == "__main__":
