@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import stripe
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -27,6 +26,9 @@ from domain.search_attributes import ORDER_STATUS
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from worker import build_worker
+
+if TYPE_CHECKING:
+    import stripe
 
 
 async def start_time_skipping() -> WorkflowEnvironment:
@@ -203,9 +205,13 @@ def run_command(
 
 
 @asynccontextmanager
-async def stripe_against(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
+async def stripe_against(sandbox: SandboxAdmin) -> AsyncIterator["stripe.StripeClient"]:
     """Stripe's official library against the sandbox gateway, its own retries off (as the
     worker's: every retry is Temporal's, under the step's key)."""
+    # Imported here: test modules that define workflows import this module inside the sandbox,
+    # where the library's HTTP stack may not load.
+    import stripe
+
     http = stripe.AIOHTTPClient()
     try:
         yield stripe.StripeClient(
