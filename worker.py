@@ -154,6 +154,7 @@ def build_worker(
             payment.find_charge,
             payment.refund_payment,
             payment.follow_refund,
+            payment.follow_authentication,
             mail.send_email,
             warehouse.send_picklist,
             warehouse.release_picklist,

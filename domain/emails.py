@@ -121,3 +121,26 @@ def refund_failed(order: Order, reason: str) -> EmailContent:
         f"your bank ({reason}), so the money has not reached you. We are on it and will "
         "contact you to return it another way.",
     )
+
+
+def authentication_required(order: Order, link: str, deadline: str) -> EmailContent:
+    """Sent once when the bank asks the customer to confirm the payment (3-D Secure)."""
+    return EmailContent(
+        EmailTemplate.AUTHENTICATION_REQUIRED,
+        f"Please confirm your payment for order {order.id}",
+        f"Hi {order.customer.name},\n\nYour bank asks you to confirm the payment of "
+        f"{format_money(order.total, order.currency)} for order {order.id}. Open this link to "
+        f"confirm it:\n\n{link}\n\nNothing is charged until you do. If it is not confirmed by "
+        f"{deadline}, the order is cancelled.",
+    )
+
+
+def authentication_reminder(order: Order, link: str, deadline: str) -> EmailContent:
+    """Sent once, halfway through the wait, when the customer has not confirmed yet."""
+    return EmailContent(
+        EmailTemplate.AUTHENTICATION_REMINDER,
+        f"Reminder: confirm your payment for order {order.id}",
+        f"Hi {order.customer.name},\n\nYour order {order.id} is waiting for you to confirm the "
+        f"payment of {format_money(order.total, order.currency)} with your bank:\n\n{link}\n\n"
+        f"If it is not confirmed by {deadline}, the order is cancelled and nothing is charged.",
+    )

@@ -274,6 +274,11 @@ class OrderOptions(_Model):
         description="When the authorization expires before the capture: authorize the card "
         "again (true), or wind the order down, nothing charged (false).",
     )
+    authentication_wait: timedelta = Field(
+        timedelta(hours=24),
+        description="Wait this long for the customer to complete 3-D Secure (reminded once, "
+        "halfway), then cancel the payment, nothing charged.",
+    )
     refund_follow_limit: timedelta = Field(
         timedelta(days=30),
         description="Follow a pending refund this long for its outcome, then ask an operator.",
@@ -282,7 +287,12 @@ class OrderOptions(_Model):
     @model_validator(mode="after")
     def _escalation_in_order(self) -> "OrderOptions":
         budgets = (self.payment_retry_budget, self.step_retry_budget)
-        waits = (self.shipment_delayed_after, self.authorization_warning, self.refund_follow_limit)
+        waits = (
+            self.shipment_delayed_after,
+            self.authorization_warning,
+            self.refund_follow_limit,
+            self.authentication_wait,
+        )
         if min(*budgets, *waits) <= timedelta(0):
             raise ValueError("durations must be positive")
         if max(budgets) > MAX_STEP_BUDGET:

@@ -12,6 +12,7 @@ class OrderStatus(StrEnum):
     """Where an order stands, as customers and operators see it."""
 
     RECEIVED = "received"
+    AWAITING_AUTHENTICATION = "awaiting-authentication"
     AUTHORIZED = "authorized"
     PAID = "paid"
     AWAITING_SHIPMENT = "awaiting-shipment"
@@ -47,6 +48,10 @@ class Step(StrEnum):
     PAYMENT_CONFIRM = "payment-confirm"
     """Confirms the intent: authorizes the card (charged it, in orders before capture)."""
     PAYMENT_CAPTURE = "payment-capture"
+    AUTHENTICATION = "authentication"
+    """Waits for the customer to complete 3-D Secure, as the gateway says."""
+    AUTHENTICATION_EMAIL = "authentication-email"
+    AUTHENTICATION_REMINDER_EMAIL = "authentication-reminder-email"
     CONFIRMATION_EMAIL = "confirmation-email"
     PICKLIST = "picklist"
     PICKLIST_RELEASE = "picklist-release"
@@ -97,6 +102,8 @@ class EmailTemplate(StrEnum):
     ORDER_CANCELLED = "order-cancelled"
     OUT_OF_STOCK = "out-of-stock"
     REFUND_FAILED = "refund-failed"
+    AUTHENTICATION_REQUIRED = "authentication-required"
+    AUTHENTICATION_REMINDER = "authentication-reminder"
 
 
 class OperatorAction(StrEnum):

@@ -24,7 +24,7 @@ from providers.faults import (
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
-from providers.stripe import clock
+from providers.stripe import authentication, clock
 from providers.stripe.errors import restyle
 from providers.stripe.request_ids import RequestIds
 from telemetry import tracing
@@ -110,4 +110,6 @@ def create_app(
 
     for module in (stripe, payments, mail, warehouse, admin, webhooks, pages):
         app.include_router(module.router, dependencies=guarded)
+    # The customer's 3-D Secure page: its link's client secret, not the shop's key, guards it.
+    app.include_router(authentication.router)
     return app

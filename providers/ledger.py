@@ -213,6 +213,10 @@ ADDED_COLUMNS = (
     AddedColumn("refunds", "failure_reason", "TEXT"),
     AddedColumn("refunds", "settles_at", "REAL"),
     AddedColumn("refunds", "settles_to", "TEXT"),
+    # A 3-D Secure card's intent waits in requires_action for the customer to authenticate on
+    # this page (its next_action), then goes back where Stripe would send them (return_url).
+    AddedColumn("payment_intents", "next_action_url", "TEXT"),
+    AddedColumn("payment_intents", "return_url", "TEXT"),
 )
 # Indexes on added columns, created once the columns exist. Only in-flight claims lock a
 # resource, so only they are indexed.

@@ -199,3 +199,34 @@ def run_command(
         except subprocess.TimeoutExpired:
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
+
+
+AUTHENTICATION_LINK = r"http://\S+/payments/authenticate/\S+"
+"""The 3-D Secure link in the customer's email (``domain.emails.authentication_required``)."""
+
+
+async def authentication_link(sandbox: SandboxAdmin, order_id: str) -> str:
+    """The 3-D Secure link the order emailed its customer, once the email is sent."""
+    import re
+
+    def sent() -> list[dict[str, Any]]:
+        template = "authentication-required"
+        return sandbox.list("/mail/messages", order_id=order_id, template=template)
+
+    async def emailed() -> bool:
+        return bool(sent())
+
+    await eventually(emailed, f"the authentication email of {order_id}")
+    found = re.search(AUTHENTICATION_LINK, sent()[0]["body"])
+    assert found, sent()[0]["body"]
+    return found.group(0)
+
+
+async def authenticate(sandbox: SandboxAdmin, order_id: str, outcome: str = "complete") -> None:
+    """The customer answers 3-D Secure on the sandbox's page (``complete`` or ``fail``)."""
+    import httpx
+
+    link = await authentication_link(sandbox, order_id)
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(f"{link}&outcome={outcome}")
+    assert answer.status_code == 200, answer.text

@@ -23,7 +23,12 @@ from domain.emails import order_confirmation
 from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from domain.status import OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, until_cancel_request_handled, wait_for_status
+from tests.support import (
+    authenticate,
+    make_order,
+    until_cancel_request_handled,
+    wait_for_status,
+)
 from worker import sandboxed_runner
 from workflows.order import OrderWorkflow
 
@@ -92,6 +97,13 @@ RECORDED["v10"] = (
     "reauthorized",
     "refund-failed",
 )
+RECORDED["v11"] = (
+    *RECORDED["v10"],
+    "authenticated",
+    "authentication-failed",
+    "not-authenticated",
+    "cancel-while-authenticating",
+)
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
@@ -102,8 +114,9 @@ Stripe's API (a cancel meeting a held capture), the warehouse's webhook reportin
 by update, and a cancel that finds the parcel shipped, v9 with one baseline patch for all of
 those and the search attributes given at the start, v10 with money as the real world handles it
 (a picklist held until the capture and a parcel shipped unpaid still paid for, authorizations
-that expire or are renewed, refunds that fail). The last is the current one, which recording
-writes."""
+that expire or are renewed, refunds that fail), v11 with the customer in the loop (3-D Secure
+completed, failed, never done, or cut short by a cancel). The last is the current one, which
+recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -150,6 +163,7 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     await record_v7_scenarios(client, sandbox, task_queue, orders)
     await record_v8_scenarios(client, sandbox, task_queue, orders)
     await record_v10_scenarios(client, sandbox, task_queue, orders)
+    await record_v11_scenarios(client, sandbox, task_queue, orders)
 
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
@@ -301,6 +315,28 @@ async def record_v10_scenarios(
     sandbox.reset_faults()
     await resolve_order(client, failing.id, ResolveRequest(action=OperatorAction.RETRY))
     assert (await cancel.result()).status == OrderStatus.CANCELLED
+
+
+async def record_v11_scenarios(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
+) -> None:
+    """3-D Secure: completed, failed, never done within the wait, a cancel while it waits."""
+    for scenario in RECORDED["v11"][len(RECORDED["v10"]) :]:
+        orders[scenario] = make_order(payment_method="pm_card_authenticationRequired")
+    done, failed = orders["authenticated"], orders["authentication-failed"]
+    lapsed, cancelled = orders["not-authenticated"], orders["cancel-while-authenticating"]
+    for order in (done, failed, cancelled):
+        await start_order(client, order, task_queue)
+    await start_order(
+        client, lapsed, task_queue, OrderOptions(authentication_wait=timedelta(seconds=4))
+    )
+    await authenticate(sandbox, done.id)
+    await authenticate(sandbox, failed.id, "fail")
+    await wait_for_status(client, done.id, OrderStatus.AWAITING_SHIPMENT, within=60)
+    await ship_order(client, done.id, UPS)
+    await wait_for_status(client, cancelled.id, OrderStatus.AWAITING_AUTHENTICATION)
+    await cancel_order(client, cancelled.id, "changed my mind")
+    await wait_for_status(client, lapsed.id, OrderStatus.CANCELLED, within=60)
 
 
 async def ship_anyway(sandbox: SandboxAdmin, order_id: str) -> None:

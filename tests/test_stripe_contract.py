@@ -224,6 +224,46 @@ async def test_a_declined_intent_confirmed_again_with_another_card_authorizes_on
     assert (counts["authorizations"], counts["charges"]) == (1, 0)
 
 
+async def test_a_3d_secure_card_requires_action_until_the_customer_authenticates(
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
+) -> None:
+    intent = await create(client, order_id, "pm_card_authenticationRequired")
+    waiting = await client.v1.payment_intents.confirm_async(
+        intent.id, {"return_url": "https://shop.test/back"}, key(order_id, "confirm")
+    )
+    assert (waiting.status, waiting.latest_charge) == ("requires_action", None)
+    assert waiting.next_action is not None and waiting.next_action.type == "redirect_to_url"
+    redirect = waiting.next_action.redirect_to_url
+    assert redirect is not None and redirect.return_url == "https://shop.test/back"
+    assert redirect.url is not None and str(waiting.client_secret) in redirect.url
+    assert ledger(sandbox, order_id)["authorizations"] == 0  # nothing authorized yet
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        wrong = await http.get(redirect.url.replace("_secret_", "_secret_x"))
+        page = await http.get(redirect.url)
+        done = await http.post(f"{redirect.url}&outcome=complete")
+    assert wrong.status_code == 404 and 'id="complete"' in page.text
+    assert done.status_code == 303 and done.headers["location"] == "https://shop.test/back"
+    authorized = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert (authorized.status, authorized.next_action) == ("requires_capture", None)
+    assert ledger(sandbox, order_id)["authorizations"] == 1
+
+
+async def test_a_failed_authentication_leaves_the_intent_waiting_for_another_card(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    intent = await create(client, order_id, "pm_card_threeDSecure2Required")
+    waiting = await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "c"))
+    assert waiting.next_action is not None and waiting.next_action.redirect_to_url is not None
+    url = waiting.next_action.redirect_to_url.url
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.post(f"{url}&outcome=fail")).status_code == 200
+    failed = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert failed.status == "requires_payment_method"
+    assert failed.last_payment_error is not None
+    assert failed.last_payment_error.code == "payment_intent_authentication_failure"
+
+
 async def test_cancel_of_an_authorization_releases_it(
     client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
 ) -> None:

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
     from workflows import metrics, patches
+    from workflows.authentication import Authentication
     from workflows.authorization import AuthorizationWatch
     from workflows.compensation import Compensations
     from workflows.patches import Patches
@@ -74,6 +75,9 @@ class OrderWorkflow:
         self._picking = Picking(self._state, self._steps, self._compensations)
         self._authorization = AuthorizationWatch(
             self._state, self._payment, self._accept_cancel, self._stop_story
+        )
+        self._authentication = Authentication(
+            self._state, self._steps, self._email, self._set_status
         )
         self._story: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -145,6 +149,8 @@ class OrderWorkflow:
             for patch in patches.BEFORE_AUTHORIZE_RESERVE_CAPTURE:
                 workflow.patched(patch)
         await self._payment.authorize()
+        if self._state.patches.taken(patches.CUSTOMER_IN_THE_LOOP):
+            await self._authentication.complete()  # 3-D Secure: the customer answers first
         self._set_status(OrderStatus.AUTHORIZED)
         if self._state.patches.taken(patches.REAL_WORLD_MONEY):
             self._watch = asyncio.create_task(self._authorization.run())

@@ -93,11 +93,13 @@ class Payment:
             summary=f"capture {format_money(order.total, order.currency)}",
         )
 
-    async def _create_intent(self, escalate: bool = True, **fields: str) -> PaymentIntent:
+    async def _create_intent(self, escalate: bool = True, **fields: Any) -> PaymentIntent:
         """Create the order's intent once (its id in history), or return the one it has."""
         state, order = self._state, self._state.order
         if state.intent is None:
-            replaces = {"replaces": state.replaced_intents} if state.replaced_intents else {}
+            replaces: dict[str, Any] = (
+                {"replaces": state.replaced_intents} if state.replaced_intents else {}
+            )
             state.intent = await self._steps.call(
                 Step.PAYMENT_INTENT,
                 PaymentActivities.create_payment_intent,

@@ -63,13 +63,15 @@ class Steps:
         summary: str,
         describe: Callable[[T], str],
         escalate: bool = True,
+        budget: timedelta | None = None,
         **fields: Any,
     ) -> T:
         """Call a provider as ``step`` until it answers, the order stops, or an operator decides.
 
         ``escalate=False``: a failure the step's policy does not turn into the order's stop is
         raised (``ActivityError``) instead of asking an operator, for a caller running beside
-        the story, which may itself be waiting for an operator.
+        the story, which may itself be waiting for an operator. ``budget``: how long to retry,
+        instead of the step's policy (a wait with its own deadline).
 
         ``request`` is built here from ``fields`` with the step's idempotency key, afresh for
         each try: a field given as a function is read then (what an operator's wait may have
@@ -81,7 +83,7 @@ class Steps:
         the retry wait for it, then answers with its result), so the effect happens once.
         """
         state, policy = self._state, policy_for(step)
-        budget = policy.budget(state.options)
+        budget = budget or policy.budget(state.options)
         while True:
             attempt, retried = state.attempts.get(step, 1), state.retries.get(step, 0)
             arg = request(
