@@ -248,6 +248,17 @@ class Shipment(_Model):
     ]
 
 
+class GatewayEvent(_Model):
+    """One of the gateway's (Stripe's) events about an order's payment, as the order hears it.
+
+    Only a hint: the order reads the object back by id (the source of truth) when it hears one.
+    """
+
+    id: Annotated[str, StringConstraints(max_length=255)]
+    type: Annotated[str, StringConstraints(max_length=100)]
+    object_id: Annotated[str, StringConstraints(max_length=255)]
+
+
 class OrderOptions(_Model):
     """How long an order tolerates trouble before it escalates; the defaults suit a real shop."""
 

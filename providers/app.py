@@ -24,7 +24,7 @@ from providers.faults import (
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
-from providers.stripe import authentication, clock
+from providers.stripe import authentication, clock, events
 from providers.stripe.errors import restyle
 from providers.stripe.request_ids import RequestIds
 from telemetry import tracing
@@ -36,13 +36,15 @@ def create_app(
     search_lag_ms: int = DEFAULT_SEARCH_LAG_MS,
     webhook_settings: webhooks.SenderSettings | None = None,
     authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
+    stripe_webhook_settings: webhooks.SenderSettings | None = None,
 ) -> FastAPI:
     """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
 
     ``search_lag_ms`` is how long the gateway's search lags its writes, and
     ``authorization_validity_s`` how long a card authorization can be captured, unless the
     ``payments`` faults say otherwise. ``webhook_settings``: how the warehouse sends its
-    webhooks (default: from the environment).
+    webhooks, ``stripe_webhook_settings`` how the gateway sends Stripe's events (both by
+    default from the environment).
     """
     ledger = Ledger(db_path)
     faults = Faults(search_lag_ms, authorization_validity_s)
@@ -57,13 +59,14 @@ def create_app(
         tracing.configure("orders-providers")  # only if OTEL_* variables ask for it
         # The outbox's events still pending (from before a restart too) go out from here on.
         sending = asyncio.create_task(sender.run())
+        telling = asyncio.create_task(stripe_sender.run())  # the gateway's Stripe events
         ticking = asyncio.create_task(clock.run(ledger))  # expiries and settlements
         try:
             yield
         finally:
-            sending.cancel()
-            ticking.cancel()
-            await asyncio.gather(sending, ticking, return_exceptions=True)
+            for task in (sending, telling, ticking):
+                task.cancel()
+            await asyncio.gather(sending, telling, ticking, return_exceptions=True)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
             tracing.shutdown()
             ledger.close()
@@ -84,6 +87,10 @@ def create_app(
         ledger, webhook_settings or webhooks.SenderSettings.from_env(), metrics.registry
     )
     app.state.webhooks = sender
+    stripe_sender = events.StripeEventSender(
+        ledger, stripe_webhook_settings or events.settings_from_env(), metrics.registry
+    )
+    app.state.stripe_events = stripe_sender
     # Under /v1 errors are worded as Stripe's, so its library raises the right exceptions.
     install_error_handlers(app, {stripe.PREFIX: restyle})
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
@@ -108,7 +115,7 @@ def create_app(
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (stripe, payments, mail, warehouse, admin, webhooks, pages):
+    for module in (stripe, payments, mail, warehouse, admin, webhooks, events, pages):
         app.include_router(module.router, dependencies=guarded)
     # The customer's 3-D Secure page: its link's client secret, not the shop's key, guards it.
     app.include_router(authentication.router)

@@ -97,6 +97,16 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_events_order ON webhook_events (order_id);
+-- The gateway's Stripe events (providers.stripe.events): the same shape as webhook_events.
+CREATE TABLE IF NOT EXISTS stripe_events (
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, order_id TEXT NOT NULL, body TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_status TEXT,
+    last_error TEXT, last_attempt TEXT, delivered TEXT, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stripe_events_due ON stripe_events (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS stripe_events_order ON stripe_events (order_id);
 """
 
 

@@ -1169,6 +1169,7 @@ def test_openapi_declares_the_idempotency_key_on_every_post_with_an_effect(
         "/admin/faults/{service}/release",
         "/admin/faults/{service}/deliver",
         "/admin/webhooks/events/{event_id}/send",
+        "/admin/stripe-events/events/{event_id}/send",
     }
     assert posts - admin == EFFECT_POSTS
     for path in EFFECT_POSTS:

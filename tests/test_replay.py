@@ -20,7 +20,15 @@ from temporalio.workflow import NondeterminismError
 from client.orders import cancel_order, order_status, resolve_order, ship_order, start_order
 from client.temporal import DATA_CONVERTER
 from domain.emails import order_confirmation
-from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import (
+    CancelRequest,
+    GatewayEvent,
+    Order,
+    OrderOptions,
+    OrderView,
+    ResolveRequest,
+    Shipment,
+)
 from domain.status import OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from tests.support import (
@@ -330,6 +338,11 @@ async def record_v11_scenarios(
     await start_order(
         client, lapsed, task_queue, OrderOptions(authentication_wait=timedelta(seconds=4))
     )
+    # A gateway event while the order waits: its read of the intent starts over at once.
+    await wait_until_step(client, done.id, Step.AUTHENTICATION)
+    news = GatewayEvent(id="evt_v11", type="payment_intent.requires_action", object_id="pi_x")
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, done.id)
+    await handle.execute_update(OrderWorkflow.gateway_event, news, id="stripe:evt_v11")
     await authenticate(sandbox, done.id)
     await authenticate(sandbox, failed.id, "fail")
     await wait_for_status(client, done.id, OrderStatus.AWAITING_SHIPMENT, within=60)

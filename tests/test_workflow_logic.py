@@ -52,7 +52,15 @@ from activities.warehouse import (
 )
 from client.orders import OrderRefused, cancel_order, order_status, start_order
 from domain import rules
-from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import (
+    CancelRequest,
+    GatewayEvent,
+    Order,
+    OrderOptions,
+    OrderView,
+    ResolveRequest,
+    Shipment,
+)
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from tests.support import make_order, start_time_skipping
 from worker import sandboxed_runner
@@ -1410,3 +1418,24 @@ async def test_a_cancel_while_the_customer_authenticates_cancels_the_intent(
         ("send_email", key(order, Step.CANCELLATION_EMAIL)),
     ]
     assert "Nothing was charged." in fake.emails()[-1].body
+
+
+async def test_a_gateway_event_makes_the_wait_read_the_intent_again_at_once(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", answer(NEEDS_ACTION))
+    fake.script("follow_authentication", hang(), answer(_DEFAULT))  # the first read never ends
+    order = await orders.start()
+    await fake.called("follow_authentication")
+    event = GatewayEvent(
+        id="evt_1", type="payment_intent.amount_capturable_updated", object_id="pi_1"
+    )
+    taken = await orders.handle(order).execute_update(
+        OrderWorkflow.gateway_event, event, id="stripe:evt_1"
+    )
+    assert taken == f"order {order.id} took payment_intent.amount_capturable_updated evt_1"
+
+    view = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    assert len(fake.of("follow_authentication")) == 2  # read again at once, not after backoff
+    assert view.transaction_id == "ch_1"

@@ -9,7 +9,6 @@ authentication, or a card declined once authenticated, is a decline. A cancel me
 interrupts the wait as it interrupts any step.
 """
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -22,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.emails import EmailContent
     from domain.status import OrderStatus, Step
     from workflows.state import OrderState
-    from workflows.steps import OrderStopped, Steps
+    from workflows.steps import OrderStopped, Steps, Wake, read_until_woken
 
 NOT_AUTHENTICATED = "the payment was not confirmed with the bank in time"
 """The cancel reason of an order whose customer never completed 3-D Secure."""
@@ -44,6 +43,7 @@ class Authentication:
     ) -> None:
         self._state, self._steps = state, steps
         self._email, self._set_status = send_email, set_status
+        self._wake = Wake()
 
     async def complete(self) -> None:
         """Return once the card is authorized; raise ``OrderStopped`` if it never will be.
@@ -83,26 +83,24 @@ class Authentication:
 
         The deadline is a durable timer of the order's, not the activity's timeout: the reads
         go on (retried by the step's policy) until the timer fires, then are cancelled. A
-        decline stops the order (the step's policy); a cancel too. Any other failure asks an
-        operator, whose retry asks again.
+        gateway's event (``wake``) starts the reads over at once. A decline stops the order
+        (the step's policy); a cancel too. Any other failure asks an operator, whose retry
+        asks again.
         """
         while (left := until - workflow.now()) > timedelta(0):
-            follow = asyncio.create_task(self._ask(intent_id, left))
             try:
-                await workflow.wait_condition(follow.done, timeout=left)
+                return await read_until_woken(lambda: self._ask(intent_id, left), self._wake, left)
             except TimeoutError:
                 return None
-            finally:
-                if not follow.done():
-                    follow.cancel()
-                    await asyncio.wait([follow])
-            try:
-                return follow.result()
             except ActivityError as err:
                 await self._steps.ask_operator(
                     Step.AUTHENTICATION, f"3-D Secure check: {err.cause}"
                 )
         return None
+
+    def wake(self) -> None:
+        """The gateway said something about the payment: ask it again now."""
+        self._wake.wake()
 
     async def _ask(self, intent_id: str, left: timedelta) -> PaymentIntent:
         """Read the intent until the customer has answered (retried within ``left`` and more)."""

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.emails import EmailContent
     from domain.models import (
         CancelRequest,
+        GatewayEvent,
         Order,
         OrderOptions,
         OrderView,
@@ -269,6 +270,19 @@ class OrderWorkflow:
             workflow.logger.warning("ignored shipped signal: %s", refusal)
             return
         state.shipment = shipment
+
+    @workflow.update
+    def gateway_event(self, event: GatewayEvent) -> str:
+        """One of the gateway's (Stripe's) events about this order's payment.
+
+        The receiver of Stripe's webhooks (``webhooks/``) sends it under the event's id, so a
+        redelivered event is answered by Temporal with the first outcome. An event is news,
+        not truth: a wait that reads the gateway (3-D Secure) reads it again at once, and the
+        intent read by id decides. Events arrive in any order, or not at all: the reads go on.
+        """
+        self._state.gateway_events += 1
+        self._authentication.wake()
+        return f"order {self._state.order.id} took {event.type} {event.id}"
 
     @workflow.query
     def status(self) -> OrderView:

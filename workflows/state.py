@@ -53,6 +53,8 @@ class OrderState:
     retries: dict[Step, int] = field(default_factory=dict)
     """How many times an operator retried each step."""
     timeline: list[StepRecord] = field(default_factory=list)
+    gateway_events: int = 0
+    """How many of the gateway's events the order heard (each once, by its id)."""
 
     def view(self) -> OrderView:
         """The read model customers and operators see."""

@@ -7,8 +7,9 @@ order as a business outcome; anything else parks the order for an operator.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -268,6 +269,58 @@ def _attention_reason(policy: StepPolicy, budget: timedelta, err: ActivityError)
         return f"{policy.label} refused: {cause}"
     last = cause.__cause__ if cause is not None and cause.__cause__ is not None else cause
     return f"{policy.label} failing for over {human(budget)}: {last or err}"
+
+
+class Wake:
+    """Raised when news arrives (a gateway's event): a wait reading the provider reads again."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def wake(self) -> None:
+        """Make the wait read again now."""
+        self.raised = True
+
+
+async def read_until_woken(
+    read: Callable[[], Coroutine[Any, Any, T]], wake: Wake, limit: timedelta | None = None
+) -> T:
+    """Run ``read``; when ``wake`` is raised before it answers, cancel it and start it again.
+
+    ``read`` is a call whose retries wait for a provider's progress (backoff up to minutes):
+    news that the progress happened starts it over at once, its first try immediate. Raises
+    ``TimeoutError`` when ``limit`` passes first (a durable timer of the order).
+    """
+    deadline = None if limit is None else workflow.now() + limit
+    while True:
+        wake.raised = False
+        reading = asyncio.create_task(read())
+        left = None if deadline is None else deadline - workflow.now()
+        if left is not None and left <= timedelta(0):
+            reading.cancel()
+            await asyncio.wait([reading])
+            raise TimeoutError("no answer in time")
+        try:
+            await workflow.wait_condition(partial(_answered_or_woken, reading, wake), timeout=left)
+        finally:
+            if not reading.done():
+                reading.cancel()
+                await asyncio.wait([reading])
+        if reading.cancelled() or (wake.raised and _cancelled(reading.exception())):
+            continue
+        answer: T = reading.result()
+        return answer
+
+
+def _answered_or_woken(reading: "asyncio.Task[Any]", wake: Wake) -> bool:
+    return reading.done() or wake.raised
+
+
+def _cancelled(err: BaseException | None) -> bool:
+    """Whether a call ended because it was cancelled (here: to start it over)."""
+    return isinstance(err, asyncio.CancelledError) or (
+        isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
+    )
 
 
 async def wait_until(condition: Callable[[], bool], limit: timedelta) -> bool:

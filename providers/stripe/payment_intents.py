@@ -37,7 +37,7 @@ from providers.faults import FaultsDep
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource, atomically, to_unix
 from providers.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
-from providers.stripe import charges, search
+from providers.stripe import charges, events, search
 from providers.stripe.cards import (
     AUTHENTICATION_FAILURE,
     PAYMENT_METHOD_PATTERN,
@@ -164,6 +164,7 @@ def expire_due(db: sqlite3.Connection, now: float | None = None) -> int:
             )
             for row in INTENTS.find_rows(db, charge=charge["id"]):
                 search.snapshot(db, render_intent(db, row))
+                _tell(db, row["id"], "payment_intent.canceled")
     return len(expired)
 
 
@@ -173,6 +174,13 @@ def _existing(db: sqlite3.Connection, intent_id: str) -> sqlite3.Row:
     if row is None:
         raise resource_missing("payment_intent", intent_id, "intent")
     return row
+
+
+def _tell(db: sqlite3.Connection, intent_id: str, event_type: str) -> None:
+    """Record Stripe's event about the intent as it is now (``events``), in this transaction."""
+    row = get_intent_row(db, intent_id)
+    assert row is not None
+    events.record(db, event_type, render_intent(db, row))
 
 
 def _changed(db: sqlite3.Connection, intent_id: str, expand: tuple[str, ...] = ()) -> Outcome:
@@ -252,6 +260,7 @@ def _confirm(
                 intent_id,
             ),
         )
+        _tell(db, intent_id, "payment_intent.requires_action")
         return _changed(db, intent_id, expand)
     return _authorize(db, row, method, confirmation.validity_s, expand)
 
@@ -274,6 +283,7 @@ def _decline(db: sqlite3.Connection, row: sqlite3.Row, method: str, decline: Dec
         " decline_code = ?, last_payment_error = ? WHERE id = ?",
         (method, decline.decline_code, json.dumps(error), intent_id),
     )
+    _tell(db, intent_id, "payment_intent.payment_failed")
     intent = _changed(db, intent_id).body
     declined = card_error(
         decline.code, decline.decline_code, decline.message, intent, payment_method, failed
@@ -297,6 +307,8 @@ def _authorize(
         " last_payment_error = NULL WHERE id = ?",
         ("succeeded" if automatic else "requires_capture", method, charge_id, row["id"]),
     )
+    authorized = "succeeded" if automatic else "amount_capturable_updated"
+    _tell(db, row["id"], f"payment_intent.{authorized}")
     return _changed(db, row["id"], expand)
 
 
@@ -328,6 +340,7 @@ def authenticate(
             " last_payment_error = ? WHERE id = ?",
             (json.dumps(error), intent_id),
         )
+        _tell(db, intent_id, "payment_intent.payment_failed")
         return _changed(db, intent_id).body
     decline = decline_for(method, authenticated=True)
     if decline is not None:
@@ -357,6 +370,7 @@ def _capture(
         raise invalid_request(message, "amount_too_large", "amount_to_capture")
     charges.capture(db, row["charge"], amount)
     db.execute("UPDATE payment_intents SET status = 'succeeded' WHERE id = ?", (intent_id,))
+    _tell(db, intent_id, "payment_intent.succeeded")
     return _changed(db, intent_id, expand)
 
 
@@ -378,6 +392,7 @@ def _cancel(
         " cancellation_reason = ? WHERE id = ?",
         (int(time.time()), reason, intent_id),
     )
+    _tell(db, intent_id, "payment_intent.canceled")
     return _changed(db, intent_id, expand)
 
 
