@@ -32,6 +32,7 @@ from client.orders import (
     OrderStillRunning,
     follow_order,
     list_orders,
+    order_dispute,
     order_status,
     placement_refusal,
     request_cancel,
@@ -301,6 +302,13 @@ def _print_view(view: OrderView) -> None:
         print(f"  reason       {view.failure_reason}")
     if view.attention_reason:
         print(f"  attention    {view.attention_reason}")
+    if dispute := view.dispute:
+        due = f", evidence due {dispute.evidence_due_by:%Y-%m-%d %H:%M} UTC"
+        print(
+            f"  dispute      {dispute.id} {dispute.status}: {dispute.reason}, "
+            f"{dispute.amount} {dispute.currency.upper()} (Stripe's minor units)"
+            + (due if dispute.evidence_due_by and dispute.status == "needs_response" else "")
+        )
     print("  timeline")
     for record in view.timeline:
         took = ""
@@ -395,6 +403,8 @@ def _print_progress(view: OrderView) -> None:
 async def _status(args: argparse.Namespace) -> None:
     client = await connect(args.profile)
     view = await order_status(client, args.order_id)
+    if view.dispute is None:  # an order that had ended when its payment was disputed
+        view = view.model_copy(update={"dispute": await order_dispute(client, args.order_id)})
     if args.json:
         print(view.model_dump_json(indent=2))
     else:

@@ -477,6 +477,35 @@ class PaymentActivities:
         return _refund(holding[0])
 
 
+class DisputedPayment(BaseModel):
+    """Whose payment a dispute takes back: the payment intent's order (its metadata)."""
+
+    payment_intent: str
+    order_id: str | None = None
+
+
+class DisputeActivities:
+    """What a dispute's workflow asks the gateway."""
+
+    def __init__(self, gateway: StripeGateway) -> None:
+        self._gateway = gateway
+
+    @activity.defn
+    async def order_of_payment(self, payment_intent: str) -> DisputedPayment:
+        """The order whose payment intent this is (``metadata.order_id``), if it is ours.
+
+        Stripe's dispute object has no order: its payment intent, retrieved by id, has.
+        """
+        intents = self._gateway.v1.payment_intents
+        found = await self._gateway.send(
+            "GET /v1/payment_intents/{intent}",
+            lambda options: intents.retrieve_async(payment_intent, options=options),
+        )
+        metadata: dict[str, str] = found.metadata.to_dict() if found.metadata else {}
+        order_id = metadata.get("order_id")
+        return DisputedPayment(payment_intent=payment_intent, order_id=order_id or None)
+
+
 def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
     """The order's view of a Stripe intent: currency in upper case, amount in ISO's scale."""
     latest = intent.latest_charge

@@ -37,6 +37,17 @@ EVENT_TYPES = (
 """The events the shop's endpoint must be enabled for (the README lists what each is for)."""
 
 
+OPERATIONS_EMAIL_ENV = "ORDERS_OPERATIONS_EMAIL"
+"""Who hears of a chargeback (the receiver starts the dispute's workflow with it)."""
+DEFAULT_OPERATIONS_EMAIL = "operations@shop.example"
+
+
+def operations_email(environ: Mapping[str, str] | None = None) -> str:
+    """The operators' address for disputes."""
+    env = os.environ if environ is None else environ
+    return env.get(OPERATIONS_EMAIL_ENV, "").strip() or DEFAULT_OPERATIONS_EMAIL
+
+
 def load_secrets(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
     """The endpoint secrets, current first; empty when none is configured."""
     env = os.environ if environ is None else environ

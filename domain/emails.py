@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from domain.currencies import format_money
-from domain.models import Order, Shipment
+from domain.models import Dispute, Order, Shipment
 from domain.status import EmailTemplate, RefundStatus
 
 
@@ -143,4 +143,17 @@ def authentication_reminder(order: Order, link: str, deadline: str) -> EmailCont
         f"Hi {order.customer.name},\n\nYour order {order.id} is waiting for you to confirm the "
         f"payment of {format_money(order.total, order.currency)} with your bank:\n\n{link}\n\n"
         f"If it is not confirmed by {deadline}, the order is cancelled and nothing is charged.",
+    )
+
+
+def dispute_opened(order_id: str, dispute: Dispute) -> EmailContent:
+    """Sent once to the operators when a cardholder disputes an order's payment."""
+    due = f"{dispute.evidence_due_by:%Y-%m-%d %H:%M} UTC" if dispute.evidence_due_by else "soon"
+    money = f"{dispute.amount} {dispute.currency.upper()} (Stripe's minor units)"
+    return EmailContent(
+        EmailTemplate.DISPUTE_OPENED,
+        f"Chargeback on order {order_id}: {dispute.reason}",
+        f"The cardholder's bank disputes the payment of order {order_id}: {money}, reason "
+        f"{dispute.reason} (dispute {dispute.id}, payment {dispute.payment_intent}). The money "
+        f"is held until it is decided. Answer with evidence by {due} in the Stripe Dashboard.",
     )

@@ -259,6 +259,22 @@ class GatewayEvent(_Model):
     object_id: Annotated[str, StringConstraints(max_length=255)]
 
 
+class Dispute(_Model):
+    """A chargeback on an order's payment, as the gateway reported it."""
+
+    id: Annotated[str, StringConstraints(max_length=255)]
+    payment_intent: Annotated[str, StringConstraints(max_length=255)]
+    amount: int
+    """In Stripe's minor units, as the gateway says."""
+    currency: Annotated[str, StringConstraints(max_length=3)]
+    reason: Annotated[str, StringConstraints(max_length=100)]
+    status: Annotated[str, StringConstraints(max_length=100)]
+    """Stripe's: ``needs_response`` (answer with evidence), ``under_review``, ``won``, ``lost``."""
+    evidence_due_by: datetime | None = None
+    order_id: str | None = None
+    """Found by the dispute's workflow through the payment intent's metadata."""
+
+
 class OrderOptions(_Model):
     """How long an order tolerates trouble before it escalates; the defaults suit a real shop."""
 
@@ -371,3 +387,5 @@ class OrderView(BaseModel):
     """Once the order has stopped (cancel accepted, declined, out of stock): the final status
     it is being wound down to while its effects are undone."""
     timeline: list[StepRecord] = Field(default_factory=list)
+    dispute: Dispute | None = None
+    """A chargeback opened while the order ran (one on an ended order: its dispute's workflow)."""

@@ -24,6 +24,10 @@ class OrderStatus(StrEnum):
     PAYMENT_DECLINED = "payment-declined"
     OUT_OF_STOCK = "out-of-stock"
     CANCELLED = "cancelled"
+    DISPUTED = "disputed"
+    """Not an order's own status: a chargeback on its payment waits for the shop's answer.
+    Its dispute's workflow (``workflows.dispute``) carries it, so an order that has ended is
+    listed too (``starter.py list --status disputed``)."""
 
     @property
     def is_final(self) -> bool:
@@ -71,6 +75,8 @@ class Step(StrEnum):
     PICKLIST_CANCEL = "picklist-cancel"
     CANCELLATION_EMAIL = "cancellation-email"
     OUT_OF_STOCK_EMAIL = "out-of-stock-email"
+    DISPUTE_EMAIL = "dispute-email"
+    """Tells the operators that a chargeback was opened on the order's payment."""
 
 
 class RefundStatus(StrEnum):
@@ -104,6 +110,8 @@ class EmailTemplate(StrEnum):
     REFUND_FAILED = "refund-failed"
     AUTHENTICATION_REQUIRED = "authentication-required"
     AUTHENTICATION_REMINDER = "authentication-reminder"
+    DISPUTE_OPENED = "dispute-opened"
+    """To the operators, not the customer."""
 
 
 class OperatorAction(StrEnum):

@@ -24,7 +24,7 @@ from providers.faults import (
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
-from providers.stripe import authentication, clock, events
+from providers.stripe import authentication, clock, disputes, events
 from providers.stripe.errors import restyle
 from providers.stripe.request_ids import RequestIds
 from telemetry import tracing
@@ -115,7 +115,7 @@ def create_app(
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (stripe, payments, mail, warehouse, admin, webhooks, events, pages):
+    for module in (stripe, payments, mail, warehouse, admin, webhooks, events, disputes, pages):
         app.include_router(module.router, dependencies=guarded)
     # The customer's 3-D Secure page: its link's client secret, not the shop's key, guards it.
     app.include_router(authentication.router)

@@ -97,6 +97,13 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_events_order ON webhook_events (order_id);
+-- Chargebacks on captured charges (providers.stripe.disputes).
+CREATE TABLE IF NOT EXISTS disputes (
+    id TEXT PRIMARY KEY, charge TEXT NOT NULL REFERENCES charges (id), payment_intent TEXT,
+    order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    reason TEXT NOT NULL, status TEXT NOT NULL, closed_at INTEGER, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS disputes_charge ON disputes (charge);
 -- The gateway's Stripe events (providers.stripe.events): the same shape as webhook_events.
 CREATE TABLE IF NOT EXISTS stripe_events (
     id TEXT PRIMARY KEY, type TEXT NOT NULL, order_id TEXT NOT NULL, body TEXT NOT NULL,
@@ -227,6 +234,8 @@ ADDED_COLUMNS = (
     # this page (its next_action), then goes back where Stripe would send them (return_url).
     AddedColumn("payment_intents", "next_action_url", "TEXT"),
     AddedColumn("payment_intents", "return_url", "TEXT"),
+    # A chargeback was opened on the charge (providers.stripe.disputes).
+    AddedColumn("charges", "disputed", "INTEGER NOT NULL DEFAULT 0"),
 )
 # Indexes on added columns, created once the columns exist. Only in-flight claims lock a
 # resource, so only they are indexed.

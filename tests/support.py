@@ -140,9 +140,11 @@ async def order_awaiting_shipment(client: Client, task_queue: str, **overrides: 
 
 
 @asynccontextmanager
-async def running_worker(client: Client, sandbox: SandboxAdmin) -> AsyncIterator[str]:
+async def running_worker(
+    client: Client, sandbox: SandboxAdmin, queue: str | None = None
+) -> AsyncIterator[str]:
     """A worker in this process on a task queue of its own, calling the sandbox providers."""
-    queue = f"orders-test-{uuid.uuid4().hex[:8]}"
+    queue = queue or f"orders-test-{uuid.uuid4().hex[:8]}"
     settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
     async with (
         open_provider_clients(settings) as providers,

@@ -1170,6 +1170,8 @@ def test_openapi_declares_the_idempotency_key_on_every_post_with_an_effect(
         "/admin/faults/{service}/deliver",
         "/admin/webhooks/events/{event_id}/send",
         "/admin/stripe-events/events/{event_id}/send",
+        "/admin/disputes",
+        "/admin/disputes/{dispute}/close",
     }
     assert posts - admin == EFFECT_POSTS
     for path in EFFECT_POSTS:

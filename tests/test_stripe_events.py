@@ -9,6 +9,7 @@ killed in one test with events pending); Temporal and a worker run as in the oth
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +22,27 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from client.orders import start_order
+from client.orders import list_orders, order_dispute, ship_order, start_order
 from config import stripe_events as stripe_names
 from config import webhooks as names
-from domain.status import OrderStatus
+from domain.models import Dispute, Shipment
+from domain.status import EmailTemplate, OrderStatus
 from providers.admin_client import SandboxAdmin
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
-from tests.support import authenticate, eventually, make_order, running_worker, wait_for_status
+from tests.support import (
+    authenticate,
+    eventually,
+    make_order,
+    order_awaiting_shipment,
+    running_worker,
+    until_view,
+    wait_for_status,
+)
 from webhooks.signature import sign
+from workflows.dispute import DisputeWorkflow
 
 API_KEY = "sk_test_stripe_events"
+UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 SECRET = names.generate_secret()
 ENDPOINT_SECRET = names.generate_secret()
 
@@ -42,6 +54,7 @@ class Rig:
     temporal_address: str
     ledger: Path
     logs: Path
+    task_queue: str = field(default_factory=lambda: f"orders-test-{uuid.uuid4().hex[:8]}")
     receiver_port: int = field(default_factory=free_port)
     providers_port: int = field(default_factory=free_port)
     receiver: ManagedProcess | None = None
@@ -56,7 +69,11 @@ class Rig:
         return f"http://127.0.0.1:{self.providers_port}"
 
     def start_receiver(self) -> None:
-        env = {names.SECRET_ENV: SECRET, stripe_names.SECRET_ENV: ENDPOINT_SECRET}
+        env = {
+            names.SECRET_ENV: SECRET,
+            stripe_names.SECRET_ENV: ENDPOINT_SECRET,
+            "ORDERS_TASK_QUEUE": self.task_queue,  # where disputes' workflows run
+        }
         log = self.logs / "receiver.log"
         self.receiver = start_webhook_receiver(self.receiver_port, self.temporal_address, log, env)
 
@@ -98,8 +115,8 @@ def admin(rig: Rig) -> Iterator[SandboxAdmin]:
 
 
 @pytest.fixture(scope="module")
-async def queue(client: Client, admin: SandboxAdmin) -> AsyncIterator[str]:
-    async with running_worker(client, admin) as task_queue:
+async def queue(client: Client, rig: Rig, admin: SandboxAdmin) -> AsyncIterator[str]:
+    async with running_worker(client, admin, rig.task_queue) as task_queue:
         yield task_queue
 
 
@@ -220,3 +237,78 @@ async def test_a_receiver_killed_with_events_pending_loses_nothing(
     events = await all_delivered(admin, order.id)
     taken = await updates_taken(client, order.id)
     assert sorted(taken) == sorted(f"stripe:{event['id']}" for event in events)
+
+
+# --- Disputes ------------------------------------------------------------------------------------
+
+OPERATIONS = stripe_names.DEFAULT_OPERATIONS_EMAIL
+DISPUTE_EMAIL = EmailTemplate.DISPUTE_OPENED.value
+
+
+async def disputed(client: Client, order_id: str) -> Dispute:
+    """The order's dispute, once its workflow has found the order (visibility lags)."""
+    found: list[Dispute] = []
+
+    async def listed() -> bool:
+        dispute = await order_dispute(client, order_id)
+        found[:] = [dispute] if dispute and dispute.order_id else []
+        return bool(found)
+
+    await eventually(listed, f"a dispute on {order_id}", within=30)
+    return found[0]
+
+
+async def test_a_dispute_on_a_completed_order_reaches_the_operators_and_the_queue(
+    client: Client, admin: SandboxAdmin, queue: str
+) -> None:
+    order = await order_awaiting_shipment(client, queue)
+    await ship_order(client, order.id, UPS)
+    await wait_for_status(client, order.id, OrderStatus.COMPLETED)
+    [intent] = admin.list("/payments/intents", order_id=order.id)
+    async with httpx.AsyncClient(base_url=admin.base_url, timeout=10) as http:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        opened = await http.post(
+            "/admin/disputes",
+            json={"payment_intent": intent["id"], "reason": "fraudulent"},
+            headers=headers,
+        )
+        assert opened.status_code == 200, opened.text
+
+        dispute = await disputed(client, order.id)  # the order's workflow had closed
+        assert (dispute.id, dispute.reason, dispute.status) == (
+            opened.json()["id"],
+            "fraudulent",
+            "needs_response",
+        )
+        queue_now = [
+            summary.order_id async for summary in list_orders(client, OrderStatus.DISPUTED)
+        ]
+        assert order.id in queue_now
+
+        async def emailed() -> bool:
+            return admin.effects(order.id).emails.get(DISPUTE_EMAIL) == 1  # type: ignore[union-attr]
+
+        await eventually(emailed, "the operators' dispute email")
+        [message] = admin.list("/mail/messages", order_id=order.id, template=DISPUTE_EMAIL)
+        assert message["to"] == OPERATIONS and dispute.id in message["body"]
+
+        closed = await http.post(
+            f"/admin/disputes/{dispute.id}/close", json={"status": "won"}, headers=headers
+        )
+        assert closed.status_code == 200
+    handle = client.get_workflow_handle_for(DisputeWorkflow.run, f"dispute-{dispute.id}")
+    assert (await handle.result()).status == "won"
+    queue_after = [summary.order_id async for summary in list_orders(client, OrderStatus.DISPUTED)]
+    assert order.id not in queue_after
+
+
+async def test_a_dispute_on_a_running_order_is_recorded_on_the_order(
+    client: Client, admin: SandboxAdmin, queue: str
+) -> None:
+    # Stripe's dispute test card: disputed as soon as the payment is captured.
+    order = make_order(payment_method="pm_card_createDispute")
+    await start_order(client, order, queue)
+    view = await until_view(client, order.id, lambda v: v.dispute is not None, "the dispute shown")
+    assert view.dispute is not None and view.dispute.reason == "fraudulent"
+    assert view.status == OrderStatus.AWAITING_SHIPMENT  # it goes on: the bank decides
+    await disputed(client, order.id)

@@ -42,6 +42,8 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from temporalio.client import Client
 
+from config import stripe_events
+from config.settings import TASK_QUEUE
 from config.stripe_events import SIGNATURE_HEADER as STRIPE_SIGNATURE_HEADER
 from config.stripe_events import WEBHOOK_PATH as STRIPE_WEBHOOK_PATH
 from config.webhooks import (
@@ -296,8 +298,9 @@ def _add_stripe_endpoint(
             counter.labels(outcome).inc()
 
     async def _to_order(event: Any) -> stripe_handoff.StripeHandoff:
+        dispute = event.type in stripe_handoff.DISPUTE_EVENTS
         order_id = stripe_handoff.order_of(event)
-        if order_id is None:
+        if not dispute and order_id is None:
             return stripe_handoff.StripeHandoff(
                 stripe_handoff.StripeOutcome.NO_ORDER, f"{event.type} names no order"
             )
@@ -307,4 +310,8 @@ def _add_stripe_endpoint(
             return stripe_handoff.StripeHandoff(
                 stripe_handoff.StripeOutcome.UNAVAILABLE, f"Temporal is unreachable: {err}"
             )
+        if dispute:
+            notify = stripe_events.operations_email()
+            return await stripe_handoff.hand_dispute(client, event, TASK_QUEUE, notify)
+        assert order_id is not None
         return await stripe_handoff.hand_over(client, order_id, event, handoff_wait)

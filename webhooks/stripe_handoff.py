@@ -13,7 +13,7 @@ which Stripe retries.
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,9 +23,12 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.models import GatewayEvent
+from workflows.dispute import DisputeNotice, DisputeWorkflow
 from workflows.order import OrderWorkflow
 
 
@@ -81,6 +84,57 @@ def _object(event: stripe.Event) -> dict[str, Any]:
     """The event's ``data.object`` as plain data (the library's objects are not dicts)."""
     obj: dict[str, Any] = event.to_dict()["data"]["object"]
     return obj
+
+
+DISPUTE_EVENTS = ("charge.dispute.created", "charge.dispute.closed")
+
+
+def dispute_workflow_id(dispute_id: str) -> str:
+    """The workflow of one dispute: the same for every delivery of its events."""
+    return f"dispute-{dispute_id}"
+
+
+async def hand_dispute(
+    client: Client, event: stripe.Event, task_queue: str, notify: str
+) -> StripeHandoff:
+    """Start the dispute's workflow (created), or tell it the bank's decision (closed).
+
+    A dispute's workflow, not the order's: the order may have ended long ago.
+    """
+    dispute = _object(event)
+    workflow_id = dispute_workflow_id(str(dispute["id"]))
+    try:
+        if event.type == "charge.dispute.closed":
+            await client.get_workflow_handle(workflow_id).signal(
+                DisputeWorkflow.closed, str(dispute["status"])
+            )
+            return StripeHandoff(StripeOutcome.TAKEN, f"{workflow_id} {dispute['status']}")
+        due = (dispute.get("evidence_details") or {}).get("due_by")
+        notice = DisputeNotice(
+            id=dispute["id"],
+            payment_intent=dispute["payment_intent"],
+            amount=dispute["amount"],
+            currency=dispute["currency"],
+            reason=dispute["reason"],
+            status=dispute["status"],
+            evidence_due_by=datetime.fromtimestamp(due, UTC) if due else None,
+            notify=notify,
+        )
+        await client.start_workflow(
+            DisputeWorkflow.run,
+            notice,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        return StripeHandoff(StripeOutcome.TAKEN, f"{workflow_id} started")
+    except WorkflowAlreadyStartedError:
+        return StripeHandoff(StripeOutcome.TAKEN, f"{workflow_id} was started before")
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return StripeHandoff(StripeOutcome.NOT_RUNNING, f"{workflow_id} is not running")
+        return StripeHandoff(StripeOutcome.UNAVAILABLE, f"Temporal: {err.message}")
 
 
 def update_id(event_id: str) -> str:

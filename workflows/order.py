@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.emails import EmailContent
     from domain.models import (
         CancelRequest,
+        Dispute,
         GatewayEvent,
         Order,
         OrderOptions,
@@ -283,6 +284,15 @@ class OrderWorkflow:
         self._state.gateway_events += 1
         self._authentication.wake()
         return f"order {self._state.order.id} took {event.type} {event.id}"
+
+    @workflow.signal
+    def dispute_opened(self, dispute: Dispute) -> None:
+        """A chargeback on the order's payment (from its dispute's workflow): shown by status.
+
+        It changes nothing the order does: the money is the bank's to decide; operators were
+        told by the dispute's workflow, which holds the dispute whether the order runs or not.
+        """
+        self._state.dispute = dispute
 
     @workflow.query
     def status(self) -> OrderView:

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from activities.payment import PaymentIntent
-from domain.models import Order, OrderOptions, OrderView, Shipment, StepRecord
+from domain.models import Dispute, Order, OrderOptions, OrderView, Shipment, StepRecord
 from domain.status import OperatorAction, OrderStatus, Step
 from workflows.patches import Patches
 
@@ -53,6 +53,8 @@ class OrderState:
     retries: dict[Step, int] = field(default_factory=dict)
     """How many times an operator retried each step."""
     timeline: list[StepRecord] = field(default_factory=list)
+    dispute: Dispute | None = None
+    """A chargeback on the order's payment, told by its dispute's workflow."""
     gateway_events: int = 0
     """How many of the gateway's events the order heard (each once, by its id)."""
 
@@ -78,6 +80,7 @@ class OrderState:
             attention_step=self.attention_step,
             winding_down_to=self.winding_down_to or self._cancel_accepted(),
             timeline=self.timeline,
+            dispute=self.dispute,
         )
 
     def authorization_expiry(self) -> datetime | None:

@@ -37,7 +37,7 @@ from providers.faults import FaultsDep
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource, atomically, to_unix
 from providers.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
-from providers.stripe import charges, events, search
+from providers.stripe import charges, disputes, events, search
 from providers.stripe.cards import (
     AUTHENTICATION_FAILURE,
     PAYMENT_METHOD_PATTERN,
@@ -371,6 +371,7 @@ def _capture(
     charges.capture(db, row["charge"], amount)
     db.execute("UPDATE payment_intents SET status = 'succeeded' WHERE id = ?", (intent_id,))
     _tell(db, intent_id, "payment_intent.succeeded")
+    disputes.open_if_test_card(db, row["charge"])
     return _changed(db, intent_id, expand)
 
 
