@@ -33,6 +33,7 @@ EVENT_TYPES = (
     "payment_intent.canceled",
     "charge.refund.updated",
     "charge.dispute.created",
+    "charge.dispute.closed",
 )
 """The events the shop's endpoint must be enabled for (the README lists what each is for)."""
 

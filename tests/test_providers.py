@@ -942,6 +942,8 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
                 "emails": {"order-confirmation": 1, "order-cancelled": 1},
                 "picklists": 1,
                 "cancelled_picklists": 1,
+                "disputes": 0,
+                "failed_events": 0,
                 "ids": {
                     "payment_intent": [intent_id, cancelled, released],
                     "charge": [charge["latest_charge"] for charge in charges],
