@@ -370,6 +370,11 @@ class LocalStack:
         assert self.temporal is not None, "Temporal is not running"
         return _kill(self.temporal)
 
+    def kill_webhook_receiver(self) -> float:
+        """SIGKILL the webhook receiver; returns the wall-clock time of the kill."""
+        assert self.webhook_receiver is not None, "the webhook receiver is not running"
+        return _kill(self.webhook_receiver)
+
     def kill_providers(self) -> float:
         """SIGKILL the providers; returns the wall-clock time of the kill."""
         assert self.providers is not None, "the providers are not running"
