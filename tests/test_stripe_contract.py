@@ -2,12 +2,17 @@
 every error shape the worker must classify, with the money counted in the providers' ledger.
 
 The same calls, with the same test payment methods, run against Stripe's test mode: nothing
-here is sandbox-only except the fault injection and the ledger counts.
+here is sandbox-only except the fault injection and the ledger counts. Opt in with a test-mode
+secret key, ``STRIPE_TEST_SECRET_KEY=sk_test_... pytest tests/test_stripe_contract.py``: every
+test then runs a second time against Stripe itself, but those that read the sandbox's ledger or
+inject its faults (they ask for the ``sandbox`` fixture), which are skipped there and say so.
+Without a key, the Stripe runs are skipped with the line that says how to opt in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -19,16 +24,37 @@ import stripe
 
 from providers.admin_client import SandboxAdmin
 
+STRIPE_KEY_ENV = "STRIPE_TEST_SECRET_KEY"
+"""A Stripe test-mode secret key: with it, the contract runs against Stripe too."""
 
-@pytest.fixture
-async def client(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
+
+def stripe_test_key(request: pytest.FixtureRequest) -> str:
+    """The opted-in test-mode key, or a skip that says how to opt in (never a live key)."""
+    key = os.environ.get(STRIPE_KEY_ENV, "").strip()
+    if not key:
+        pytest.skip(f"against Stripe's test mode only with {STRIPE_KEY_ENV}=sk_test_... set")
+    if not key.startswith(("sk_test_", "rk_test_")):
+        pytest.fail(f"{STRIPE_KEY_ENV} must be a test-mode key (sk_test_...), never a live one")
+    if "sandbox" in request.fixturenames:
+        pytest.skip("reads the sandbox's ledger or injects its faults: sandbox only")
+    return key
+
+
+@pytest.fixture(params=["sandbox", "stripe-test-mode"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[stripe.StripeClient]:
+    """The official client against the sandbox, and (opted in) against Stripe's test mode."""
     http = stripe.AIOHTTPClient()
-    yield stripe.StripeClient(
-        sandbox.api_key,
-        base_addresses={"api": sandbox.base_url},
-        http_client=http,
-        max_network_retries=0,
-    )
+    if request.param == "sandbox":
+        sandbox: SandboxAdmin = request.getfixturevalue("sandbox")
+        target = stripe.StripeClient(
+            sandbox.api_key,
+            base_addresses={"api": sandbox.base_url},
+            http_client=http,
+            max_network_retries=0,
+        )
+    else:
+        target = stripe.StripeClient(stripe_test_key(request), http_client=http)
+    yield target
     await http.close_async()  # type: ignore[no-untyped-call]
 
 
@@ -250,8 +276,9 @@ async def test_a_3d_secure_card_requires_action_until_the_customer_authenticates
 
 
 async def test_a_failed_authentication_leaves_the_intent_waiting_for_another_card(
-    client: stripe.StripeClient, order_id: str
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
 ) -> None:
+    del sandbox  # the sandbox's authentication page is clicked: Stripe's is a browser's
     intent = await create(client, order_id, "pm_card_threeDSecure2Required")
     waiting = await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "c"))
     assert waiting.next_action is not None and waiting.next_action.redirect_to_url is not None
