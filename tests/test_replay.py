@@ -111,6 +111,7 @@ RECORDED["v11"] = (
     "authentication-failed",
     "not-authenticated",
     "cancel-while-authenticating",
+    "refund-woken",
 )
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
@@ -329,7 +330,7 @@ async def record_v11_scenarios(
     client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
 ) -> None:
     """3-D Secure: completed, failed, never done within the wait, a cancel while it waits."""
-    for scenario in RECORDED["v11"][len(RECORDED["v10"]) :]:
+    for scenario in RECORDED["v11"][len(RECORDED["v10"]) : -1]:
         orders[scenario] = make_order(payment_method="pm_card_authenticationRequired")
     done, failed = orders["authenticated"], orders["authentication-failed"]
     lapsed, cancelled = orders["not-authenticated"], orders["cancel-while-authenticating"]
@@ -350,6 +351,23 @@ async def record_v11_scenarios(
     await wait_for_status(client, cancelled.id, OrderStatus.AWAITING_AUTHENTICATION)
     await cancel_order(client, cancelled.id, "changed my mind")
     await wait_for_status(client, lapsed.id, OrderStatus.CANCELLED, within=60)
+
+    # A refund's event while the order follows it: read again at once.
+    woken = orders["refund-woken"]
+    await start_order(client, woken, task_queue)
+    await wait_for_status(client, woken.id, OrderStatus.AWAITING_SHIPMENT)
+    sandbox.set_faults("payments", refunds_pending_s=2, key_suffix=f":{Step.REFUND.value}")
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, woken.id)
+    cancel = await handle.start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await wait_until_step(client, woken.id, Step.REFUND_OUTCOME)
+    news = GatewayEvent(id="evt_v11_refund", type="charge.refund.updated", object_id="re_x")
+    await handle.execute_update(OrderWorkflow.gateway_event, news, id="stripe:evt_v11_refund")
+    assert (await cancel.result()).refund_status == "succeeded"
+    sandbox.reset_faults()
 
 
 async def ship_anyway(sandbox: SandboxAdmin, order_id: str) -> None:

@@ -1439,3 +1439,22 @@ async def test_a_gateway_event_makes_the_wait_read_the_intent_again_at_once(
     view = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
     assert len(fake.of("follow_authentication")) == 2  # read again at once, not after backoff
     assert view.transaction_id == "ch_1"
+
+
+async def test_a_refund_event_makes_the_order_read_its_pending_refund_at_once(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("refund_payment", answer(Refund(id="re_1", amount=1, status="pending")))
+    fake.script("follow_refund", hang(), answer(_DEFAULT))  # the first read never ends
+    order = await orders.start()
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    cancel = asyncio.create_task(orders.cancel(order))
+    await fake.called("follow_refund")
+    event = GatewayEvent(id="evt_2", type="charge.refund.updated", object_id="re_1")
+    await orders.handle(order).execute_update(OrderWorkflow.gateway_event, event, id="stripe:evt_2")
+
+    view = await cancel
+    assert (view.status, view.refund_status) == (OrderStatus.CANCELLED, "succeeded")
+    assert len(fake.of("follow_refund")) == 2  # read again at once, not after its backoff
+    assert view.attention_reason is None

@@ -40,10 +40,12 @@ class Authentication:
         steps: Steps,
         send_email: SendEmail,
         set_status: Callable[[OrderStatus], None],
+        wake: Wake,
     ) -> None:
         self._state, self._steps = state, steps
         self._email, self._set_status = send_email, set_status
-        self._wake = Wake()
+        self._wake = wake
+        """Raised by the gateway's events: the intent is read again at once."""
 
     async def complete(self) -> None:
         """Return once the card is authorized; raise ``OrderStopped`` if it never will be.
@@ -97,10 +99,6 @@ class Authentication:
                     Step.AUTHENTICATION, f"3-D Secure check: {err.cause}"
                 )
         return None
-
-    def wake(self) -> None:
-        """The gateway said something about the payment: ask it again now."""
-        self._wake.wake()
 
     async def _ask(self, intent_id: str, left: timedelta) -> PaymentIntent:
         """Read the intent until the customer has answered (retried within ``left`` and more)."""

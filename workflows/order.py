@@ -44,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.picking import Picking, ShippedBeforeCancel
     from workflows.shipment import wait_for_shipment
     from workflows.state import OrderState
-    from workflows.steps import OrderStopped, Steps
+    from workflows.steps import OrderStopped, Steps, Wake
 
 OPTIONS_MEMO = "options"
 """Memo key of the order's ``OrderOptions``. They travel in the memo, not as a second workflow
@@ -73,13 +73,15 @@ class OrderWorkflow:
         self._state = OrderState(order, options, patches_taken)
         self._steps = Steps(self._state, self._set_status)
         self._compensations = Compensations()
-        self._payment = Payment(self._state, self._steps, self._compensations)
+        self._wake = Wake()
+        """Raised by each of the gateway's events: a read of the gateway in progress reads again."""
+        self._payment = Payment(self._state, self._steps, self._compensations, self._wake)
         self._picking = Picking(self._state, self._steps, self._compensations)
         self._authorization = AuthorizationWatch(
             self._state, self._payment, self._accept_cancel, self._stop_story
         )
         self._authentication = Authentication(
-            self._state, self._steps, self._email, self._set_status
+            self._state, self._steps, self._email, self._set_status, self._wake
         )
         self._story: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -278,11 +280,13 @@ class OrderWorkflow:
 
         The receiver of Stripe's webhooks (``webhooks/``) sends it under the event's id, so a
         redelivered event is answered by Temporal with the first outcome. An event is news,
-        not truth: a wait that reads the gateway (3-D Secure) reads it again at once, and the
-        intent read by id decides. Events arrive in any order, or not at all: the reads go on.
+        not truth: a wait that reads the gateway (3-D Secure, a pending refund) reads it again
+        at once, and the object read by id decides. Events arrive in any order, or not at all:
+        the reads go on.
         """
         self._state.gateway_events += 1
-        self._authentication.wake()
+        if self._state.status != OrderStatus.NEEDS_ATTENTION:  # parked: the operator decides
+            self._wake.wake()
         return f"order {self._state.order.id} took {event.type} {event.id}"
 
     @workflow.signal

@@ -65,6 +65,7 @@ class Steps:
         describe: Callable[[T], str],
         escalate: bool = True,
         budget: timedelta | None = None,
+        wake: "Wake | None" = None,
         **fields: Any,
     ) -> T:
         """Call a provider as ``step`` until it answers, the order stops, or an operator decides.
@@ -72,7 +73,8 @@ class Steps:
         ``escalate=False``: a failure the step's policy does not turn into the order's stop is
         raised (``ActivityError``) instead of asking an operator, for a caller running beside
         the story, which may itself be waiting for an operator. ``budget``: how long to retry,
-        instead of the step's policy (a wait with its own deadline).
+        instead of the step's policy (a wait with its own deadline). ``wake``: the call runs
+        under ``read_until_woken``, whose restart cancels it: that cancel is raised as it is.
 
         ``request`` is built here from ``fields`` with the step's idempotency key, afresh for
         each try: a field given as a function is read then (what an operator's wait may have
@@ -110,7 +112,7 @@ class Steps:
                 )
             except ActivityError as err:
                 self._stop_if_outcome(step, policy, err)
-                if not escalate:
+                if not escalate or (wake is not None and wake.raised and _cancelled(err)):
                     raise
                 await self.ask_operator(step, _attention_reason(policy, budget, err))
                 state.retries[step] = retried + 1
