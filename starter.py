@@ -173,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="no shipment by then: needs-attention (default 14d)",
     )
+    start.add_argument(
+        "--authentication-wait",
+        type=_duration,
+        metavar="DURATION",
+        help="a card that needs 3-D Secure: wait this long for the customer, reminding once "
+        "halfway, then cancel with nothing charged (default 24h)",
+    )
 
     ship = commands.add_parser("ship", help="report that the warehouse shipped an order")
     ship.add_argument("order_id", type=_order_id)
@@ -252,6 +259,7 @@ def _options_from_args(args: argparse.Namespace) -> OrderOptions:
         "step_retry_budget": args.step_retry_budget,
         "shipment_delayed_after": args.shipment_delayed_after,
         "shipment_attention_after": args.shipment_attention_after,
+        "authentication_wait": args.authentication_wait,
     }
     try:
         return OrderOptions.model_validate({k: v for k, v in given.items() if v is not None})
