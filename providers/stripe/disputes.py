@@ -48,6 +48,7 @@ def render_dispute(row: sqlite3.Row) -> dict[str, Any]:
         "charge": row["charge"],
         "created": created,
         "currency": row["currency"],
+        "evidence": {"product_description": None, "uncategorized_text": None},
         "evidence_details": {
             "due_by": created + EVIDENCE_WINDOW_S,
             "has_evidence": False,
@@ -83,7 +84,7 @@ def open_dispute(db: sqlite3.Connection, charge_id: str, reason: str) -> dict[st
     db.execute("UPDATE charges SET disputed = 1 WHERE id = ?", (charge_id,))
     [row] = DISPUTES.find_rows(db, charge=charge_id)
     dispute = render_dispute(row)
-    events.record(db, "charge.dispute.created", dispute)
+    events.record(db, "charge.dispute.created", dispute, str(charge["order_id"]))
     return dispute
 
 
@@ -140,7 +141,7 @@ async def close_dispute(dispute: PathId, body: CloseDispute, ledger: LedgerDep) 
         closed = DISPUTES.get_row(db, dispute)
         assert closed is not None
         rendered = render_dispute(closed)
-        events.record(db, "charge.dispute.closed", rendered)
+        events.record(db, "charge.dispute.closed", rendered, str(closed["order_id"]))
         return rendered
 
 

@@ -35,10 +35,14 @@ from webhooks.signature import sign
 TABLE = "stripe_events"
 
 
-def record(db: sqlite3.Connection, event_type: str, obj: dict[str, Any]) -> dict[str, Any]:
+def record(
+    db: sqlite3.Connection, event_type: str, obj: dict[str, Any], order_id: str | None = None
+) -> dict[str, Any]:
     """Write a pending event about ``obj`` (as it is now), due at once; return the event.
 
-    Call it inside the transaction of the effect it reports.
+    Call it inside the transaction of the effect it reports. ``order_id``: the ledger's order
+    (for the admin listing and the checker) when the object does not carry it in its metadata,
+    as a dispute does not.
     """
     # Imported here: the workflow sandbox re-imports test modules that reach this one, and
     # the library's HTTP client is not allowed there. The events speak the library's version.
@@ -62,7 +66,7 @@ def record(db: sqlite3.Connection, event_type: str, obj: dict[str, Any]) -> dict
         (
             event["id"],
             event_type,
-            str(metadata.get("order_id", "")),
+            order_id or str(metadata.get("order_id", "")),
             json.dumps(event, separators=(",", ":")),
             time.time(),
             now_iso(),
