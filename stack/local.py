@@ -172,7 +172,7 @@ class LocalStack:
         if stripe_events.load_secrets():
             return {}
         path = (self.data_dir / stripe_events.LOCAL_SECRET_FILE_NAME).resolve()
-        webhooks.ensure_secret_file(path)
+        webhooks.ensure_secret_file(path, "The Stripe events endpoint's")
         return {stripe_events.SECRET_FILE_ENV: str(path)}
 
     def webhook_env(self) -> dict[str, str]:

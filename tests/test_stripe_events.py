@@ -8,6 +8,7 @@ killed in one test with events pending); Temporal and a worker run as in the oth
 
 import asyncio
 import json
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,7 @@ from config import webhooks as names
 from domain.models import Dispute, Shipment
 from domain.status import EmailTemplate, OrderStatus
 from providers.admin_client import SandboxAdmin
+from stack.local import LocalStack
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from tests.support import (
     authenticate,
@@ -312,3 +314,18 @@ async def test_a_dispute_on_a_running_order_is_recorded_on_the_order(
     assert view.dispute is not None and view.dispute.reason == "fraudulent"
     assert view.status == OrderStatus.AWAITING_SHIPMENT  # it goes on: the bank decides
     await disputed(client, order.id)
+
+
+def test_the_stack_generates_the_stripe_endpoint_secret_once_for_both_sides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(stripe_names.SECRET_ENV, raising=False)
+    monkeypatch.delenv(stripe_names.SECRET_FILE_ENV, raising=False)
+    stack = LocalStack(tmp_path, webhook_port=free_port())
+    env = stack.stripe_webhook_env()
+    path = Path(env[stripe_names.SECRET_FILE_ENV])
+    assert path.parent == tmp_path.resolve() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    [secret] = stripe_names.load_secrets(env)
+    assert secret.startswith("whsec_") and secret not in (SECRET, ENDPOINT_SECRET)
+    assert stack.stripe_webhook_env() == env  # reused on the next start
+    assert stack.stripe_webhook_url == f"http://127.0.0.1:{stack.webhook_port}/webhooks/stripe"

@@ -14,6 +14,9 @@ resource, named as Stripe's API reference names it, so its documentation is the 
 - ``errors``: Stripe's error shapes, and the idempotency layer's refusals in Stripe's words
 - ``lists``: list objects and search results
 - ``request_ids``: the ``Request-Id`` header on every answer
+- ``authentication``: the customer's 3-D Secure page an intent's ``next_action`` names
+- ``events``: Stripe's events about all of these, from an outbox, signed as Stripe signs
+- ``disputes``: chargebacks on captured payments (test card, or opened by an operator)
 """
 
 from fastapi import APIRouter
