@@ -151,7 +151,10 @@ async def updates_taken(client: Client, order_id: str) -> list[str]:
 async def test_each_event_is_signed_as_stripe_signs_and_the_official_library_verifies_it(
     rig: Rig, admin: SandboxAdmin
 ) -> None:
-    gateway = stripe.StripeClient(API_KEY, base_addresses={"api": rig.providers_url})
+    http_client = stripe.AIOHTTPClient()
+    gateway = stripe.StripeClient(
+        API_KEY, base_addresses={"api": rig.providers_url}, http_client=http_client
+    )
     order_id = f"no-such-order-{time.time_ns()}"
     params: Any = {
         "amount": 1000,
@@ -161,7 +164,10 @@ async def test_each_event_is_signed_as_stripe_signs_and_the_official_library_ver
         "confirm": True,
         "metadata": {"order_id": order_id},
     }
-    intent = await gateway.v1.payment_intents.create_async(params)
+    try:
+        intent = await gateway.v1.payment_intents.create_async(params)
+    finally:
+        await http_client.close_async()  # type: ignore[no-untyped-call]
     [event] = await all_delivered(admin, order_id)  # verified by the receiver, or not delivered
     assert event["last_status"] == "200"
     body = event["event"]
