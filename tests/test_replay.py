@@ -112,6 +112,7 @@ RECORDED["v11"] = (
     "not-authenticated",
     "cancel-while-authenticating",
     "refund-woken",
+    "authorization-canceled-by-event",
 )
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
@@ -330,7 +331,7 @@ async def record_v11_scenarios(
     client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
 ) -> None:
     """3-D Secure: completed, failed, never done within the wait, a cancel while it waits."""
-    for scenario in RECORDED["v11"][len(RECORDED["v10"]) : -1]:
+    for scenario in RECORDED["v11"][len(RECORDED["v10"]) : -2]:
         orders[scenario] = make_order(payment_method="pm_card_authenticationRequired")
     done, failed = orders["authenticated"], orders["authentication-failed"]
     lapsed, cancelled = orders["not-authenticated"], orders["cancel-while-authenticating"]
@@ -367,6 +368,20 @@ async def record_v11_scenarios(
     news = GatewayEvent(id="evt_v11_refund", type="charge.refund.updated", object_id="re_x")
     await handle.execute_update(OrderWorkflow.gateway_event, news, id="stripe:evt_v11_refund")
     assert (await cancel.result()).refund_status == "succeeded"
+    sandbox.reset_faults()
+
+    # Stripe says the held authorization's intent was cancelled: the watch acts at once.
+    gone = orders["authorization-canceled-by-event"]
+    sandbox.set_faults("warehouse", refuse_next=1, key_prefix=f"{gone.id}:")
+    await start_order(client, gone, task_queue)
+    view = await wait_for_status(client, gone.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.payment_intent_id is not None
+    news = GatewayEvent(
+        id="evt_v11_canceled", type="payment_intent.canceled", object_id=view.payment_intent_id
+    )
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, gone.id)
+    await handle.execute_update(OrderWorkflow.gateway_event, news, id="stripe:evt_v11_canceled")
+    await wait_for_status(client, gone.id, OrderStatus.CANCELLED, within=60)
     sandbox.reset_faults()
 
 

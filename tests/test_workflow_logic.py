@@ -64,6 +64,7 @@ from domain.models import (
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from tests.support import make_order, start_time_skipping
 from worker import sandboxed_runner
+from workflows.authorization import AUTHORIZATION_CANCELED
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -1458,3 +1459,21 @@ async def test_a_refund_event_makes_the_order_read_its_pending_refund_at_once(
     assert (view.status, view.refund_status) == (OrderStatus.CANCELLED, "succeeded")
     assert len(fake.of("follow_refund")) == 2  # read again at once, not after its backoff
     assert view.attention_reason is None
+
+
+async def test_stripe_cancelling_a_held_authorization_winds_the_order_down_at_once(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", authorized_until(orders, timedelta(days=7)))
+    fake.script("send_picklist", refuse(PROVIDER_REJECTED, "warehouse answered 422 on_hold"))
+    fake.script("cancel_payment", answer(RELEASED))
+    order = await orders.start()
+    await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    event = GatewayEvent(id="evt_3", type="payment_intent.canceled", object_id="pi_1")
+    await orders.handle(order).execute_update(OrderWorkflow.gateway_event, event, id="stripe:evt_3")
+
+    view = await orders.until(order, OrderStatus.CANCELLED)  # days before its expiry
+    assert view.failure_reason == f"cancelled: {AUTHORIZATION_CANCELED}"
+    assert "Nothing was charged." in fake.emails()[-1].body
+    assert "capture_payment" not in [call.activity for call in fake.calls]

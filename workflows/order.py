@@ -52,6 +52,7 @@ argument, so the input stays one ``Order``: orders started before options existe
 and replay with the defaults (a second argument would change how their input decodes)."""
 
 TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
+INTENT_CANCELED = "payment_intent.canceled"
 
 
 @workflow.defn
@@ -284,9 +285,20 @@ class OrderWorkflow:
         at once, and the object read by id decides. Events arrive in any order, or not at all:
         the reads go on.
         """
-        self._state.gateway_events += 1
-        if self._state.status != OrderStatus.NEEDS_ATTENTION:  # parked: the operator decides
+        state = self._state
+        state.gateway_events += 1
+        if state.status != OrderStatus.NEEDS_ATTENTION:  # parked: the operator decides
             self._wake.wake()
+        intent = state.intent
+        if (
+            event.type == INTENT_CANCELED
+            and intent is not None
+            and event.object_id == intent.id
+            and state.authorization_expiry() is not None  # held, not captured
+            and state.patches.taken(patches.CUSTOMER_IN_THE_LOOP)
+        ):
+            # A cancelled intent stays cancelled: the watch acts now, not at the expiry.
+            state.authorization_canceled = True
         return f"order {self._state.order.id} took {event.type} {event.id}"
 
     @workflow.signal

@@ -37,6 +37,8 @@ class OrderState:
     """Intents whose authorization expired and that a new authorization replaced."""
     renewal_failure: str | None = None
     """Why authorizing the card again failed, for the operator of the parked order."""
+    authorization_canceled: bool = False
+    """Stripe's event said the held authorization's intent was cancelled before its expiry."""
     authorization_warned: bool = False
     """Operators were warned that the authorization expires soon with nothing captured."""
     cancel_reason: str | None = None
