@@ -123,15 +123,28 @@ def refund_failed(order: Order, reason: str) -> EmailContent:
     )
 
 
+def _where(link: str) -> str:
+    """Where the customer confirms: the bank's page, or (no link given) the shop's checkout."""
+    return (
+        f"Open this link to confirm it:\n\n{link}\n\n"
+        if link
+        else "Confirm it on our checkout page. "
+    )
+
+
 def authentication_required(order: Order, link: str, deadline: str) -> EmailContent:
-    """Sent once when the bank asks the customer to confirm the payment (3-D Secure)."""
+    """Sent once when the bank asks the customer to confirm the payment (3-D Secure).
+
+    ``link``: the bank's page (``next_action.redirect_to_url``); empty when Stripe gave none
+    (``use_stripe_sdk``: the shop's checkout handles it).
+    """
     return EmailContent(
         EmailTemplate.AUTHENTICATION_REQUIRED,
         f"Please confirm your payment for order {order.id}",
         f"Hi {order.customer.name},\n\nYour bank asks you to confirm the payment of "
-        f"{format_money(order.total, order.currency)} for order {order.id}. Open this link to "
-        f"confirm it:\n\n{link}\n\nNothing is charged until you do. If it is not confirmed by "
-        f"{deadline}, the order is cancelled.",
+        f"{format_money(order.total, order.currency)} for order {order.id}. {_where(link)}"
+        f"Nothing is charged until you do. If it is not confirmed by {deadline}, the order is "
+        "cancelled.",
     )
 
 
@@ -141,7 +154,7 @@ def authentication_reminder(order: Order, link: str, deadline: str) -> EmailCont
         EmailTemplate.AUTHENTICATION_REMINDER,
         f"Reminder: confirm your payment for order {order.id}",
         f"Hi {order.customer.name},\n\nYour order {order.id} is waiting for you to confirm the "
-        f"payment of {format_money(order.total, order.currency)} with your bank:\n\n{link}\n\n"
+        f"payment of {format_money(order.total, order.currency)} with your bank. {_where(link)}"
         f"If it is not confirmed by {deadline}, the order is cancelled and nothing is charged.",
     )
 
