@@ -32,6 +32,7 @@ from client.orders import (
     OrderStillRunning,
     follow_order,
     list_orders,
+    order_dispute,
     order_status,
     placement_refusal,
     request_cancel,
@@ -172,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="no shipment by then: needs-attention (default 14d)",
     )
+    start.add_argument(
+        "--authentication-wait",
+        type=_duration,
+        metavar="DURATION",
+        help="a card that needs 3-D Secure: wait this long for the customer, reminding once "
+        "halfway, then cancel with nothing charged (default 24h)",
+    )
 
     ship = commands.add_parser("ship", help="report that the warehouse shipped an order")
     ship.add_argument("order_id", type=_order_id)
@@ -251,6 +259,7 @@ def _options_from_args(args: argparse.Namespace) -> OrderOptions:
         "step_retry_budget": args.step_retry_budget,
         "shipment_delayed_after": args.shipment_delayed_after,
         "shipment_attention_after": args.shipment_attention_after,
+        "authentication_wait": args.authentication_wait,
     }
     try:
         return OrderOptions.model_validate({k: v for k, v in given.items() if v is not None})
@@ -301,6 +310,13 @@ def _print_view(view: OrderView) -> None:
         print(f"  reason       {view.failure_reason}")
     if view.attention_reason:
         print(f"  attention    {view.attention_reason}")
+    if dispute := view.dispute:
+        due = f", evidence due {dispute.evidence_due_by:%Y-%m-%d %H:%M} UTC"
+        print(
+            f"  dispute      {dispute.id} {dispute.status}: {dispute.reason}, "
+            f"{dispute.amount} {dispute.currency.upper()} (Stripe's minor units)"
+            + (due if dispute.evidence_due_by and dispute.status == "needs_response" else "")
+        )
     print("  timeline")
     for record in view.timeline:
         took = ""
@@ -395,6 +411,8 @@ def _print_progress(view: OrderView) -> None:
 async def _status(args: argparse.Namespace) -> None:
     client = await connect(args.profile)
     view = await order_status(client, args.order_id)
+    if view.dispute is None:  # an order that had ended when its payment was disputed
+        view = view.model_copy(update={"dispute": await order_dispute(client, args.order_id)})
     if args.json:
         print(view.model_dump_json(indent=2))
     else:

@@ -26,7 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.intake import IntakeActivities, PaymentOutcomes
 from activities.mail import MailActivities
-from activities.payment import PaymentActivities
+from activities.payment import DisputeActivities, PaymentActivities
 from activities.provider_client import ProviderClients, open_provider_clients
 from activities.warehouse import WarehouseActivities
 from client.exit import exit_now
@@ -48,6 +48,7 @@ from telemetry.metrics import (
     metrics_runtime,
     metrics_url,
 )
+from workflows.dispute import DisputeWorkflow
 from workflows.intake import IntakeWorkflow
 from workflows.order import OrderWorkflow
 from workflows.policy import STICKY_QUEUE_TIMEOUT, VERSIONING_BEHAVIOR
@@ -140,11 +141,12 @@ def build_worker(
     intake = IntakeActivities(providers.gateway, outcomes)
     mail = MailActivities(providers.mail)
     warehouse = WarehouseActivities(providers.warehouse)
-    cache_bytecode(OrderWorkflow, IntakeWorkflow)
+    disputes = DisputeActivities(providers.gateway)
+    cache_bytecode(OrderWorkflow, IntakeWorkflow, DisputeWorkflow)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[OrderWorkflow, IntakeWorkflow],
+        workflows=[OrderWorkflow, IntakeWorkflow, DisputeWorkflow],
         activities=[
             payment.create_payment_intent,
             payment.confirm_payment,
@@ -154,11 +156,13 @@ def build_worker(
             payment.find_charge,
             payment.refund_payment,
             payment.follow_refund,
+            payment.follow_authentication,
             mail.send_email,
             warehouse.send_picklist,
             warehouse.release_picklist,
             warehouse.cancel_picklist,
             intake.probe_payments,
+            disputes.order_of_payment,
         ],
         workflow_runner=sandboxed_runner(),
         graceful_shutdown_timeout=timedelta(seconds=5),

@@ -27,7 +27,7 @@ from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import PROVIDER_REJECTED
+from activities.errors import PAYMENT_DECLINED, PROVIDER_REJECTED
 from activities.intake import PaymentOutcomes
 from activities.logging import log_step
 from activities.requests import EffectRequest
@@ -38,6 +38,10 @@ from domain.stripe_currencies import from_stripe_amount, to_stripe_amount
 CONFIRMABLE = frozenset({"requires_confirmation", "requires_payment_method"})
 """Intent statuses in which no card was charged or authorized yet."""
 AUTHORIZED = "requires_capture"
+AWAITING_CUSTOMER = frozenset({"requires_action", "processing"})
+"""Intent statuses that are not authorized yet: 3-D Secure (or the bank) still has to answer."""
+AUTHENTICATION_PENDING = "AuthenticationPending"
+"""Error type of ``follow_authentication`` while the customer has not answered: retried."""
 CAPTURED = "succeeded"
 CANCELED = "canceled"
 ALREADY_REFUNDED = "charge_already_refunded"
@@ -83,6 +87,14 @@ class PaymentIntent(BaseModel):
     capture_before: int | None = None
     """While authorized: until when (unix seconds) it can be captured, as the gateway says
     (Stripe: about 7 days); after it the gateway cancels the intent and releases the money."""
+    authentication_url: str | None = None
+    """While ``requires_action``: the page where the customer completes 3-D Secure (the
+    intent's ``next_action.redirect_to_url.url``)."""
+
+    @property
+    def awaits_customer(self) -> bool:
+        """True while the card is not authorized until the customer authenticates."""
+        return self.status in AWAITING_CUSTOMER
 
     @property
     def charged(self) -> bool:
@@ -97,6 +109,12 @@ class PaymentIntent(BaseModel):
 
 class ConfirmPaymentRequest(EffectRequest):
     """Phase 2: confirm the intent (authorize the card, or charge it for older orders)."""
+
+    intent_id: str
+
+
+class FollowAuthenticationRequest(EffectRequest):
+    """Ask the gateway whether the customer authenticated (a read: the key is not sent)."""
 
     intent_id: str
 
@@ -231,6 +249,8 @@ class PaymentActivities:
 
         A decline raises a non-retryable ``PaymentDeclined`` error. An intent an earlier try
         already authorized (its answer lost, the operator retrying under a new key) is adopted.
+        A card that needs 3-D Secure answers ``requires_action``: returned as it is (with the
+        page where the customer authenticates), never as authorized.
         """
         with self._watch(request.order_id):
             intent = await self._act_on_intent(
@@ -241,7 +261,36 @@ class PaymentActivities:
             )
             if intent.authorized and intent.charge is not None:
                 intent.capture_before = await self._capture_before(intent.charge)
-        log_step(request.order_id, Step.PAYMENT_CONFIRM, f"authorized {intent.id}")
+        done = "awaits authentication" if intent.awaits_customer else "authorized"
+        log_step(request.order_id, Step.PAYMENT_CONFIRM, f"{done} {intent.id}")
+        return intent
+
+    @activity.defn
+    async def follow_authentication(self, request: FollowAuthenticationRequest) -> PaymentIntent:
+        """The intent once the customer has answered 3-D Secure; retried while they have not.
+
+        Authorized: returned with its ``capture_before``. Failed (or declined after it): a
+        non-retryable ``PaymentDeclined`` with Stripe's code. Cancelled meanwhile: returned as
+        it is. Still ``requires_action`` or ``processing``: a retryable
+        ``AuthenticationPending``, so the step's retry policy asks again with no history event.
+        """
+        found = await self._retrieve(request.intent_id)
+        intent = _intent(found)
+        if intent.awaits_customer:
+            raise ApplicationError(
+                f"{intent.id} is still {intent.status}", type=AUTHENTICATION_PENDING
+            )
+        if intent.status in CONFIRMABLE:
+            code = _last_error(found) or "authentication_failed"
+            raise ApplicationError(
+                f"{intent.id} was not authorized: {code}",
+                {"decline_code": code},
+                type=PAYMENT_DECLINED,
+                non_retryable=True,
+            )
+        if intent.authorized and intent.charge is not None:
+            intent.capture_before = await self._capture_before(intent.charge)
+        log_step(request.order_id, Step.AUTHENTICATION, f"{intent.id} {intent.status}")
         return intent
 
     async def _capture_before(self, charge_id: str) -> int | None:
@@ -439,6 +488,35 @@ class PaymentActivities:
         return _refund(holding[0])
 
 
+class DisputedPayment(BaseModel):
+    """Whose payment a dispute takes back: the payment intent's order (its metadata)."""
+
+    payment_intent: str
+    order_id: str | None = None
+
+
+class DisputeActivities:
+    """What a dispute's workflow asks the gateway."""
+
+    def __init__(self, gateway: StripeGateway) -> None:
+        self._gateway = gateway
+
+    @activity.defn
+    async def order_of_payment(self, payment_intent: str) -> DisputedPayment:
+        """The order whose payment intent this is (``metadata.order_id``), if it is ours.
+
+        Stripe's dispute object has no order: its payment intent, retrieved by id, has.
+        """
+        intents = self._gateway.v1.payment_intents
+        found = await self._gateway.send(
+            "GET /v1/payment_intents/{intent}",
+            lambda options: intents.retrieve_async(payment_intent, options=options),
+        )
+        metadata: dict[str, str] = found.metadata.to_dict() if found.metadata else {}
+        order_id = metadata.get("order_id")
+        return DisputedPayment(payment_intent=payment_intent, order_id=order_id or None)
+
+
 def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
     """The order's view of a Stripe intent: currency in upper case, amount in ISO's scale."""
     latest = intent.latest_charge
@@ -448,7 +526,25 @@ def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
         currency=intent.currency.upper(),
         status=intent.status,
         charge=latest if isinstance(latest, str) or latest is None else latest.id,
+        authentication_url=_redirect(intent),
     )
+
+
+def _redirect(intent: stripe.PaymentIntent) -> str | None:
+    """Where the customer authenticates an intent in ``requires_action``, if Stripe says."""
+    action = intent.next_action
+    redirect = getattr(action, "redirect_to_url", None) if action is not None else None
+    url = getattr(redirect, "url", None) if redirect is not None else None
+    return url if isinstance(url, str) else None
+
+
+def _last_error(intent: stripe.PaymentIntent) -> str | None:
+    """Why the intent's last attempt failed: the decline code, or Stripe's error code."""
+    error = intent.last_payment_error
+    if error is None:
+        return None
+    code = getattr(error, "decline_code", None) or getattr(error, "code", None)
+    return code if isinstance(code, str) else None
 
 
 def _refund(refund: stripe.Refund) -> Refund:

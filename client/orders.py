@@ -27,10 +27,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from config.settings import TASK_QUEUE
 from domain import search_attributes
 from domain.currencies import format_money
-from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import (
+    CancelRequest,
+    Dispute,
+    Order,
+    OrderOptions,
+    OrderView,
+    ResolveRequest,
+    Shipment,
+)
 from domain.rules import cancel_refusal, ship_refusal
 from domain.status import OrderStatus
 from domain.stripe_currencies import charge_refusal
+from workflows.dispute import DisputeWorkflow
 from workflows.order import OPTIONS_MEMO, OrderWorkflow
 from workflows.policy import WORKFLOW_TASK_TIMEOUT
 
@@ -264,19 +273,42 @@ async def resolve_order(client: Client, order_id: str, request: ResolveRequest) 
 async def list_orders(
     client: Client, status: OrderStatus | None = None, limit: int = 50
 ) -> AsyncIterator[OrderSummary]:
-    """Orders newest first, optionally only those with one status."""
-    query = f"WorkflowType = '{OrderWorkflow.__name__}'"
+    """Orders newest first, optionally only those with one status.
+
+    ``disputed``: the orders with a chargeback waiting for an answer, listed from their
+    disputes' workflows (an order that has ended is among them).
+    """
+    disputed = status == OrderStatus.DISPUTED
+    workflow_type = DisputeWorkflow if disputed else OrderWorkflow
+    query = f"WorkflowType = '{workflow_type.__name__}'"
     if status is not None:
         query += f" AND {search_attributes.ORDER_STATUS.name} = '{status.value}'"
     async for execution in client.list_workflows(query, limit=limit):
         attributes = execution.typed_search_attributes
+        order_id = attributes.get(search_attributes.ORDER_ID) if disputed else None
         yield OrderSummary(
-            order_id=execution.id,
+            order_id=order_id or execution.id,
             status=attributes.get(search_attributes.ORDER_STATUS) or "?",
             customer_id=attributes.get(search_attributes.CUSTOMER_ID) or "?",
             started_at=execution.start_time,
             closed_at=execution.close_time,
         )
+
+
+async def order_dispute(client: Client, order_id: str) -> Dispute | None:
+    """The chargeback on the order's payment, if one was opened (from its dispute's workflow).
+
+    The order's own view has it only if it ran when the dispute came; this finds it either way
+    (visibility lags writes by about a second).
+    """
+    query = (
+        f"WorkflowType = '{DisputeWorkflow.__name__}' "
+        f"AND {search_attributes.ORDER_ID.name} = '{order_id}'"
+    )
+    async for execution in client.list_workflows(query, limit=1):
+        handle = client.get_workflow_handle_for(DisputeWorkflow.run, execution.id)
+        return await handle.query(DisputeWorkflow.dispute, rpc_timeout=QUERY_TIMEOUT)
+    return None
 
 
 async def follow_order(

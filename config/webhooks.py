@@ -113,10 +113,10 @@ def generate_secret() -> str:
     return f"whsec_{secrets.token_hex(32)}"
 
 
-def ensure_secret_file(path: Path) -> Path:
+def ensure_secret_file(path: Path, whose: str = "The warehouse webhooks'") -> Path:
     """The secret file at ``path``, generated with one new secret (mode 0600) if missing."""
     if not path.exists():
-        note = "# The warehouse webhooks' signing secret. Never commit it.\n"
+        note = f"# {whose} signing secret. Never commit it.\n"
         write_private_file(path, note + generate_secret() + "\n")
     parse_secrets(path.read_text(), str(path))  # a broken file fails here, where its path is known
     return path

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from domain.currencies import format_money
-from domain.models import Order, Shipment
+from domain.models import Dispute, Order, Shipment
 from domain.status import EmailTemplate, RefundStatus
 
 
@@ -120,4 +120,53 @@ def refund_failed(order: Order, reason: str) -> EmailContent:
         f"{format_money(order.total, order.currency)} for order {order.id} was refused by "
         f"your bank ({reason}), so the money has not reached you. We are on it and will "
         "contact you to return it another way.",
+    )
+
+
+def _where(link: str) -> str:
+    """Where the customer confirms: the bank's page, or (no link given) the shop's checkout."""
+    return (
+        f"Open this link to confirm it:\n\n{link}\n\n"
+        if link
+        else "Confirm it on our checkout page. "
+    )
+
+
+def authentication_required(order: Order, link: str, deadline: str) -> EmailContent:
+    """Sent once when the bank asks the customer to confirm the payment (3-D Secure).
+
+    ``link``: the bank's page (``next_action.redirect_to_url``); empty when Stripe gave none
+    (``use_stripe_sdk``: the shop's checkout handles it).
+    """
+    return EmailContent(
+        EmailTemplate.AUTHENTICATION_REQUIRED,
+        f"Please confirm your payment for order {order.id}",
+        f"Hi {order.customer.name},\n\nYour bank asks you to confirm the payment of "
+        f"{format_money(order.total, order.currency)} for order {order.id}. {_where(link)}"
+        f"Nothing is charged until you do. If it is not confirmed by {deadline}, the order is "
+        "cancelled.",
+    )
+
+
+def authentication_reminder(order: Order, link: str, deadline: str) -> EmailContent:
+    """Sent once, halfway through the wait, when the customer has not confirmed yet."""
+    return EmailContent(
+        EmailTemplate.AUTHENTICATION_REMINDER,
+        f"Reminder: confirm your payment for order {order.id}",
+        f"Hi {order.customer.name},\n\nYour order {order.id} is waiting for you to confirm the "
+        f"payment of {format_money(order.total, order.currency)} with your bank. {_where(link)}"
+        f"If it is not confirmed by {deadline}, the order is cancelled and nothing is charged.",
+    )
+
+
+def dispute_opened(order_id: str, dispute: Dispute) -> EmailContent:
+    """Sent once to the operators when a cardholder disputes an order's payment."""
+    due = f"{dispute.evidence_due_by:%Y-%m-%d %H:%M} UTC" if dispute.evidence_due_by else "soon"
+    money = f"{dispute.amount} {dispute.currency.upper()} (Stripe's minor units)"
+    return EmailContent(
+        EmailTemplate.DISPUTE_OPENED,
+        f"Chargeback on order {order_id}: {dispute.reason}",
+        f"The cardholder's bank disputes the payment of order {order_id}: {money}, reason "
+        f"{dispute.reason} (dispute {dispute.id}, payment {dispute.payment_intent}). The money "
+        f"is held until it is decided. Answer with evidence by {due} in the Stripe Dashboard.",
     )

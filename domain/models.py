@@ -263,6 +263,33 @@ class Shipment(_Model):
     ]
 
 
+class GatewayEvent(_Model):
+    """One of the gateway's (Stripe's) events about an order's payment, as the order hears it.
+
+    Only a hint: the order reads the object back by id (the source of truth) when it hears one.
+    """
+
+    id: Annotated[str, StringConstraints(max_length=255)]
+    type: Annotated[str, StringConstraints(max_length=100)]
+    object_id: Annotated[str, StringConstraints(max_length=255)]
+
+
+class Dispute(_Model):
+    """A chargeback on an order's payment, as the gateway reported it."""
+
+    id: Annotated[str, StringConstraints(max_length=255)]
+    payment_intent: Annotated[str, StringConstraints(max_length=255)]
+    amount: int
+    """In Stripe's minor units, as the gateway says."""
+    currency: Annotated[str, StringConstraints(max_length=3)]
+    reason: Annotated[str, StringConstraints(max_length=100)]
+    status: Annotated[str, StringConstraints(max_length=100)]
+    """Stripe's: ``needs_response`` (answer with evidence), ``under_review``, ``won``, ``lost``."""
+    evidence_due_by: datetime | None = None
+    order_id: str | None = None
+    """Found by the dispute's workflow through the payment intent's metadata."""
+
+
 class OrderOptions(_Model):
     """How long an order tolerates trouble before it escalates; the defaults suit a real shop."""
 
@@ -295,6 +322,11 @@ class OrderOptions(_Model):
         description="When the authorization expires before the capture: authorize the card "
         "again (true), or wind the order down, nothing charged (false).",
     )
+    authentication_wait: timedelta = Field(
+        timedelta(hours=24),
+        description="Wait this long for the customer to complete 3-D Secure (reminded once, "
+        "halfway), then cancel the payment, nothing charged.",
+    )
     refund_follow_limit: timedelta = Field(
         timedelta(days=30),
         description="Follow a pending refund this long for its outcome, then ask an operator.",
@@ -308,6 +340,7 @@ class OrderOptions(_Model):
             self.authorization_warning,
             self.refund_follow_limit,
             self.mail_key_window,
+            self.authentication_wait,
         )
         if min(*budgets, *waits) <= timedelta(0):
             raise ValueError("durations must be positive")
@@ -381,3 +414,5 @@ class OrderView(BaseModel):
     """Once the order has stopped (cancel accepted, declined, out of stock): the final status
     it is being wound down to while its effects are undone."""
     timeline: list[StepRecord] = Field(default_factory=list)
+    dispute: Dispute | None = None
+    """A chargeback opened while the order ran (one on an ended order: its dispute's workflow)."""

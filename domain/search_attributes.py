@@ -11,8 +11,10 @@ from domain.status import OrderStatus
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
+"""Set by workflows about an order other than its own (a dispute), to find them by order."""
 
-ALL = (ORDER_STATUS, CUSTOMER_ID)
+ALL = (ORDER_STATUS, CUSTOMER_ID, ORDER_ID)
 """Every custom search attribute; each must be registered on the namespace before use."""
 
 

@@ -12,6 +12,7 @@ class OrderStatus(StrEnum):
     """Where an order stands, as customers and operators see it."""
 
     RECEIVED = "received"
+    AWAITING_AUTHENTICATION = "awaiting-authentication"
     AUTHORIZED = "authorized"
     PAID = "paid"
     AWAITING_SHIPMENT = "awaiting-shipment"
@@ -23,6 +24,10 @@ class OrderStatus(StrEnum):
     PAYMENT_DECLINED = "payment-declined"
     OUT_OF_STOCK = "out-of-stock"
     CANCELLED = "cancelled"
+    DISPUTED = "disputed"
+    """Not an order's own status: a chargeback on its payment waits for the shop's answer.
+    Its dispute's workflow (``workflows.dispute``) carries it, so an order that has ended is
+    listed too (``starter.py list --status disputed``)."""
 
     @property
     def is_final(self) -> bool:
@@ -47,6 +52,10 @@ class Step(StrEnum):
     PAYMENT_CONFIRM = "payment-confirm"
     """Confirms the intent: authorizes the card (charged it, in orders before capture)."""
     PAYMENT_CAPTURE = "payment-capture"
+    AUTHENTICATION = "authentication"
+    """Waits for the customer to complete 3-D Secure, as the gateway says."""
+    AUTHENTICATION_EMAIL = "authentication-email"
+    AUTHENTICATION_REMINDER_EMAIL = "authentication-reminder-email"
     CONFIRMATION_EMAIL = "confirmation-email"
     PICKLIST = "picklist"
     PICKLIST_RELEASE = "picklist-release"
@@ -66,6 +75,8 @@ class Step(StrEnum):
     PICKLIST_CANCEL = "picklist-cancel"
     CANCELLATION_EMAIL = "cancellation-email"
     OUT_OF_STOCK_EMAIL = "out-of-stock-email"
+    DISPUTE_EMAIL = "dispute-email"
+    """Tells the operators that a chargeback was opened on the order's payment."""
 
 
 class RefundStatus(StrEnum):
@@ -97,6 +108,10 @@ class EmailTemplate(StrEnum):
     ORDER_CANCELLED = "order-cancelled"
     OUT_OF_STOCK = "out-of-stock"
     REFUND_FAILED = "refund-failed"
+    AUTHENTICATION_REQUIRED = "authentication-required"
+    AUTHENTICATION_REMINDER = "authentication-reminder"
+    DISPUTE_OPENED = "dispute-opened"
+    """To the operators, not the customer."""
 
 
 class OperatorAction(StrEnum):

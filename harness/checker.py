@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from client.orders import OrderNotFound, order_status
 from domain.models import OrderView
-from domain.status import EmailTemplate, OrderStatus, RefundStatus
+from domain.status import EmailTemplate, OrderStatus, RefundStatus, Step, StepState
 from harness.drive import Placed, gather_limited
 from providers.admin_client import Effects, SandboxAdmin
 
@@ -144,11 +144,60 @@ def judge(view: OrderView | None, effects: Effects, placed: Placed | None = None
             "more than was charged"
         )
     problems += refund_failures(effects)
+    problems += authenticated_first(view, effects) + events_failed(effects)
+    bounds.setdefault(_DISPUTE_EMAIL, []).insert(0, _dispute_emails(view, effects))
     for what, count in counts.items():
         broken = next((b for b in bounds[what] if not b.holds(count)), None)
         if broken is not None:
             problems.append(f"{_count(count, what)}, expected {broken.want}{broken.why}")
     return problems
+
+
+def authenticated_first(view: OrderView, effects: Effects) -> list[str]:
+    """An order whose card needed 3-D Secure reserved stock and took money only after it.
+
+    Known by the authentication email in the ledger; the order's timeline says when the
+    customer's authentication completed. Never completed: no picklist, no authorization kept,
+    no capture at all.
+    """
+    if not effects.emails_of(EmailTemplate.AUTHENTICATION_REQUIRED):
+        return []
+    done = [
+        line.finished_at
+        for line in view.timeline
+        if line.step == Step.AUTHENTICATION and line.state == StepState.COMPLETED
+    ]
+    if not done or done[0] is None:
+        took = [what for what, count in (("picklist", effects.picklists),
+                                         ("charge", effects.charges)) if count]  # fmt: skip
+        if took:
+            return [f"never authenticated by the customer, yet made {_and(took)}"]
+        return []
+    early = sorted(
+        {
+            line.step.value
+            for line in view.timeline
+            if line.step in (Step.PICKLIST, Step.PAYMENT_CAPTURE) and line.started_at < done[0]
+        }
+    )
+    return [f"{_and(early)} before the customer authenticated"] if early else []
+
+
+def events_failed(effects: Effects) -> list[str]:
+    """The gateway's events about the order are delivered, late perhaps, never refused."""
+    if effects.failed_events:
+        return [f"{_count(effects.failed_events, 'Stripe event')} refused by the receiver"]
+    return []
+
+
+def _dispute_emails(view: OrderView, effects: Effects) -> "_Bound":
+    """Operators hear of each chargeback once (its workflow may tell them after the order)."""
+    low = effects.disputes if view.status.is_final else 0
+    return _Bound(low, effects.disputes, " for its disputes")
+
+
+def _and(words: list[str]) -> str:
+    return " and ".join(words)
 
 
 def refund_failures(effects: Effects) -> list[str]:
@@ -190,6 +239,16 @@ _DERIVED = (_ACTIVE_PICKLIST, _HELD_AUTHORIZATION)
 _UNSUCCESSFUL_REFUND = "pending or failed refund"
 """A refund that gave nothing back (yet): a failed one may be followed by one that succeeds."""
 _UNBOUNDED = (*_DERIVED, _UNSUCCESSFUL_REFUND)
+
+_DISPUTE_EMAIL = f"{EmailTemplate.DISPUTE_OPENED} email"
+_ON_THE_WAY = frozenset(
+    {
+        EmailTemplate.AUTHENTICATION_REQUIRED,
+        EmailTemplate.AUTHENTICATION_REMINDER,
+        EmailTemplate.DISPUTE_OPENED,  # bounded by the order's disputes (``_dispute_emails``)
+    }
+)
+"""Emails any outcome may have sent on the way: 3-D Secure's link and reminder."""
 
 _EMAILS: Mapping[OrderStatus, tuple[frozenset[str], frozenset[str]]] = {
     # Final status -> (emails it needs exactly once, emails it may have sent once on the way).
@@ -250,6 +309,7 @@ def _as_promised(
     """Add the bounds a final ``status`` promises to ``bounds``; return the refund problems."""
     outcome = f" for {_an(status.value)} order"
     needed, allowed = _EMAILS[status]
+    allowed = allowed | _ON_THE_WAY
     charged = effects.charges > 0 or effects.charged_amount > 0
     if not charged:  # the confirmation follows the capture: no money taken, no confirmation
         allowed = allowed - {EmailTemplate.ORDER_CONFIRMATION}

@@ -11,6 +11,7 @@ in the middle of that step, and it is killed there.
 """
 
 import asyncio
+import re
 import signal
 import socket
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -31,7 +33,7 @@ from client.orders import (
     resolve_order,
 )
 from domain.models import ResolveRequest
-from domain.status import OperatorAction, OrderStatus, Step
+from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from harness.drive import (
     DECLINED_CARD,
@@ -49,6 +51,7 @@ from harness.drive import (
 )
 from providers.admin_client import SERVICES, SandboxAdmin
 from stack.local import LocalStack
+from stack.processes import free_port
 
 DEADLINE = 120.0
 """Generous bound for any wait, only so that a broken run fails instead of hanging."""
@@ -79,13 +82,16 @@ class Run:
         """The id ``start`` gives its next order (``ahead``: that many after it)."""
         return f"{self.name}-{len(self.order_ids) + ahead + 1:03d}"
 
-    async def start(self, count: int, declined_every: int = 0) -> list[str]:
-        """Start ``count`` orders; every ``declined_every``-th one pays with a declined card."""
+    async def start(
+        self, count: int, declined_every: int = 0, card: str = "pm_card_visa"
+    ) -> list[str]:
+        """Start ``count`` orders; every ``declined_every``-th one pays with a declined card.
+
+        The others pay with ``card``.
+        """
         ids = [self.next_id(i) for i in range(count)]
         declined = {ids[i] for i in range(count) if declined_every and i % declined_every == 0}
-        placed = [
-            Placed.sample(oid, DECLINED_CARD if oid in declined else "pm_card_visa") for oid in ids
-        ]
+        placed = [Placed.sample(oid, DECLINED_CARD if oid in declined else card) for oid in ids]
         await start_orders(self.client, [entry.order for entry in placed])
         self.order_ids += ids
         self.placed.update((entry.order_id, entry) for entry in placed)
@@ -150,7 +156,8 @@ async def run_scenario(name: str, data_dir: Path, keep_messages: bool = False) -
     """
     scenario, workers = SCENARIOS[name]
     began = time.monotonic()
-    with LocalStack(data_dir) as stack:
+    receiver = free_port() if name in WITH_RECEIVER else None
+    with LocalStack(data_dir, webhook_port=receiver) as stack:
         await asyncio.to_thread(stack.start, workers)
         admin = stack.admin()
         try:
@@ -544,6 +551,80 @@ async def _refunds(admin: SandboxAdmin, order_id: str, status: str) -> bool:
     return bool((admin.effects(order_id).refunds_by_status or {}).get(status))
 
 
+# -- 10: the receiver of Stripe's events killed with events pending -------------------------
+
+THREE_D_SECURE = "pm_card_authenticationRequired"
+AUTHENTICATION_LINK = re.compile(r"http://\S+/payments/authenticate/\S+")
+
+
+async def kill_stripe_receiver(run: Run) -> None:
+    """Scenario 10: the receiver of Stripe's events dies while they are being sent.
+
+    Four orders whose cards need 3-D Secure wait for their customers; the receiver is
+    SIGKILLed, then the customers authenticate. Their orders go on by reading the intents
+    (events speed things up; the read is the truth) while the gateway retries every event.
+    Once the receiver is back, every event is delivered and each taken by its order once.
+    """
+    ids = await run.start(4, card=THREE_D_SECURE)
+    for order_id in ids:
+        await _until_status(run, order_id, OrderStatus.AWAITING_AUTHENTICATION)
+    await asyncio.to_thread(run.stack.kill_webhook_receiver)
+    await asyncio.gather(*(_authenticate(run.admin, order_id) for order_id in ids))
+    for order_id in ids:
+        await _until_status(run, order_id, OrderStatus.AWAITING_SHIPMENT)
+    await wait_until(
+        lambda: _events_tried(run.admin, ids, "pending"), "events retried while down", DEADLINE
+    )
+    run.fired["events pending while the receiver was down"] = len(_events(run.admin, ids))
+    await asyncio.to_thread(run.stack.start_webhook_receiver)
+    await wait_until(
+        lambda: _events_tried(run.admin, ids, "delivered"), "every event delivered", DEADLINE
+    )
+    run.fired["events delivered after the restart"] = len(_events(run.admin, ids))
+    taken = await gather_limited(_events_taken(run.client, order_id) for order_id in ids)
+    run.fired["events taken by their orders"] = sum(taken)
+    await run.finish()
+
+
+async def _authenticate(admin: SandboxAdmin, order_id: str) -> None:
+    """The customer opens the emailed 3-D Secure link and completes authentication."""
+
+    async def emailed() -> bool:
+        return bool(admin.list("/mail/messages", order_id=order_id, template=_ASKED))
+
+    await wait_until(emailed, f"{order_id}'s authentication email", DEADLINE)
+    [message] = admin.list("/mail/messages", order_id=order_id, template=_ASKED)
+    link = AUTHENTICATION_LINK.search(message["body"])
+    assert link is not None, message["body"]
+    async with httpx.AsyncClient(timeout=10) as http:
+        (await http.post(f"{link.group(0)}&outcome=complete")).raise_for_status()
+
+
+_ASKED = EmailTemplate.AUTHENTICATION_REQUIRED.value
+
+
+def _events(admin: SandboxAdmin, order_ids: Collection[str]) -> list[dict[str, Any]]:
+    return [e for e in admin.list("/admin/stripe-events") if e["order_id"] in order_ids]
+
+
+async def _events_tried(admin: SandboxAdmin, order_ids: Collection[str], status: str) -> bool:
+    """Every event of the orders is in ``status``, each tried at least once."""
+    events = _events(admin, order_ids)
+    return bool(events) and all(e["status"] == status and e["attempts"] > 0 for e in events)
+
+
+async def _events_taken(client: Client, order_id: str) -> int:
+    """How many distinct gateway events the order accepted (updates deduplicated by id)."""
+    history = await client.get_workflow_handle(order_id).fetch_history()
+    accepted = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    ids = {
+        event.workflow_execution_update_accepted_event_attributes.accepted_request.meta.update_id
+        for event in history.events
+        if event.event_type == accepted
+    }
+    return len({update for update in ids if update.startswith("stripe:")})
+
+
 SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "kill-at-step-boundaries": (kill_at_step_boundaries, 1),
     "kill-after-effect-committed": (kill_after_effect_committed, 1),
@@ -554,5 +635,8 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "kill-providers": (kill_providers, 1),
     "load-with-faults": (load_with_faults, 2),
     "real-world-money": (real_world_money, 1),
+    "kill-stripe-receiver": (kill_stripe_receiver, 1),
 }
 """Every scenario by name, with how many workers it starts with."""
+WITH_RECEIVER = frozenset({"kill-stripe-receiver"})
+"""The scenarios whose stack runs the webhook receiver (the gateway then sends its events)."""

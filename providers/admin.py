@@ -33,6 +33,9 @@ FIELDS = {
     "refunded_amount": ("SUM(amount)", "refunds", "1"),
     "picklists": ("COUNT(*)", "picklists", "1"),
     "cancelled_picklists": ("COUNT(*)", "picklists", "status = 'cancelled'"),
+    # Chargebacks, and the gateway's Stripe events the receiver refused for good.
+    "disputes": ("COUNT(*)", "disputes", "1"),
+    "failed_events": ("COUNT(*)", "stripe_events", "status = 'failed'"),
 }
 # Summary field -> table whose row ids it lists, oldest first: what an order can record.
 IDS = {

@@ -28,6 +28,7 @@ class Effects:
     ``refunded_by_status`` split them (only ``succeeded`` ones returned money). ``ids``: kind
     (``payment_intent``, ``charge``, ``refund``, ``picklist``) -> row ids, oldest first.
     ``currencies``: the currencies (lower case) the order's money was handled in.
+    ``disputes``: chargebacks opened on its payment.
     """
 
     payment_intents: int = 0
@@ -43,6 +44,9 @@ class Effects:
     authorized_amount: int = 0
     released: int = 0
     released_amount: int = 0
+    disputes: int = 0
+    failed_events: int = 0
+    """The gateway's Stripe events about the order that the receiver refused for good."""
     ids: dict[str, list[str]] | None = None
     refunds_by_status: dict[str, int] | None = None
     refunded_by_status: dict[str, int] | None = None

@@ -26,7 +26,7 @@ from providers.faults import (
 from providers.idempotency import Idempotency
 from providers.ledger import Ledger
 from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
-from providers.stripe import clock
+from providers.stripe import authentication, clock, disputes, events
 from providers.stripe.errors import restyle
 from providers.stripe.rate_limits import RateLimiter
 from providers.stripe.request_ids import RequestIds
@@ -41,6 +41,7 @@ def create_app(
     authorization_validity_s: float = DEFAULT_AUTHORIZATION_VALIDITY_S,
     rate_limits: RateLimits | None = None,
     mail_behaviour: MailBehaviour | None = None,
+    stripe_webhook_settings: webhooks.SenderSettings | None = None,
 ) -> FastAPI:
     """Build the app on the SQLite ledger at ``db_path``, guarded by ``api_key``.
 
@@ -48,8 +49,9 @@ def create_app(
     ``authorization_validity_s`` how long a card authorization can be captured, and
     ``rate_limits`` the gateway account's rate limits (default: Stripe's test mode), unless the
     ``payments`` faults say otherwise. ``webhook_settings``: how the warehouse sends its
-    webhooks (default: from the environment). ``mail_behaviour``: how the mail service treats
-    keys and load unless its faults say otherwise (default: Resend's 24 h keys, no limit).
+    webhooks, ``stripe_webhook_settings`` how the gateway sends Stripe's events (both by
+    default from the environment). ``mail_behaviour``: how the mail service treats keys and
+    load unless its faults say otherwise (default: Resend's 24 h keys, no limit).
     """
     ledger = Ledger(db_path)
     faults = Faults(search_lag_ms, authorization_validity_s, rate_limits, mail_behaviour)
@@ -64,13 +66,14 @@ def create_app(
         tracing.configure("orders-providers")  # only if OTEL_* variables ask for it
         # The outbox's events still pending (from before a restart too) go out from here on.
         sending = asyncio.create_task(sender.run())
+        telling = asyncio.create_task(stripe_sender.run())  # the gateway's Stripe events
         ticking = asyncio.create_task(clock.run(ledger))  # expiries and settlements
         try:
             yield
         finally:
-            sending.cancel()
-            ticking.cancel()
-            await asyncio.gather(sending, ticking, return_exceptions=True)
+            for task in (sending, telling, ticking):
+                task.cancel()
+            await asyncio.gather(sending, telling, ticking, return_exceptions=True)
             logging.getLogger("uvicorn.error").removeFilter(quiet)
             tracing.shutdown()
             ledger.close()
@@ -93,6 +96,10 @@ def create_app(
         ledger, webhook_settings or webhooks.SenderSettings.from_env(), metrics.registry
     )
     app.state.webhooks = sender
+    stripe_sender = events.StripeEventSender(
+        ledger, stripe_webhook_settings or events.settings_from_env(), metrics.registry
+    )
+    app.state.stripe_events = stripe_sender
     # Under /v1 errors are worded as Stripe's, so its library raises the right exceptions.
     install_error_handlers(app, {stripe.PREFIX: restyle, resend.PREFIX: resend.restyle})
     app.add_middleware(BodySizeLimit)  # 413 for a body over 1 MB, before anything parses it
@@ -117,6 +124,19 @@ def create_app(
         """The OpenAPI schema of this app."""
         return app.openapi()
 
-    for module in (stripe, payments, mail, resend, warehouse, admin, webhooks, pages):
+    for module in (
+        stripe,
+        payments,
+        mail,
+        resend,
+        warehouse,
+        admin,
+        webhooks,
+        events,
+        disputes,
+        pages,
+    ):
         app.include_router(module.router, dependencies=guarded)
+    # The customer's 3-D Secure page: its link's client secret, not the shop's key, guards it.
+    app.include_router(authentication.router)
     return app

@@ -97,6 +97,23 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_events_order ON webhook_events (order_id);
+-- Chargebacks on captured charges (providers.stripe.disputes).
+CREATE TABLE IF NOT EXISTS disputes (
+    id TEXT PRIMARY KEY, charge TEXT NOT NULL REFERENCES charges (id), payment_intent TEXT,
+    order_id TEXT NOT NULL, amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    reason TEXT NOT NULL, status TEXT NOT NULL, closed_at INTEGER, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS disputes_charge ON disputes (charge);
+-- The gateway's Stripe events (providers.stripe.events): the same shape as webhook_events.
+CREATE TABLE IF NOT EXISTS stripe_events (
+    id TEXT PRIMARY KEY, type TEXT NOT NULL, order_id TEXT NOT NULL, body TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_status TEXT,
+    last_error TEXT, last_attempt TEXT, delivered TEXT, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stripe_events_due ON stripe_events (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS stripe_events_order ON stripe_events (order_id);
 """
 
 
@@ -216,6 +233,12 @@ ADDED_COLUMNS = (
     AddedColumn("refunds", "failure_reason", "TEXT"),
     AddedColumn("refunds", "settles_at", "REAL"),
     AddedColumn("refunds", "settles_to", "TEXT"),
+    # A 3-D Secure card's intent waits in requires_action for the customer to authenticate on
+    # this page (its next_action), then goes back where Stripe would send them (return_url).
+    AddedColumn("payment_intents", "next_action_url", "TEXT"),
+    AddedColumn("payment_intents", "return_url", "TEXT"),
+    # A chargeback was opened on the charge (providers.stripe.disputes).
+    AddedColumn("charges", "disputed", "INTEGER NOT NULL DEFAULT 0"),
 )
 # Indexes on added columns, created once the columns exist. Only in-flight claims lock a
 # resource, so only they are indexed.

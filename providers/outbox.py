@@ -1,4 +1,8 @@
-"""The warehouse's webhook outbox: events written in the transaction of the effect they report.
+"""Webhook outboxes: events written in the transaction of the effect they report.
+
+The warehouse's events are in ``webhook_events``; the gateway's Stripe events
+(``providers.stripe.events``) in a table of the same shape, ``stripe_events``: every function
+here takes the outbox's ``table``.
 
 An event row holds the exact JSON body to send (every delivery of it sends the same bytes, so
 the receiver sees the same event id and content each time) and how its delivery goes:
@@ -16,6 +20,11 @@ import time
 from typing import Any
 
 from providers.ledger import new_id, now_iso
+
+WAREHOUSE = "webhook_events"
+"""The warehouse's outbox."""
+OUTBOXES = (WAREHOUSE, "stripe_events")
+"""Every outbox table (names from code, never from requests: safe to format into SQL)."""
 
 EVENT_COLUMNS = (
     "id",
@@ -63,7 +72,10 @@ def render(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def list_events(
-    db: sqlite3.Connection, status: str | None = None, order_id: str | None = None
+    db: sqlite3.Connection,
+    status: str | None = None,
+    order_id: str | None = None,
+    table: str = WAREHOUSE,
 ) -> list[dict[str, Any]]:
     """Events, newest first, optionally only one status or one order's."""
     where, args = ["1"], []
@@ -73,14 +85,18 @@ def list_events(
     if order_id is not None:
         where.append("order_id = ?")
         args.append(order_id)
-    sql = f"SELECT * FROM webhook_events WHERE {' AND '.join(where)} ORDER BY rowid DESC"
+    assert table in OUTBOXES
+    sql = f"SELECT * FROM {table} WHERE {' AND '.join(where)} ORDER BY rowid DESC"
     return [render(row) for row in db.execute(sql, args)]
 
 
-def due_events(db: sqlite3.Connection, limit: int, skip: set[str]) -> list[sqlite3.Row]:
+def due_events(
+    db: sqlite3.Connection, limit: int, skip: set[str], table: str = WAREHOUSE
+) -> list[sqlite3.Row]:
     """Pending events whose next attempt is due, oldest first, except those in ``skip``."""
+    assert table in OUTBOXES
     rows = db.execute(
-        "SELECT * FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= ?"
+        f"SELECT * FROM {table} WHERE status = 'pending' AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at, rowid LIMIT ?",
         (time.time(), limit + len(skip)),
     ).fetchall()
@@ -95,10 +111,12 @@ def record_attempts(
     last_status: str,
     last_error: str | None,
     next_attempt_at: float | None = None,
+    table: str = WAREHOUSE,
 ) -> None:
     """Note ``attempts`` more deliveries of one event and where it stands now."""
+    assert table in OUTBOXES
     db.execute(
-        "UPDATE webhook_events SET attempts = attempts + ?, status = ?, last_status = ?,"
+        f"UPDATE {table} SET attempts = attempts + ?, status = ?, last_status = ?,"
         " last_error = ?, last_attempt = ?, next_attempt_at = COALESCE(?, next_attempt_at),"
         " delivered = CASE WHEN ? = 'delivered' THEN ? ELSE delivered END"
         " WHERE id = ? AND status = 'pending'",
@@ -116,13 +134,14 @@ def record_attempts(
     )
 
 
-def send_again(db: sqlite3.Connection, event_id: str) -> sqlite3.Row | None:
+def send_again(db: sqlite3.Connection, event_id: str, table: str = WAREHOUSE) -> sqlite3.Row | None:
     """Make an event due now (an operator's resend, even of a delivered one); return its row."""
+    assert table in OUTBOXES
     db.execute(
-        "UPDATE webhook_events SET status = 'pending', next_attempt_at = ? WHERE id = ?",
+        f"UPDATE {table} SET status = 'pending', next_attempt_at = ? WHERE id = ?",
         (time.time(), event_id),
     )
     row: sqlite3.Row | None = db.execute(
-        "SELECT * FROM webhook_events WHERE id = ?", (event_id,)
+        f"SELECT * FROM {table} WHERE id = ?", (event_id,)
     ).fetchone()
     return row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
@@ -137,7 +138,21 @@ async def payments_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
 async def mail_page(request: Request, ledger: LedgerDep) -> HTMLResponse:
     """Sent messages."""
     columns = ("created", "id", "order_id", "to", "template", "subject", "body", "message_id")
-    return _page(request, "Mail", _table("Messages", MESSAGES.find(ledger.db)[::-1], columns))
+    messages = [
+        {**message, "body": _linked(message["body"])} for message in MESSAGES.find(ledger.db)
+    ]
+    return _page(request, "Mail", _table("Messages", messages[::-1], columns))
+
+
+def _linked(text: str) -> Html:
+    """A message's body with its web addresses as links, as a mail client shows them."""
+    parts = re.split(r"(https?://\S+)", text)
+    return Html(
+        "".join(
+            f'<a href="{escape(part)}">{escape(part)}</a>' if index % 2 else escape(part)
+            for index, part in enumerate(parts)
+        )
+    )
 
 
 @router.get("/warehouse/")

@@ -152,7 +152,15 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 @dataclass
 class WebhookSender:
-    """Delivers the outbox's due events; one per providers app, run by its lifespan."""
+    """Delivers the outbox's due events; one per providers app, run by its lifespan.
+
+    The gateway's Stripe events go the same way (``providers.stripe.events``, a subclass):
+    its own outbox ``TABLE``, signature header and counter.
+    """
+
+    TABLE = outbox.WAREHOUSE
+    METRIC = "providers_webhook_deliveries"
+    USER_AGENT = "sandbox-warehouse-webhooks/1"
 
     ledger: Ledger
     settings: SenderSettings
@@ -167,8 +175,8 @@ class WebhookSender:
             url=self.settings.url, auto_ship_after_s=self.settings.auto_ship_after_s
         )
         self.deliveries = Counter(
-            "providers_webhook_deliveries",
-            "webhook POSTs the warehouse made, by outcome (delivered, retry, failed)",
+            self.METRIC,
+            f"webhook POSTs made from {self.TABLE}, by outcome (delivered, retry, failed)",
             ["outcome"],
             registry=self.registry,
         )
@@ -206,16 +214,24 @@ class WebhookSender:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _tick(self, http: httpx.AsyncClient) -> None:
+    def _chores(self) -> None:
+        """What the sender does each round besides delivering: the warehouse's auto-ship."""
         if (after := self.controls.auto_ship_after_s) is not None:
             warehouse.ship_due(self.ledger, after)
+
+    def _signature(self, body: bytes) -> dict[str, str]:
+        """The signature header of one delivery."""
+        return {settings_names.SIGNATURE_HEADER: sign(self.settings.secrets, body)}
+
+    def _tick(self, http: httpx.AsyncClient) -> None:
+        self._chores()
         controls = self.controls
         if controls.paused or controls.url is None or not self.settings.secrets:
             return
         free = MAX_CONCURRENT - len(self._in_flight)
         if free <= 0:
             return
-        for row in outbox.due_events(self.ledger.db, free, self._in_flight):
+        for row in outbox.due_events(self.ledger.db, free, self._in_flight, self.TABLE):
             self._in_flight.add(row["id"])
             task = asyncio.create_task(self._deliver(http, controls.url, row))
             self._tasks.add(task)
@@ -244,8 +260,8 @@ class WebhookSender:
     async def _post(self, http: httpx.AsyncClient, url: str, body: bytes) -> _Answer:
         headers = {
             "Content-Type": "application/json",
-            "User-Agent": "sandbox-warehouse-webhooks/1",
-            settings_names.SIGNATURE_HEADER: sign(self.settings.secrets, body),
+            "User-Agent": self.USER_AGENT,
+            **self._signature(body),
         }
         try:
             response = await http.post(url, content=body, headers=headers)
@@ -275,7 +291,7 @@ class WebhookSender:
         self.deliveries.labels("retry" if outcome == "pending" else outcome).inc(copies)
         with self.ledger.transaction() as db:
             outbox.record_attempts(
-                db, row["id"], copies, outcome, answer.label, answer.error, next_at
+                db, row["id"], copies, outcome, answer.label, answer.error, next_at, self.TABLE
             )
 
 

@@ -19,7 +19,7 @@ from types import TracebackType
 from temporalio.client import Client
 
 from client.temporal import codec_keys, connect
-from config import webhooks
+from config import stripe_events, webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
 from providers.admin_client import SandboxAdmin
 from security.codec_server import ui_origins
@@ -156,6 +156,25 @@ class LocalStack:
         """The webhook secret file the stack generates when no secret is configured."""
         return (self.data_dir / webhooks.LOCAL_SECRET_FILE_NAME).resolve()
 
+    @property
+    def stripe_webhook_url(self) -> str | None:
+        """Where the sandbox gateway POSTs Stripe's events, if the stack runs a receiver."""
+        if self.webhook_port is None:
+            return None
+        return f"http://127.0.0.1:{self.webhook_port}{stripe_events.WEBHOOK_PATH}"
+
+    def stripe_webhook_env(self) -> dict[str, str]:
+        """The Stripe endpoint's signing secret, for the gateway and the receiver.
+
+        Configured in this process's environment: inherited; else the stack's file
+        (``data/stripe-webhook-secret``) is generated on the first start and reused after.
+        """
+        if stripe_events.load_secrets():
+            return {}
+        path = (self.data_dir / stripe_events.LOCAL_SECRET_FILE_NAME).resolve()
+        webhooks.ensure_secret_file(path, "The Stripe events endpoint's")
+        return {stripe_events.SECRET_FILE_ENV: str(path)}
+
     def webhook_env(self) -> dict[str, str]:
         """The shared webhook secret for the warehouse and the receiver.
 
@@ -223,9 +242,14 @@ class LocalStack:
         """Start (or start again, on the same ledger and port) the sandbox providers."""
         self.announce("Starting providers ...")
         ledger = self.data_dir / "providers.sqlite3"
-        env = dict(self.webhook_env()) if self.webhook_port is not None else {}
+        env: dict[str, str] = {}
+        if self.webhook_port is not None:
+            env.update(self.webhook_env())
+            env.update(self.stripe_webhook_env())
         if self.webhook_url is not None:
             env[webhooks.URL_ENV] = self.webhook_url
+        if self.stripe_webhook_url is not None:
+            env[stripe_events.URL_ENV] = self.stripe_webhook_url
         if self.auto_ship_after is not None:
             env[webhooks.AUTO_SHIP_ENV] = self.auto_ship_after
         self.providers = start_providers(
@@ -241,7 +265,7 @@ class LocalStack:
             self.webhook_port,
             self.temporal_address,
             self.log_dir / "webhook-receiver.log",
-            {**self.codec_env(), **self.webhook_env()},
+            {**self.codec_env(), **self.webhook_env(), **self.stripe_webhook_env()},
         )
         return self.webhook_receiver
 
@@ -345,6 +369,11 @@ class LocalStack:
         """SIGKILL the Temporal server; returns the wall-clock time of the kill."""
         assert self.temporal is not None, "Temporal is not running"
         return _kill(self.temporal)
+
+    def kill_webhook_receiver(self) -> float:
+        """SIGKILL the webhook receiver; returns the wall-clock time of the kill."""
+        assert self.webhook_receiver is not None, "the webhook receiver is not running"
+        return _kill(self.webhook_receiver)
 
     def kill_providers(self) -> float:
         """SIGKILL the providers; returns the wall-clock time of the kill."""

@@ -165,6 +165,7 @@ Durable orders is running.
     mail            {providers}/mail/?api_key={api_key}
     warehouse       {providers}/warehouse/?api_key={api_key}
   Webhook receiver  {stack.webhook_url}  ({_webhook_note(args, stack)})
+  Stripe events     {stack.stripe_webhook_url}  (the sandbox gateway's, signed as Stripe signs)
   Metrics           {_metrics_lines(stack)}
   Workers           {_versioning_line(stack)}
   Data and logs     {args.data_dir.resolve()}

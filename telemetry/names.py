@@ -20,6 +20,8 @@ AUTHORIZATIONS_EXPIRING = "orders_authorizations_expiring_total"
 """Orders whose card authorization is about to expire with nothing captured (an operator's)."""
 AUTHORIZATIONS_EXPIRED = "orders_authorizations_expired_total"
 """Orders whose card authorization expired before the capture."""
+DISPUTES = "orders_disputes_total"
+"""Chargebacks opened on orders' payments (``charge.dispute.created``), running or ended."""
 STEP_LATENCY = "orders_step_latency_ms"
 """Histogram of a step's time in the order (retries and waits included), in milliseconds;
 labels ``step`` and ``outcome`` (``completed`` or ``failed``)."""

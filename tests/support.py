@@ -143,9 +143,11 @@ async def order_awaiting_shipment(client: Client, task_queue: str, **overrides: 
 
 
 @asynccontextmanager
-async def running_worker(client: Client, sandbox: SandboxAdmin) -> AsyncIterator[str]:
+async def running_worker(
+    client: Client, sandbox: SandboxAdmin, queue: str | None = None
+) -> AsyncIterator[str]:
     """A worker in this process on a task queue of its own, calling the sandbox providers."""
-    queue = f"orders-test-{uuid.uuid4().hex[:8]}"
+    queue = queue or f"orders-test-{uuid.uuid4().hex[:8]}"
     settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
     async with (
         open_provider_clients(settings) as providers,
@@ -222,3 +224,34 @@ async def stripe_against(sandbox: SandboxAdmin) -> AsyncIterator["stripe.StripeC
         )
     finally:
         await http.close_async()  # type: ignore[no-untyped-call]
+
+
+AUTHENTICATION_LINK = r"http://\S+/payments/authenticate/\S+"
+"""The 3-D Secure link in the customer's email (``domain.emails.authentication_required``)."""
+
+
+async def authentication_link(sandbox: SandboxAdmin, order_id: str) -> str:
+    """The 3-D Secure link the order emailed its customer, once the email is sent."""
+    import re
+
+    def sent() -> list[dict[str, Any]]:
+        template = "authentication-required"
+        return sandbox.list("/mail/messages", order_id=order_id, template=template)
+
+    async def emailed() -> bool:
+        return bool(sent())
+
+    await eventually(emailed, f"the authentication email of {order_id}")
+    found = re.search(AUTHENTICATION_LINK, sent()[0]["body"])
+    assert found, sent()[0]["body"]
+    return found.group(0)
+
+
+async def authenticate(sandbox: SandboxAdmin, order_id: str, outcome: str = "complete") -> None:
+    """The customer answers 3-D Secure on the sandbox's page (``complete`` or ``fail``)."""
+    import httpx
+
+    link = await authentication_link(sandbox, order_id)
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.post(f"{link}&outcome={outcome}")
+    assert answer.status_code == 200, answer.text

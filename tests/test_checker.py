@@ -5,11 +5,12 @@ breaks only it, and the test asserts the one line the checker says about it.
 """
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.models import OrderView
-from domain.status import FINAL_STATUSES, EmailTemplate, OrderStatus, RefundStatus
+from domain.models import OrderView, StepRecord
+from domain.status import FINAL_STATUSES, EmailTemplate, OrderStatus, RefundStatus, Step, StepState
 from harness.checker import UNATTRIBUTED, Evidence, Violation, check, tally
 from harness.drive import Placed
 from providers.admin_client import Effects
@@ -23,6 +24,10 @@ DECLINE = EmailTemplate.PAYMENT_DECLINED
 CANCELLATION = EmailTemplate.ORDER_CANCELLED
 OUT_OF_STOCK = EmailTemplate.OUT_OF_STOCK
 REFUND_FAILED = EmailTemplate.REFUND_FAILED
+ASKED = EmailTemplate.AUTHENTICATION_REQUIRED
+REMINDED = EmailTemplate.AUTHENTICATION_REMINDER
+DISPUTE = EmailTemplate.DISPUTE_OPENED
+T0 = datetime(2026, 12, 7, tzinfo=UTC)
 
 INTENT = {"payment_intent_id": "pi_1"}
 PAID = {**INTENT, "transaction_id": "ch_1"}
@@ -81,6 +86,23 @@ def view(status: OrderStatus, order_id: str = "o-1", **ids: str) -> OrderView:
     )
 
 
+def line(step: Step, started_s: int, finished_s: int | None = None) -> StepRecord:
+    """A timeline line ``started_s`` seconds into the order, completed if ``finished_s``."""
+    return StepRecord(
+        step=step,
+        state=StepState.COMPLETED if finished_s is not None else StepState.STARTED,
+        started_at=T0 + timedelta(seconds=started_s),
+        finished_at=None if finished_s is None else T0 + timedelta(seconds=finished_s),
+    )
+
+
+AUTHENTICATED_THEN_PICKED = [
+    line(Step.AUTHENTICATION, 1, 30),
+    line(Step.PICKLIST, 31, 32),
+    line(Step.PAYMENT_CAPTURE, 33, 34),
+]
+
+
 def problems(outcome: OrderView | None, effects: Effects, require_final: bool = True) -> list[str]:
     evidence = Evidence({"o-1": outcome}, {"o-1": effects}, {})
     return [v.problem for v in check(evidence, require_final=require_final)]
@@ -127,6 +149,20 @@ KEPT = {
     "cancelled-after-the-picklist": (
         view(OrderStatus.CANCELLED, **REFUNDED, picklist_id="pl_1"),
         CANCELLED_PICKED,
+    ),
+    "completed-after-3d-secure": (
+        view(OrderStatus.COMPLETED, **PICKED).model_copy(
+            update={"timeline": AUTHENTICATED_THEN_PICKED}
+        ),
+        replace(COMPLETED, emails={ASKED: 1, REMINDED: 1, CONFIRMATION: 1, SHIPPED: 1}),
+    ),
+    "cancelled-never-authenticated": (
+        view(OrderStatus.CANCELLED, **INTENT),
+        replace(INTENDED, cancelled_intents=1, emails={ASKED: 1, REMINDED: 1, CANCELLATION: 1}),
+    ),
+    "completed-then-disputed": (
+        view(OrderStatus.COMPLETED, **PICKED),
+        replace(COMPLETED, disputes=1, emails={CONFIRMATION: 1, SHIPPED: 1, DISPUTE: 1}),
     ),
     "cancelled-when-late": (
         view(OrderStatus.CANCELLED, **REFUNDED, picklist_id="pl_1"),
@@ -440,6 +476,34 @@ BROKEN = [
         id="lost-with-effects",
     ),
     pytest.param(None, Effects(), "lost: Temporal has no such order", id="lost-without-effects"),
+    # 3-D Secure: nothing reserved or captured before the customer authenticated.
+    pytest.param(
+        view(OrderStatus.PAID, **PAID).model_copy(
+            update={"timeline": [line(Step.PICKLIST, 1, 2), line(Step.AUTHENTICATION, 1, 30)]}
+        ),
+        replace(CHARGED, emails={ASKED: 1}),
+        "picklist before the customer authenticated",
+        id="picked-before-authentication",
+    ),
+    pytest.param(
+        view(OrderStatus.AWAITING_AUTHENTICATION, **INTENT),
+        with_ids(replace(INTENDED, picklists=1, emails={ASKED: 1}), "picklist", "pl_1"),
+        "never authenticated by the customer, yet made picklist",
+        id="picked-never-authenticated",
+    ),
+    # Disputes: operators told of each once; Stripe's events never refused.
+    pytest.param(
+        view(OrderStatus.COMPLETED, **PICKED),
+        replace(COMPLETED, disputes=1),
+        "0 dispute-opened emails, expected 1 for its disputes",
+        id="dispute-never-told",
+    ),
+    pytest.param(
+        view(OrderStatus.COMPLETED, **PICKED),
+        replace(COMPLETED, failed_events=2),
+        "2 Stripe events refused by the receiver",
+        id="stripe-events-refused",
+    ),
     pytest.param(
         view(OrderStatus.CANCELLED, **REFUNDED, picklist_id="pl_1"),
         replace(CANCELLED_PICKED, emails={CONFIRMATION: 1, CANCELLATION: 1, REFUND_FAILED: 1}),

@@ -147,3 +147,19 @@ async def test_money_as_the_real_world_handles_it_survives_a_kill_in_each_wait(
     assert result.kills == 3
     assert result.violations == [], "\n".join(map(str, result.violations))
     assert result.tally.statuses == {"completed": 4, "cancelled": 2}
+
+
+async def test_a_stripe_event_receiver_killed_with_events_pending_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    result = await run_scenario("kill-stripe-receiver", tmp_path)
+
+    # Four orders, three events each (needs action, authorized, captured): all sent while the
+    # receiver was dead, all delivered once it was back, each taken by its order once.
+    assert result.fired == {
+        "events pending while the receiver was down": 12,
+        "events delivered after the restart": 12,
+        "events taken by their orders": 12,
+    }
+    assert result.violations == [], "\n".join(map(str, result.violations))
+    assert result.tally.statuses == {"completed": 4}

@@ -36,6 +36,7 @@ from temporalio.envconfig import ClientConfig
 import security.codec_server
 import webhooks.__main__
 from config import settings as orders_settings
+from config import stripe_events as stripe_names
 from config import webhooks as webhook_names
 from config.settings import (
     CONTROLLER_BUILD_ID_ENV,
@@ -97,6 +98,18 @@ SENDER_WEBHOOK_SETTINGS = {
     webhook_names.AUTO_SHIP_ENV,
 }
 
+RECEIVER_STRIPE_SETTINGS = {
+    stripe_names.SECRET_ENV,
+    stripe_names.SECRET_FILE_ENV,
+    stripe_names.OPERATIONS_EMAIL_ENV,
+    "ORDERS_TASK_QUEUE",  # where the receiver starts a dispute's workflow
+}
+SENDER_STRIPE_SETTINGS = {
+    stripe_names.SECRET_ENV,
+    stripe_names.SECRET_FILE_ENV,
+    stripe_names.URL_ENV,
+}
+
 # The modules whose settings each process reads (its entry point and the settings it loads).
 READS: dict[str, set[str]] = {
     "worker": env_literals(
@@ -109,12 +122,14 @@ READS: dict[str, set[str]] = {
         "client/temporal.py",
     ),
     "webhooks": env_literals("webhooks/__main__.py", "security/keys.py", "client/temporal.py")
-    | RECEIVER_WEBHOOK_SETTINGS,
+    | RECEIVER_WEBHOOK_SETTINGS
+    | RECEIVER_STRIPE_SETTINGS,
     "codec-server": env_literals("security/codec_server.py", "security/keys.py"),
     "providers": env_literals(
         "providers/__main__.py", "providers/faults.py", "telemetry/tracing.py"
     )
-    | SENDER_WEBHOOK_SETTINGS,
+    | SENDER_WEBHOOK_SETTINGS
+    | SENDER_STRIPE_SETTINGS,
 }
 TEMPORAL_CLIENTS = {"worker", "webhooks"}
 """Processes that connect to Temporal (``client.temporal.connect``: ``temporalio.envconfig``)."""
@@ -158,6 +173,8 @@ def test_every_setting_in_the_code_belongs_to_a_deployed_process() -> None:
     assert everything - read == set()
     both_sides = RECEIVER_WEBHOOK_SETTINGS | SENDER_WEBHOOK_SETTINGS
     assert env_literals("config/webhooks.py") == both_sides  # each new name given a side
+    stripe_sides = RECEIVER_STRIPE_SETTINGS | SENDER_STRIPE_SETTINGS
+    assert env_literals("config/stripe_events.py") <= stripe_sides
 
 
 # --------------------------------------------------------------------------------------------

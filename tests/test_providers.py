@@ -942,6 +942,8 @@ def test_ledger_summary(provider: Provider, http: httpx.Client, order_id: str) -
                 "emails": {"order-confirmation": 1, "order-cancelled": 1},
                 "picklists": 1,
                 "cancelled_picklists": 1,
+                "disputes": 0,
+                "failed_events": 0,
                 "ids": {
                     "payment_intent": [intent_id, cancelled, released],
                     "charge": [charge["latest_charge"] for charge in charges],
@@ -1169,6 +1171,9 @@ def test_openapi_declares_the_idempotency_key_on_every_post_with_an_effect(
         "/admin/faults/{service}/release",
         "/admin/faults/{service}/deliver",
         "/admin/webhooks/events/{event_id}/send",
+        "/admin/stripe-events/events/{event_id}/send",
+        "/admin/disputes",
+        "/admin/disputes/{dispute}/close",
     }
     resend = "/resend/emails"
     assert posts - admin - {resend} == EFFECT_POSTS

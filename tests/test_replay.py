@@ -20,10 +20,23 @@ from temporalio.workflow import NondeterminismError
 from client.orders import cancel_order, order_status, resolve_order, ship_order, start_order
 from client.temporal import DATA_CONVERTER
 from domain.emails import order_confirmation
-from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import (
+    CancelRequest,
+    GatewayEvent,
+    Order,
+    OrderOptions,
+    OrderView,
+    ResolveRequest,
+    Shipment,
+)
 from domain.status import OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
-from tests.support import make_order, until_cancel_request_handled, wait_for_status
+from tests.support import (
+    authenticate,
+    make_order,
+    until_cancel_request_handled,
+    wait_for_status,
+)
 from worker import sandboxed_runner
 from workflows.order import OrderWorkflow
 
@@ -92,6 +105,15 @@ RECORDED["v10"] = (
     "reauthorized",
     "refund-failed",
 )
+RECORDED["v11"] = (
+    *RECORDED["v10"],
+    "authenticated",
+    "authentication-failed",
+    "not-authenticated",
+    "cancel-while-authenticating",
+    "refund-woken",
+    "authorization-canceled-by-event",
+)
 """Histories per workflow version: v1 the first, v2 with cancel/deadlines/operator, v3 with
 refused steps parked for an operator, v4 with prompt cancel, compensation decided by the
 providers and shipped reports refused before shipment is due, v5 with the payment intent and
@@ -102,8 +124,9 @@ Stripe's API (a cancel meeting a held capture), the warehouse's webhook reportin
 by update, and a cancel that finds the parcel shipped, v9 with one baseline patch for all of
 those and the search attributes given at the start, v10 with money as the real world handles it
 (a picklist held until the capture and a parcel shipped unpaid still paid for, authorizations
-that expire or are renewed, refunds that fail). The last is the current one, which recording
-writes."""
+that expire or are renewed, refunds that fail), v11 with the customer in the loop (3-D Secure
+completed, failed, never done, or cut short by a cancel). The last is the current one, which
+recording writes."""
 CURRENT = list(RECORDED)[-1]
 
 
@@ -150,6 +173,7 @@ async def test_record_histories(client: Client, sandbox: SandboxAdmin, task_queu
     await record_v7_scenarios(client, sandbox, task_queue, orders)
     await record_v8_scenarios(client, sandbox, task_queue, orders)
     await record_v10_scenarios(client, sandbox, task_queue, orders)
+    await record_v11_scenarios(client, sandbox, task_queue, orders)
 
     for scenario, order in orders.items():
         handle = client.get_workflow_handle(order.id)
@@ -301,6 +325,64 @@ async def record_v10_scenarios(
     sandbox.reset_faults()
     await resolve_order(client, failing.id, ResolveRequest(action=OperatorAction.RETRY))
     assert (await cancel.result()).status == OrderStatus.CANCELLED
+
+
+async def record_v11_scenarios(
+    client: Client, sandbox: SandboxAdmin, task_queue: str, orders: dict[str, Order]
+) -> None:
+    """3-D Secure: completed, failed, never done within the wait, a cancel while it waits."""
+    for scenario in RECORDED["v11"][len(RECORDED["v10"]) : -2]:
+        orders[scenario] = make_order(payment_method="pm_card_authenticationRequired")
+    done, failed = orders["authenticated"], orders["authentication-failed"]
+    lapsed, cancelled = orders["not-authenticated"], orders["cancel-while-authenticating"]
+    for order in (done, failed, cancelled):
+        await start_order(client, order, task_queue)
+    await start_order(
+        client, lapsed, task_queue, OrderOptions(authentication_wait=timedelta(seconds=4))
+    )
+    # A gateway event while the order waits: its read of the intent starts over at once.
+    await wait_until_step(client, done.id, Step.AUTHENTICATION)
+    news = GatewayEvent(id="evt_v11", type="payment_intent.requires_action", object_id="pi_x")
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, done.id)
+    await handle.execute_update(OrderWorkflow.gateway_event, news, id="stripe:evt_v11")
+    await authenticate(sandbox, done.id)
+    await authenticate(sandbox, failed.id, "fail")
+    await wait_for_status(client, done.id, OrderStatus.AWAITING_SHIPMENT, within=60)
+    await ship_order(client, done.id, UPS)
+    await wait_for_status(client, cancelled.id, OrderStatus.AWAITING_AUTHENTICATION)
+    await cancel_order(client, cancelled.id, "changed my mind")
+    await wait_for_status(client, lapsed.id, OrderStatus.CANCELLED, within=60)
+
+    # A refund's event while the order follows it: read again at once.
+    woken = orders["refund-woken"]
+    await start_order(client, woken, task_queue)
+    await wait_for_status(client, woken.id, OrderStatus.AWAITING_SHIPMENT)
+    sandbox.set_faults("payments", refunds_pending_s=2, key_suffix=f":{Step.REFUND.value}")
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, woken.id)
+    cancel = await handle.start_update(
+        OrderWorkflow.cancel,
+        CancelRequest(reason="changed my mind"),
+        wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+    )
+    await wait_until_step(client, woken.id, Step.REFUND_OUTCOME)
+    news = GatewayEvent(id="evt_v11_refund", type="charge.refund.updated", object_id="re_x")
+    await handle.execute_update(OrderWorkflow.gateway_event, news, id="stripe:evt_v11_refund")
+    assert (await cancel.result()).refund_status == "succeeded"
+    sandbox.reset_faults()
+
+    # Stripe says the held authorization's intent was cancelled: the watch acts at once.
+    gone = orders["authorization-canceled-by-event"]
+    sandbox.set_faults("warehouse", refuse_next=1, key_prefix=f"{gone.id}:")
+    await start_order(client, gone, task_queue)
+    view = await wait_for_status(client, gone.id, OrderStatus.NEEDS_ATTENTION)
+    assert view.payment_intent_id is not None
+    news = GatewayEvent(
+        id="evt_v11_canceled", type="payment_intent.canceled", object_id=view.payment_intent_id
+    )
+    handle = client.get_workflow_handle_for(OrderWorkflow.run, gone.id)
+    await handle.execute_update(OrderWorkflow.gateway_event, news, id="stripe:evt_v11_canceled")
+    await wait_for_status(client, gone.id, OrderStatus.CANCELLED, within=60)
+    sandbox.reset_faults()
 
 
 async def ship_anyway(sandbox: SandboxAdmin, order_id: str) -> None:

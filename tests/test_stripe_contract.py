@@ -2,12 +2,17 @@
 every error shape the worker must classify, with the money counted in the providers' ledger.
 
 The same calls, with the same test payment methods, run against Stripe's test mode: nothing
-here is sandbox-only except the fault injection and the ledger counts.
+here is sandbox-only except the fault injection and the ledger counts. Opt in with a test-mode
+secret key, ``STRIPE_TEST_SECRET_KEY=sk_test_... pytest tests/test_stripe_contract.py``: every
+test then runs a second time against Stripe itself, but those that read the sandbox's ledger or
+inject its faults (they ask for the ``sandbox`` fixture), which are skipped there and say so.
+Without a key, the Stripe runs are skipped with the line that says how to opt in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,13 +23,39 @@ import pytest
 import stripe
 
 from providers.admin_client import SandboxAdmin
-from tests.support import stripe_against
+
+STRIPE_KEY_ENV = "STRIPE_TEST_SECRET_KEY"
+"""A Stripe test-mode secret key: with it, the contract runs against Stripe too."""
 
 
-@pytest.fixture
-async def client(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
-    async with stripe_against(sandbox) as gateway:
-        yield gateway
+def stripe_test_key(request: pytest.FixtureRequest) -> str:
+    """The opted-in test-mode key, or a skip that says how to opt in (never a live key)."""
+    key = os.environ.get(STRIPE_KEY_ENV, "").strip()
+    if not key:
+        pytest.skip(f"against Stripe's test mode only with {STRIPE_KEY_ENV}=sk_test_... set")
+    if not key.startswith(("sk_test_", "rk_test_")):
+        pytest.fail(f"{STRIPE_KEY_ENV} must be a test-mode key (sk_test_...), never a live one")
+    if "sandbox" in request.fixturenames:
+        pytest.skip("reads the sandbox's ledger or injects its faults: sandbox only")
+    return key
+
+
+@pytest.fixture(params=["sandbox", "stripe-test-mode"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[stripe.StripeClient]:
+    """The official client against the sandbox, and (opted in) against Stripe's test mode."""
+    http = stripe.AIOHTTPClient()
+    if request.param == "sandbox":
+        sandbox: SandboxAdmin = request.getfixturevalue("sandbox")
+        target = stripe.StripeClient(
+            sandbox.api_key,
+            base_addresses={"api": sandbox.base_url},
+            http_client=http,
+            max_network_retries=0,
+        )
+    else:
+        target = stripe.StripeClient(stripe_test_key(request), http_client=http)
+    yield target
+    await http.close_async()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -217,6 +248,47 @@ async def test_a_declined_intent_confirmed_again_with_another_card_authorizes_on
     assert listed.data[0].id == retried.latest_charge  # newest first
     counts = ledger(sandbox, order_id)
     assert (counts["authorizations"], counts["charges"]) == (1, 0)
+
+
+async def test_a_3d_secure_card_requires_action_until_the_customer_authenticates(
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
+) -> None:
+    intent = await create(client, order_id, "pm_card_authenticationRequired")
+    waiting = await client.v1.payment_intents.confirm_async(
+        intent.id, {"return_url": "https://shop.test/back"}, key(order_id, "confirm")
+    )
+    assert (waiting.status, waiting.latest_charge) == ("requires_action", None)
+    assert waiting.next_action is not None and waiting.next_action.type == "redirect_to_url"
+    redirect = waiting.next_action.redirect_to_url
+    assert redirect is not None and redirect.return_url == "https://shop.test/back"
+    assert redirect.url is not None and str(waiting.client_secret) in redirect.url
+    assert ledger(sandbox, order_id)["authorizations"] == 0  # nothing authorized yet
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        wrong = await http.get(redirect.url.replace("_secret_", "_secret_x"))
+        page = await http.get(redirect.url)
+        done = await http.post(f"{redirect.url}&outcome=complete")
+    assert wrong.status_code == 404 and 'id="complete"' in page.text
+    assert done.status_code == 303 and done.headers["location"] == "https://shop.test/back"
+    authorized = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert (authorized.status, authorized.next_action) == ("requires_capture", None)
+    assert ledger(sandbox, order_id)["authorizations"] == 1
+
+
+async def test_a_failed_authentication_leaves_the_intent_waiting_for_another_card(
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
+) -> None:
+    del sandbox  # the sandbox's authentication page is clicked: Stripe's is a browser's
+    intent = await create(client, order_id, "pm_card_threeDSecure2Required")
+    waiting = await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "c"))
+    assert waiting.next_action is not None and waiting.next_action.redirect_to_url is not None
+    url = waiting.next_action.redirect_to_url.url
+    async with httpx.AsyncClient(timeout=10) as http:
+        assert (await http.post(f"{url}&outcome=fail")).status_code == 200
+    failed = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert failed.status == "requires_payment_method"
+    assert failed.last_payment_error is not None
+    assert failed.last_payment_error.code == "payment_intent_authentication_failure"
 
 
 async def test_cancel_of_an_authorization_releases_it(

@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 import stripe
@@ -459,3 +460,70 @@ async def test_an_unknown_intent_or_refund_is_resource_missing_in_stripes_shape(
         "resource_missing",
     )
     assert_conforms(REFUND, refusal(refund_of_nothing.value), 400)
+
+
+# -- 3-D Secure, disputes, and the objects Stripe's events carry ------------------------------
+
+
+@cache
+def component_validator(name: str) -> jsonschema.Draft4Validator:
+    """The validator of one of Stripe's objects (``dispute``, ``payment_intent``...)."""
+    document = as_json_schema({"components": contract()["components"]})
+    registry: Registry[Any] = Registry().with_resource(
+        DOCUMENT_URI, DRAFT4.create_resource(document)
+    )
+    pointer = f"{DOCUMENT_URI}#/components/schemas/{name}"
+    return jsonschema.Draft4Validator({"$ref": pointer}, registry=registry)
+
+
+def assert_is_stripes(name: str, obj: dict[str, Any]) -> None:
+    found = sorted(
+        {line for error in component_validator(name).iter_errors(obj) for line in explained(error)}
+    )
+    assert not found, f"not Stripe's {name}:\n" + "\n".join(found)
+
+
+async def test_a_3d_secure_confirm_and_a_failed_authentication_answer_in_stripes_shape(
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
+) -> None:
+    intent = await create(client, order_id, "pm_card_threeDSecure2Required")
+    waiting = await client.v1.payment_intents.confirm_async(
+        intent.id, {"return_url": "https://shop.test/back"}, key(order_id, "confirm")
+    )
+    assert waiting.status == "requires_action"
+    assert_conforms(CONFIRM, body(waiting))  # next_action.redirect_to_url judged by its schema
+    assert waiting.next_action is not None and waiting.next_action.redirect_to_url is not None
+    url = str(waiting.next_action.redirect_to_url.url)
+    failed = await asyncio.to_thread(httpx.post, f"{url}&outcome=fail")
+    assert failed.status_code == 303  # back to the shop's return_url
+    assert_conforms(RETRIEVE, body(await client.v1.payment_intents.retrieve_async(intent.id)))
+
+
+async def test_a_dispute_and_the_objects_of_stripes_events_are_in_stripes_shape(
+    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
+) -> None:
+    intent = await captured(client, order_id)
+    headers = {"Authorization": f"Bearer {sandbox.api_key}"}
+    opened = await asyncio.to_thread(
+        httpx.post,
+        f"{sandbox.base_url}/admin/disputes",
+        json={"payment_intent": intent.id, "reason": "product_not_received"},
+        headers=headers,
+    )
+    assert opened.status_code == 200, opened.text
+    assert_is_stripes("dispute", opened.json())
+    listed = await asyncio.to_thread(
+        httpx.get,
+        f"{sandbox.base_url}/admin/stripe-events",
+        params={"order_id": order_id},
+        headers=headers,
+    )
+    events = [row["event"] for row in listed.json()["data"]]
+    assert {event["type"] for event in events} == {
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.succeeded",
+        "charge.dispute.created",
+    }
+    for event in events:
+        obj = event["data"]["object"]
+        assert_is_stripes(obj["object"], obj)

@@ -37,6 +37,7 @@ from activities.payment import (
     CapturePaymentRequest,
     Charge,
     ConfirmPaymentRequest,
+    FollowAuthenticationRequest,
     FollowRefundRequest,
     PaymentIntent,
     PaymentIntentRequest,
@@ -51,10 +52,19 @@ from activities.warehouse import (
 )
 from client.orders import OrderRefused, cancel_order, order_status, start_order
 from domain import rules
-from domain.models import CancelRequest, Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from domain.models import (
+    CancelRequest,
+    GatewayEvent,
+    Order,
+    OrderOptions,
+    OrderView,
+    ResolveRequest,
+    Shipment,
+)
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from tests.support import make_order, start_time_skipping
 from worker import sandboxed_runner
+from workflows.authorization import AUTHORIZATION_CANCELED
 from workflows.order import OrderWorkflow
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
@@ -170,6 +180,7 @@ class FakeProviders:
             self.find_charge,
             self.refund_payment,
             self.follow_refund,
+            self.follow_authentication,
             self.send_email,
             self.send_picklist,
             self.release_picklist,
@@ -266,6 +277,20 @@ class FakeProviders:
     async def follow_refund(self, request: FollowRefundRequest) -> Refund:
         return await self._answer(
             "follow_refund", request, lambda: Refund(id=request.refund_id, amount=1)
+        )
+
+    @activity.defn(name="follow_authentication")
+    async def follow_authentication(self, request: FollowAuthenticationRequest) -> PaymentIntent:
+        return await self._answer(
+            "follow_authentication",
+            request,
+            lambda: PaymentIntent(
+                id=request.intent_id,
+                amount=1,
+                currency="USD",
+                status="requires_capture",
+                charge="ch_1",
+            ),
         )
 
     @activity.defn(name="send_email")
@@ -1289,3 +1314,166 @@ async def test_a_refund_that_fails_is_told_as_it_is_and_an_operator_refunds_agai
         key(order, Step.REFUND, attempt=2),  # a new refund: the failed one gave nothing back
     ]
     assert [email.template for email in fake.emails()].count(EmailTemplate.REFUND_FAILED) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 3-D Secure: the customer in the loop
+# ---------------------------------------------------------------------------------------------
+
+LINK = "http://gateway.test/payments/authenticate/pi_1?client_secret=pi_1_secret_x"
+NEEDS_ACTION = PaymentIntent(
+    id="pi_1", amount=1, currency="USD", status="requires_action", authentication_url=LINK
+)
+NOT_YET = refuse("AuthenticationPending", "pi_1 is still requires_action", non_retryable=False)
+
+
+async def test_an_order_whose_card_needs_3d_secure_waits_for_the_customer_before_anything(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    release = asyncio.Event()
+    fake.script("authorize_payment", answer(NEEDS_ACTION))
+    fake.script("follow_authentication", hang(release))
+    order = await orders.start()
+    waiting = await orders.until(order, OrderStatus.AWAITING_AUTHENTICATION)
+    await fake.called("follow_authentication")
+    (email,) = fake.emails()
+    assert email.template == EmailTemplate.AUTHENTICATION_REQUIRED and LINK in email.body
+    assert waiting.transaction_id is None and waiting.picklist_id is None
+
+    release.set()  # the customer completed 3-D Secure: the gateway shows the authorization
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    assert [activity for activity, _ in fake.log()] == [
+        "create_payment_intent",
+        "authorize_payment",
+        "send_email",
+        "follow_authentication",
+        "send_picklist",  # stock reserved only once the card is authorized
+        "capture_payment",
+        "send_email",
+        "release_picklist",
+    ]
+    assert fake.of("follow_authentication")[0].key == key(order, Step.AUTHENTICATION)
+
+
+async def test_a_customer_who_never_authenticates_is_reminded_once_then_nothing_is_charged(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", answer(NEEDS_ACTION))
+    fake.script("follow_authentication", NOT_YET)
+    order = await orders.start(OrderOptions(authentication_wait=timedelta(minutes=2)))
+    await fake.called("follow_authentication")
+    await orders.env.sleep(timedelta(minutes=1, seconds=5))  # skipped: the reminder is due
+    await fake.called("send_email", 2)
+    await orders.env.sleep(timedelta(minutes=1, seconds=5))  # skipped: past the deadline
+    view = await orders.until(order, OrderStatus.CANCELLED, within=30)
+
+    assert view.status == OrderStatus.CANCELLED
+    assert view.failure_reason == "cancelled: the payment was not confirmed with the bank in time"
+    assert [email.template for email in fake.emails()] == [
+        EmailTemplate.AUTHENTICATION_REQUIRED,
+        EmailTemplate.AUTHENTICATION_REMINDER,
+        EmailTemplate.ORDER_CANCELLED,
+    ]
+    assert "Nothing was charged." in fake.emails()[-1].body
+    assert fake.log()[-2:] == [
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),  # the intent can never be charged
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]
+    done = {activity for activity, _ in fake.log()}
+    assert not done & {"send_picklist", "capture_payment", "refund_payment"}
+
+
+async def test_a_failed_authentication_is_a_decline(orders: Orders) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", answer(NEEDS_ACTION))
+    failure = {"decline_code": "payment_intent_authentication_failure"}
+    fake.script("follow_authentication", NOT_YET, refuse(PAYMENT_DECLINED, "failed", failure))
+    order = await orders.start()
+    view = await orders.handle(order).result()
+
+    assert view.status == OrderStatus.PAYMENT_DECLINED
+    assert view.failure_reason == "payment declined: payment_intent_authentication_failure"
+    assert [email.template for email in fake.emails()] == [
+        EmailTemplate.AUTHENTICATION_REQUIRED,
+        EmailTemplate.PAYMENT_DECLINED,
+    ]
+    done = {activity for activity, _ in fake.log()}
+    assert not done & {"send_picklist", "capture_payment", "refund_payment"}
+
+
+async def test_a_cancel_while_the_customer_authenticates_cancels_the_intent(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", answer(NEEDS_ACTION))
+    fake.script("follow_authentication", hang())
+    order = await orders.start()
+    await fake.called("follow_authentication")
+    view = await orders.cancel(order)
+
+    assert view.status == OrderStatus.CANCELLED
+    assert fake.log()[-2:] == [
+        ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
+        ("send_email", key(order, Step.CANCELLATION_EMAIL)),
+    ]
+    assert "Nothing was charged." in fake.emails()[-1].body
+
+
+async def test_a_gateway_event_makes_the_wait_read_the_intent_again_at_once(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", answer(NEEDS_ACTION))
+    fake.script("follow_authentication", hang(), answer(_DEFAULT))  # the first read never ends
+    order = await orders.start()
+    await fake.called("follow_authentication")
+    event = GatewayEvent(
+        id="evt_1", type="payment_intent.amount_capturable_updated", object_id="pi_1"
+    )
+    taken = await orders.handle(order).execute_update(
+        OrderWorkflow.gateway_event, event, id="stripe:evt_1"
+    )
+    assert taken == f"order {order.id} took payment_intent.amount_capturable_updated evt_1"
+
+    view = await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    assert len(fake.of("follow_authentication")) == 2  # read again at once, not after backoff
+    assert view.transaction_id == "ch_1"
+
+
+async def test_a_refund_event_makes_the_order_read_its_pending_refund_at_once(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("refund_payment", answer(Refund(id="re_1", amount=1, status="pending")))
+    fake.script("follow_refund", hang(), answer(_DEFAULT))  # the first read never ends
+    order = await orders.start()
+    await orders.until(order, OrderStatus.AWAITING_SHIPMENT)
+    cancel = asyncio.create_task(orders.cancel(order))
+    await fake.called("follow_refund")
+    event = GatewayEvent(id="evt_2", type="charge.refund.updated", object_id="re_1")
+    await orders.handle(order).execute_update(OrderWorkflow.gateway_event, event, id="stripe:evt_2")
+
+    view = await cancel
+    assert (view.status, view.refund_status) == (OrderStatus.CANCELLED, "succeeded")
+    assert len(fake.of("follow_refund")) == 2  # read again at once, not after its backoff
+    assert view.attention_reason is None
+
+
+async def test_stripe_cancelling_a_held_authorization_winds_the_order_down_at_once(
+    orders: Orders,
+) -> None:
+    fake = orders.fake
+    fake.script("authorize_payment", authorized_until(orders, timedelta(days=7)))
+    fake.script("send_picklist", refuse(PROVIDER_REJECTED, "warehouse answered 422 on_hold"))
+    fake.script("cancel_payment", answer(RELEASED))
+    order = await orders.start()
+    await orders.until(order, OrderStatus.NEEDS_ATTENTION)
+    event = GatewayEvent(id="evt_3", type="payment_intent.canceled", object_id="pi_1")
+    await orders.handle(order).execute_update(OrderWorkflow.gateway_event, event, id="stripe:evt_3")
+
+    view = await orders.until(order, OrderStatus.CANCELLED)  # days before its expiry
+    assert view.failure_reason == f"cancelled: {AUTHORIZATION_CANCELED}"
+    assert "Nothing was charged." in fake.emails()[-1].body
+    assert "capture_payment" not in [call.activity for call in fake.calls]

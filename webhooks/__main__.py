@@ -4,7 +4,9 @@
 "Warehouse webhooks"): ``ORDERS_WEBHOOK_SECRET`` or ``ORDERS_WEBHOOK_SECRET_FILE`` (required;
 several secrets for rotation), ``ORDERS_WEBHOOK_TOLERANCE`` (``300s``),
 ``ORDERS_WEBHOOK_MAX_BODY_BYTES`` (65536), ``ORDERS_WEBHOOK_RETRY_AFTER`` (``10s``),
-``ORDERS_WEBHOOK_HANDOFF_TIMEOUT`` (``10s``), and
+``ORDERS_WEBHOOK_HANDOFF_TIMEOUT`` (``10s``), ``ORDERS_STRIPE_WEBHOOK_SECRET`` or
+``ORDERS_STRIPE_WEBHOOK_SECRET_FILE`` (the Stripe endpoint's secret: with one, Stripe's events
+are received at ``/webhooks/stripe``), and
 Temporal's standard client settings (``TEMPORAL_ADDRESS``, ...) with the payload keys
 (``ORDERS_CODEC_KEYS`` or ``ORDERS_CODEC_KEY_FILE``).
 """
@@ -22,6 +24,7 @@ from temporalio.client import Client
 
 from client.exit import exit_now
 from client.temporal import TemporalConnectionError, codec_keys, connect
+from config import stripe_events
 from config import webhooks as names
 from domain.intake import parse_duration
 from webhooks.app import RETRY_AFTER_S, create_app
@@ -67,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         secrets = names.require_secrets()
+        stripe_secrets = stripe_events.load_secrets()  # none: no Stripe endpoint
         tolerance = _seconds(names.TOLERANCE_ENV, names.DEFAULT_TOLERANCE_S)
         max_body = int(os.environ.get(names.MAX_BODY_ENV, "") or names.DEFAULT_MAX_BODY_BYTES)
         retry_after = round(_seconds(names.RETRY_AFTER_ENV, RETRY_AFTER_S))
@@ -83,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=max_body,
         retry_after_s=retry_after,
         handoff_wait=timedelta(seconds=handoff_s),
+        stripe_secrets=stripe_secrets,
     )
     print(f"webhook receiver listening on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -42,13 +42,17 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from temporalio.client import Client
 
+from config import stripe_events
+from config.settings import TASK_QUEUE
+from config.stripe_events import SIGNATURE_HEADER as STRIPE_SIGNATURE_HEADER
+from config.stripe_events import WEBHOOK_PATH as STRIPE_WEBHOOK_PATH
 from config.webhooks import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TOLERANCE_S,
     SIGNATURE_HEADER,
     WEBHOOK_PATH,
 )
-from webhooks import signature
+from webhooks import signature, stripe_handoff
 from webhooks.events import SHIPMENT_SHIPPED, ShipmentShipped
 from webhooks.handoff import DEFAULT_TIMEOUT, Handoff, Outcome, hand_over
 
@@ -161,8 +165,13 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     handoff_wait: timedelta = DEFAULT_TIMEOUT,
     retry_after_s: int = RETRY_AFTER_S,
+    stripe_secrets: Sequence[str] = (),
 ) -> FastAPI:
-    """The receiver's app, verifying with ``secrets`` and reaching orders through ``temporal``."""
+    """The receiver's app, verifying with ``secrets`` and reaching orders through ``temporal``.
+
+    With ``stripe_secrets`` (the Stripe endpoint's signing secrets) it serves Stripe's events
+    too, at ``/webhooks/stripe``.
+    """
     if not secrets:
         raise ValueError("the receiver needs at least one webhook secret")
     app = FastAPI(title="Warehouse webhook receiver", docs_url=None, redoc_url=None)
@@ -226,4 +235,83 @@ def create_app(
         retry = {"Retry-After": str(retry_after_s)} if status in (409, 503) else {}
         return _error(status, code, handoff.message, **retry)
 
+    if stripe_secrets:
+        _add_stripe_endpoint(
+            app, stripe_secrets, temporal, tolerance_s, max_body_bytes, handoff_wait
+        )
     return app
+
+
+StripeSignatureHeader = Annotated[
+    str | None,
+    Header(
+        alias=STRIPE_SIGNATURE_HEADER,
+        description="Stripe's signature, verified by stripe.Webhook.construct_event.",
+    ),
+]
+
+
+def _add_stripe_endpoint(
+    app: FastAPI,
+    secrets: Sequence[str],
+    temporal: ClientSource,
+    tolerance_s: float,
+    max_body_bytes: int,
+    handoff_wait: timedelta,
+) -> None:
+    """``POST /webhooks/stripe``: Stripe's events, verified, handed to their orders.
+
+    400 for a body that the official library does not verify with the endpoint's secret (or
+    that is not JSON), 413 for a body too large, 503 (Stripe retries) when the order cannot
+    answer now; every other event 200, including events for objects the shop does not know
+    and for orders that have ended.
+    """
+    counter = Counter(
+        "webhooks_stripe_events",
+        "Stripe events by outcome: taken, no_order, not_running, unavailable, bad_signature",
+        ["outcome"],
+        registry=app.state.metrics.registry,
+    )
+
+    @app.post(STRIPE_WEBHOOK_PATH)
+    async def receive_stripe(
+        request: Request, stripe_signature: StripeSignatureHeader = None
+    ) -> Response:
+        """Verify a Stripe event with the official library and hand it to its order."""
+        outcome = "bad_signature"
+        try:
+            body = await _read_body(request, max_body_bytes)
+            try:
+                event = stripe_handoff.verify(body, stripe_signature, secrets, tolerance_s)
+            except stripe_handoff.VerificationFailed as err:
+                raise _Refused(400, "signature_verification_failed", str(err)) from None
+            handoff = await _to_order(event)
+            outcome = handoff.outcome.value
+            log.info("stripe event %s %s: %s", event.id, event.type, handoff.message)
+            if handoff.outcome == stripe_handoff.StripeOutcome.UNAVAILABLE:
+                return _error(503, "unavailable", handoff.message, **{"Retry-After": "10"})
+            return JSONResponse({"outcome": outcome, "event": event.id, "message": handoff.message})
+        except _Refused as refused:
+            log.warning("refused a Stripe event: %s %s", refused.code, refused.message)
+            return _error(refused.status, refused.code, refused.message)
+        finally:
+            counter.labels(outcome).inc()
+
+    async def _to_order(event: Any) -> stripe_handoff.StripeHandoff:
+        dispute = event.type in stripe_handoff.DISPUTE_EVENTS
+        order_id = stripe_handoff.order_of(event)
+        if not dispute and order_id is None:
+            return stripe_handoff.StripeHandoff(
+                stripe_handoff.StripeOutcome.NO_ORDER, f"{event.type} names no order"
+            )
+        try:
+            client = await temporal()
+        except Exception as err:
+            return stripe_handoff.StripeHandoff(
+                stripe_handoff.StripeOutcome.UNAVAILABLE, f"Temporal is unreachable: {err}"
+            )
+        if dispute:
+            notify = stripe_events.operations_email()
+            return await stripe_handoff.hand_dispute(client, event, TASK_QUEUE, notify)
+        assert order_id is not None
+        return await stripe_handoff.hand_over(client, order_id, event, handoff_wait)

@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
 
 AUTHORIZATION_EXPIRED = "the card authorization expired before the payment was captured"
 """The cancel reason of an order stopped because its authorization expired."""
+AUTHORIZATION_CANCELED = "the card authorization was cancelled at the gateway before the capture"
+"""The cancel reason when Stripe's event says the intent was cancelled before its expiry."""
 
 
 class AuthorizationWatch:
@@ -37,6 +39,14 @@ class AuthorizationWatch:
     ) -> None:
         self._state, self._payment = state, payment
         self._cancel, self._stop = cancel, stop
+
+    def _moot_or_lost(self) -> bool:
+        """Moot, or the gateway said the authorization is gone before its expiry."""
+        return self._moot() or self._state.authorization_canceled
+
+    def _lost_because(self) -> str:
+        canceled = self._state.authorization_canceled
+        return AUTHORIZATION_CANCELED if canceled else AUTHORIZATION_EXPIRED
 
     def _moot(self) -> bool:
         """The authorization no longer matters: captured, goods gone, or the order stopping."""
@@ -55,14 +65,17 @@ class AuthorizationWatch:
         while (expires := state.authorization_expiry()) is not None and not self._moot():
             life = expires - workflow.now()
             warning = min(state.options.authorization_warning, life / 2)
-            if await wait_until(self._moot, life - warning):
-                return
-            self._warn(warning)
-            if await wait_until(self._moot, expires - workflow.now()):
-                return
+            if await wait_until(self._moot_or_lost, life - warning):
+                if self._moot():
+                    return
+            else:
+                self._warn(warning)
+                lost = await wait_until(self._moot_or_lost, expires - workflow.now())
+                if lost and self._moot():
+                    return
             metrics.authorization_expired()
             if not state.options.reauthorize_expired:
-                self._cancel(AUTHORIZATION_EXPIRED)
+                self._cancel(self._lost_because())
                 return
             if not await self._renew():
                 return
@@ -86,6 +99,7 @@ class AuthorizationWatch:
             state.renewal_failure = str(err.cause or err)
             return False
         state.authorization_warned, state.renewal_failure = False, None
+        state.authorization_canceled = False
         if state.attention_step in PAYMENT_STEPS:  # refused on the expired intent: go on
             state.operator_action = OperatorAction.RETRY_PAYMENT
         return True

@@ -42,6 +42,11 @@ def authorization_expired() -> None:
     _counter(names.AUTHORIZATIONS_EXPIRED, "authorizations that expired uncaptured").add(1)
 
 
+def dispute_opened(reason: str) -> None:
+    """Count a chargeback opened on an order's payment (an alert's)."""
+    _counter(names.DISPUTES, "chargebacks opened on orders").add(1, {"reason": reason})
+
+
 def step_finished(line: StepRecord, result: object, currency: str) -> None:
     """Record a step's latency, and the money its answer says moved."""
     if line.finished_at is None:

@@ -26,6 +26,8 @@ with workflow.unsafe.imports_passed_through():
     from domain.emails import EmailContent
     from domain.models import (
         CancelRequest,
+        Dispute,
+        GatewayEvent,
         Order,
         OrderOptions,
         OrderView,
@@ -34,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
     from workflows import metrics, patches
+    from workflows.authentication import Authentication
     from workflows.authorization import AuthorizationWatch
     from workflows.compensation import Compensations
     from workflows.patches import Patches
@@ -41,7 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.picking import Picking, ShippedBeforeCancel
     from workflows.shipment import wait_for_shipment
     from workflows.state import OrderState
-    from workflows.steps import OrderStopped, Steps
+    from workflows.steps import OrderStopped, Steps, Wake
 
 OPTIONS_MEMO = "options"
 """Memo key of the order's ``OrderOptions``. They travel in the memo, not as a second workflow
@@ -49,6 +52,7 @@ argument, so the input stays one ``Order``: orders started before options existe
 and replay with the defaults (a second argument would change how their input decodes)."""
 
 TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
+INTENT_CANCELED = "payment_intent.canceled"
 
 
 @workflow.defn
@@ -70,10 +74,15 @@ class OrderWorkflow:
         self._state = OrderState(order, options, patches_taken)
         self._steps = Steps(self._state, self._set_status)
         self._compensations = Compensations()
-        self._payment = Payment(self._state, self._steps, self._compensations)
+        self._wake = Wake()
+        """Raised by each of the gateway's events: a read of the gateway in progress reads again."""
+        self._payment = Payment(self._state, self._steps, self._compensations, self._wake)
         self._picking = Picking(self._state, self._steps, self._compensations)
         self._authorization = AuthorizationWatch(
             self._state, self._payment, self._accept_cancel, self._stop_story
+        )
+        self._authentication = Authentication(
+            self._state, self._steps, self._email, self._set_status, self._wake
         )
         self._story: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -145,6 +154,8 @@ class OrderWorkflow:
             for patch in patches.BEFORE_AUTHORIZE_RESERVE_CAPTURE:
                 workflow.patched(patch)
         await self._payment.authorize()
+        if self._state.patches.taken(patches.CUSTOMER_IN_THE_LOOP):
+            await self._authentication.complete()  # 3-D Secure: the customer answers first
         self._set_status(OrderStatus.AUTHORIZED)
         if self._state.patches.taken(patches.REAL_WORLD_MONEY):
             self._watch = asyncio.create_task(self._authorization.run())
@@ -263,6 +274,41 @@ class OrderWorkflow:
             workflow.logger.warning("ignored shipped signal: %s", refusal)
             return
         state.shipment = shipment
+
+    @workflow.update
+    def gateway_event(self, event: GatewayEvent) -> str:
+        """One of the gateway's (Stripe's) events about this order's payment.
+
+        The receiver of Stripe's webhooks (``webhooks/``) sends it under the event's id, so a
+        redelivered event is answered by Temporal with the first outcome. An event is news,
+        not truth: a wait that reads the gateway (3-D Secure, a pending refund) reads it again
+        at once, and the object read by id decides. Events arrive in any order, or not at all:
+        the reads go on.
+        """
+        state = self._state
+        state.gateway_events += 1
+        if state.status != OrderStatus.NEEDS_ATTENTION:  # parked: the operator decides
+            self._wake.wake()
+        intent = state.intent
+        if (
+            event.type == INTENT_CANCELED
+            and intent is not None
+            and event.object_id == intent.id
+            and state.authorization_expiry() is not None  # held, not captured
+            and state.patches.taken(patches.CUSTOMER_IN_THE_LOOP)
+        ):
+            # A cancelled intent stays cancelled: the watch acts now, not at the expiry.
+            state.authorization_canceled = True
+        return f"order {self._state.order.id} took {event.type} {event.id}"
+
+    @workflow.signal
+    def dispute_opened(self, dispute: Dispute) -> None:
+        """A chargeback on the order's payment (from its dispute's workflow): shown by status.
+
+        It changes nothing the order does: the money is the bank's to decide; operators were
+        told by the dispute's workflow, which holds the dispute whether the order runs or not.
+        """
+        self._state.dispute = dispute
 
     @workflow.query
     def status(self) -> OrderView:

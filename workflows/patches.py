@@ -58,7 +58,13 @@ for (captured, confirmed, then "shipped"). An authorization is watched until it 
 operator is warned before, and the order winds down (or re-authorizes) when it does. A pending
 refund is followed to its outcome, and a failed one goes to an operator."""
 
-LEVELS = (BASELINE, REAL_WORLD_MONEY)
+CUSTOMER_IN_THE_LOOP = "customer-in-the-loop"
+"""The customer in the loop: a confirm answered ``requires_action`` is not an authorization.
+The order emails the customer the 3-D Secure link, waits (reminding once) for the outcome the
+gateway gives, and cancels the intent, nothing charged, if the deadline passes; a failed
+authentication is a decline."""
+
+LEVELS = (BASELINE, REAL_WORLD_MONEY, CUSTOMER_IN_THE_LOOP)
 """The baseline and each change since, oldest first; an order that took one took all before."""
 
 

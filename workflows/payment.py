@@ -8,7 +8,7 @@ registered just before the confirm, because from then on money may move (or be h
 the workflow hears.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -30,9 +30,10 @@ with workflow.unsafe.imports_passed_through():
     from domain.currencies import format_money
     from domain.emails import EmailContent
     from domain.status import RefundStatus, Step
+    from workflows import patches
     from workflows.compensation import Compensations
     from workflows.state import OrderState
-    from workflows.steps import Steps
+    from workflows.steps import Steps, Wake, read_until_woken
 
 R = TypeVar("R", ConfirmPaymentRequest, CapturePaymentRequest)
 SendEmail = Callable[[Step, EmailContent], Awaitable[None]]
@@ -41,8 +42,12 @@ SendEmail = Callable[[Step, EmailContent], Awaitable[None]]
 class Payment:
     """Charges one order's card once, and gives the money back only if it was taken."""
 
-    def __init__(self, state: OrderState, steps: Steps, compensations: Compensations) -> None:
+    def __init__(
+        self, state: OrderState, steps: Steps, compensations: Compensations, wake: Wake
+    ) -> None:
         self._state, self._steps, self._compensations = state, steps, compensations
+        self._wake = wake
+        """Raised by the gateway's events: a pending refund is read again at once."""
 
     async def authorize(self, escalate: bool = True) -> None:
         """Create or adopt a manual-capture intent, then confirm it: the card is authorized.
@@ -93,11 +98,13 @@ class Payment:
             summary=f"capture {format_money(order.total, order.currency)}",
         )
 
-    async def _create_intent(self, escalate: bool = True, **fields: str) -> PaymentIntent:
+    async def _create_intent(self, escalate: bool = True, **fields: Any) -> PaymentIntent:
         """Create the order's intent once (its id in history), or return the one it has."""
         state, order = self._state, self._state.order
         if state.intent is None:
-            replaces = {"replaces": state.replaced_intents} if state.replaced_intents else {}
+            replaces: dict[str, Any] = (
+                {"replaces": state.replaced_intents} if state.replaced_intents else {}
+            )
             state.intent = await self._steps.call(
                 Step.PAYMENT_INTENT,
                 PaymentActivities.create_payment_intent,
@@ -229,14 +236,21 @@ class Payment:
             await self._refund(state.charge_id)
 
     async def _follow(self, refund_id: str) -> Refund:
-        return await self._steps.call(
-            Step.REFUND_OUTCOME,
-            PaymentActivities.follow_refund,
-            FollowRefundRequest,
-            refund_id=refund_id,
-            summary=f"outcome of {refund_id}",
-            describe=lambda refund: f"{refund.id} {refund.status}",
-        )
+        def read() -> Coroutine[Any, Any, Refund]:
+            return self._steps.call(
+                Step.REFUND_OUTCOME,
+                PaymentActivities.follow_refund,
+                FollowRefundRequest,
+                refund_id=refund_id,
+                summary=f"outcome of {refund_id}",
+                describe=lambda refund: f"{refund.id} {refund.status}",
+                wake=self._wake,
+            )
+
+        if not self._state.patches.taken(patches.CUSTOMER_IN_THE_LOOP):
+            return await read()
+        # Stripe's charge.refund.updated: read at once rather than at the next (hourly) retry.
+        return await read_until_woken(read, self._wake)
 
     def _record(self, refund: Refund) -> None:
         state = self._state

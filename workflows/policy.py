@@ -46,6 +46,16 @@ FOLLOW_RETRY = RetryPolicy(
 """Asking how a pending refund ended: soon at first (the sandbox and many banks settle in
 seconds), then hourly; a few dozen reads over the days a bank may take, none in history."""
 
+AUTHENTICATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,  # bounded by OrderOptions.authentication_wait
+)
+"""Asking whether the customer completed 3-D Secure: a person takes seconds to minutes, so
+soon at first, then every 30 s (under 3,000 reads in 24 h, none in history). Stripe's events
+wake the wait at once; these reads are what the order relies on when events are lost."""
+
 WORKFLOW_TASK_TIMEOUT = timedelta(seconds=4)
 """How long a worker may hold one of an order's workflow tasks (Temporal's default is 10 s).
 
@@ -101,6 +111,9 @@ class StepPolicy:
     follows: bool = False
     """The step waits on the provider's own progress (a pending refund): it is asked again with
     ``FOLLOW_RETRY`` for the order's ``refund_follow_limit``, not its retry budget."""
+    customer: bool = False
+    """The step waits for the customer (3-D Secure): asked again with ``AUTHENTICATION_RETRY``
+    until the deadline its caller gives."""
     local_first: bool = False
     """Try the call once as a local activity inside the workflow task, then (if it did not
     answer) as the regular activity under the same key. Saves a round trip through the server
@@ -125,6 +138,8 @@ class StepPolicy:
     @property
     def retry_policy(self) -> RetryPolicy:
         """How the step's activity is retried within its budget."""
+        if self.customer:
+            return AUTHENTICATION_RETRY
         return FOLLOW_RETRY if self.follows else PROVIDER_RETRY
 
 
@@ -157,6 +172,17 @@ POLICIES: Mapping[Step, StepPolicy] = {
     # at the warehouse takes back a released picklist as well as a held one).
     Step.PICKLIST_RELEASE: StepPolicy(Step.PICKLIST_RELEASE.value, local_first=True),
     Step.REFUND_OUTCOME: StepPolicy("refund", follows=True),
+    # Failing 3-D Secure, or a card declined once authenticated, is a decline.
+    Step.AUTHENTICATION: StepPolicy(
+        "3-D Secure",
+        payment=True,
+        customer=True,
+        outcomes={
+            PAYMENT_DECLINED: Outcome(
+                OrderStatus.PAYMENT_DECLINED, "payment declined", "decline_code"
+            )
+        },
+    ),
 }
 """Steps with their own rules; every other step has ``StepPolicy(step name)``."""
 

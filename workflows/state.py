@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from activities.payment import PaymentIntent
-from domain.models import Order, OrderOptions, OrderView, Shipment, StepRecord
+from domain.models import Dispute, Order, OrderOptions, OrderView, Shipment, StepRecord
 from domain.status import OperatorAction, OrderStatus, Step
 from workflows.patches import Patches
 
@@ -37,6 +37,8 @@ class OrderState:
     """Intents whose authorization expired and that a new authorization replaced."""
     renewal_failure: str | None = None
     """Why authorizing the card again failed, for the operator of the parked order."""
+    authorization_canceled: bool = False
+    """Stripe's event said the held authorization's intent was cancelled before its expiry."""
     authorization_warned: bool = False
     """Operators were warned that the authorization expires soon with nothing captured."""
     cancel_reason: str | None = None
@@ -53,6 +55,10 @@ class OrderState:
     retries: dict[Step, int] = field(default_factory=dict)
     """How many times an operator retried each step."""
     timeline: list[StepRecord] = field(default_factory=list)
+    dispute: Dispute | None = None
+    """A chargeback on the order's payment, told by its dispute's workflow."""
+    gateway_events: int = 0
+    """How many of the gateway's events the order heard (each once, by its id)."""
 
     def view(self) -> OrderView:
         """The read model customers and operators see."""
@@ -76,6 +82,7 @@ class OrderState:
             attention_step=self.attention_step,
             winding_down_to=self.winding_down_to or self._cancel_accepted(),
             timeline=self.timeline,
+            dispute=self.dispute,
         )
 
     def authorization_expiry(self) -> datetime | None:

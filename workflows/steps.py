@@ -7,8 +7,9 @@ order as a business outcome; anything else parks the order for an operator.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -70,13 +71,17 @@ class Steps:
         summary: str,
         describe: Callable[[T], str],
         escalate: bool = True,
+        budget: timedelta | None = None,
+        wake: "Wake | None" = None,
         **fields: Any,
     ) -> T:
         """Call a provider as ``step`` until it answers, the order stops, or an operator decides.
 
         ``escalate=False``: a failure the step's policy does not turn into the order's stop is
         raised (``ActivityError``) instead of asking an operator, for a caller running beside
-        the story, which may itself be waiting for an operator.
+        the story, which may itself be waiting for an operator. ``budget``: how long to retry,
+        instead of the step's policy (a wait with its own deadline). ``wake``: the call runs
+        under ``read_until_woken``, whose restart cancels it: that cancel is raised as it is.
 
         ``request`` is built here from ``fields`` with the step's idempotency key, afresh for
         each try: a field given as a function is read then (what an operator's wait may have
@@ -88,7 +93,7 @@ class Steps:
         the retry wait for it, then answers with its result), so the effect happens once.
         """
         state, policy = self._state, policy_for(step)
-        budget = policy.budget(state.options)
+        budget = budget or policy.budget(state.options)
         while True:
             attempt, retried = state.attempts.get(step, 1), state.retries.get(step, 0)
             arg = request(
@@ -114,7 +119,7 @@ class Steps:
                 )
             except ActivityError as err:
                 self._stop_if_outcome(step, policy, err)
-                if not escalate:
+                if not escalate or (wake is not None and wake.raised and _cancelled(err)):
                     raise
                 reason = _attention_reason(policy, budget, err, state.options.mail_key_window)
                 await self.ask_operator(step, reason)
@@ -283,6 +288,58 @@ def _attention_reason(
         else ""
     )
     return f"{policy.label} failing for over {human(budget)}{window}: {last or err}"
+
+
+class Wake:
+    """Raised when news arrives (a gateway's event): a wait reading the provider reads again."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def wake(self) -> None:
+        """Make the wait read again now."""
+        self.raised = True
+
+
+async def read_until_woken(
+    read: Callable[[], Coroutine[Any, Any, T]], wake: Wake, limit: timedelta | None = None
+) -> T:
+    """Run ``read``; when ``wake`` is raised before it answers, cancel it and start it again.
+
+    ``read`` is a call whose retries wait for a provider's progress (backoff up to minutes):
+    news that the progress happened starts it over at once, its first try immediate. Raises
+    ``TimeoutError`` when ``limit`` passes first (a durable timer of the order).
+    """
+    deadline = None if limit is None else workflow.now() + limit
+    while True:
+        wake.raised = False
+        reading = asyncio.create_task(read())
+        left = None if deadline is None else deadline - workflow.now()
+        if left is not None and left <= timedelta(0):
+            reading.cancel()
+            await asyncio.wait([reading])
+            raise TimeoutError("no answer in time")
+        try:
+            await workflow.wait_condition(partial(_answered_or_woken, reading, wake), timeout=left)
+        finally:
+            if not reading.done():
+                reading.cancel()
+                await asyncio.wait([reading])
+        if reading.cancelled() or (wake.raised and _cancelled(reading.exception())):
+            continue
+        answer: T = reading.result()
+        return answer
+
+
+def _answered_or_woken(reading: "asyncio.Task[Any]", wake: Wake) -> bool:
+    return reading.done() or wake.raised
+
+
+def _cancelled(err: BaseException | None) -> bool:
+    """Whether a call ended because it was cancelled (here: to start it over)."""
+    return isinstance(err, asyncio.CancelledError) or (
+        isinstance(err, ActivityError) and isinstance(err.cause, CancelledError)
+    )
 
 
 async def wait_until(condition: Callable[[], bool], limit: timedelta) -> bool:

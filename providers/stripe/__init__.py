@@ -15,6 +15,9 @@ resource, named as Stripe's API reference names it, so its documentation is the 
 - ``lists``: list objects and search results
 - ``request_ids``: the ``Request-Id`` header on every answer
 - ``rate_limits``: the account's requests per second, and Stripe's 429 above them
+- ``authentication``: the customer's 3-D Secure page an intent's ``next_action`` names
+- ``events``: Stripe's events about all of these, from an outbox, signed as Stripe signs
+- ``disputes``: chargebacks on captured payments (test card, or opened by an operator)
 """
 
 from fastapi import APIRouter, Depends

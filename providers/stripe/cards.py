@@ -1,7 +1,10 @@
-"""Stripe's test payment methods: which tokens decline, and how.
+"""Stripe's test payment methods: which tokens decline, which need 3-D Secure, and how.
 
 The same tokens work in Stripe's test mode, so a test order runs unchanged against either.
 Any other ``pm_...`` token (``pm_card_visa``, ``pm_card_mastercard``, ...) is approved.
+Stripe's 3-D Secure test cards (``AUTHENTICATION_REQUIRED``) are confirmed to
+``requires_action``: the customer must authenticate on the page the intent's ``next_action``
+names before the card is authorized (or, for 4000 0084 0000 1629, declined).
 """
 
 from __future__ import annotations
@@ -46,9 +49,38 @@ DECLINES: dict[str, Decline] = {
 }
 
 
-def decline_for(payment_method: str) -> Decline | None:
-    """The decline a confirm with ``payment_method`` meets; None if the card is approved."""
+AUTHENTICATION_REQUIRED = frozenset(
+    {
+        "pm_card_authenticationRequired",  # 4000 0027 6000 3184
+        "pm_card_threeDSecure2Required",  # 4000 0000 0000 3220
+        "pm_card_threeDSecureRequired",  # 4000 0000 0000 3063
+        "pm_card_authenticationRequiredChargeDeclinedInsufficientFunds",  # 4000 0084 0000 1629
+    }
+)
+"""Test payment methods whose every payment needs 3-D Secure, as Stripe's test cards do."""
+
+DECLINES_AFTER_AUTHENTICATION: dict[str, Decline] = {
+    "pm_card_authenticationRequiredChargeDeclinedInsufficientFunds": _INSUFFICIENT,
+}
+"""Cards declined once the customer has authenticated (Stripe: 4000 0084 0000 1629)."""
+
+AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
+"""Stripe's ``last_payment_error.code`` when the customer fails (or abandons) 3-D Secure."""
+
+
+def decline_for(payment_method: str, authenticated: bool = False) -> Decline | None:
+    """The decline a confirm with ``payment_method`` meets; None if the card is approved.
+
+    ``authenticated``: the customer completed 3-D Secure for this payment.
+    """
+    if authenticated:
+        return DECLINES_AFTER_AUTHENTICATION.get(payment_method)
     return DECLINES.get(payment_method)
+
+
+def requires_authentication(payment_method: str) -> bool:
+    """Whether a payment with ``payment_method`` waits for the customer's 3-D Secure."""
+    return payment_method in AUTHENTICATION_REQUIRED
 
 
 def no_billing_details() -> dict[str, Any]:

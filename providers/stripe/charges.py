@@ -72,7 +72,7 @@ def render_charge(row: sqlite3.Row) -> dict[str, Any]:
         "created": to_unix(row["created"]),
         "currency": str(row["currency"]).lower(),
         "description": None,
-        "disputed": False,
+        "disputed": bool(row["disputed"]),
         "failure_code": None,
         "failure_message": None,
         "livemode": False,

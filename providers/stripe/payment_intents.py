@@ -5,7 +5,12 @@ Statuses, as Stripe's: ``requires_payment_method`` (none yet, or the last one wa
 ``capture_method=manual``: the card is authorized, no money moved, until its charge's
 ``payment_method_details.card.capture_before``: then the gateway cancels the intent itself,
 ``cancellation_reason`` ``automatic``, and releases the money), ``succeeded`` (captured),
-``canceled``. The sandbox never leaves an intent in ``requires_action`` or ``processing``.
+``canceled``. A confirm with one of Stripe's 3-D Secure test cards (``cards.
+AUTHENTICATION_REQUIRED``) leaves the intent in ``requires_action``, its ``next_action`` a
+``redirect_to_url`` to the sandbox's authentication page (``authentication``), where the
+customer completes 3-D Secure (the card is then authorized, or declined) or fails it (back to
+``requires_payment_method``, ``last_payment_error.code`` ``payment_intent_authentication_failure``).
+The sandbox never leaves an intent in ``processing``.
 
 Confirm, capture and cancel of one intent, and refunds of it, lock the intent for as long as
 they are in flight: another request on it meanwhile gets Stripe's 429 ``lock_timeout``. A
@@ -22,7 +27,7 @@ import json
 import sqlite3
 import time
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -32,8 +37,15 @@ from providers.faults import FaultsDep
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource, atomically, to_unix
 from providers.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
-from providers.stripe import charges, search
-from providers.stripe.cards import PAYMENT_METHOD_PATTERN, decline_for, payment_method_object
+from providers.stripe import charges, disputes, events, search
+from providers.stripe.cards import (
+    AUTHENTICATION_FAILURE,
+    PAYMENT_METHOD_PATTERN,
+    Decline,
+    decline_for,
+    payment_method_object,
+    requires_authentication,
+)
 from providers.stripe.errors import (
     STRIPE_REFUSALS,
     card_error,
@@ -72,6 +84,20 @@ def intent_lock(intent_id: str) -> str:
     return resource_lock("payment_intent", intent_id)
 
 
+def client_secret(intent_id: str) -> str:
+    """The intent's client secret: what a customer's page shows to act on this intent only."""
+    secret = hashlib.sha256(f"secret:{intent_id}".encode()).hexdigest()[:24]
+    return f"{intent_id}_secret_{secret}"
+
+
+def next_action(row: sqlite3.Row) -> dict[str, Any] | None:
+    """Stripe's ``next_action`` of an intent waiting for 3-D Secure: the page to send them to."""
+    if row["status"] != "requires_action":
+        return None
+    redirect = {"return_url": row["return_url"], "url": row["next_action_url"]}
+    return {"type": "redirect_to_url", "redirect_to_url": redirect}
+
+
 def render_intent(
     db: sqlite3.Connection, row: sqlite3.Row, expand: tuple[str, ...] = ()
 ) -> dict[str, Any]:
@@ -85,7 +111,6 @@ def render_intent(
     latest: Any = row["charge"] or charges.latest_failed(db, row["id"])
     if "latest_charge" in expand and latest is not None:
         latest = charges.render_any(db, latest)
-    secret = hashlib.sha256(f"secret:{row['id']}".encode()).hexdigest()[:24]
     return {
         "id": row["id"],
         "object": "payment_intent",
@@ -95,7 +120,7 @@ def render_intent(
         "canceled_at": row["canceled_at"],
         "cancellation_reason": row["cancellation_reason"],
         "capture_method": row["capture_method"],
-        "client_secret": f"{row['id']}_secret_{secret}",
+        "client_secret": client_secret(row["id"]),
         "confirmation_method": "automatic",
         "created": to_unix(row["created"]),
         "currency": str(row["currency"]).lower(),
@@ -105,7 +130,7 @@ def render_intent(
         "latest_charge": latest,
         "livemode": False,
         "metadata": json.loads(row["metadata"]),
-        "next_action": None,
+        "next_action": next_action(row),
         "payment_method": method,
         "payment_method_types": ["card"],
         "status": status,
@@ -139,6 +164,7 @@ def expire_due(db: sqlite3.Connection, now: float | None = None) -> int:
             )
             for row in INTENTS.find_rows(db, charge=charge["id"]):
                 search.snapshot(db, render_intent(db, row))
+                _tell(db, row["id"], "payment_intent.canceled")
     return len(expired)
 
 
@@ -150,6 +176,13 @@ def _existing(db: sqlite3.Connection, intent_id: str) -> sqlite3.Row:
     return row
 
 
+def _tell(db: sqlite3.Connection, intent_id: str, event_type: str) -> None:
+    """Record Stripe's event about the intent as it is now (``events``), in this transaction."""
+    row = get_intent_row(db, intent_id)
+    assert row is not None
+    events.record(db, event_type, render_intent(db, row))
+
+
 def _changed(db: sqlite3.Connection, intent_id: str, expand: tuple[str, ...] = ()) -> Outcome:
     """Snapshot the intent for search (see ``search``) and answer with it."""
     row = _existing(db, intent_id)
@@ -157,17 +190,27 @@ def _changed(db: sqlite3.Connection, intent_id: str, expand: tuple[str, ...] = (
     return Outcome(200, render_intent(db, row, expand))
 
 
+class Confirmation(NamedTuple):
+    """How a confirm goes on: the authorization's life, where 3-D Secure happens, and after."""
+
+    validity_s: float
+    """How long an authorization made can be captured."""
+    pages: str
+    """The providers' address as the caller reached it: the authentication page is there."""
+    return_url: str | None = None
+
+
 def _create(
     values: dict[str, Any],
     confirm: bool,
     expand: tuple[str, ...],
-    validity_s: float,
+    confirmation: Confirmation,
     db: sqlite3.Connection,
 ) -> Outcome:
     status = "requires_confirmation" if values["payment_method"] else "requires_payment_method"
     created = INTENTS.insert(db, status=status, **values)
     if confirm:
-        return _confirm(created["id"], None, expand, validity_s, db)
+        return _confirm(created["id"], None, expand, confirmation, db)
     return _changed(db, created["id"], expand)
 
 
@@ -175,10 +218,10 @@ def _confirm(
     intent_id: str,
     method: str | None,
     expand: tuple[str, ...],
-    validity_s: float,
+    confirmation: Confirmation,
     db: sqlite3.Connection,
 ) -> Outcome:
-    """Confirm the intent; an authorization made can be captured for ``validity_s`` seconds."""
+    """Confirm the intent: authorized, declined, or waiting for the customer's 3-D Secure."""
     row = _existing(db, intent_id)
     status = row["status"]
     if status == "succeeded":
@@ -204,37 +247,107 @@ def _confirm(
         raise unexpected_state(message, render_intent(db, row))
     decline = decline_for(method)
     if decline is not None:
-        failed = charges.decline(
-            db, row, method, decline.code, decline.decline_code, decline.message
-        )
-        payment_method = payment_method_object(method, int(time.time()))
-        error = {
-            "type": "card_error",
-            "charge": failed,
-            "code": decline.code,
-            "decline_code": decline.decline_code,
-            "message": decline.message,
-            "payment_method": payment_method,
-        }
+        return _decline(db, row, method, decline)
+    if requires_authentication(method):
+        page = f"{confirmation.pages}/payments/authenticate/{intent_id}"
         db.execute(
-            "UPDATE payment_intents SET status = 'requires_payment_method', payment_method = ?,"
-            " decline_code = ?, last_payment_error = ? WHERE id = ?",
-            (method, decline.decline_code, json.dumps(error), intent_id),
+            "UPDATE payment_intents SET status = 'requires_action', payment_method = ?,"
+            " next_action_url = ?, return_url = ?, last_payment_error = NULL WHERE id = ?",
+            (
+                method,
+                f"{page}?client_secret={client_secret(intent_id)}",
+                confirmation.return_url,
+                intent_id,
+            ),
         )
-        intent = _changed(db, intent_id).body
-        declined = card_error(
-            decline.code, decline.decline_code, decline.message, intent, payment_method, failed
-        )
-        # Returned, not raised: the intent's new status must be committed with the answer.
-        return Outcome(declined.status, declined.body)
+        _tell(db, intent_id, "payment_intent.requires_action")
+        return _changed(db, intent_id, expand)
+    return _authorize(db, row, method, confirmation.validity_s, expand)
+
+
+def _decline(db: sqlite3.Connection, row: sqlite3.Row, method: str, decline: Decline) -> Outcome:
+    """The card declined: a failed charge, the intent waits for another payment method (402)."""
+    intent_id = row["id"]
+    failed = charges.decline(db, row, method, decline.code, decline.decline_code, decline.message)
+    payment_method = payment_method_object(method, int(time.time()))
+    error = {
+        "type": "card_error",
+        "charge": failed,
+        "code": decline.code,
+        "decline_code": decline.decline_code,
+        "message": decline.message,
+        "payment_method": payment_method,
+    }
+    db.execute(
+        "UPDATE payment_intents SET status = 'requires_payment_method', payment_method = ?,"
+        " decline_code = ?, last_payment_error = ? WHERE id = ?",
+        (method, decline.decline_code, json.dumps(error), intent_id),
+    )
+    _tell(db, intent_id, "payment_intent.payment_failed")
+    intent = _changed(db, intent_id).body
+    declined = card_error(
+        decline.code, decline.decline_code, decline.message, intent, payment_method, failed
+    )
+    # Returned, not raised: the intent's new status must be committed with the answer.
+    return Outcome(declined.status, declined.body)
+
+
+def _authorize(
+    db: sqlite3.Connection,
+    row: sqlite3.Row,
+    method: str,
+    validity_s: float,
+    expand: tuple[str, ...] = (),
+) -> Outcome:
+    """The card approved: captured at once (automatic) or held as an authorization (manual)."""
     automatic = row["capture_method"] == "automatic"
     charge_id = charges.authorize(db, row, method, automatic, validity_s)
     db.execute(
         "UPDATE payment_intents SET status = ?, payment_method = ?, charge = ?,"
         " last_payment_error = NULL WHERE id = ?",
-        ("succeeded" if automatic else "requires_capture", method, charge_id, intent_id),
+        ("succeeded" if automatic else "requires_capture", method, charge_id, row["id"]),
     )
-    return _changed(db, intent_id, expand)
+    authorized = "succeeded" if automatic else "amount_capturable_updated"
+    _tell(db, row["id"], f"payment_intent.{authorized}")
+    return _changed(db, row["id"], expand)
+
+
+def authenticate(
+    db: sqlite3.Connection, intent_id: str, completed: bool, validity_s: float
+) -> dict[str, Any]:
+    """The customer's 3-D Secure outcome for an intent in ``requires_action``; the intent.
+
+    Completed: the card is authorized (or declined after authentication, as 4000 0084 0000
+    1629 is). Failed: the intent waits for another payment method, the failure in
+    ``last_payment_error`` (Stripe's ``payment_intent_authentication_failure``). An intent no
+    longer waiting (a second click, cancelled meanwhile) is left as it is.
+    """
+    row = _existing(db, intent_id)
+    if row["status"] != "requires_action":
+        return render_intent(db, row)
+    method = str(row["payment_method"])
+    if not completed:
+        error = {
+            "type": "invalid_request_error",
+            "code": AUTHENTICATION_FAILURE,
+            "message": "The provided PaymentMethod has failed authentication. You can provide "
+            "payment_method_data or a new PaymentMethod to attempt to fulfill this "
+            "PaymentIntent again.",
+            "payment_method": payment_method_object(method, int(time.time())),
+        }
+        db.execute(
+            "UPDATE payment_intents SET status = 'requires_payment_method',"
+            " last_payment_error = ? WHERE id = ?",
+            (json.dumps(error), intent_id),
+        )
+        _tell(db, intent_id, "payment_intent.payment_failed")
+        return _changed(db, intent_id).body
+    decline = decline_for(method, authenticated=True)
+    if decline is not None:
+        _decline(db, row, method, decline)
+    else:
+        _authorize(db, row, method, validity_s)
+    return render_intent(db, _existing(db, intent_id))
 
 
 def _capture(
@@ -257,6 +370,8 @@ def _capture(
         raise invalid_request(message, "amount_too_large", "amount_to_capture")
     charges.capture(db, row["charge"], amount)
     db.execute("UPDATE payment_intents SET status = 'succeeded' WHERE id = ?", (intent_id,))
+    _tell(db, intent_id, "payment_intent.succeeded")
+    disputes.open_if_test_card(db, row["charge"])
     return _changed(db, intent_id, expand)
 
 
@@ -278,7 +393,13 @@ def _cancel(
         " cancellation_reason = ? WHERE id = ?",
         (int(time.time()), reason, intent_id),
     )
+    _tell(db, intent_id, "payment_intent.canceled")
     return _changed(db, intent_id, expand)
+
+
+def _pages(request: Request) -> str:
+    """The providers' address as this request reached it (the customer's pages are there)."""
+    return str(request.base_url).rstrip("/")
 
 
 async def _run(
@@ -347,8 +468,8 @@ async def create_payment_intent(
     """
     params = Params(await read_form(request))
     values, confirm, expand = create_params(params)
-    validity = faults.authorization_validity_s(SERVICE)
-    effect = partial(_create, values, confirm, expand, validity)
+    confirmation = Confirmation(faults.authorization_validity_s(SERVICE), _pages(request))
+    effect = partial(_create, values, confirm, expand, confirmation)
     return await _run(request, idem, key, params, effect, None)
 
 
@@ -398,17 +519,23 @@ async def confirm_payment_intent(
 ) -> Response:
     """Confirm: the card approves (``requires_capture`` or ``succeeded``) or declines (402).
 
-    Only ``requires_confirmation`` and ``requires_payment_method`` (with a ``payment_method``)
-    intents can be confirmed; any other is 400 ``payment_intent_unexpected_state``.
+    A 3-D Secure card answers ``requires_action`` with a ``next_action`` (``redirect_to_url``):
+    the customer authenticates there, then Stripe sends them to ``return_url``. Only
+    ``requires_confirmation``, ``requires_action`` and ``requires_payment_method`` (with a
+    ``payment_method``) intents can be confirmed; any other is 400
+    ``payment_intent_unexpected_state``.
     """
     params = Params(await read_form(request))
     method = params.string(
         "payment_method", pattern=PAYMENT_METHOD_PATTERN, max_length=210, what="not a pm_ id"
     )
-    params.string("return_url", max_length=MAX_TEXT_LENGTH)
+    return_url = params.string("return_url", max_length=MAX_TEXT_LENGTH)
     expand = params.expand(EXPANDABLE)
     params.done()
-    effect = partial(_confirm, intent, method, expand, faults.authorization_validity_s(SERVICE))
+    validity = faults.authorization_validity_s(SERVICE)
+    effect = partial(
+        _confirm, intent, method, expand, Confirmation(validity, _pages(request), return_url)
+    )
     return await _run(request, idem, key, params, effect, intent_lock(intent))
 
 

@@ -29,7 +29,7 @@ from providers.faults import FaultsDep, RefundSettlement
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome
 from providers.ledger import LedgerDep, Resource, atomically, to_unix
 from providers.limits import MAX_AMOUNT
-from providers.stripe import charges
+from providers.stripe import charges, events
 from providers.stripe.errors import STRIPE_REFUSALS, invalid_request, resource_missing
 from providers.stripe.form import Params, read_form, read_query
 from providers.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
@@ -87,6 +87,9 @@ def settle_due(db: sqlite3.Connection, now: float | None = None) -> int:
             db.execute("UPDATE refunds SET status = ? WHERE id = ?", (row["settles_to"], row["id"]))
             if failed:
                 charges.add_refund(db, row["charge"], -int(row["amount"]))
+            settled = REFUNDS.get_row(db, row["id"])
+            assert settled is not None
+            events.record(db, "charge.refund.updated", render_refund(db, settled))
     return len(due)
 
 
