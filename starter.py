@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio.client import Client
 
 from client.exit import exit_now
-from client.intake import intake_status, pause_intake, resume_intake
+from orders.intake.client import intake_status, pause_intake, resume_intake
 from client.orders import (
     AcceptedRequest,
     OrderError,
@@ -43,7 +43,7 @@ from client.orders import (
 from client.temporal import TemporalConnectionError
 from client.temporal import connect as connect_temporal
 from domain.currencies import format_money
-from domain.intake import IntakeMode, IntakeStatus, human
+from orders.intake.contract import IntakeMode, IntakeStatus, human
 from domain.models import (
     CancelRequest,
     Identifier,

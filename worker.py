@@ -24,7 +24,7 @@ from temporalio.common import WorkerDeploymentVersion
 from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.intake import IntakeActivities, PaymentOutcomes
+from orders.intake.activities import IntakeActivities, PaymentOutcomes
 from activities.mail import MailActivities
 from activities.payment import DisputeActivities, PaymentActivities
 from activities.provider_client import ProviderClients, open_provider_clients
@@ -39,7 +39,7 @@ from config.settings import (
     WorkerCapacity,
     WorkerVersioning,
 )
-from domain.intake import IntakePolicy, IntakePolicyError
+from orders.intake.contract import IntakePolicy, IntakePolicyError
 from telemetry import tracing
 from telemetry.metrics import (
     METRICS_PORT_ENV,
@@ -49,7 +49,7 @@ from telemetry.metrics import (
     metrics_url,
 )
 from workflows.dispute import DisputeWorkflow
-from workflows.intake import IntakeWorkflow
+from orders.intake.workflow import IntakeWorkflow
 from workflows.order import OrderWorkflow
 from workflows.policy import STICKY_QUEUE_TIMEOUT, VERSIONING_BEHAVIOR
 

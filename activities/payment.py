@@ -28,7 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import PAYMENT_DECLINED, PROVIDER_REJECTED
-from activities.intake import PaymentOutcomes
+from orders.intake.activities import PaymentOutcomes
 from activities.logging import log_step
 from activities.requests import EffectRequest
 from activities.stripe_client import UNEXPECTED_STATE, StripeGateway, error_code

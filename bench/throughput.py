@@ -95,7 +95,7 @@ from bench.stages import read_history as read_stages
 from client.exit import exit_now
 from client.orders import start_order
 from config.settings import TASK_QUEUE
-from domain.intake import TRIP_SIGNAL, breaker_id
+from orders.intake.contract import TRIP_SIGNAL, breaker_id
 from domain.models import OrderView
 from domain.status import OrderStatus
 from harness.checker import gather_evidence

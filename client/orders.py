@@ -141,9 +141,9 @@ async def start_order(
 
     Refused with ``OrderUnchargeable`` (nothing started) when Stripe would refuse to charge the
     order's total (``placement_refusal``), and with ``IntakePaused`` while intake is paused
-    (``client.intake``).
+    (``orders.intake.client``).
     """
-    from client.intake import check_intake  # here: client.intake imports this module
+    from orders.intake.client import check_intake  # here: client.intake imports this module
 
     if (refusal := placement_refusal(order)) is not None:
         raise OrderUnchargeable(refusal)

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
 
 from config import webhooks as settings_names
-from domain.intake import parse_duration
+from orders.intake.contract import parse_duration
 from providers import outbox, warehouse
 from providers.errors import not_found
 from providers.ledger import Ledger, LedgerDep

@@ -17,7 +17,7 @@ from types import FrameType
 from client.temporal import TemporalConnectionError, codec_keys, connect_config
 from config import webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY, VersioningError
-from domain.intake import parse_duration
+from orders.intake.contract import parse_duration
 from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from security.codec_server import TOKEN_ENV
 from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE

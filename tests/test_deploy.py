@@ -44,7 +44,7 @@ from config.settings import (
     WorkerVersioning,
 )
 from domain import search_attributes
-from domain.intake import IntakePolicy, parse_duration
+from orders.intake.contract import IntakePolicy, parse_duration
 from providers import __main__ as providers_main
 from providers.webhooks import SenderSettings
 from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
@@ -115,7 +115,7 @@ READS: dict[str, set[str]] = {
     "worker": env_literals(
         "worker.py",
         "config/settings.py",
-        "domain/intake.py",
+        "orders/intake/contract.py",
         "telemetry/metrics.py",
         "telemetry/tracing.py",
         "security/keys.py",

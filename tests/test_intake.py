@@ -26,12 +26,12 @@ from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import error_for_transport
-from activities.intake import PaymentHealth, PaymentOutcomes, classify
+from orders.intake.activities import PaymentHealth, PaymentOutcomes, classify
 from activities.provider_client import open_provider_clients
-from client.intake import IntakePaused, intake_status, pause_intake, resume_intake
+from orders.intake.client import IntakePaused, intake_status, pause_intake, resume_intake
 from client.orders import OrderNotFound, order_status, start_order
 from config.settings import TASK_QUEUE, ProviderSettings
-from domain.intake import (
+from orders.intake.contract import (
     TRIP_SIGNAL,
     Evidence,
     IntakeMode,
@@ -48,7 +48,7 @@ from providers.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from tests.support import make_order, run_starter, wait_for_status
 from worker import build_worker
-from workflows.intake import IntakeWorkflow
+from orders.intake.workflow import IntakeWorkflow
 
 FAST = IntakePolicy(
     failure_rate=0.5,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from client.intake import intake_status
+from orders.intake.client import intake_status
 from client.orders import resolve_order, ship_order, start_order
 from domain.models import OrderOptions, ResolveRequest, Shipment
 from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState

@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import PROVIDER_REJECTED, PROVIDER_UNAVAILABLE, provider_error_code
-from activities.intake import classify
+from orders.intake.activities import classify
 from activities.provider_client import ProviderClient, ProviderClients, open_provider_clients
 from activities.warehouse import (
     ORDER_CLOSED,
@@ -20,7 +20,7 @@ from activities.warehouse import (
     WarehouseActivities,
 )
 from config.settings import ProviderSettings
-from domain.intake import PaymentOutcome
+from orders.intake.contract import PaymentOutcome
 from domain.status import EmailTemplate
 from providers.admin_client import SandboxAdmin
 from stack.processes import free_port

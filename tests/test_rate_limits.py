@@ -34,13 +34,13 @@ from activities.errors import (
     error_for_response,
     throttled,
 )
-from activities.intake import classify
+from orders.intake.activities import classify
 from activities.payment import REUSE_COVERED_BY_KEY, PaymentActivities, PaymentIntentRequest
 from activities.provider_client import open_provider_clients
-from client.intake import intake_status
+from orders.intake.client import intake_status
 from client.orders import order_status, ship_order, start_order
 from config.settings import TASK_QUEUE, ProviderSettings
-from domain.intake import IntakeMode, PaymentOutcome, breaker_id
+from orders.intake.contract import IntakeMode, PaymentOutcome, breaker_id
 from domain.models import Shipment
 from domain.status import EmailTemplate, OrderStatus, Step
 from providers.__main__ import parse_args

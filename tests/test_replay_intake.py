@@ -24,20 +24,20 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from activities.intake import IntakeStart
+from orders.intake.activities import IntakeStart
 from activities.provider_client import open_provider_clients
-from client.intake import intake_status, pause_intake, resume_intake
+from orders.intake.client import intake_status, pause_intake, resume_intake
 from client.orders import start_order
 from client.temporal import DATA_CONVERTER
 from config.settings import ProviderSettings
 from domain import search_attributes
-from domain.intake import WORKFLOW_TYPE, IntakePolicy, IntakeStatus, breaker_id
+from orders.intake.contract import WORKFLOW_TYPE, IntakePolicy, IntakeStatus, breaker_id
 from domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from stack.processes import find_binary, free_port
 from tests.support import eventually, make_order, wait_for_status
 from worker import build_worker, sandboxed_runner
-from workflows.intake import IntakeWorkflow
+from orders.intake.workflow import IntakeWorkflow
 
 HISTORIES = Path(__file__).parent / "histories" / "intake"
 

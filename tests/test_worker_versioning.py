@@ -48,7 +48,7 @@ from stack.local import LocalStack
 from stack.processes import ROOT
 from tests.support import wait_for_status
 from worker import deployment_config
-from workflows.intake import IntakeWorkflow
+from orders.intake.workflow import IntakeWorkflow
 from workflows.order import OrderWorkflow
 
 # -- the settings --

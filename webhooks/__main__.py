@@ -26,7 +26,7 @@ from client.exit import exit_now
 from client.temporal import TemporalConnectionError, codec_keys, connect
 from config import stripe_events
 from config import webhooks as names
-from domain.intake import parse_duration
+from orders.intake.contract import parse_duration
 from webhooks.app import RETRY_AFTER_S, create_app
 from webhooks.handoff import DEFAULT_TIMEOUT
 

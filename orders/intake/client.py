@@ -1,7 +1,7 @@
 """Operations on the intake breaker: read it, check it before a start, pause and resume it.
 
 Intake is paused exactly while the breaker workflow of the task queue runs
-(``workflows.intake``), so reading it is one describe: no worker needed, and a pause holds even
+(``orders.intake.workflow``), so reading it is one describe: no worker needed, and a pause holds even
 while every worker is down.
 """
 
@@ -16,10 +16,10 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.intake import start_paused
+from orders.intake.activities import start_paused
 from client.orders import ACCEPT_TIMEOUT, OrderError
 from config.settings import TASK_QUEUE
-from domain.intake import (
+from orders.intake.contract import (
     PAUSE_SIGNAL,
     STATUS_MEMO,
     IntakeMode,
@@ -28,7 +28,7 @@ from domain.intake import (
     ResumeRequest,
     breaker_id,
 )
-from workflows.intake import IntakeWorkflow
+from orders.intake.workflow import IntakeWorkflow
 
 
 class IntakePaused(OrderError):

@@ -2,7 +2,7 @@
 
 A worker whose payments fail past its ``IntakePolicy`` starts it with the ``trip`` signal; an
 operator starts it (or takes it over) with the ``pause`` signal. While it runs, intake is paused:
-``client.intake`` reads that with one describe, no worker needed, so pausing holds even while
+``orders.intake.client`` reads that with one describe, no worker needed, so pausing holds even while
 every worker is down. It ends, and intake opens again, when an operator sends ``resume`` or,
 paused by the breaker with auto-close on, after enough healthy probes of the gateway in a row.
 Each pause is one run of workflow id ``intake-breaker-<task queue>``: the Temporal UI lists
@@ -19,8 +19,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.intake import IntakeActivities, IntakeStart
-    from domain.intake import (
+    from orders.intake.activities import IntakeActivities, IntakeStart
+    from orders.intake.contract import (
         PAUSE_SIGNAL,
         RESUME_UPDATE,
         STATUS_MEMO,

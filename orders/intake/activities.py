@@ -26,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.errors import PAYMENT_DECLINED, PROVIDER_REJECTED, PROVIDER_UNAVAILABLE
 from activities.stripe_client import StripeGateway
-from domain.intake import (
+from orders.intake.contract import (
     STATUS_MEMO,
     TRIP_SIGNAL,
     WORKFLOW_TYPE,
