@@ -42,9 +42,9 @@ from client.orders import (
 )
 from client.temporal import TemporalConnectionError
 from client.temporal import connect as connect_temporal
-from domain.currencies import format_money
+from orders.domain.currencies import format_money
 from orders.intake.contract import IntakeMode, IntakeStatus, human
-from domain.models import (
+from orders.domain.models import (
     CancelRequest,
     Identifier,
     Order,
@@ -53,7 +53,7 @@ from domain.models import (
     ResolveRequest,
     Shipment,
 )
-from domain.status import OperatorAction, OrderStatus, StepState
+from orders.domain.status import OperatorAction, OrderStatus, StepState
 from telemetry import tracing
 
 EXIT_INVALID_INPUT = 2

@@ -4,7 +4,7 @@ import logging
 
 from temporalio import activity
 
-from domain.status import Step
+from orders.domain.status import Step
 
 logger = logging.getLogger("orders")
 

@@ -14,7 +14,7 @@ from activities import resend_client
 from activities.logging import log_step
 from activities.provider_client import ProviderClient
 from activities.requests import EffectRequest
-from domain.status import EmailTemplate, Step
+from orders.domain.status import EmailTemplate, Step
 
 SENDER = "Shop <orders@shop.example>"
 """The ``from`` of every email (an address on the shop's verified sending domain)."""

@@ -21,8 +21,8 @@ from activities.errors import PROVIDER_REJECTED, provider_error_code
 from activities.logging import log_step
 from activities.provider_client import ProviderClient
 from activities.requests import EffectRequest
-from domain.models import Address, Shipment
-from domain.status import Step
+from orders.domain.models import Address, Shipment
+from orders.domain.status import Step
 
 ORDER_CLOSED = "order_closed"
 """The warehouse's error code for a picklist of an order it has cancelled (and closed)."""

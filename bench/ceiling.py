@@ -16,7 +16,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from bench import ceiling_activities
-    from domain.models import Order, Shipment
+    from orders.domain.models import Order, Shipment
     from workflows.policy import PROVIDER_CALL_TIMEOUT, PROVIDER_HEARTBEAT_TIMEOUT, PROVIDER_RETRY
 
 STEP_BUDGET = timedelta(hours=6)

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.procstat import ProcessUsage, machine_cpu, process_usage
 from bench.stages import OrderHistory
-from domain.status import OrderStatus
+from orders.domain.status import OrderStatus
 from harness.checker import Evidence, check, tally
 
 ROLES = ("worker", "ceiling_worker", "temporal", "providers", "driver")

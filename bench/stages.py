@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import HistoryEvent
 
-from domain import search_attributes
-from domain.status import OrderStatus
+from orders.domain import search_attributes
+from orders.domain.status import OrderStatus
 from harness.drive import local_activity
 
 SHIPPED_SIGNAL = "warehouse_shipped"

@@ -96,8 +96,8 @@ from client.exit import exit_now
 from client.orders import start_order
 from config.settings import TASK_QUEUE
 from orders.intake.contract import TRIP_SIGNAL, breaker_id
-from domain.models import OrderView
-from domain.status import OrderStatus
+from orders.domain.models import OrderView
+from orders.domain.status import OrderStatus
 from harness.checker import gather_evidence
 from harness.drive import SHIPMENT, Placed, gather_limited, sample_order
 from providers.admin_client import SandboxAdmin

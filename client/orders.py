@@ -25,9 +25,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import TASK_QUEUE
-from domain import search_attributes
-from domain.currencies import format_money
-from domain.models import (
+from orders.domain import search_attributes
+from orders.domain.currencies import format_money
+from orders.domain.models import (
     CancelRequest,
     Dispute,
     Order,
@@ -36,9 +36,9 @@ from domain.models import (
     ResolveRequest,
     Shipment,
 )
-from domain.rules import cancel_refusal, ship_refusal
-from domain.status import OrderStatus
-from domain.stripe_currencies import charge_refusal
+from orders.domain.rules import cancel_refusal, ship_refusal
+from orders.domain.status import OrderStatus
+from orders.domain.stripe_currencies import charge_refusal
 from workflows.dispute import DisputeWorkflow
 from workflows.order import OPTIONS_MEMO, OrderWorkflow
 from workflows.policy import WORKFLOW_TASK_TIMEOUT

@@ -26,7 +26,7 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from config.settings import DEFAULT_TEMPORAL_ADDRESS
-from domain import search_attributes
+from orders.domain import search_attributes
 from security.codec import EncryptionCodec
 from security.keys import KeyConfigError, KeyRing, load_key_ring
 

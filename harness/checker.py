@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 
 from client.orders import OrderNotFound, order_status
-from domain.models import OrderView
-from domain.status import EmailTemplate, OrderStatus, RefundStatus, Step, StepState
+from orders.domain.models import OrderView
+from orders.domain.status import EmailTemplate, OrderStatus, RefundStatus, Step, StepState
 from harness.drive import Placed, gather_limited
 from providers.admin_client import Effects, SandboxAdmin
 

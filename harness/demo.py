@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from client.exit import exit_now
-from domain.status import EmailTemplate
+from orders.domain.status import EmailTemplate
 from harness.checker import Evidence, check, gather_evidence
 from harness.scenarios import (
     Run,

@@ -19,9 +19,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from client.orders import start_order
-from domain import search_attributes
-from domain.models import Order, Shipment
-from domain.status import OrderStatus
+from orders.domain import search_attributes
+from orders.domain.models import Order, Shipment
+from orders.domain.status import OrderStatus
 from stack.processes import ROOT
 from workflows.order import OrderWorkflow
 

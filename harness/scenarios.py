@@ -32,8 +32,8 @@ from client.orders import (
     request_cancel,
     resolve_order,
 )
-from domain.models import ResolveRequest
-from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
+from orders.domain.models import ResolveRequest
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from harness.drive import (
     DECLINED_CARD,

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from domain.status import RefundStatus
+from orders.domain.status import RefundStatus
 
 SERVICES = ("payments", "mail", "warehouse")
 

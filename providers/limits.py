@@ -1,7 +1,7 @@
 """What the sandbox providers accept at most, like real ones: every malformed request is a 4xx.
 
 The limits are the providers' own (the outside world's), each at least what the order model
-(``domain.models``) lets through, so an order the shop accepts is never refused here for its
+(``orders.domain.models``) lets through, so an order the shop accepts is never refused here for its
 contents. Amounts, quantities and stock are bounded far below SQLite's 64-bit integers, so no
 sum or update in the ledger can overflow.
 """
@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import Field, StringConstraints
 
-from domain.stripe_currencies import MAX_CHARGE
+from orders.domain.stripe_currencies import MAX_CHARGE
 
 MAX_BODY_BYTES = 1_000_000
 """A request body larger than this is refused with 413 before it is parsed."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from domain.search_attributes import dev_server_flags
+from orders.domain.search_attributes import dev_server_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository root: worker.py and the packages live here."""

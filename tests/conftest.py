@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from client.exit import exit_now
 from client.temporal import DATA_CONVERTER
-from domain import search_attributes
+from orders.domain import search_attributes
 from providers.admin_client import SandboxAdmin
 from providers.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
 from security.keys import KEY_FILE_ENV, KEYS_ENV, generate_key

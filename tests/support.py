@@ -21,9 +21,9 @@ from activities.provider_client import open_provider_clients
 from client.orders import order_status, start_order
 from client.temporal import DATA_CONVERTER, register_search_attributes
 from config.settings import ProviderSettings
-from domain.models import Order, OrderView
-from domain.search_attributes import ORDER_STATUS
-from domain.status import OrderStatus
+from orders.domain.models import Order, OrderView
+from orders.domain.search_attributes import ORDER_STATUS
+from orders.domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from worker import build_worker
 
@@ -227,7 +227,7 @@ async def stripe_against(sandbox: SandboxAdmin) -> AsyncIterator["stripe.StripeC
 
 
 AUTHENTICATION_LINK = r"http://\S+/payments/authenticate/\S+"
-"""The 3-D Secure link in the customer's email (``domain.emails.authentication_required``)."""
+"""The 3-D Secure link in the customer's email (``orders.domain.emails.authentication_required``)."""
 
 
 async def authentication_link(sandbox: SandboxAdmin, order_id: str) -> str:

@@ -56,8 +56,8 @@ from bench.throughput import (
     rate_limited_figures,
     start_offsets,
 )
-from domain.models import OrderView
-from domain.status import EmailTemplate, OrderStatus
+from orders.domain.models import OrderView
+from orders.domain.status import EmailTemplate, OrderStatus
 from harness.checker import Evidence
 from providers.admin_client import Effects
 from stack.processes import ROOT

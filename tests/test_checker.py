@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.models import OrderView, StepRecord
-from domain.status import FINAL_STATUSES, EmailTemplate, OrderStatus, RefundStatus, Step, StepState
+from orders.domain.models import OrderView, StepRecord
+from orders.domain.status import FINAL_STATUSES, EmailTemplate, OrderStatus, RefundStatus, Step, StepState
 from harness.checker import UNATTRIBUTED, Evidence, Violation, check, tally
 from harness.drive import Placed
 from providers.admin_client import Effects

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from domain.status import OrderStatus, Step
+from orders.domain.status import OrderStatus, Step
 from harness.scenarios import ScenarioResult, run_scenario
 from security.keys import KEY_FILE_ENV, KEYS_ENV
 from stack.processes import ROOT

@@ -48,8 +48,8 @@ from temporalio.worker import Replayer
 from client.orders import cancel_order, resolve_order, ship_order, start_order
 from client.temporal import DATA_CONVERTER
 from config.settings import TASK_QUEUE
-from domain.models import Order, ResolveRequest, Shipment
-from domain.status import OperatorAction, OrderStatus
+from orders.domain.models import Order, ResolveRequest, Shipment
+from orders.domain.status import OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin
 from security.codec import (
     ENCRYPTED_ENCODING,

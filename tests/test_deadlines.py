@@ -12,8 +12,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from client.orders import order_status, resolve_order, ship_order, start_order
-from domain.models import OrderOptions, ResolveRequest, Shipment
-from domain.status import EmailTemplate, OperatorAction, OrderStatus
+from orders.domain.models import OrderOptions, ResolveRequest, Shipment
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin
 from tests.support import make_order, running_worker, start_time_skipping
 from workflows.order import OrderWorkflow

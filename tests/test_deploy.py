@@ -43,7 +43,7 @@ from config.settings import (
     CONTROLLER_DEPLOYMENT_NAME_ENV,
     WorkerVersioning,
 )
-from domain import search_attributes
+from orders.domain import search_attributes
 from orders.intake.contract import IntakePolicy, parse_duration
 from providers import __main__ as providers_main
 from providers.webhooks import SenderSettings

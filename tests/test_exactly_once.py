@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.warehouse import ORDER_CLOSED
 from client.orders import OrderRefused, resolve_order, ship_order, start_order
-from domain.models import (
+from orders.domain.models import (
     CancelRequest,
     Order,
     OrderOptions,
@@ -27,7 +27,7 @@ from domain.models import (
     ResolveRequest,
     Shipment,
 )
-from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from providers.admin_client import SandboxAdmin
 from tests.support import (
     eventually,

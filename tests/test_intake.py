@@ -42,8 +42,8 @@ from orders.intake.contract import (
     TripReport,
     breaker_id,
 )
-from domain.models import Order
-from domain.status import OrderStatus
+from orders.domain.models import Order
+from orders.domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from tests.support import make_order, run_starter, wait_for_status

@@ -16,8 +16,8 @@ from temporalio.client import Client
 
 from orders.intake.client import intake_status
 from client.orders import resolve_order, ship_order, start_order
-from domain.models import OrderOptions, ResolveRequest, Shipment
-from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
+from orders.domain.models import OrderOptions, ResolveRequest, Shipment
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from providers.admin_client import SandboxAdmin
 from tests.support import make_order, wait_for_status
 

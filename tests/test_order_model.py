@@ -6,9 +6,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from activities.warehouse import CLOSE_KEY_SUFFIX
-from domain import emails
-from domain.currencies import format_money
-from domain.models import (
+from orders.domain import emails
+from orders.domain.currencies import format_money
+from orders.domain.models import (
     MAX_AMOUNT,
     MAX_CARRIER_LENGTH,
     MAX_EMAIL_LENGTH,
@@ -23,7 +23,7 @@ from domain.models import (
     Shipment,
     looks_like_card_number,
 )
-from domain.status import Step, idempotency_key
+from orders.domain.status import Step, idempotency_key
 from providers.mail import MessageIn
 from providers.stripe import payment_intents, refunds
 from providers.stripe.form import Params, decode

@@ -16,9 +16,9 @@ from client.orders import (
     ship_order,
     start_order,
 )
-from domain import search_attributes
-from domain.models import Shipment
-from domain.status import EmailTemplate, OrderStatus, Step, StepState
+from orders.domain import search_attributes
+from orders.domain.models import Shipment
+from orders.domain.status import EmailTemplate, OrderStatus, Step, StepState
 from providers.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, wait_for_status
 from workflows import patches

@@ -43,8 +43,8 @@ from activities.provider_client import open_provider_clients
 from client.orders import order_status, start_order
 from client.temporal import DATA_CONVERTER
 from config.settings import ProviderSettings
-from domain.currencies import MINOR_UNIT_EXPONENT
-from domain.models import (
+from orders.domain.currencies import MINOR_UNIT_EXPONENT
+from orders.domain.models import (
     MAX_AMOUNT,
     MAX_CARRIER_LENGTH,
     MAX_EMAIL_LOCAL_PART,
@@ -58,8 +58,8 @@ from domain.models import (
     Shipment,
     looks_like_card_number,
 )
-from domain.status import OrderStatus
-from domain.stripe_currencies import (
+from orders.domain.status import OrderStatus
+from orders.domain.stripe_currencies import (
     MAX_CHARGE,
     MINIMUM_CHARGE,
     THREE_DECIMAL,

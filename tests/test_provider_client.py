@@ -21,7 +21,7 @@ from activities.warehouse import (
 )
 from config.settings import ProviderSettings
 from orders.intake.contract import PaymentOutcome
-from domain.status import EmailTemplate
+from orders.domain.status import EmailTemplate
 from providers.admin_client import SandboxAdmin
 from stack.processes import free_port
 from tests.support import make_order

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from domain.stripe_currencies import MINIMUM_CHARGE
+from orders.domain.stripe_currencies import MINIMUM_CHARGE
 from providers.admin_client import SandboxAdmin
 from stack.processes import free_port
 

@@ -41,8 +41,8 @@ from orders.intake.client import intake_status
 from client.orders import order_status, ship_order, start_order
 from config.settings import TASK_QUEUE, ProviderSettings
 from orders.intake.contract import IntakeMode, PaymentOutcome, breaker_id
-from domain.models import Shipment
-from domain.status import EmailTemplate, OrderStatus, Step
+from orders.domain.models import Shipment
+from orders.domain.status import EmailTemplate, OrderStatus, Step
 from providers.__main__ import parse_args
 from providers.admin_client import SandboxAdmin
 from providers.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV

@@ -9,8 +9,8 @@ import pytest
 from temporalio.client import Client
 
 from client.orders import request_cancel, resolve_order, start_order
-from domain.models import OrderView, ResolveRequest
-from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
+from orders.domain.models import OrderView, ResolveRequest
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, until_view, wait_for_status
 from workflows.authorization import AUTHORIZATION_EXPIRED

@@ -19,8 +19,8 @@ from temporalio.workflow import NondeterminismError
 
 from client.orders import cancel_order, order_status, resolve_order, ship_order, start_order
 from client.temporal import DATA_CONVERTER
-from domain.emails import order_confirmation
-from domain.models import (
+from orders.domain.emails import order_confirmation
+from orders.domain.models import (
     CancelRequest,
     GatewayEvent,
     Order,
@@ -29,7 +29,7 @@ from domain.models import (
     ResolveRequest,
     Shipment,
 )
-from domain.status import OperatorAction, OrderStatus, Step
+from orders.domain.status import OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from tests.support import (
     authenticate,

@@ -30,9 +30,9 @@ from orders.intake.client import intake_status, pause_intake, resume_intake
 from client.orders import start_order
 from client.temporal import DATA_CONVERTER
 from config.settings import ProviderSettings
-from domain import search_attributes
+from orders.domain import search_attributes
 from orders.intake.contract import WORKFLOW_TYPE, IntakePolicy, IntakeStatus, breaker_id
-from domain.status import OrderStatus
+from orders.domain.status import OrderStatus
 from providers.admin_client import SandboxAdmin
 from stack.processes import find_binary, free_port
 from tests.support import eventually, make_order, wait_for_status

@@ -13,9 +13,9 @@ from temporalio.client import Client
 
 from client import orders
 from client.orders import OrderError, OrderNotFound, follow_order, order_status, start_order
-from domain.models import OrderView
-from domain.rules import ship_refusal
-from domain.status import OrderStatus, Step
+from orders.domain.models import OrderView
+from orders.domain.rules import ship_refusal
+from orders.domain.status import OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from stack.processes import free_port
 from tests.support import (

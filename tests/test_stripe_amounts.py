@@ -1,4 +1,4 @@
-"""Amounts as Stripe counts them: each rule of ``domain.stripe_currencies`` by example.
+"""Amounts as Stripe counts them: each rule of ``orders.domain.stripe_currencies`` by example.
 
 At placement (the rule ``starter.py`` and ``start_order`` apply before anything starts), at
 the sandbox gateway (what Stripe answers, through the official library) and in the payment
@@ -20,7 +20,7 @@ from activities.payment import ConfirmPaymentRequest, PaymentActivities, Payment
 from activities.provider_client import open_provider_clients
 from client.orders import OrderNotFound, OrderUnchargeable, order_status, start_order
 from config.settings import ProviderSettings
-from domain.stripe_currencies import (
+from orders.domain.stripe_currencies import (
     MAX_CHARGE,
     ChargeRule,
     charge_refusal,

@@ -26,8 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from client.orders import list_orders, order_dispute, ship_order, start_order
 from config import stripe_events as stripe_names
 from config import webhooks as names
-from domain.models import Dispute, Shipment
-from domain.status import EmailTemplate, OrderStatus
+from orders.domain.models import Dispute, Shipment
+from orders.domain.status import EmailTemplate, OrderStatus
 from providers.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver

@@ -27,8 +27,8 @@ import pytest
 from temporalio.client import Client
 
 from client.orders import resolve_order, ship_order, start_order
-from domain.models import ResolveRequest, Shipment
-from domain.status import OperatorAction, OrderStatus
+from orders.domain.models import ResolveRequest, Shipment
+from orders.domain.status import OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin
 from stack.processes import ROOT, ManagedProcess, free_port, spawn, wait_for_log, wait_for_port
 from tests.conftest import API_KEY

@@ -15,8 +15,8 @@ import pytest
 from temporalio.client import Client
 
 from client.orders import start_order
-from domain.models import OrderOptions
-from domain.status import EmailTemplate, OrderStatus
+from orders.domain.models import OrderOptions
+from orders.domain.status import EmailTemplate, OrderStatus
 from providers.admin_client import SandboxAdmin
 from tests.browser import Browser, chromium
 from tests.support import authenticate, authentication_link, make_order, wait_for_status

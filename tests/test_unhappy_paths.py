@@ -17,8 +17,8 @@ from client.orders import (
     ship_order,
     start_order,
 )
-from domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
-from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
+from orders.domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from tests.support import (
     make_order,

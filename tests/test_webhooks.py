@@ -26,9 +26,9 @@ from temporalio.testing import WorkflowEnvironment
 from activities.warehouse import CLOSE_KEY_SUFFIX
 from client.orders import OrderRefused, cancel_order, request_cancel, resolve_order, start_order
 from config import webhooks as names
-from domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
-from domain.rules import ShipVerdict, ship_verdict
-from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
+from orders.domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
+from orders.domain.rules import ShipVerdict, ship_verdict
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver

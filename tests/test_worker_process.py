@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from client.orders import start_order
 from config.settings import WorkerCapacity
-from domain.status import Step
+from orders.domain.status import Step
 from providers.admin_client import SandboxAdmin
 from stack.processes import ROOT, start_worker, wait_for_log
 from tests.support import make_order

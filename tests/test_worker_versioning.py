@@ -41,7 +41,7 @@ from config.settings import (
     WorkerVersioning,
     source_build_id,
 )
-from domain.status import OrderStatus, Step
+from orders.domain.status import OrderStatus, Step
 from harness.checker import check, gather_evidence
 from harness.drive import SHIPMENT, Placed, sample_order, start_orders
 from stack.local import LocalStack

@@ -51,8 +51,8 @@ from activities.warehouse import (
     ReleasePicklistRequest,
 )
 from client.orders import OrderRefused, cancel_order, order_status, start_order
-from domain import rules
-from domain.models import (
+from orders.domain import rules
+from orders.domain.models import (
     CancelRequest,
     GatewayEvent,
     Order,
@@ -61,7 +61,7 @@ from domain.models import (
     ResolveRequest,
     Shipment,
 )
-from domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
+from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from tests.support import make_order, start_time_skipping
 from worker import sandboxed_runner
 from workflows.authorization import AUTHORIZATION_CANCELED

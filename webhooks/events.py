@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from domain.models import Shipment
+from orders.domain.models import Shipment
 
 SHIPMENT_SHIPPED = "shipment.shipped"
 

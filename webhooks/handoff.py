@@ -1,7 +1,7 @@
 """Hand one shipment event to its order, atomically, and say what the warehouse should hear.
 
 The order takes the report through a Workflow Update (``OrderWorkflow.report_shipment``) whose
-validator is the one rule for "can this order ship" (``domain.rules``): the check and the
+validator is the one rule for "can this order ship" (``orders.domain.rules``): the check and the
 hand-off happen inside the order, so no report can slip in between them. The update's id is
 the event's (``shipment:<event id>``): Temporal answers a redelivered event with the first
 outcome instead of running it twice. A refused update records nothing in the order's history.
@@ -21,8 +21,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.orders import OrderError, OrderNotFound, order_status
-from domain.models import Shipment
-from domain.rules import ShipVerdict, ship_verdict
+from orders.domain.models import Shipment
+from orders.domain.rules import ShipVerdict, ship_verdict
 from workflows.order import OrderWorkflow
 
 DEFAULT_TIMEOUT = timedelta(seconds=10)

@@ -27,7 +27,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from domain.models import GatewayEvent
+from orders.domain.models import GatewayEvent
 from workflows.dispute import DisputeNotice, DisputeWorkflow
 from workflows.order import OrderWorkflow
 

@@ -17,9 +17,9 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.payment import FollowAuthenticationRequest, PaymentActivities, PaymentIntent
-    from domain import emails
-    from domain.emails import EmailContent
-    from domain.status import OrderStatus, Step
+    from orders.domain import emails
+    from orders.domain.emails import EmailContent
+    from orders.domain.status import OrderStatus, Step
     from workflows.state import OrderState
     from workflows.steps import OrderStopped, Steps, Wake, read_until_woken
 

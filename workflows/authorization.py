@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus
+    from orders.domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus
     from workflows import metrics
     from workflows.payment import Payment
     from workflows.state import OrderState

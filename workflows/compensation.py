@@ -8,7 +8,7 @@ atomically what there is to undo.
 
 from collections.abc import Awaitable, Callable
 
-from domain.status import Step
+from orders.domain.status import Step
 
 Undo = Callable[[bool], Awaitable[None]]
 """An undo; its argument says whether the provider decides (``True``) or, for orders started

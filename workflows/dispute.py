@@ -17,9 +17,9 @@ from temporalio.exceptions import FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.mail import EmailRequest, MailActivities
     from activities.payment import DisputeActivities
-    from domain import emails, search_attributes
-    from domain.models import Dispute
-    from domain.status import OrderStatus, Step, idempotency_key
+    from orders.domain import emails, search_attributes
+    from orders.domain.models import Dispute
+    from orders.domain.status import OrderStatus, Step, idempotency_key
     from workflows import metrics
     from workflows.policy import PROVIDER_CALL_TIMEOUT, PROVIDER_RETRY
 

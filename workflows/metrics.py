@@ -11,8 +11,8 @@ from temporalio.common import MetricCounter
 
 with workflow.unsafe.imports_passed_through():
     from activities.payment import Charge, PaymentIntent, Refund
-    from domain.models import StepRecord
-    from domain.status import OrderStatus, RefundStatus, Step, StepState
+    from orders.domain.models import StepRecord
+    from orders.domain.status import OrderStatus, RefundStatus, Step, StepState
     from telemetry import names
 
 

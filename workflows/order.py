@@ -22,9 +22,9 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from activities.mail import EmailRequest, MailActivities
-    from domain import emails, rules, search_attributes
-    from domain.emails import EmailContent
-    from domain.models import (
+    from orders.domain import emails, rules, search_attributes
+    from orders.domain.emails import EmailContent
+    from orders.domain.models import (
         CancelRequest,
         Dispute,
         GatewayEvent,
@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveRequest,
         Shipment,
     )
-    from domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
+    from orders.domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
     from workflows import metrics, patches
     from workflows.authentication import Authentication
     from workflows.authorization import AuthorizationWatch

@@ -26,10 +26,10 @@ with workflow.unsafe.imports_passed_through():
         Refund,
         RefundRequest,
     )
-    from domain import emails
-    from domain.currencies import format_money
-    from domain.emails import EmailContent
-    from domain.status import RefundStatus, Step
+    from orders.domain import emails
+    from orders.domain.currencies import format_money
+    from orders.domain.emails import EmailContent
+    from orders.domain.status import RefundStatus, Step
     from workflows import patches
     from workflows.compensation import Compensations
     from workflows.state import OrderState

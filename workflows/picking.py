@@ -11,8 +11,8 @@ with workflow.unsafe.imports_passed_through():
         WarehouseActivities,
         describe_take_back,
     )
-    from domain.models import Shipment
-    from domain.status import Step
+    from orders.domain.models import Shipment
+    from orders.domain.status import Step
     from workflows import patches
     from workflows.compensation import Compensations
     from workflows.state import OrderState

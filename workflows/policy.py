@@ -17,8 +17,8 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy, VersioningBehavior
 
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
-from domain.models import OrderOptions
-from domain.status import OrderStatus, Step
+from orders.domain.models import OrderOptions
+from orders.domain.status import OrderStatus, Step
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
 

@@ -5,10 +5,10 @@ from collections.abc import Awaitable, Callable
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from domain import emails
-    from domain.emails import EmailContent
-    from domain.models import Shipment
-    from domain.status import OrderStatus, Step
+    from orders.domain import emails
+    from orders.domain.emails import EmailContent
+    from orders.domain.models import Shipment
+    from orders.domain.status import OrderStatus, Step
     from workflows import patches
     from workflows.state import OrderState
     from workflows.steps import Steps, human, wait_until

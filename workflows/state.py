@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from activities.payment import PaymentIntent
-from domain.models import Dispute, Order, OrderOptions, OrderView, Shipment, StepRecord
-from domain.status import OperatorAction, OrderStatus, Step
+from orders.domain.models import Dispute, Order, OrderOptions, OrderView, Shipment, StepRecord
+from orders.domain.status import OperatorAction, OrderStatus, Step
 from workflows.patches import Patches
 
 UNPAID_SHIPMENT = "the parcel left before the payment was captured"

@@ -18,8 +18,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.requests import EffectRequest
-    from domain.models import StepRecord
-    from domain.status import (
+    from orders.domain.models import StepRecord
+    from orders.domain.status import (
         OperatorAction,
         OrderStatus,
         Step,

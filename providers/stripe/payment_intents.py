@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from domain.stripe_currencies import stripe_refusal
+from orders.domain.stripe_currencies import stripe_refusal
 from providers.faults import FaultsDep
 from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
 from providers.ledger import LedgerDep, Resource, atomically, to_unix
@@ -419,7 +419,7 @@ def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]
     """Validate ``POST /v1/payment_intents``'s parameters: the row's values, confirm, expand.
 
     Raises the 400 naming the first parameter at fault (nothing is stored for it); an amount or
-    currency Stripe does not charge (``domain.stripe_currencies``) is refused as Stripe words
+    currency Stripe does not charge (``orders.domain.stripe_currencies``) is refused as Stripe words
     it: ``amount_too_small`` below the currency's minimum charge, ``Invalid currency: ...``, an
     ISK or UGX amount not divisible by 100, a three-decimal amount whose last digit is not 0.
     """

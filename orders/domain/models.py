@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from domain.currencies import MINOR_UNIT_EXPONENT, format_money
-from domain.status import (
+from orders.domain.currencies import MINOR_UNIT_EXPONENT, format_money
+from orders.domain.status import (
     IDEMPOTENCY_KEY_LIFETIME,
     MAX_STEP_BUDGET,
     OperatorAction,
@@ -30,7 +30,7 @@ from domain.status import (
     StepState,
     budget_within,
 )
-from domain.stripe_currencies import MAX_CHARGE
+from orders.domain.stripe_currencies import MAX_CHARGE
 
 # Limits, each what a real card gateway, mail service or warehouse would take at most. The
 # providers (providers/) accept at least as much, so an order accepted here is never refused

@@ -7,7 +7,7 @@ from temporalio.common import (
     TypedSearchAttributes,
 )
 
-from domain.status import OrderStatus
+from orders.domain.status import OrderStatus
 
 ORDER_STATUS = SearchAttributeKey.for_keyword("OrderStatus")
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")

@@ -6,8 +6,8 @@ handler check them again on the order's own state, so a person always gets the s
 
 from enum import StrEnum
 
-from domain.models import OrderView, Shipment
-from domain.status import OrderStatus, Step
+from orders.domain.models import OrderView, Shipment
+from orders.domain.status import OrderStatus, Step
 
 _AWAITING_SHIPMENT = {OrderStatus.AWAITING_SHIPMENT, OrderStatus.SHIPMENT_DELAYED}
 

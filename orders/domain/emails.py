@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from domain.currencies import format_money
-from domain.models import Dispute, Order, Shipment
-from domain.status import EmailTemplate, RefundStatus
+from orders.domain.currencies import format_money
+from orders.domain.models import Dispute, Order, Shipment
+from orders.domain.status import EmailTemplate, RefundStatus
 
 
 @dataclass(frozen=True)
