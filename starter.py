@@ -24,9 +24,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from temporalio.client import Client
 
-from client.exit import exit_now
+from orders.client.exit import exit_now
 from orders.intake.client import intake_status, pause_intake, resume_intake
-from client.orders import (
+from orders.client.orders import (
     AcceptedRequest,
     OrderError,
     OrderStillRunning,
@@ -40,8 +40,8 @@ from client.orders import (
     ship_order,
     start_order,
 )
-from client.temporal import TemporalConnectionError
-from client.temporal import connect as connect_temporal
+from orders.client.temporal import TemporalConnectionError
+from orders.client.temporal import connect as connect_temporal
 from orders.domain.currencies import format_money
 from orders.intake.contract import IntakeMode, IntakeStatus, human
 from orders.domain.models import (

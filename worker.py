@@ -29,8 +29,8 @@ from activities.mail import MailActivities
 from activities.payment import DisputeActivities, PaymentActivities
 from activities.provider_client import ProviderClients, open_provider_clients
 from activities.warehouse import WarehouseActivities
-from client.exit import exit_now
-from client.temporal import TemporalConnectionError, connect
+from orders.client.exit import exit_now
+from orders.client.temporal import TemporalConnectionError, connect
 from config.settings import (
     TASK_QUEUE,
     CapacityError,

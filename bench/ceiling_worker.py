@@ -18,8 +18,8 @@ from temporalio.worker import Worker
 from bench import ceiling_activities
 from bench.ceiling import CeilingOrderWorkflow
 from bench.ceiling_activities import CEILING_TASK_QUEUE
-from client.exit import exit_now
-from client.temporal import TemporalConnectionError, connect
+from orders.client.exit import exit_now
+from orders.client.temporal import TemporalConnectionError, connect
 from config.settings import CapacityError
 from worker import cache_bytecode, capacity_options, sandboxed_runner
 from workflows.policy import STICKY_QUEUE_TIMEOUT

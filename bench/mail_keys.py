@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.exit import run_to_exit
+from orders.client.exit import run_to_exit
 from harness.checker import emails_needed
 from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 from providers.faults import MAIL_KEYLESS_ENV

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from client.exit import run_to_exit
+from orders.client.exit import run_to_exit
 from orders.domain.status import OrderStatus
 from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 from security.keys import KEYS_ENV, generate_key, keys_configured

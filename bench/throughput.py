@@ -92,8 +92,8 @@ from bench.stages import (
     Shape,
 )
 from bench.stages import read_history as read_stages
-from client.exit import exit_now
-from client.orders import start_order
+from orders.client.exit import exit_now
+from orders.client.orders import start_order
 from config.settings import TASK_QUEUE
 from orders.intake.contract import TRIP_SIGNAL, breaker_id
 from orders.domain.models import OrderView

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
-from client.orders import OrderNotFound, order_status
+from orders.client.orders import OrderNotFound, order_status
 from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus, RefundStatus, Step, StepState
 from harness.drive import Placed, gather_limited

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from client.exit import exit_now
+from orders.client.exit import exit_now
 from orders.domain.status import EmailTemplate
 from harness.checker import Evidence, check, gather_evidence
 from harness.scenarios import (

@@ -18,7 +18,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from client.orders import start_order
+from orders.client.orders import start_order
 from orders.domain import search_attributes
 from orders.domain.models import Order, Shipment
 from orders.domain.status import OrderStatus

@@ -24,7 +24,7 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from client.orders import (
+from orders.client.orders import (
     OrderError,
     OrderRefused,
     cancel_order,

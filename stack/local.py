@@ -18,7 +18,7 @@ from types import TracebackType
 
 from temporalio.client import Client
 
-from client.temporal import codec_keys, connect
+from orders.client.temporal import codec_keys, connect
 from config import stripe_events, webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
 from providers.admin_client import SandboxAdmin

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from client.temporal import TemporalConnectionError, codec_keys, connect_config
+from orders.client.temporal import TemporalConnectionError, codec_keys, connect_config
 from config import webhooks
 from config.settings import DEFAULT_PROVIDERS_API_KEY, VersioningError
 from orders.intake.contract import parse_duration

@@ -47,7 +47,7 @@ def metrics_port_from_env() -> int | None:
 def metrics_runtime(port: int | None, host: str | None = None) -> Runtime | None:
     """A Temporal runtime serving Prometheus metrics on ``host:port``; ``None`` if no port.
 
-    One runtime per process: connect every client with it (``client.temporal.connect``).
+    One runtime per process: connect every client with it (``orders.client.temporal.connect``).
     """
     if port is None:
         return None

@@ -11,8 +11,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from client.exit import exit_now
-from client.temporal import DATA_CONVERTER
+from orders.client.exit import exit_now
+from orders.client.temporal import DATA_CONVERTER
 from orders.domain import search_attributes
 from providers.admin_client import SandboxAdmin
 from providers.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV

@@ -18,8 +18,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.provider_client import open_provider_clients
-from client.orders import order_status, start_order
-from client.temporal import DATA_CONVERTER, register_search_attributes
+from orders.client.orders import order_status, start_order
+from orders.client.temporal import DATA_CONVERTER, register_search_attributes
 from config.settings import ProviderSettings
 from orders.domain.models import Order, OrderView
 from orders.domain.search_attributes import ORDER_STATUS

@@ -1,6 +1,6 @@
 """Connecting to a secured Temporal: API-key and mTLS profiles, environment variables, mistakes.
 
-Everything goes through ``client.temporal.connect_config``, the one place the worker, the
+Everything goes through ``orders.client.temporal.connect_config``, the one place the worker, the
 starter and the tools read ``temporalio.envconfig`` from. Each test starts from an environment
 with no ``TEMPORAL_*`` variable and no user config file.
 """
@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.service import TLSConfig
 
 import starter
-from client.temporal import TemporalConnectionError, connect, connect_config
+from orders.client.temporal import TemporalConnectionError, connect, connect_config
 from config.settings import DEFAULT_TEMPORAL_ADDRESS
 
 

@@ -45,8 +45,8 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
-from client.orders import cancel_order, resolve_order, ship_order, start_order
-from client.temporal import DATA_CONVERTER
+from orders.client.orders import cancel_order, resolve_order, ship_order, start_order
+from orders.client.temporal import DATA_CONVERTER
 from config.settings import TASK_QUEUE
 from orders.domain.models import Order, ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus

@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from client.orders import order_status, resolve_order, ship_order, start_order
+from orders.client.orders import order_status, resolve_order, ship_order, start_order
 from orders.domain.models import OrderOptions, ResolveRequest, Shipment
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin

@@ -119,9 +119,9 @@ READS: dict[str, set[str]] = {
         "telemetry/metrics.py",
         "telemetry/tracing.py",
         "security/keys.py",
-        "client/temporal.py",
+        "orders/client/temporal.py",
     ),
-    "webhooks": env_literals("webhooks/__main__.py", "security/keys.py", "client/temporal.py")
+    "webhooks": env_literals("webhooks/__main__.py", "security/keys.py", "orders/client/temporal.py")
     | RECEIVER_WEBHOOK_SETTINGS
     | RECEIVER_STRIPE_SETTINGS,
     "codec-server": env_literals("security/codec_server.py", "security/keys.py"),
@@ -132,7 +132,7 @@ READS: dict[str, set[str]] = {
     | SENDER_STRIPE_SETTINGS,
 }
 TEMPORAL_CLIENTS = {"worker", "webhooks"}
-"""Processes that connect to Temporal (``client.temporal.connect``: ``temporalio.envconfig``)."""
+"""Processes that connect to Temporal (``orders.client.temporal.connect``: ``temporalio.envconfig``)."""
 
 TEMPORAL_CLIENT_SETTINGS = {
     "TEMPORAL_ADDRESS",

@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowUpdateHandle, WorkflowUpdateStage
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.warehouse import ORDER_CLOSED
-from client.orders import OrderRefused, resolve_order, ship_order, start_order
+from orders.client.orders import OrderRefused, resolve_order, ship_order, start_order
 from orders.domain.models import (
     CancelRequest,
     Order,

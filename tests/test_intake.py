@@ -29,7 +29,7 @@ from activities.errors import error_for_transport
 from orders.intake.activities import PaymentHealth, PaymentOutcomes, classify
 from activities.provider_client import open_provider_clients
 from orders.intake.client import IntakePaused, intake_status, pause_intake, resume_intake
-from client.orders import OrderNotFound, order_status, start_order
+from orders.client.orders import OrderNotFound, order_status, start_order
 from config.settings import TASK_QUEUE, ProviderSettings
 from orders.intake.contract import (
     TRIP_SIGNAL,

@@ -15,7 +15,7 @@ import httpx
 from temporalio.client import Client
 
 from orders.intake.client import intake_status
-from client.orders import resolve_order, ship_order, start_order
+from orders.client.orders import resolve_order, ship_order, start_order
 from orders.domain.models import OrderOptions, ResolveRequest, Shipment
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
 from providers.admin_client import SandboxAdmin

@@ -9,7 +9,7 @@ from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from client.orders import (
+from orders.client.orders import (
     OrderExists,
     OrderRefused,
     order_status,

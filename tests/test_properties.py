@@ -40,8 +40,8 @@ import starter
 from activities.errors import provider_error_code
 from activities.payment import PaymentActivities, PaymentIntentRequest
 from activities.provider_client import open_provider_clients
-from client.orders import order_status, start_order
-from client.temporal import DATA_CONVERTER
+from orders.client.orders import order_status, start_order
+from orders.client.temporal import DATA_CONVERTER
 from config.settings import ProviderSettings
 from orders.domain.currencies import MINOR_UNIT_EXPONENT
 from orders.domain.models import (

@@ -38,7 +38,7 @@ from orders.intake.activities import classify
 from activities.payment import REUSE_COVERED_BY_KEY, PaymentActivities, PaymentIntentRequest
 from activities.provider_client import open_provider_clients
 from orders.intake.client import intake_status
-from client.orders import order_status, ship_order, start_order
+from orders.client.orders import order_status, ship_order, start_order
 from config.settings import TASK_QUEUE, ProviderSettings
 from orders.intake.contract import IntakeMode, PaymentOutcome, breaker_id
 from orders.domain.models import Shipment

@@ -8,7 +8,7 @@ seconds stand in for Stripe's days; the ledger, not the order's word, says what 
 import pytest
 from temporalio.client import Client
 
-from client.orders import request_cancel, resolve_order, start_order
+from orders.client.orders import request_cancel, resolve_order, start_order
 from orders.domain.models import OrderView, ResolveRequest
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from providers.admin_client import SandboxAdmin

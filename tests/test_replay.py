@@ -17,8 +17,8 @@ from temporalio.client import Client, WorkflowHistory, WorkflowUpdateStage
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from client.orders import cancel_order, order_status, resolve_order, ship_order, start_order
-from client.temporal import DATA_CONVERTER
+from orders.client.orders import cancel_order, order_status, resolve_order, ship_order, start_order
+from orders.client.temporal import DATA_CONVERTER
 from orders.domain.emails import order_confirmation
 from orders.domain.models import (
     CancelRequest,

@@ -11,8 +11,8 @@ from typing import cast
 import pytest
 from temporalio.client import Client
 
-from client import orders
-from client.orders import OrderError, OrderNotFound, follow_order, order_status, start_order
+from orders.client import orders
+from orders.client.orders import OrderError, OrderNotFound, follow_order, order_status, start_order
 from orders.domain.models import OrderView
 from orders.domain.rules import ship_refusal
 from orders.domain.status import OrderStatus, Step

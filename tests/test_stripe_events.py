@@ -23,7 +23,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from client.orders import list_orders, order_dispute, ship_order, start_order
+from orders.client.orders import list_orders, order_dispute, ship_order, start_order
 from config import stripe_events as stripe_names
 from config import webhooks as names
 from orders.domain.models import Dispute, Shipment

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from client.orders import resolve_order, ship_order, start_order
+from orders.client.orders import resolve_order, ship_order, start_order
 from orders.domain.models import ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin

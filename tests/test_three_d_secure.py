@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from temporalio.client import Client
 
-from client.orders import start_order
+from orders.client.orders import start_order
 from orders.domain.models import OrderOptions
 from orders.domain.status import EmailTemplate, OrderStatus
 from providers.admin_client import SandboxAdmin

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from client.orders import (
+from orders.client.orders import (
     OrderRefused,
     cancel_order,
     order_status,

@@ -12,7 +12,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from client.orders import start_order
+from orders.client.orders import start_order
 from config.settings import WorkerCapacity
 from orders.domain.status import Step
 from providers.admin_client import SandboxAdmin

@@ -28,7 +28,7 @@ from temporalio.api.enums.v1 import VersioningBehavior as VersioningBehaviorProt
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, VersioningBehavior
 
-from client.orders import ship_order
+from orders.client.orders import ship_order
 from config.settings import (
     BUILD_ID_ENV,
     BUILD_SOURCES,

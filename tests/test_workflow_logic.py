@@ -50,7 +50,7 @@ from activities.warehouse import (
     PicklistRequest,
     ReleasePicklistRequest,
 )
-from client.orders import OrderRefused, cancel_order, order_status, start_order
+from orders.client.orders import OrderRefused, cancel_order, order_status, start_order
 from orders.domain import rules
 from orders.domain.models import (
     CancelRequest,

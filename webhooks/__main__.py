@@ -22,8 +22,8 @@ from datetime import timedelta
 import uvicorn
 from temporalio.client import Client
 
-from client.exit import exit_now
-from client.temporal import TemporalConnectionError, codec_keys, connect
+from orders.client.exit import exit_now
+from orders.client.temporal import TemporalConnectionError, codec_keys, connect
 from config import stripe_events
 from config import webhooks as names
 from orders.intake.contract import parse_duration

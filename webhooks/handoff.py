@@ -20,7 +20,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from client.orders import OrderError, OrderNotFound, order_status
+from orders.client.orders import OrderError, OrderNotFound, order_status
 from orders.domain.models import Shipment
 from orders.domain.rules import ShipVerdict, ship_verdict
 from workflows.order import OrderWorkflow

@@ -17,7 +17,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from orders.intake.activities import start_paused
-from client.orders import ACCEPT_TIMEOUT, OrderError
+from orders.client.orders import ACCEPT_TIMEOUT, OrderError
 from config.settings import TASK_QUEUE
 from orders.intake.contract import (
     PAUSE_SIGNAL,
