@@ -1,11 +1,11 @@
 """The worker: hosts the order workflow and its activities on the orders task queue.
 
-Connection settings come from Temporal's standard client configuration (see ``config.client``);
+Connection settings come from Temporal's standard client configuration (see ``orders.config.client``);
 providers from ``PROVIDERS_URL`` and ``PROVIDERS_API_KEY``. Run more copies to scale out.
 ``--metrics-port`` (or ``ORDERS_METRICS_PORT``) serves Prometheus metrics; the standard
 ``OTEL_*`` variables turn on tracing (``telemetry.tracing``). ``ORDERS_WORKER_VERSIONING=on``
 runs it as the Worker Deployment Version ``ORDERS_DEPLOYMENT_NAME``.``ORDERS_BUILD_ID``
-(``config.settings.WorkerVersioning``); Temporal then sends it tasks once that version is current.
+(``orders.config.settings.WorkerVersioning``); Temporal then sends it tasks once that version is current.
 SIGINT or SIGTERM stops it gracefully: it stops polling and lets running activities finish.
 """
 
@@ -31,7 +31,7 @@ from activities.provider_client import ProviderClients, open_provider_clients
 from activities.warehouse import WarehouseActivities
 from orders.client.exit import exit_now
 from orders.client.temporal import TemporalConnectionError, connect
-from config.settings import (
+from orders.config.settings import (
     TASK_QUEUE,
     CapacityError,
     ProviderSettings,

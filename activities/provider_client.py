@@ -16,7 +16,7 @@ from activities import metrics, resend_client
 from activities.errors import ProviderAnswer, error_for_response, error_for_transport
 from activities.heartbeat import heartbeating
 from activities.stripe_client import StripeGateway, open_gateway
-from config.settings import ProviderSettings
+from orders.config.settings import ProviderSettings
 from telemetry.http_tracing import client_span, record_status
 from telemetry.names import ProviderErrorKind
 

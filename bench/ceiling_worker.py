@@ -20,7 +20,7 @@ from bench.ceiling import CeilingOrderWorkflow
 from bench.ceiling_activities import CEILING_TASK_QUEUE
 from orders.client.exit import exit_now
 from orders.client.temporal import TemporalConnectionError, connect
-from config.settings import CapacityError
+from orders.config.settings import CapacityError
 from worker import cache_bytecode, capacity_options, sandboxed_runner
 from workflows.policy import STICKY_QUEUE_TIMEOUT
 

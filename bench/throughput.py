@@ -94,7 +94,7 @@ from bench.stages import (
 from bench.stages import read_history as read_stages
 from orders.client.exit import exit_now
 from orders.client.orders import start_order
-from config.settings import TASK_QUEUE
+from orders.config.settings import TASK_QUEUE
 from orders.intake.contract import TRIP_SIGNAL, breaker_id
 from orders.domain.models import OrderView
 from orders.domain.status import OrderStatus

@@ -38,7 +38,7 @@ from fastapi import APIRouter, Depends, Request
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
 
-from config import webhooks as settings_names
+from orders.config import webhooks as settings_names
 from orders.intake.contract import parse_duration
 from providers import outbox, warehouse
 from providers.errors import not_found

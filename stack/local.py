@@ -19,8 +19,8 @@ from types import TracebackType
 from temporalio.client import Client
 
 from orders.client.temporal import codec_keys, connect
-from config import stripe_events, webhooks
-from config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
+from orders.config import stripe_events, webhooks
+from orders.config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
 from providers.admin_client import SandboxAdmin
 from security.codec_server import ui_origins
 from security.keys import (

@@ -15,8 +15,8 @@ from pathlib import Path
 from types import FrameType
 
 from orders.client.temporal import TemporalConnectionError, codec_keys, connect_config
-from config import webhooks
-from config.settings import DEFAULT_PROVIDERS_API_KEY, VersioningError
+from orders.config import webhooks
+from orders.config.settings import DEFAULT_PROVIDERS_API_KEY, VersioningError
 from orders.intake.contract import parse_duration
 from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from security.codec_server import TOKEN_ENV

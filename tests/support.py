@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.provider_client import open_provider_clients
 from orders.client.orders import order_status, start_order
 from orders.client.temporal import DATA_CONVERTER, register_search_attributes
-from config.settings import ProviderSettings
+from orders.config.settings import ProviderSettings
 from orders.domain.models import Order, OrderView
 from orders.domain.search_attributes import ORDER_STATUS
 from orders.domain.status import OrderStatus

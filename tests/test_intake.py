@@ -30,7 +30,7 @@ from orders.intake.activities import PaymentHealth, PaymentOutcomes, classify
 from activities.provider_client import open_provider_clients
 from orders.intake.client import IntakePaused, intake_status, pause_intake, resume_intake
 from orders.client.orders import OrderNotFound, order_status, start_order
-from config.settings import TASK_QUEUE, ProviderSettings
+from orders.config.settings import TASK_QUEUE, ProviderSettings
 from orders.intake.contract import (
     TRIP_SIGNAL,
     Evidence,

@@ -23,7 +23,7 @@ from activities.payment import (
     RefundRequest,
 )
 from activities.provider_client import open_provider_clients
-from config.settings import ProviderSettings
+from orders.config.settings import ProviderSettings
 from providers.admin_client import SandboxAdmin
 
 RUN = ActivityEnvironment().run

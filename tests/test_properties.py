@@ -42,7 +42,7 @@ from activities.payment import PaymentActivities, PaymentIntentRequest
 from activities.provider_client import open_provider_clients
 from orders.client.orders import order_status, start_order
 from orders.client.temporal import DATA_CONVERTER
-from config.settings import ProviderSettings
+from orders.config.settings import ProviderSettings
 from orders.domain.currencies import MINOR_UNIT_EXPONENT
 from orders.domain.models import (
     MAX_AMOUNT,

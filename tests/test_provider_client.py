@@ -19,7 +19,7 @@ from activities.warehouse import (
     PicklistRequest,
     WarehouseActivities,
 )
-from config.settings import ProviderSettings
+from orders.config.settings import ProviderSettings
 from orders.intake.contract import PaymentOutcome
 from orders.domain.status import EmailTemplate
 from providers.admin_client import SandboxAdmin

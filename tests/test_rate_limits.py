@@ -39,7 +39,7 @@ from activities.payment import REUSE_COVERED_BY_KEY, PaymentActivities, PaymentI
 from activities.provider_client import open_provider_clients
 from orders.intake.client import intake_status
 from orders.client.orders import order_status, ship_order, start_order
-from config.settings import TASK_QUEUE, ProviderSettings
+from orders.config.settings import TASK_QUEUE, ProviderSettings
 from orders.intake.contract import IntakeMode, PaymentOutcome, breaker_id
 from orders.domain.models import Shipment
 from orders.domain.status import EmailTemplate, OrderStatus, Step

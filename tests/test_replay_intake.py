@@ -29,7 +29,7 @@ from activities.provider_client import open_provider_clients
 from orders.intake.client import intake_status, pause_intake, resume_intake
 from orders.client.orders import start_order
 from orders.client.temporal import DATA_CONVERTER
-from config.settings import ProviderSettings
+from orders.config.settings import ProviderSettings
 from orders.domain import search_attributes
 from orders.intake.contract import WORKFLOW_TYPE, IntakePolicy, IntakeStatus, breaker_id
 from orders.domain.status import OrderStatus

@@ -19,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.payment import ConfirmPaymentRequest, PaymentActivities, PaymentIntentRequest
 from activities.provider_client import open_provider_clients
 from orders.client.orders import OrderNotFound, OrderUnchargeable, order_status, start_order
-from config.settings import ProviderSettings
+from orders.config.settings import ProviderSettings
 from orders.domain.stripe_currencies import (
     MAX_CHARGE,
     ChargeRule,

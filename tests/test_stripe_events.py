@@ -24,8 +24,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from orders.client.orders import list_orders, order_dispute, ship_order, start_order
-from config import stripe_events as stripe_names
-from config import webhooks as names
+from orders.config import stripe_events as stripe_names
+from orders.config import webhooks as names
 from orders.domain.models import Dispute, Shipment
 from orders.domain.status import EmailTemplate, OrderStatus
 from providers.admin_client import SandboxAdmin

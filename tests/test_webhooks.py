@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.warehouse import CLOSE_KEY_SUFFIX
 from orders.client.orders import OrderRefused, cancel_order, request_cancel, resolve_order, start_order
-from config import webhooks as names
+from orders.config import webhooks as names
 from orders.domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from orders.domain.rules import ShipVerdict, ship_verdict
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step

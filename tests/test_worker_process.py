@@ -13,7 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from orders.client.orders import start_order
-from config.settings import WorkerCapacity
+from orders.config.settings import WorkerCapacity
 from orders.domain.status import Step
 from providers.admin_client import SandboxAdmin
 from stack.processes import ROOT, start_worker, wait_for_log

@@ -29,7 +29,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, VersioningBehavior
 
 from orders.client.orders import ship_order
-from config.settings import (
+from orders.config.settings import (
     BUILD_ID_ENV,
     BUILD_SOURCES,
     CONTROLLER_BUILD_ID_ENV,

@@ -7,5 +7,5 @@
 - ``webhooks/__main__.py``: ``python -m webhooks`` runs it.
 
 The sender is the sandbox warehouse's outbox, ``providers/webhooks.py``; the settings both
-sides read are in ``config/webhooks.py``.
+sides read are in ``orders/config/webhooks.py``.
 """

@@ -24,8 +24,8 @@ from temporalio.client import Client
 
 from orders.client.exit import exit_now
 from orders.client.temporal import TemporalConnectionError, codec_keys, connect
-from config import stripe_events
-from config import webhooks as names
+from orders.config import stripe_events
+from orders.config import webhooks as names
 from orders.intake.contract import parse_duration
 from webhooks.app import RETRY_AFTER_S, create_app
 from webhooks.handoff import DEFAULT_TIMEOUT

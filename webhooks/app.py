@@ -42,11 +42,11 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from temporalio.client import Client
 
-from config import stripe_events
-from config.settings import TASK_QUEUE
-from config.stripe_events import SIGNATURE_HEADER as STRIPE_SIGNATURE_HEADER
-from config.stripe_events import WEBHOOK_PATH as STRIPE_WEBHOOK_PATH
-from config.webhooks import (
+from orders.config import stripe_events
+from orders.config.settings import TASK_QUEUE
+from orders.config.stripe_events import SIGNATURE_HEADER as STRIPE_SIGNATURE_HEADER
+from orders.config.stripe_events import WEBHOOK_PATH as STRIPE_WEBHOOK_PATH
+from orders.config.webhooks import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TOLERANCE_S,
     SIGNATURE_HEADER,

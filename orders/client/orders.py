@@ -24,7 +24,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from config.settings import TASK_QUEUE
+from orders.config.settings import TASK_QUEUE
 from orders.domain import search_attributes
 from orders.domain.currencies import format_money
 from orders.domain.models import (

@@ -25,7 +25,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
-from config.settings import DEFAULT_TEMPORAL_ADDRESS
+from orders.config.settings import DEFAULT_TEMPORAL_ADDRESS
 from orders.domain import search_attributes
 from security.codec import EncryptionCodec
 from security.keys import KeyConfigError, KeyRing, load_key_ring

@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from orders.intake.activities import start_paused
 from orders.client.orders import ACCEPT_TIMEOUT, OrderError
-from config.settings import TASK_QUEUE
+from orders.config.settings import TASK_QUEUE
 from orders.intake.contract import (
     PAUSE_SIGNAL,
     STATUS_MEMO,

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from config import stripe_events as names
+from orders.config import stripe_events as names
 from providers import outbox
 from providers.errors import not_found
 from providers.ledger import LedgerDep, new_id, now_iso

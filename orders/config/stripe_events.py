@@ -14,7 +14,7 @@ sandbox gateway signs its events the same way with the same secret:
 import os
 from collections.abc import Mapping
 
-from config import webhooks
+from orders.config import webhooks
 
 SECRET_ENV = "ORDERS_STRIPE_WEBHOOK_SECRET"
 SECRET_FILE_ENV = "ORDERS_STRIPE_WEBHOOK_SECRET_FILE"
