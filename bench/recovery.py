@@ -22,7 +22,7 @@ from pathlib import Path
 from orders.client.exit import run_to_exit
 from orders.domain.status import OrderStatus
 from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
-from security.keys import KEYS_ENV, generate_key, keys_configured
+from orders.security.keys import KEYS_ENV, generate_key, keys_configured
 
 COLUMNS = (
     ("scenario", 28),

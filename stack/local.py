@@ -22,8 +22,8 @@ from orders.client.temporal import codec_keys, connect
 from orders.config import stripe_events, webhooks
 from orders.config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
 from providers.admin_client import SandboxAdmin
-from security.codec_server import ui_origins
-from security.keys import (
+from orders.security.codec_server import ui_origins
+from orders.security.keys import (
     KEY_FILE_ENV,
     LOCAL_KEY_FILE_NAME,
     ensure_key_file,

@@ -259,13 +259,13 @@ def start_codec_server(
     log_path: Path,
     env: dict[str, str] | None = None,
 ) -> ManagedProcess:
-    """The codec server on loopback, decrypting payloads for the UI and CLI (``security``).
+    """The codec server on loopback, decrypting payloads for the UI and CLI (``orders.security``).
 
     Its keys come from ``env`` over this process's environment, like a worker's; so does its
     optional bearer token (``ORDERS_CODEC_TOKEN``).
     """
     require_free_port("codec server", port)
-    command = [sys.executable, "-m", "security.codec_server", "--port", str(port)]
+    command = [sys.executable, "-m", "orders.security.codec_server", "--port", str(port)]
     for origin in allowed_origins:
         command += ["--allow-origin", origin]
     process = spawn("codec-server", command, log_path, {"PYTHONUNBUFFERED": "1", **(env or {})})

@@ -18,9 +18,9 @@ from orders.client.temporal import TemporalConnectionError, codec_keys, connect_
 from orders.config import webhooks
 from orders.config.settings import DEFAULT_PROVIDERS_API_KEY, VersioningError
 from orders.intake.contract import parse_duration
-from security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
-from security.codec_server import TOKEN_ENV
-from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE
+from orders.security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
+from orders.security.codec_server import TOKEN_ENV
+from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE
 from stack.local import LocalStack
 from stack.processes import StackError
 

@@ -17,7 +17,7 @@ import pytest
 
 from orders.domain.status import OrderStatus, Step
 from harness.scenarios import ScenarioResult, run_scenario
-from security.keys import KEY_FILE_ENV, KEYS_ENV
+from orders.security.keys import KEY_FILE_ENV, KEYS_ENV
 from stack.processes import ROOT
 
 pytestmark = pytest.mark.processes

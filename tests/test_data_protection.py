@@ -51,15 +51,15 @@ from orders.config.settings import TASK_QUEUE
 from orders.domain.models import Order, ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus
 from providers.admin_client import SandboxAdmin
-from security.codec import (
+from orders.security.codec import (
     ENCRYPTED_ENCODING,
     KEY_ID_KEY,
     DecryptionError,
     EncryptionCodec,
     UnknownKeyError,
 )
-from security.codec_server import TOKEN_ENV
-from security.keys import (
+from orders.security.codec_server import TOKEN_ENV
+from orders.security.keys import (
     KEY_FILE_ENV,
     KEYS_ENV,
     KeyConfigError,
@@ -70,7 +70,7 @@ from security.keys import (
     parse_keys,
     read_key_file,
 )
-from security.keys import main as keys_main
+from orders.security.keys import main as keys_main
 from stack.processes import ROOT, find_binary, free_port, start_codec_server
 from tests import support
 from tests.support import make_order, wait_for_status

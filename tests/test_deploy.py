@@ -33,7 +33,7 @@ import pytest
 import yaml
 from temporalio.envconfig import ClientConfig
 
-import security.codec_server
+import orders.security.codec_server
 import webhooks.__main__
 from orders.config import settings as orders_settings
 from orders.config import stripe_events as stripe_names
@@ -47,7 +47,7 @@ from orders.domain import search_attributes
 from orders.intake.contract import IntakePolicy, parse_duration
 from providers import __main__ as providers_main
 from providers.webhooks import SenderSettings
-from security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
+from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
 from stack.processes import find_binary, free_port
 from tests import support
 from webhooks import app as receiver_app
@@ -118,13 +118,13 @@ READS: dict[str, set[str]] = {
         "orders/intake/contract.py",
         "telemetry/metrics.py",
         "telemetry/tracing.py",
-        "security/keys.py",
+        "orders/security/keys.py",
         "orders/client/temporal.py",
     ),
-    "webhooks": env_literals("webhooks/__main__.py", "security/keys.py", "orders/client/temporal.py")
+    "webhooks": env_literals("webhooks/__main__.py", "orders/security/keys.py", "orders/client/temporal.py")
     | RECEIVER_WEBHOOK_SETTINGS
     | RECEIVER_STRIPE_SETTINGS,
-    "codec-server": env_literals("security/codec_server.py", "security/keys.py"),
+    "codec-server": env_literals("orders/security/codec_server.py", "orders/security/keys.py"),
     "providers": env_literals(
         "providers/__main__.py", "providers/faults.py", "telemetry/tracing.py"
     )
@@ -231,7 +231,7 @@ class Process:
                 return "worker"
             case ["python", "-m", "webhooks", *_]:
                 return "webhooks"
-            case ["python", "-m", "security.codec_server", *_]:
+            case ["python", "-m", "orders.security.codec_server", *_]:
                 return "codec-server"
             case ["python", "-m", "providers", *_]:
                 return "providers"
@@ -644,7 +644,7 @@ def test_the_image_holds_every_module_its_commands_import() -> None:
     entries = {
         "worker": "worker.py",
         "webhooks": "webhooks/__main__.py",
-        "codec-server": "security/codec_server.py",
+        "codec-server": "orders/security/codec_server.py",
         "providers": "providers/__main__.py",
     }
     for kind, entry in entries.items():

@@ -4,8 +4,8 @@ Connection settings come from Temporal's standard client configuration (``tempor
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, TLS settings, or a profile in
 the config file), so the same code reaches the local dev server, a cluster or Temporal Cloud.
 
-Every payload is encrypted (``security.codec``); the keys reach the converter as described in
-``security.keys``: ``ORDERS_CODEC_KEYS``, ``ORDERS_CODEC_KEY_FILE``, or the local stack's
+Every payload is encrypted (``orders.security.codec``); the keys reach the converter as described in
+``orders.security.keys``: ``ORDERS_CODEC_KEYS``, ``ORDERS_CODEC_KEY_FILE``, or the local stack's
 generated key file, read once per process on first use. ``connect`` reads them before it
 connects, so a process without keys stops at once with a message that says how to set them.
 """
@@ -27,8 +27,8 @@ from temporalio.service import RPCError
 
 from orders.config.settings import DEFAULT_TEMPORAL_ADDRESS
 from orders.domain import search_attributes
-from security.codec import EncryptionCodec
-from security.keys import KeyConfigError, KeyRing, load_key_ring
+from orders.security.codec import EncryptionCodec
+from orders.security.keys import KeyConfigError, KeyRing, load_key_ring
 
 CODEC = EncryptionCodec(load_key_ring)
 """AES-256-GCM over every payload; its keys are loaded on first use, once per process."""

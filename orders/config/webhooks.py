@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from security.private_files import write_private_file
+from orders.security.private_files import write_private_file
 
 SECRET_ENV = "ORDERS_WEBHOOK_SECRET"
 """The shared secret(s), comma separated; the first is the current one."""

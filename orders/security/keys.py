@@ -13,7 +13,7 @@ Keys are never in the repository. A process takes them, once, from the first of:
 In every source the FIRST key is the current one: payloads are encrypted with it, and any
 listed key decrypts. Each key is 32 random bytes (AES-256), base64 encoded, under an id of
 letters, digits, ``.``, ``_`` or ``-``. Rotation adds a new key in front and keeps the old ones
-for reading what they encrypted (``python -m security.keys rotate``).
+for reading what they encrypted (``python -m orders.security.keys rotate``).
 """
 
 import argparse
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from security.private_files import write_private_file
+from orders.security.private_files import write_private_file
 
 KEYS_ENV = "ORDERS_CODEC_KEYS"
 """Keys inline: ``kid1:BASE64KEY,kid0:BASE64KEY``, the first is current."""
@@ -46,7 +46,7 @@ _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 HOW_TO_SET_KEYS = (
     f"Set {KEYS_ENV}=kid:BASE64KEY (32 random bytes, base64; "
-    f"`python -m security.keys generate` prints one) or {KEY_FILE_ENV}=/path/to/keys.json; "
+    f"`python -m orders.security.keys generate` prints one) or {KEY_FILE_ENV}=/path/to/keys.json; "
     "the local stack (./scripts/run) generates data/codec-keys.json, which starter.py finds by "
     f"itself; a stack run with --data-dir DIR prints the line to use: export {KEY_FILE_ENV}="
     f"DIR/{LOCAL_KEY_FILE_NAME}."
@@ -72,7 +72,7 @@ class CodecKey:
         if len(self.secret) != KEY_BYTES:
             raise KeyConfigError(
                 f"key {self.key_id!r} has {len(self.secret)} bytes; AES-256 needs {KEY_BYTES} "
-                "(base64 of 32 random bytes, as `python -m security.keys generate` prints)"
+                "(base64 of 32 random bytes, as `python -m orders.security.keys generate` prints)"
             )
 
     def __repr__(self) -> str:
@@ -232,7 +232,7 @@ def _configured_file(explicit: Path | None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """``generate``: print a new key; ``rotate``: add a new current key to a key file."""
     parser = argparse.ArgumentParser(
-        prog="python -m security.keys", description="Payload encryption keys."
+        prog="python -m orders.security.keys", description="Payload encryption keys."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("generate", help="print a new key as kid:BASE64KEY")

@@ -16,7 +16,7 @@ Who may call it:
   every call must carry ``Authorization: Bearer <token>``; the CLI sends it with
   ``--codec-auth "Bearer <token>"``.
 
-Run: ``python -m security.codec_server --port 8234 --allow-origin http://localhost:8233``.
+Run: ``python -m orders.security.codec_server --port 8234 --allow-origin http://localhost:8233``.
 """
 
 import argparse
@@ -32,8 +32,8 @@ from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from security.codec import DecryptionError, EncryptionCodec
-from security.keys import KeyConfigError, load_key_ring
+from orders.security.codec import DecryptionError, EncryptionCodec
+from orders.security.keys import KeyConfigError, load_key_ring
 
 TOKEN_ENV = "ORDERS_CODEC_TOKEN"
 """A bearer token every request must carry; none by default (loopback and CORS only)."""
@@ -148,7 +148,7 @@ def _is_loopback(host: str) -> bool:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; origins fall back to ``ORDERS_CODEC_CORS_ORIGINS``."""
     parser = argparse.ArgumentParser(
-        prog="python -m security.codec_server",
+        prog="python -m orders.security.codec_server",
         description="Decrypt payloads for the Temporal Web UI and CLI (Temporal's codec "
         f"server protocol). Keys as for the worker; a bearer token from ${TOKEN_ENV}.",
     )

@@ -22,7 +22,7 @@ from threading import Lock
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from security.keys import KeyRing
+from orders.security.keys import KeyRing
 
 ENCODING_KEY = "encoding"
 ENCRYPTED_ENCODING = b"binary/encrypted"
