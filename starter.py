@@ -54,14 +54,14 @@ from orders.domain.models import (
     Shipment,
 )
 from orders.domain.status import OperatorAction, OrderStatus, StepState
-from telemetry import tracing
+from orders.telemetry import tracing
 
 EXIT_INVALID_INPUT = 2
 MAX_ORDER_FILE_BYTES = 1_000_000
 
 
 async def connect(profile: str | None) -> Client:
-    """Connect to Temporal, tracing the calls when tracing is on (``telemetry.tracing``)."""
+    """Connect to Temporal, tracing the calls when tracing is on (``orders.telemetry.tracing``)."""
     return await connect_temporal(profile, interceptors=tracing.client_interceptors())
 
 

@@ -3,7 +3,7 @@
 Connection settings come from Temporal's standard client configuration (see ``orders.config.client``);
 providers from ``PROVIDERS_URL`` and ``PROVIDERS_API_KEY``. Run more copies to scale out.
 ``--metrics-port`` (or ``ORDERS_METRICS_PORT``) serves Prometheus metrics; the standard
-``OTEL_*`` variables turn on tracing (``telemetry.tracing``). ``ORDERS_WORKER_VERSIONING=on``
+``OTEL_*`` variables turn on tracing (``orders.telemetry.tracing``). ``ORDERS_WORKER_VERSIONING=on``
 runs it as the Worker Deployment Version ``ORDERS_DEPLOYMENT_NAME``.``ORDERS_BUILD_ID``
 (``orders.config.settings.WorkerVersioning``); Temporal then sends it tasks once that version is current.
 SIGINT or SIGTERM stops it gracefully: it stops polling and lets running activities finish.
@@ -40,8 +40,8 @@ from orders.config.settings import (
     WorkerVersioning,
 )
 from orders.intake.contract import IntakePolicy, IntakePolicyError
-from telemetry import tracing
-from telemetry.metrics import (
+from orders.telemetry import tracing
+from orders.telemetry.metrics import (
     METRICS_PORT_ENV,
     MetricsConfigError,
     metrics_port_from_env,

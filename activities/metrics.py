@@ -8,7 +8,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED, PROVIDER_REJECTED, PROVIDER_THROTTLED
-from telemetry.names import PROVIDER_ERRORS, PROVIDER_REQUESTS, ProviderErrorKind
+from orders.telemetry.names import PROVIDER_ERRORS, PROVIDER_REQUESTS, ProviderErrorKind
 
 _KINDS = {
     PAYMENT_DECLINED: ProviderErrorKind.DECLINED,

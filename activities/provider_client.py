@@ -17,8 +17,8 @@ from activities.errors import ProviderAnswer, error_for_response, error_for_tran
 from activities.heartbeat import heartbeating
 from activities.stripe_client import StripeGateway, open_gateway
 from orders.config.settings import ProviderSettings
-from telemetry.http_tracing import client_span, record_status
-from telemetry.names import ProviderErrorKind
+from orders.telemetry.http_tracing import client_span, record_status
+from orders.telemetry.names import ProviderErrorKind
 
 # Below the keep-alive of common servers (uvicorn's is 5 s), so an idle connection is dropped
 # here before the server closes it under a request that is being sent.

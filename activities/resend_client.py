@@ -32,8 +32,8 @@ from activities.errors import (
     error_for_response,
 )
 from activities.heartbeat import heartbeating
-from telemetry.http_tracing import client_span, record_status
-from telemetry.names import ProviderErrorKind
+from orders.telemetry.http_tracing import client_span, record_status
+from orders.telemetry.names import ProviderErrorKind
 
 SERVICE = "mail"
 RESEND_PREFIX = "/resend"

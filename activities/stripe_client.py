@@ -25,8 +25,8 @@ from temporalio.exceptions import ApplicationError
 from activities import metrics
 from activities.errors import ProviderAnswer, error_for_response, error_for_transport
 from activities.heartbeat import heartbeating
-from telemetry.http_tracing import client_span, record_status
-from telemetry.names import ProviderErrorKind
+from orders.telemetry.http_tracing import client_span, record_status
+from orders.telemetry.names import ProviderErrorKind
 
 SERVICE = "payments"
 """The gateway's name in metrics and error messages."""

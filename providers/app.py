@@ -30,7 +30,7 @@ from providers.stripe import authentication, clock, disputes, events
 from providers.stripe.errors import restyle
 from providers.stripe.rate_limits import RateLimiter
 from providers.stripe.request_ids import RequestIds
-from telemetry import tracing
+from orders.telemetry import tracing
 
 
 def create_app(

@@ -116,8 +116,8 @@ READS: dict[str, set[str]] = {
         "worker.py",
         "orders/config/settings.py",
         "orders/intake/contract.py",
-        "telemetry/metrics.py",
-        "telemetry/tracing.py",
+        "orders/telemetry/metrics.py",
+        "orders/telemetry/tracing.py",
         "orders/security/keys.py",
         "orders/client/temporal.py",
     ),
@@ -126,7 +126,7 @@ READS: dict[str, set[str]] = {
     | RECEIVER_STRIPE_SETTINGS,
     "codec-server": env_literals("orders/security/codec_server.py", "orders/security/keys.py"),
     "providers": env_literals(
-        "providers/__main__.py", "providers/faults.py", "telemetry/tracing.py"
+        "providers/__main__.py", "providers/faults.py", "orders/telemetry/tracing.py"
     )
     | SENDER_WEBHOOK_SETTINGS
     | SENDER_STRIPE_SETTINGS,

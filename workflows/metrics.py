@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.payment import Charge, PaymentIntent, Refund
     from orders.domain.models import StepRecord
     from orders.domain.status import OrderStatus, RefundStatus, Step, StepState
-    from telemetry import names
+    from orders.telemetry import names
 
 
 def order_started() -> None:

@@ -112,8 +112,8 @@ async def connect(
     """Connect to Temporal with the project's data converter.
 
     ``address`` (a stack this process started itself) bypasses the client configuration.
-    ``runtime`` (one per process, e.g. serving Prometheus metrics, ``telemetry.metrics``) and
-    ``interceptors`` (tracing, ``telemetry.tracing``) also apply to workers built on the client.
+    ``runtime`` (one per process, e.g. serving Prometheus metrics, ``orders.telemetry.metrics``) and
+    ``interceptors`` (tracing, ``orders.telemetry.tracing``) also apply to workers built on the client.
     """
     config = {"target_host": address} if address else connect_config(profile)
     converter = data_converter()

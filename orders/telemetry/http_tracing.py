@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from telemetry.tracing import enabled
+from orders.telemetry.tracing import enabled
 
 _TRACER = "orders.http"
 

@@ -10,7 +10,7 @@ import os
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from telemetry.names import (
+from orders.telemetry.names import (
     SCHEDULE_TO_START_BUCKETS_MS,
     STEP_LATENCY,
     STEP_LATENCY_BUCKETS_MS,
