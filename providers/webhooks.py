@@ -3,7 +3,7 @@
 A background task of the providers app (started with it, so a restart resumes whatever is
 still pending) takes the due events from the outbox (``providers.outbox``) and POSTs each one's
 exact body to the configured URL with a ``Warehouse-Signature`` header
-(``webhooks.signature``). The receiver's answer decides what happens next:
+(``orders.webhooks.signature``). The receiver's answer decides what happens next:
 
 - 2xx: ``delivered``;
 - 408, 409, 425, 429, any 5xx, or no answer (connection refused, timeout): tried again after
@@ -44,7 +44,7 @@ from providers import outbox, warehouse
 from providers.errors import not_found
 from providers.ledger import Ledger, LedgerDep
 from providers.limits import PathId, QueryId
-from webhooks.signature import sign
+from orders.webhooks.signature import sign
 
 log = logging.getLogger("providers.webhooks")
 

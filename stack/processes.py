@@ -240,13 +240,13 @@ def start_providers(
 def start_webhook_receiver(
     port: int, temporal_address: str, log_path: Path, env: dict[str, str] | None = None
 ) -> ManagedProcess:
-    """The warehouse webhook receiver (``python -m webhooks``) on loopback.
+    """The warehouse webhook receiver (``python -m orders.webhooks``) on loopback.
 
     ``env`` gives it the webhook secret and the payload keys (it signals orders through
     Temporal with the project's data converter).
     """
     require_free_port("webhook receiver", port)
-    command = [sys.executable, "-m", "webhooks", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "orders.webhooks", "--host", "127.0.0.1", "--port", str(port)]
     variables = {**(env or {}), "TEMPORAL_ADDRESS": temporal_address, "PYTHONUNBUFFERED": "1"}
     process = spawn("webhook-receiver", command, log_path, variables)
     wait_for_port(process, port)

@@ -34,7 +34,7 @@ import yaml
 from temporalio.envconfig import ClientConfig
 
 import orders.security.codec_server
-import webhooks.__main__
+import orders.webhooks.__main__
 from orders.config import settings as orders_settings
 from orders.config import stripe_events as stripe_names
 from orders.config import webhooks as webhook_names
@@ -50,8 +50,8 @@ from providers.webhooks import SenderSettings
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
 from stack.processes import find_binary, free_port
 from tests import support
-from webhooks import app as receiver_app
-from webhooks import handoff as receiver_handoff
+from orders.webhooks import app as receiver_app
+from orders.webhooks import handoff as receiver_handoff
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -121,7 +121,7 @@ READS: dict[str, set[str]] = {
         "orders/security/keys.py",
         "orders/client/temporal.py",
     ),
-    "webhooks": env_literals("webhooks/__main__.py", "orders/security/keys.py", "orders/client/temporal.py")
+    "webhooks": env_literals("orders/webhooks/__main__.py", "orders/security/keys.py", "orders/client/temporal.py")
     | RECEIVER_WEBHOOK_SETTINGS
     | RECEIVER_STRIPE_SETTINGS,
     "codec-server": env_literals("orders/security/codec_server.py", "orders/security/keys.py"),
@@ -229,7 +229,7 @@ class Process:
         match self.command:
             case ["python", "worker.py", *_]:
                 return "worker"
-            case ["python", "-m", "webhooks", *_]:
+            case ["python", "-m", "orders.webhooks", *_]:
                 return "webhooks"
             case ["python", "-m", "orders.security.codec_server", *_]:
                 return "codec-server"
@@ -527,7 +527,7 @@ def test_the_worker_has_time_to_shut_down_gracefully() -> None:
 def test_the_webhook_receiver_listens_where_it_is_reached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from webhooks.app import create_app
+    from orders.webhooks.app import create_app
 
     app = create_app(("x" * 16,), webhooks.__main__.LazyClient())
     routes = {getattr(route, "path", None) for route in app.routes}
@@ -643,7 +643,7 @@ def test_the_image_holds_every_module_its_commands_import() -> None:
     }
     entries = {
         "worker": "worker.py",
-        "webhooks": "webhooks/__main__.py",
+        "webhooks": "orders/webhooks/__main__.py",
         "codec-server": "orders/security/codec_server.py",
         "providers": "providers/__main__.py",
     }

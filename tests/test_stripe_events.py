@@ -40,7 +40,7 @@ from tests.support import (
     until_view,
     wait_for_status,
 )
-from webhooks.signature import sign
+from orders.webhooks.signature import sign
 from workflows.dispute import DisputeWorkflow
 
 API_KEY = "sk_test_stripe_events"

@@ -40,8 +40,8 @@ from tests.support import (
     until_view,
     wait_for_status,
 )
-from webhooks import signature
-from webhooks.signature import SignatureError, SignatureFailure
+from orders.webhooks import signature
+from orders.webhooks.signature import SignatureError, SignatureFailure
 
 API_KEY = "sk_test_webhooks"
 SECRET = names.generate_secret()
@@ -694,7 +694,7 @@ def test_the_receiver_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERS_WEBHOOK_SECRET")}
     done = subprocess.run(
-        [sys.executable, "-m", "webhooks", "--port", str(free_port())],
+        [sys.executable, "-m", "orders.webhooks", "--port", str(free_port())],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -713,7 +713,7 @@ async def _no_temporal() -> Client:
 
 @pytest.fixture(scope="module")
 def receiver_app() -> Any:
-    from webhooks.app import create_app
+    from orders.webhooks.app import create_app
 
     return create_app([SECRET], _no_temporal, max_body_bytes=4096)
 

@@ -279,7 +279,7 @@ class OrderWorkflow:
     def gateway_event(self, event: GatewayEvent) -> str:
         """One of the gateway's (Stripe's) events about this order's payment.
 
-        The receiver of Stripe's webhooks (``webhooks/``) sends it under the event's id, so a
+        The receiver of Stripe's webhooks (``orders/webhooks/``) sends it under the event's id, so a
         redelivered event is answered by Temporal with the first outcome. An event is news,
         not truth: a wait that reads the gateway (3-D Secure, a pending refund) reads it again
         at once, and the object read by id decides. Events arrive in any order, or not at all:
@@ -394,7 +394,7 @@ class OrderWorkflow:
     def report_shipment(self, shipment: Shipment) -> OrderView:
         """The warehouse's shipped report as an update: taken, or refused with the reason why.
 
-        The receiver of the warehouse's webhooks (``webhooks/``) sends it under the event's id,
+        The receiver of the warehouse's webhooks (``orders/webhooks/``) sends it under the event's id,
         so a redelivered event is answered by Temporal with the first outcome. A refusal's
         ``type`` is a ``rules.ShipVerdict`` (``already-shipped``, ``not-yet``, ``never``): the
         receiver answers the warehouse by it. The ``warehouse_shipped`` signal stays for

@@ -1,7 +1,7 @@
 """The warehouse webhooks' settings: the names both sides read, defined once.
 
 The warehouse (the sandbox providers) signs each shipment event with the shared secret; the
-receiver (``python -m webhooks``) verifies it. Both read the secret from the same variables:
+receiver (``python -m orders.webhooks``) verifies it. Both read the secret from the same variables:
 
 - ``ORDERS_WEBHOOK_SECRET``: one or more secrets, separated by commas;
 - ``ORDERS_WEBHOOK_SECRET_FILE``: a file with one secret per line (``#`` starts a comment);
@@ -76,7 +76,7 @@ def parse_secrets(text: str, source: str) -> tuple[str, ...]:
         if len(secret) < MIN_SECRET_LENGTH or not secret.isascii() or not secret.isprintable():
             raise WebhookSecretError(
                 f"a webhook secret in {source} is not usable: give at least "
-                f"{MIN_SECRET_LENGTH} printable ASCII characters (`python -m webhooks "
+                f"{MIN_SECRET_LENGTH} printable ASCII characters (`python -m orders.webhooks "
                 "generate-secret` prints one)"
             )
     return found

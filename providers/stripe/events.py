@@ -30,7 +30,7 @@ from providers.errors import not_found
 from providers.ledger import LedgerDep, new_id, now_iso
 from providers.limits import PathId, QueryId
 from providers.webhooks import SenderSettings, WebhookControls, WebhookSender
-from webhooks.signature import sign
+from orders.webhooks.signature import sign
 
 TABLE = "stripe_events"
 

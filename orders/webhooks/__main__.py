@@ -1,6 +1,6 @@
-"""Run the webhook receiver: ``python -m webhooks --port 8001``.
+"""Run the webhook receiver: ``python -m orders.webhooks --port 8001``.
 
-``python -m webhooks generate-secret`` prints a new secret. Settings (see the README's
+``python -m orders.webhooks generate-secret`` prints a new secret. Settings (see the README's
 "Warehouse webhooks"): ``ORDERS_WEBHOOK_SECRET`` or ``ORDERS_WEBHOOK_SECRET_FILE`` (required;
 several secrets for rotation), ``ORDERS_WEBHOOK_TOLERANCE`` (``300s``),
 ``ORDERS_WEBHOOK_MAX_BODY_BYTES`` (65536), ``ORDERS_WEBHOOK_RETRY_AFTER`` (``10s``),
@@ -27,8 +27,8 @@ from orders.client.temporal import TemporalConnectionError, codec_keys, connect
 from orders.config import stripe_events
 from orders.config import webhooks as names
 from orders.intake.contract import parse_duration
-from webhooks.app import RETRY_AFTER_S, create_app
-from webhooks.handoff import DEFAULT_TIMEOUT
+from orders.webhooks.app import RETRY_AFTER_S, create_app
+from orders.webhooks.handoff import DEFAULT_TIMEOUT
 
 
 class LazyClient:
@@ -54,7 +54,7 @@ def _seconds(name: str, default: float) -> float:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line; each option falls back to an ``ORDERS_WEBHOOK_*`` variable."""
     env = os.environ.get
-    parser = argparse.ArgumentParser(prog="python -m webhooks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m orders.webhooks", description=__doc__)
     parser.add_argument("command", nargs="?", choices=["serve", "generate-secret"], default="serve")
     parser.add_argument("--host", default=env("ORDERS_WEBHOOK_HOST", "127.0.0.1"))
     port = int(env("ORDERS_WEBHOOK_PORT", str(names.DEFAULT_RECEIVER_PORT)))

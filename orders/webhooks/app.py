@@ -11,7 +11,7 @@ the shape ``{"error": {"code", "message"}}``:
 3. the body is a ``shipment.shipped`` event (400 ``invalid_event``), whose carrier and tracking
    number the order model accepts (422 ``invalid_shipment``).
 
-Then the order takes it or says why not (``webhooks.handoff``), and the warehouse hears:
+Then the order takes it or says why not (``orders.webhooks.handoff``), and the warehouse hears:
 
 | the order | answer | the warehouse |
 |---|---|---|
@@ -52,9 +52,9 @@ from orders.config.webhooks import (
     SIGNATURE_HEADER,
     WEBHOOK_PATH,
 )
-from webhooks import signature, stripe_handoff
-from webhooks.events import SHIPMENT_SHIPPED, ShipmentShipped
-from webhooks.handoff import DEFAULT_TIMEOUT, Handoff, Outcome, hand_over
+from orders.webhooks import signature, stripe_handoff
+from orders.webhooks.events import SHIPMENT_SHIPPED, ShipmentShipped
+from orders.webhooks.handoff import DEFAULT_TIMEOUT, Handoff, Outcome, hand_over
 
 log = logging.getLogger("webhooks")
 
