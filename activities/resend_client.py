@@ -37,7 +37,7 @@ from orders.telemetry.names import ProviderErrorKind
 
 SERVICE = "mail"
 RESEND_PREFIX = "/resend"
-"""Where the sandbox serves Resend's API (``providers.resend``)."""
+"""Where the sandbox serves Resend's API (``sandbox.resend``)."""
 RATE_LIMITED = "MailRateLimited"
 """The error type of a 429: back-pressure, retried after the provider's ``retry-after``."""
 _TRANSPORT = "HttpClientError"

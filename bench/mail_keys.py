@@ -30,7 +30,7 @@ from pathlib import Path
 from orders.client.exit import run_to_exit
 from harness.checker import emails_needed
 from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
-from providers.faults import MAIL_KEYLESS_ENV
+from sandbox.faults import MAIL_KEYLESS_ENV
 from orders.security.keys import KEYS_ENV, generate_key, keys_configured
 
 MODES = ("keyed", "keyless")

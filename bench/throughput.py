@@ -100,8 +100,8 @@ from orders.domain.models import OrderView
 from orders.domain.status import OrderStatus
 from harness.checker import gather_evidence
 from harness.drive import SHIPMENT, Placed, gather_limited, sample_order
-from providers.admin_client import SandboxAdmin
-from providers.faults import (
+from sandbox.admin_client import SandboxAdmin
+from sandbox.faults import (
     DEFAULT_RATE_LIMIT_PER_S,
     DEFAULT_SEARCH_RATE_LIMIT_PER_S,
     RATE_LIMIT_ENV,

@@ -17,7 +17,7 @@ from orders.client.orders import OrderNotFound, order_status
 from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus, RefundStatus, Step, StepState
 from harness.drive import Placed, gather_limited
-from providers.admin_client import Effects, SandboxAdmin
+from sandbox.admin_client import Effects, SandboxAdmin
 
 Outcomes = Mapping[str, OrderView | None]
 """Order id -> the order's read model, or ``None`` when Temporal has no such order."""

@@ -27,7 +27,7 @@ from harness.scenarios import (
     hold_one_order_per_step,
     wait_held_at_each_step,
 )
-from providers.admin_client import SERVICES, Effects
+from sandbox.admin_client import SERVICES, Effects
 from stack.local import LocalStack
 
 HEADERS = (

@@ -49,7 +49,7 @@ from harness.drive import (
     wait_for_count,
     wait_until,
 )
-from providers.admin_client import SERVICES, SandboxAdmin
+from sandbox.admin_client import SERVICES, SandboxAdmin
 from stack.local import LocalStack
 from stack.processes import free_port
 

@@ -229,7 +229,7 @@ def start_providers(
     """
     require_free_port("providers", port)
     command = [
-        sys.executable, "-m", "providers",
+        sys.executable, "-m", "sandbox",
         "--host", "127.0.0.1", "--port", str(port), "--db", str(db_path), "--api-key", api_key,
     ]  # fmt: skip
     process = spawn("providers", command, (log_dir or db_path.parent) / "providers.log", env)

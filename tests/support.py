@@ -24,7 +24,7 @@ from orders.config.settings import ProviderSettings
 from orders.domain.models import Order, OrderView
 from orders.domain.search_attributes import ORDER_STATUS
 from orders.domain.status import OrderStatus
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from worker import build_worker
 
 if TYPE_CHECKING:

@@ -59,7 +59,7 @@ from bench.throughput import (
 from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus
 from harness.checker import Evidence
-from providers.admin_client import Effects
+from sandbox.admin_client import Effects
 from stack.processes import ROOT
 
 WARMUP, ORDERS, PARK = 1, 5, 5

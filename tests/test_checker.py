@@ -13,7 +13,7 @@ from orders.domain.models import OrderView, StepRecord
 from orders.domain.status import FINAL_STATUSES, EmailTemplate, OrderStatus, RefundStatus, Step, StepState
 from harness.checker import UNATTRIBUTED, Evidence, Violation, check, tally
 from harness.drive import Placed
-from providers.admin_client import Effects
+from sandbox.admin_client import Effects
 
 TOTAL = 4500
 

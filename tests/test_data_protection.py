@@ -50,7 +50,7 @@ from orders.client.temporal import DATA_CONVERTER
 from orders.config.settings import TASK_QUEUE
 from orders.domain.models import Order, ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from orders.security.codec import (
     ENCRYPTED_ENCODING,
     KEY_ID_KEY,

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from orders.client.orders import order_status, resolve_order, ship_order, start_order
 from orders.domain.models import OrderOptions, ResolveRequest, Shipment
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, running_worker, start_time_skipping
 from workflows.order import OrderWorkflow
 

@@ -45,8 +45,8 @@ from orders.config.settings import (
 )
 from orders.domain import search_attributes
 from orders.intake.contract import IntakePolicy, parse_duration
-from providers import __main__ as providers_main
-from providers.webhooks import SenderSettings
+from sandbox import __main__ as providers_main
+from sandbox.webhooks import SenderSettings
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
 from stack.processes import find_binary, free_port
 from tests import support
@@ -126,7 +126,7 @@ READS: dict[str, set[str]] = {
     | RECEIVER_STRIPE_SETTINGS,
     "codec-server": env_literals("orders/security/codec_server.py", "orders/security/keys.py"),
     "providers": env_literals(
-        "providers/__main__.py", "providers/faults.py", "orders/telemetry/tracing.py"
+        "sandbox/__main__.py", "sandbox/faults.py", "orders/telemetry/tracing.py"
     )
     | SENDER_WEBHOOK_SETTINGS
     | SENDER_STRIPE_SETTINGS,
@@ -233,7 +233,7 @@ class Process:
                 return "webhooks"
             case ["python", "-m", "orders.security.codec_server", *_]:
                 return "codec-server"
-            case ["python", "-m", "providers", *_]:
+            case ["python", "-m", "sandbox", *_]:
                 return "providers"
         raise AssertionError(f"{self.where}: unknown command {self.command}")
 
@@ -645,7 +645,7 @@ def test_the_image_holds_every_module_its_commands_import() -> None:
         "worker": "worker.py",
         "webhooks": "orders/webhooks/__main__.py",
         "codec-server": "orders/security/codec_server.py",
-        "providers": "providers/__main__.py",
+        "providers": "sandbox/__main__.py",
     }
     for kind, entry in entries.items():
         missing = project_modules(entry) - copied

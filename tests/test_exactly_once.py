@@ -28,7 +28,7 @@ from orders.domain.models import (
     Shipment,
 )
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import (
     eventually,
     make_order,

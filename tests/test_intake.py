@@ -44,7 +44,7 @@ from orders.intake.contract import (
 )
 from orders.domain.models import Order
 from orders.domain.status import OrderStatus
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from tests.support import make_order, run_starter, wait_for_status
 from worker import build_worker

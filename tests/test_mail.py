@@ -18,7 +18,7 @@ from orders.intake.client import intake_status
 from orders.client.orders import resolve_order, ship_order, start_order
 from orders.domain.models import OrderOptions, ResolveRequest, Shipment
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, wait_for_status
 
 CONFIRMATION = f":{Step.CONFIRMATION_EMAIL.value}"

@@ -24,10 +24,10 @@ from orders.domain.models import (
     looks_like_card_number,
 )
 from orders.domain.status import Step, idempotency_key
-from providers.mail import MessageIn
-from providers.stripe import payment_intents, refunds
-from providers.stripe.form import Params, decode
-from providers.warehouse import PicklistIn
+from sandbox.mail import MessageIn
+from sandbox.stripe import payment_intents, refunds
+from sandbox.stripe.form import Params, decode
+from sandbox.warehouse import PicklistIn
 from tests.support import make_order
 
 

@@ -19,7 +19,7 @@ from orders.client.orders import (
 from orders.domain import search_attributes
 from orders.domain.models import Shipment
 from orders.domain.status import EmailTemplate, OrderStatus, Step, StepState
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, wait_for_status
 from workflows import patches
 from workflows.order import OrderWorkflow

@@ -24,7 +24,7 @@ from activities.payment import (
 )
 from activities.provider_client import open_provider_clients
 from orders.config.settings import ProviderSettings
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 
 RUN = ActivityEnvironment().run
 

@@ -70,11 +70,11 @@ from orders.domain.stripe_currencies import (
     stripe_refusal,
     to_stripe_amount,
 )
-from providers.admin_client import SandboxAdmin
-from providers.app import create_app
-from providers.errors import ApiError
-from providers.stripe import payment_intents
-from providers.stripe.form import Params, decode
+from sandbox.admin_client import SandboxAdmin
+from sandbox.app import create_app
+from sandbox.errors import ApiError
+from sandbox.stripe import payment_intents
+from sandbox.stripe.form import Params, decode
 from tests.support import until_view, wait_for_status
 from workflows.order import OrderWorkflow
 

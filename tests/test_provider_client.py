@@ -22,7 +22,7 @@ from activities.warehouse import (
 from orders.config.settings import ProviderSettings
 from orders.intake.contract import PaymentOutcome
 from orders.domain.status import EmailTemplate
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.processes import free_port
 from tests.support import make_order
 

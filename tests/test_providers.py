@@ -1,4 +1,4 @@
-"""Contract tests for the sandbox providers, run against a real ``python -m providers`` process."""
+"""Contract tests for the sandbox providers, run against a real ``python -m sandbox`` process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from orders.domain.stripe_currencies import MINIMUM_CHARGE
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ SHIP_TO = {
 
 
 class Provider:
-    """One ``python -m providers`` subprocess on a SQLite file."""
+    """One ``python -m sandbox`` subprocess on a SQLite file."""
 
     def __init__(self, db: Path) -> None:
         self.db = db
@@ -43,7 +43,7 @@ class Provider:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         args = ["--port", str(port), "--db", str(self.db), "--api-key", API_KEY]
-        cmd = [sys.executable, "-m", "providers", *args]
+        cmd = [sys.executable, "-m", "sandbox", *args]
         log = self.db.parent / "providers.log"
         with log.open("ab") as out:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)

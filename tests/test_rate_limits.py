@@ -43,9 +43,9 @@ from orders.config.settings import TASK_QUEUE, ProviderSettings
 from orders.intake.contract import IntakeMode, PaymentOutcome, breaker_id
 from orders.domain.models import Shipment
 from orders.domain.status import EmailTemplate, OrderStatus, Step
-from providers.__main__ import parse_args
-from providers.admin_client import SandboxAdmin
-from providers.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
+from sandbox.__main__ import parse_args
+from sandbox.admin_client import SandboxAdmin
+from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
 from stack.local import LocalStack
 from tests.support import make_order, stripe_against, wait_for_status
 

@@ -11,7 +11,7 @@ from temporalio.client import Client
 from orders.client.orders import request_cancel, resolve_order, start_order
 from orders.domain.models import OrderView, ResolveRequest
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, until_view, wait_for_status
 from workflows.authorization import AUTHORIZATION_EXPIRED
 

@@ -30,7 +30,7 @@ from orders.domain.models import (
     Shipment,
 )
 from orders.domain.status import OperatorAction, OrderStatus, Step
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import (
     authenticate,
     make_order,

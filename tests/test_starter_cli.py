@@ -16,7 +16,7 @@ from orders.client.orders import OrderError, OrderNotFound, follow_order, order_
 from orders.domain.models import OrderView
 from orders.domain.rules import ship_refusal
 from orders.domain.status import OrderStatus, Step
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.processes import free_port
 from tests.support import (
     make_order,

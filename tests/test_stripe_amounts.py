@@ -28,7 +28,7 @@ from orders.domain.stripe_currencies import (
     stripe_exponent,
     to_stripe_amount,
 )
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, run_starter, stripe_against
 
 

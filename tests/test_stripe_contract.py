@@ -22,7 +22,7 @@ import httpx
 import pytest
 import stripe
 
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 
 STRIPE_KEY_ENV = "STRIPE_TEST_SECRET_KEY"
 """A Stripe test-mode secret key: with it, the contract runs against Stripe too."""

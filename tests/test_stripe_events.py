@@ -28,7 +28,7 @@ from orders.config import stripe_events as stripe_names
 from orders.config import webhooks as names
 from orders.domain.models import Dispute, Shipment
 from orders.domain.status import EmailTemplate, OrderStatus
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from tests.support import (

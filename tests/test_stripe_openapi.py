@@ -31,7 +31,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import stripe_against
 
 CONTRACT = Path(__file__).parent / "contracts" / "stripe" / "schemas.json"

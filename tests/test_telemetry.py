@@ -29,7 +29,7 @@ from temporalio.client import Client
 from orders.client.orders import resolve_order, ship_order, start_order
 from orders.domain.models import ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.processes import ROOT, ManagedProcess, free_port, spawn, wait_for_log, wait_for_port
 from tests.conftest import API_KEY
 from tests.support import make_order, wait_for_status
@@ -147,7 +147,7 @@ def test_one_order_is_one_trace_from_the_starter_to_the_providers_handlers(
     port = free_port()
     providers = spawn(
         "providers",
-        [sys.executable, "-m", "providers", "--port", str(port), "--api-key", API_KEY,
+        [sys.executable, "-m", "sandbox", "--port", str(port), "--api-key", API_KEY,
          "--db", str(tmp_path / "ledger.sqlite3")],
         tmp_path / "providers.log",
         {"PYTHONUNBUFFERED": "1", **console},

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from orders.client.orders import start_order
 from orders.domain.models import OrderOptions
 from orders.domain.status import EmailTemplate, OrderStatus
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.browser import Browser, chromium
 from tests.support import authenticate, authentication_link, make_order, wait_for_status
 from workflows.authentication import NOT_AUTHENTICATED

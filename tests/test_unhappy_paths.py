@@ -19,7 +19,7 @@ from orders.client.orders import (
 )
 from orders.domain.models import Order, OrderOptions, OrderView, ResolveRequest, Shipment
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from tests.support import (
     make_order,
     order_awaiting_shipment,

@@ -29,7 +29,7 @@ from orders.config import webhooks as names
 from orders.domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from orders.domain.rules import ShipVerdict, ship_verdict
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.local import LocalStack
 from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from tests.support import (
@@ -778,8 +778,8 @@ async def test_the_receiver_answers_any_call_with_a_clear_refusal(
 
 @pytest.fixture(scope="module")
 def providers_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from providers.app import create_app
-    from providers.webhooks import SenderSettings
+    from sandbox.app import create_app
+    from sandbox.webhooks import SenderSettings
 
     app = create_app(
         tmp_path_factory.mktemp("fuzzed-webhooks") / "ledger.sqlite3",
@@ -866,9 +866,9 @@ def event_row(ledger: Any, event_id: str) -> Any:
 def test_the_sender_retries_not_now_and_gives_up_on_never(
     tmp_path: Path, status: int | None, outcome: str
 ) -> None:
-    from providers import outbox
-    from providers.ledger import Ledger
-    from providers.webhooks import SenderSettings, WebhookSender, _Answer
+    from sandbox import outbox
+    from sandbox.ledger import Ledger
+    from sandbox.webhooks import SenderSettings, WebhookSender, _Answer
 
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     settings = SenderSettings(secrets=(SECRET,), retry_base_s=1, retry_max_s=5)

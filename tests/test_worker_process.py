@@ -15,7 +15,7 @@ from temporalio.client import Client
 from orders.client.orders import start_order
 from orders.config.settings import WorkerCapacity
 from orders.domain.status import Step
-from providers.admin_client import SandboxAdmin
+from sandbox.admin_client import SandboxAdmin
 from stack.processes import ROOT, start_worker, wait_for_log
 from tests.support import make_order
 from worker import capacity_options

@@ -33,7 +33,7 @@ from orders.domain.status import (
 from orders.domain.stripe_currencies import MAX_CHARGE
 
 # Limits, each what a real card gateway, mail service or warehouse would take at most. The
-# providers (providers/) accept at least as much, so an order accepted here is never refused
+# providers (sandbox/) accept at least as much, so an order accepted here is never refused
 # there for its contents (tests/test_properties.py checks orders at these limits end to end).
 # Stripe's own amount rules (minimum charge, supported currencies, its scale) are checked where
 # an order is placed (domain.stripe_currencies.charge_refusal), not here: an order recorded in

@@ -6,6 +6,6 @@
 - ``orders/webhooks/app.py``: the receiver (``POST /webhooks/warehouse``, ``/metrics``, ``/healthz``).
 - ``orders/webhooks/__main__.py``: ``python -m orders.webhooks`` runs it.
 
-The sender is the sandbox warehouse's outbox, ``providers/webhooks.py``; the settings both
+The sender is the sandbox warehouse's outbox, ``sandbox/webhooks.py``; the settings both
 sides read are in ``orders/config/webhooks.py``.
 """

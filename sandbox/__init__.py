@@ -5,6 +5,6 @@ is recorded in SQLite, and faults (errors, latency, dropped connections, held re
 injected at run time so the order system's retries can be tested.
 """
 
-from providers.app import create_app
+from sandbox.app import create_app
 
 __all__ = ["create_app"]

@@ -6,8 +6,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from providers.errors import ApiError, styled_response
-from providers.limits import MAX_BODY_BYTES
+from sandbox.errors import ApiError, styled_response
+from sandbox.limits import MAX_BODY_BYTES
 
 
 class BodySizeLimit:

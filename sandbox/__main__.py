@@ -1,4 +1,4 @@
-"""Run the sandbox providers: ``python -m providers --port 8000 --db data/providers.sqlite3``."""
+"""Run the sandbox providers: ``python -m sandbox --port 8000 --db data/providers.sqlite3``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from providers.app import create_app
-from providers.faults import (
+from sandbox.app import create_app
+from sandbox.faults import (
     AUTHORIZATION_VALIDITY_ENV,
     DEFAULT_AUTHORIZATION_VALIDITY_S,
     DEFAULT_RATE_LIMIT_PER_S,
@@ -30,7 +30,7 @@ from providers.faults import (
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; each option falls back to a ``PROVIDERS_*`` variable."""
     env = os.environ.get
-    parser = argparse.ArgumentParser(prog="python -m providers", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
     parser.add_argument("--host", default=env("PROVIDERS_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("PROVIDERS_PORT", "8000")))
     parser.add_argument("--db", default=env("PROVIDERS_DB", "data/providers.sqlite3"))

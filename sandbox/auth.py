@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
-from providers.errors import ApiError
+from sandbox.errors import ApiError
 
 
 def _offered(request: Request, header_only: tuple[str, ...]) -> str:

@@ -2,7 +2,7 @@
 
 Mounted under ``/resend``, so the official ``resend`` library reaches it with its base URL
 (``resend.api_url``) set to ``<providers>/resend``; every message lands in the mail ledger
-(``providers.mail``), its page, faults and metrics. What it copies, from Resend's documentation:
+(``sandbox.mail``), its page, faults and metrics. What it copies, from Resend's documentation:
 
 - Send Email (resend.com/docs/api-reference/emails/send-email): a JSON body with ``from``,
   ``to`` (an address or up to 50), ``subject``, ``html`` and/or ``text``, ``headers``, ``tags``
@@ -44,17 +44,17 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from providers.errors import ApiError
-from providers.faults import FaultsDep
-from providers.idempotency import IdempotencyDep, Outcome, Refusals
-from providers.limits import (
+from sandbox.errors import ApiError
+from sandbox.faults import FaultsDep
+from sandbox.idempotency import IdempotencyDep, Outcome, Refusals
+from sandbox.limits import (
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_EMAIL_LENGTH,
     MAX_MAIL_BODY_LENGTH,
     MAX_SUBJECT_LENGTH,
 )
-from providers.mail import MESSAGES, SERVICE
+from sandbox.mail import MESSAGES, SERVICE
 
 PREFIX = "/resend"
 router = APIRouter(prefix=PREFIX, tags=[SERVICE])

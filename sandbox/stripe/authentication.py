@@ -17,10 +17,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from providers.errors import ApiError
-from providers.faults import FaultsDep
-from providers.ledger import LedgerDep
-from providers.stripe.payment_intents import (
+from sandbox.errors import ApiError
+from sandbox.faults import FaultsDep
+from sandbox.ledger import LedgerDep
+from sandbox.stripe.payment_intents import (
     SERVICE,
     authenticate,
     client_secret,

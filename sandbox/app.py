@@ -11,11 +11,11 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from providers import admin, mail, pages, payments, resend, stripe, warehouse, webhooks
-from providers.auth import api_key_dependency
-from providers.body_limit import BodySizeLimit
-from providers.errors import install_error_handlers
-from providers.faults import (
+from sandbox import admin, mail, pages, payments, resend, stripe, warehouse, webhooks
+from sandbox.auth import api_key_dependency
+from sandbox.body_limit import BodySizeLimit
+from sandbox.errors import install_error_handlers
+from sandbox.faults import (
     DEFAULT_AUTHORIZATION_VALIDITY_S,
     DEFAULT_SEARCH_LAG_MS,
     Faults,
@@ -23,13 +23,13 @@ from providers.faults import (
     QuietDrops,
     RateLimits,
 )
-from providers.idempotency import Idempotency
-from providers.ledger import Ledger
-from providers.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
-from providers.stripe import authentication, clock, disputes, events
-from providers.stripe.errors import restyle
-from providers.stripe.rate_limits import RateLimiter
-from providers.stripe.request_ids import RequestIds
+from sandbox.idempotency import Idempotency
+from sandbox.ledger import Ledger
+from sandbox.metrics import MetricsMiddleware, ProviderMetrics, metrics_endpoint
+from sandbox.stripe import authentication, clock, disputes, events
+from sandbox.stripe.errors import restyle
+from sandbox.stripe.rate_limits import RateLimiter
+from sandbox.stripe.request_ids import RequestIds
 from orders.telemetry import tracing
 
 

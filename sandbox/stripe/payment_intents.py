@@ -33,12 +33,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from orders.domain.stripe_currencies import stripe_refusal
-from providers.faults import FaultsDep
-from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
-from providers.ledger import LedgerDep, Resource, atomically, to_unix
-from providers.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
-from providers.stripe import charges, disputes, events, search
-from providers.stripe.cards import (
+from sandbox.faults import FaultsDep
+from sandbox.idempotency import IdempotencyDep, IdempotencyKey, Outcome, resource_lock
+from sandbox.ledger import LedgerDep, Resource, atomically, to_unix
+from sandbox.limits import MAX_AMOUNT, MAX_TEXT_LENGTH
+from sandbox.stripe import charges, disputes, events, search
+from sandbox.stripe.cards import (
     AUTHENTICATION_FAILURE,
     PAYMENT_METHOD_PATTERN,
     Decline,
@@ -46,15 +46,15 @@ from providers.stripe.cards import (
     payment_method_object,
     requires_authentication,
 )
-from providers.stripe.errors import (
+from sandbox.stripe.errors import (
     STRIPE_REFUSALS,
     card_error,
     invalid_request,
     resource_missing,
     unexpected_state,
 )
-from providers.stripe.form import Params, read_form, read_query
-from providers.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, search_result
+from sandbox.stripe.form import Params, read_form, read_query
+from sandbox.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, search_result
 
 SERVICE = "payments"
 router = APIRouter(tags=[SERVICE])
@@ -80,7 +80,7 @@ EXPANDABLE = ("latest_charge",)
 
 
 def intent_lock(intent_id: str) -> str:
-    """The lock a request on this intent holds while in flight (see ``providers.idempotency``)."""
+    """The lock a request on this intent holds while in flight (see ``sandbox.idempotency``)."""
     return resource_lock("payment_intent", intent_id)
 
 
@@ -147,7 +147,7 @@ def expire_due(db: sqlite3.Connection, now: float | None = None) -> int:
 
     As Stripe does: the intent becomes ``canceled`` with ``cancellation_reason`` ``automatic``
     at the moment the authorization expired, and the held money is released. Run before any
-    request reads an intent, and by the gateway's clock (``providers.stripe.clock``).
+    request reads an intent, and by the gateway's clock (``sandbox.stripe.clock``).
     """
     expired = charges.expired_authorizations(db, time.time() if now is None else now)
     if not expired:

@@ -1,6 +1,6 @@
 """Sandbox mail service: every accepted message is recorded as sent, in one ledger table.
 
-The order's emails come through Resend's API (``providers.resend``, ``POST /resend/emails``).
+The order's emails come through Resend's API (``sandbox.resend``, ``POST /resend/emails``).
 ``POST /mail/messages`` is the sandbox's first protocol of its own, kept for its tests; both
 write to ``messages``, which ``GET /mail/messages``, the mail page and the ledger summary read.
 """
@@ -15,9 +15,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome
-from providers.ledger import LedgerDep, Resource
-from providers.limits import (
+from sandbox.idempotency import IdempotencyDep, IdempotencyKey, Outcome
+from sandbox.ledger import LedgerDep, Resource
+from sandbox.limits import (
     MAX_EMAIL_LENGTH,
     MAX_ID_LENGTH,
     MAX_MAIL_BODY_LENGTH,

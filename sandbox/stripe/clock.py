@@ -8,8 +8,8 @@ objects, so an answer is never stale; this loop makes the ledger catch up when n
 import asyncio
 import logging
 
-from providers.ledger import Ledger
-from providers.stripe import payment_intents, refunds
+from sandbox.ledger import Ledger
+from sandbox.stripe import payment_intents, refunds
 
 TICK_S = 0.25
 """How often the clock looks for what is due: well under the shortest window a test sets."""

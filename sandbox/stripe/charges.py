@@ -18,11 +18,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from providers.ledger import LedgerDep, Resource, to_unix
-from providers.stripe.cards import no_billing_details
-from providers.stripe.errors import resource_missing
-from providers.stripe.form import Params, read_query
-from providers.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
+from sandbox.ledger import LedgerDep, Resource, to_unix
+from sandbox.stripe.cards import no_billing_details
+from sandbox.stripe.errors import resource_missing
+from sandbox.stripe.form import Params, read_query
+from sandbox.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
 
 router = APIRouter(tags=["payments"])
 

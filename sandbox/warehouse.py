@@ -8,7 +8,7 @@ for good and cancels its active picklist, if any, putting the stock back. From t
 for the order is refused (422 ``order_closed``), so a picklist request still on its way when the
 order was cancelled (delayed on the network, queued in a server, a retry about to go out) picks
 nothing when it arrives. Creating a picklist and cancelling its order both lock the order (see
-``providers.idempotency``): they never overlap, and a cancel meets a picklist being made with
+``sandbox.idempotency``): they never overlap, and a cancel meets a picklist being made with
 409 until that picklist exists or has failed.
 
 Reserving and shipping are two facts: a picklist made with ``hold: true`` reserves its stock
@@ -21,8 +21,8 @@ before the shop released picklists) can ship at once.
 
 A picklist is shipped (``POST /warehouse/picklists/{id}/ship``, the page's button, or on its
 own ``PROVIDERS_AUTO_SHIP_AFTER`` after it could first ship): in the same transaction the
-warehouse writes a ``shipment.shipped`` event to its outbox (``providers.outbox``), which
-``providers.webhooks`` delivers to the shop, at least once. A shipped picklist is never taken
+warehouse writes a ``shipment.shipped`` event to its outbox (``sandbox.outbox``), which
+``sandbox.webhooks`` delivers to the shop, at least once. A shipped picklist is never taken
 back: an order cancel that meets it answers it shipped, with its shipment, so the shop learns
 the parcel left even while its webhook receiver is down.
 """
@@ -43,17 +43,17 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import RedirectResponse, Response
 
-from providers import outbox
-from providers.errors import ApiError, not_found
-from providers.idempotency import (
+from sandbox import outbox
+from sandbox.errors import ApiError, not_found
+from sandbox.idempotency import (
     Idempotency,
     IdempotencyDep,
     IdempotencyKey,
     Outcome,
     resource_lock,
 )
-from providers.ledger import Ledger, LedgerDep, Resource, now_iso
-from providers.limits import (
+from sandbox.ledger import Ledger, LedgerDep, Resource, now_iso
+from sandbox.limits import (
     MAX_PICKLIST_LINES,
     MAX_QUANTITY,
     MAX_STOCK,

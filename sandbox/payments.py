@@ -1,6 +1,6 @@
 """The payment gateway's sandbox-only views: every intent, charge and refund of an order.
 
-The gateway itself speaks Stripe's API under ``/v1`` (``providers.stripe``). These listings
+The gateway itself speaks Stripe's API under ``/v1`` (``sandbox.stripe``). These listings
 are not Stripe's: they let tests, the crash harness and people list what the gateway did for
 one order (``?order_id=``, the intents' ``metadata[order_id]``), oldest first, as the same
 Stripe-shaped objects, without search's lag.
@@ -12,11 +12,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from providers.ledger import LedgerDep
-from providers.limits import QueryId
-from providers.stripe.charges import CHARGES, render_charge
-from providers.stripe.payment_intents import INTENTS, render_intent
-from providers.stripe.refunds import REFUNDS, render_refund
+from sandbox.ledger import LedgerDep
+from sandbox.limits import QueryId
+from sandbox.stripe.charges import CHARGES, render_charge
+from sandbox.stripe.payment_intents import INTENTS, render_intent
+from sandbox.stripe.refunds import REFUNDS, render_refund
 
 SERVICE = "payments"
 router = APIRouter(prefix="/payments", tags=[SERVICE])

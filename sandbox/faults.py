@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from providers.errors import ApiError
+from sandbox.errors import ApiError
 
 SERVICES = ("payments", "mail", "warehouse")
 MAX_LATENCY_MS = 600_000
@@ -67,7 +67,7 @@ RefundFailureReason = Literal[
 FIRED_KEPT = 10_000
 """How many fired faults each service remembers (the oldest are forgotten first)."""
 RESEND_KEY_WINDOW_S = 24 * 3600
-"""How long Resend remembers an email's ``Idempotency-Key``: 24 hours (``providers.resend``)."""
+"""How long Resend remembers an email's ``Idempotency-Key``: 24 hours (``sandbox.resend``)."""
 MAIL_KEY_WINDOW_ENV = "PROVIDERS_MAIL_KEY_WINDOW_S"
 """Environment variable: how long the mail service remembers a key (seconds; default 24 h)."""
 MAIL_KEYLESS_ENV = "PROVIDERS_MAIL_KEYLESS"

@@ -19,10 +19,10 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers.errors import ApiError, not_found
-from providers.ledger import LedgerDep, Resource, to_unix
-from providers.limits import PathId
-from providers.stripe import charges, events
+from sandbox.errors import ApiError, not_found
+from sandbox.ledger import LedgerDep, Resource, to_unix
+from sandbox.limits import PathId
+from sandbox.stripe import charges, events
 
 DISPUTE_TEST_CARD = "pm_card_createDispute"
 EVIDENCE_WINDOW_S = 7 * 86400

@@ -1,7 +1,7 @@
 """The warehouse's webhook sender: delivers the outbox's events, at least once, signed.
 
 A background task of the providers app (started with it, so a restart resumes whatever is
-still pending) takes the due events from the outbox (``providers.outbox``) and POSTs each one's
+still pending) takes the due events from the outbox (``sandbox.outbox``) and POSTs each one's
 exact body to the configured URL with a ``Warehouse-Signature`` header
 (``orders.webhooks.signature``). The receiver's answer decides what happens next:
 
@@ -40,10 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orders.config import webhooks as settings_names
 from orders.intake.contract import parse_duration
-from providers import outbox, warehouse
-from providers.errors import not_found
-from providers.ledger import Ledger, LedgerDep
-from providers.limits import PathId, QueryId
+from sandbox import outbox, warehouse
+from sandbox.errors import not_found
+from sandbox.ledger import Ledger, LedgerDep
+from sandbox.limits import PathId, QueryId
 from orders.webhooks.signature import sign
 
 log = logging.getLogger("providers.webhooks")
@@ -154,7 +154,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 class WebhookSender:
     """Delivers the outbox's due events; one per providers app, run by its lifespan.
 
-    The gateway's Stripe events go the same way (``providers.stripe.events``, a subclass):
+    The gateway's Stripe events go the same way (``sandbox.stripe.events``, a subclass):
     its own outbox ``TABLE``, signature header and counter.
     """
 

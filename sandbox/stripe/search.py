@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from providers.stripe.errors import invalid_request
+from sandbox.stripe.errors import invalid_request
 
 _CLAUSE = re.compile(
     r"""\s*(?P<neg>-)?(?P<field>metadata\[(?P<q1>['"])(?P<key>[^'"\]]+)(?P=q1)\]|[a-z_]+)"""

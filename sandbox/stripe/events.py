@@ -25,11 +25,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from orders.config import stripe_events as names
-from providers import outbox
-from providers.errors import not_found
-from providers.ledger import LedgerDep, new_id, now_iso
-from providers.limits import PathId, QueryId
-from providers.webhooks import SenderSettings, WebhookControls, WebhookSender
+from sandbox import outbox
+from sandbox.errors import not_found
+from sandbox.ledger import LedgerDep, new_id, now_iso
+from sandbox.limits import PathId, QueryId
+from sandbox.webhooks import SenderSettings, WebhookControls, WebhookSender
 from orders.webhooks.signature import sign
 
 TABLE = "stripe_events"

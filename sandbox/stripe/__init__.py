@@ -22,7 +22,7 @@ resource, named as Stripe's API reference names it, so its documentation is the 
 
 from fastapi import APIRouter, Depends
 
-from providers.stripe import charges, payment_intents, rate_limits, refunds
+from sandbox.stripe import charges, payment_intents, rate_limits, refunds
 
 PREFIX = "/v1"
 

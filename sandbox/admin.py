@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from providers.faults import FaultConfig, FaultsDep
-from providers.ledger import LedgerDep
-from providers.limits import MAX_IDEMPOTENCY_KEY_LENGTH, QueryId
-from providers.stripe import payment_intents, refunds
-from providers.stripe.rate_limits import Kind, RateLimiter
+from sandbox.faults import FaultConfig, FaultsDep
+from sandbox.ledger import LedgerDep
+from sandbox.limits import MAX_IDEMPOTENCY_KEY_LENGTH, QueryId
+from sandbox.stripe import payment_intents, refunds
+from sandbox.stripe.rate_limits import Kind, RateLimiter
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from fastapi import Request
 
-from providers.errors import ApiError
-from providers.idempotency import Refusals
+from sandbox.errors import ApiError
+from sandbox.idempotency import Refusals
 
 INVALID_REQUEST = "invalid_request_error"
 DOCS = "https://stripe.com/docs/error-codes"

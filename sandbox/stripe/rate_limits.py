@@ -12,7 +12,7 @@ the caller retries under the same key.
 The 429 is worded as Stripe's (``invalid_request_error``, ``code: rate_limit``) and carries
 ``Stripe-Should-Retry: true``, which the official libraries read to decide whether to retry
 on their own. It is distinct from ``lock_timeout``, the 429 for one object another request
-holds (``providers.stripe.errors``).
+holds (``sandbox.stripe.errors``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from enum import StrEnum
 
 from fastapi import Request
 
-from providers.errors import ApiError
-from providers.faults import FaultsDep
-from providers.stripe.errors import INVALID_REQUEST, stripe_error
+from sandbox.errors import ApiError
+from sandbox.faults import FaultsDep
+from sandbox.stripe.errors import INVALID_REQUEST, stripe_error
 
 RATE_LIMITED = "rate_limit"
 """Stripe's error ``code`` of a request refused by the rate limiter."""

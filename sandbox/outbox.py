@@ -1,13 +1,13 @@
 """Webhook outboxes: events written in the transaction of the effect they report.
 
 The warehouse's events are in ``webhook_events``; the gateway's Stripe events
-(``providers.stripe.events``) in a table of the same shape, ``stripe_events``: every function
+(``sandbox.stripe.events``) in a table of the same shape, ``stripe_events``: every function
 here takes the outbox's ``table``.
 
 An event row holds the exact JSON body to send (every delivery of it sends the same bytes, so
 the receiver sees the same event id and content each time) and how its delivery goes:
 ``pending`` until the receiver answers 2xx (``delivered``) or refuses it for good
-(``failed``: a final 4xx, or no success within the give-up time). ``providers.webhooks``
+(``failed``: a final 4xx, or no success within the give-up time). ``sandbox.webhooks``
 delivers the pending ones; because they are rows in the ledger, a restart of the providers
 resumes them.
 """
@@ -19,7 +19,7 @@ import sqlite3
 import time
 from typing import Any
 
-from providers.ledger import new_id, now_iso
+from sandbox.ledger import new_id, now_iso
 
 WAREHOUSE = "webhook_events"
 """The warehouse's outbox."""

@@ -25,15 +25,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from providers.faults import FaultsDep, RefundSettlement
-from providers.idempotency import IdempotencyDep, IdempotencyKey, Outcome
-from providers.ledger import LedgerDep, Resource, atomically, to_unix
-from providers.limits import MAX_AMOUNT
-from providers.stripe import charges, events
-from providers.stripe.errors import STRIPE_REFUSALS, invalid_request, resource_missing
-from providers.stripe.form import Params, read_form, read_query
-from providers.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
-from providers.stripe.payment_intents import get_intent_row, intent_lock
+from sandbox.faults import FaultsDep, RefundSettlement
+from sandbox.idempotency import IdempotencyDep, IdempotencyKey, Outcome
+from sandbox.ledger import LedgerDep, Resource, atomically, to_unix
+from sandbox.limits import MAX_AMOUNT
+from sandbox.stripe import charges, events
+from sandbox.stripe.errors import STRIPE_REFUSALS, invalid_request, resource_missing
+from sandbox.stripe.form import Params, read_form, read_query
+from sandbox.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
+from sandbox.stripe.payment_intents import get_intent_row, intent_lock
 
 SERVICE = "payments"
 router = APIRouter(tags=[SERVICE])

@@ -11,7 +11,7 @@ picklists for one order) never overlap.
 
 How the refusals this layer gives on its own are worded (status, type, code, message) is the
 API's, not this layer's: each caller passes its ``Refusals`` (``JSON_REFUSALS`` for the JSON
-services, ``providers.stripe.errors.STRIPE_REFUSALS`` for the gateway).
+services, ``sandbox.stripe.errors.STRIPE_REFUSALS`` for the gateway).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Annotated, Any, NamedTuple
 from fastapi import Depends, Header, Request
 from starlette.responses import Response
 
-from providers.errors import ApiError, invalid_idempotency_key, missing_idempotency_key
-from providers.faults import DroppedResponse, Faults
-from providers.ledger import Ledger
-from providers.limits import (
+from sandbox.errors import ApiError, invalid_idempotency_key, missing_idempotency_key
+from sandbox.faults import DroppedResponse, Faults
+from sandbox.ledger import Ledger
+from sandbox.limits import (
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -53,7 +53,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 """The ``Idempotency-Key`` header, declared on every POST with an effect so that the OpenAPI
-document describes it (required, at most 255 characters); ``providers.errors`` answers a
+document describes it (required, at most 255 characters); ``sandbox.errors`` answers a
 missing or malformed key with 400."""
 
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 
-from providers.stripe.errors import invalid_request
+from sandbox.stripe.errors import invalid_request
 
 MAX_FIELDS = 1000
 """The most form fields one request may carry."""

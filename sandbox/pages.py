@@ -12,14 +12,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from providers import outbox
-from providers.ledger import LedgerDep
-from providers.mail import MESSAGES
-from providers.stripe.charges import CHARGES, FAILED_CHARGES, render_charge, render_failed_charge
-from providers.stripe.payment_intents import INTENTS, render_intent
-from providers.stripe.refunds import REFUNDS, render_refund
-from providers.warehouse import PICKLISTS, closed_orders
-from providers.webhooks import SenderDep
+from sandbox import outbox
+from sandbox.ledger import LedgerDep
+from sandbox.mail import MESSAGES
+from sandbox.stripe.charges import CHARGES, FAILED_CHARGES, render_charge, render_failed_charge
+from sandbox.stripe.payment_intents import INTENTS, render_intent
+from sandbox.stripe.refunds import REFUNDS, render_refund
+from sandbox.warehouse import PICKLISTS, closed_orders
+from sandbox.webhooks import SenderDep
 
 router = APIRouter(include_in_schema=False)
 
