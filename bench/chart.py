@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stack.processes import ROOT
+from tools.stack.processes import ROOT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -107,8 +107,8 @@ from sandbox.faults import (
     RATE_LIMIT_ENV,
     SEARCH_RATE_LIMIT_ENV,
 )
-from stack.local import LocalStack
-from stack.processes import ROOT, ManagedProcess, StackError, find_binary, spawn, wait_for_log
+from tools.stack.local import LocalStack
+from tools.stack.processes import ROOT, ManagedProcess, StackError, find_binary, spawn, wait_for_log
 from workflows.order import OrderWorkflow
 
 DEFAULT_LEVELS = (1, 10, 50, 100, 200)

@@ -28,7 +28,7 @@ from harness.scenarios import (
     wait_held_at_each_step,
 )
 from sandbox.admin_client import SERVICES, Effects
-from stack.local import LocalStack
+from tools.stack.local import LocalStack
 
 HEADERS = (
     "order",

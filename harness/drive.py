@@ -22,7 +22,7 @@ from orders.client.orders import start_order
 from orders.domain import search_attributes
 from orders.domain.models import Order, Shipment
 from orders.domain.status import OrderStatus
-from stack.processes import ROOT
+from tools.stack.processes import ROOT
 from workflows.order import OrderWorkflow
 
 T = TypeVar("T")

@@ -50,8 +50,8 @@ from harness.drive import (
     wait_until,
 )
 from sandbox.admin_client import SERVICES, SandboxAdmin
-from stack.local import LocalStack
-from stack.processes import free_port
+from tools.stack.local import LocalStack
+from tools.stack.processes import free_port
 
 DEADLINE = 120.0
 """Generous bound for any wait, only so that a broken run fails instead of hanging."""

@@ -17,7 +17,7 @@ from orders.domain import search_attributes
 from sandbox.admin_client import SandboxAdmin
 from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, generate_key
-from stack.processes import find_binary, free_port, start_providers
+from tools.stack.processes import find_binary, free_port, start_providers
 from tests.support import running_worker
 
 API_KEY = "sk_test_suite"

@@ -39,7 +39,7 @@ async def start_time_skipping() -> WorkflowEnvironment:
     """
     # Imported here: test modules that define workflows import this one inside the sandbox,
     # where stack.processes may not resolve paths at import time.
-    from stack.processes import find_binary, free_port
+    from tools.stack.processes import find_binary, free_port
 
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_binary("temporal-test-server"),
@@ -162,7 +162,7 @@ async def run_starter(
     """Run starter.py in a thread: a worker of this process shares this event loop."""
     # Imported here: test modules that define workflows import this module inside the sandbox,
     # which forbids the path resolution stack.processes does at import.
-    from stack.processes import ROOT
+    from tools.stack.processes import ROOT
 
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "ORDERS_TASK_QUEUE": task_queue}
     return await asyncio.to_thread(
@@ -180,13 +180,13 @@ async def run_starter(
 def run_command(
     args: list[str], env: Mapping[str, str], log_path: Path, ready: str, within: float
 ) -> Iterator[str]:
-    """``python -m stack.up ARGS`` (what ``./scripts/run`` runs): yields its output once it
+    """``python -m tools.stack.up ARGS`` (what ``./scripts/run`` runs): yields its output once it
     printed ``ready``; Ctrl-C at the end, as a person would (SIGKILL if it does not stop)."""
-    from stack.processes import ROOT, ManagedProcess  # see run_starter
+    from tools.stack.processes import ROOT, ManagedProcess  # see run_starter
 
     with log_path.open("wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "stack.up", *args], cwd=ROOT, env=dict(env), stdout=log,
+            [sys.executable, "-m", "tools.stack.up", *args], cwd=ROOT, env=dict(env), stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
     process = ManagedProcess("run", popen, log_path, log_path.open("ab"))

@@ -60,7 +60,7 @@ from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus
 from harness.checker import Evidence
 from sandbox.admin_client import Effects
-from stack.processes import ROOT
+from tools.stack.processes import ROOT
 
 WARMUP, ORDERS, PARK = 1, 5, 5
 LEVELS = (1, 5)

@@ -2,7 +2,7 @@
 
 Each test brings up its own Temporal dev server (on a SQLite file), providers (on their own
 ledger) and ``worker.py`` processes in ``tmp_path`` on free ports, breaks something mid-flight
-(see ``stack/scenarios.py`` for how each break is timed), and ends with the checker: every
+(see ``tools/stack/scenarios.py`` for how each break is timed), and ends with the checker: every
 completed order was charged once and got one confirmation, one picklist and one shipped email;
 no order was lost; a declined order was never charged. Everything is stopped afterwards, also
 when a test fails; the processes' logs stay in ``tmp_path/logs``.
@@ -18,7 +18,7 @@ import pytest
 from orders.domain.status import OrderStatus, Step
 from harness.scenarios import ScenarioResult, run_scenario
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV
-from stack.processes import ROOT
+from tools.stack.processes import ROOT
 
 pytestmark = pytest.mark.processes
 

@@ -71,7 +71,7 @@ from orders.security.keys import (
     read_key_file,
 )
 from orders.security.keys import main as keys_main
-from stack.processes import ROOT, find_binary, free_port, start_codec_server
+from tools.stack.processes import ROOT, find_binary, free_port, start_codec_server
 from tests import support
 from tests.support import make_order, wait_for_status
 from worker import sandboxed_runner
@@ -673,7 +673,7 @@ def render(url: str, *, screenshot: Path | None = None, attempts: int = 2) -> st
 
 @pytest.fixture
 def run_command(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """``python -m stack.up`` (what ``./scripts/run`` runs) with no key configured."""
+    """``python -m tools.stack.up`` (what ``./scripts/run`` runs) with no key configured."""
     ports = {name: free_port() for name in ("temporal", "ui", "providers", "codec")}
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, KEY_FILE_ENV, TOKEN_ENV)}

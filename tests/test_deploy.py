@@ -48,7 +48,7 @@ from orders.intake.contract import IntakePolicy, parse_duration
 from sandbox import __main__ as providers_main
 from sandbox.webhooks import SenderSettings
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
-from stack.processes import find_binary, free_port
+from tools.stack.processes import find_binary, free_port
 from tests import support
 from orders.webhooks import app as receiver_app
 from orders.webhooks import handoff as receiver_handoff
@@ -1136,7 +1136,7 @@ def test_the_temporal_cloud_profiles_load() -> None:
 
 @pytest.fixture(scope="module")
 def run_command(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """``python -m stack.up --data-dir DIR`` on free ports, no keys configured: its banner."""
+    """``python -m tools.stack.up --data-dir DIR`` on free ports, no keys configured: its banner."""
     data = tmp_path_factory.mktemp("newcomer") / "stack"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERS_", "TEMPORAL_"))}
     env["PYTHONUNBUFFERED"] = "1"

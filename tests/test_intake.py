@@ -45,7 +45,7 @@ from orders.intake.contract import (
 from orders.domain.models import Order
 from orders.domain.status import OrderStatus
 from sandbox.admin_client import SandboxAdmin
-from stack.local import LocalStack
+from tools.stack.local import LocalStack
 from tests.support import make_order, run_starter, wait_for_status
 from worker import build_worker
 from orders.intake.workflow import IntakeWorkflow

@@ -23,7 +23,7 @@ from orders.config.settings import ProviderSettings
 from orders.intake.contract import PaymentOutcome
 from orders.domain.status import EmailTemplate
 from sandbox.admin_client import SandboxAdmin
-from stack.processes import free_port
+from tools.stack.processes import free_port
 from tests.support import make_order
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from orders.domain.stripe_currencies import MINIMUM_CHARGE
 from sandbox.admin_client import SandboxAdmin
-from stack.processes import free_port
+from tools.stack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "sk_test_contract"

@@ -46,7 +46,7 @@ from orders.domain.status import EmailTemplate, OrderStatus, Step
 from sandbox.__main__ import parse_args
 from sandbox.admin_client import SandboxAdmin
 from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
-from stack.local import LocalStack
+from tools.stack.local import LocalStack
 from tests.support import make_order, stripe_against, wait_for_status
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")

@@ -34,7 +34,7 @@ from orders.domain import search_attributes
 from orders.intake.contract import WORKFLOW_TYPE, IntakePolicy, IntakeStatus, breaker_id
 from orders.domain.status import OrderStatus
 from sandbox.admin_client import SandboxAdmin
-from stack.processes import find_binary, free_port
+from tools.stack.processes import find_binary, free_port
 from tests.support import eventually, make_order, wait_for_status
 from worker import build_worker, sandboxed_runner
 from orders.intake.workflow import IntakeWorkflow

@@ -3,7 +3,7 @@
 import socket
 from pathlib import Path
 
-from stack.processes import free_port
+from tools.stack.processes import free_port
 
 
 def test_free_ports_are_distinct_bindable_and_below_the_kernels_ephemeral_range() -> None:

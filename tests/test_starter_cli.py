@@ -17,7 +17,7 @@ from orders.domain.models import OrderView
 from orders.domain.rules import ship_refusal
 from orders.domain.status import OrderStatus, Step
 from sandbox.admin_client import SandboxAdmin
-from stack.processes import free_port
+from tools.stack.processes import free_port
 from tests.support import (
     make_order,
     order_awaiting_shipment,

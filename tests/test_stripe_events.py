@@ -29,8 +29,8 @@ from orders.config import webhooks as names
 from orders.domain.models import Dispute, Shipment
 from orders.domain.status import EmailTemplate, OrderStatus
 from sandbox.admin_client import SandboxAdmin
-from stack.local import LocalStack
-from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
+from tools.stack.local import LocalStack
+from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from tests.support import (
     authenticate,
     eventually,

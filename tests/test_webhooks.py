@@ -30,8 +30,8 @@ from orders.domain.models import OrderOptions, OrderView, ResolveRequest, Shipme
 from orders.domain.rules import ShipVerdict, ship_verdict
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from sandbox.admin_client import SandboxAdmin
-from stack.local import LocalStack
-from stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
+from tools.stack.local import LocalStack
+from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from tests.support import (
     eventually,
     make_order,
@@ -690,7 +690,7 @@ def test_the_receiver_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from stack.processes import ROOT
+    from tools.stack.processes import ROOT
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERS_WEBHOOK_SECRET")}
     done = subprocess.run(

@@ -16,7 +16,7 @@ from orders.client.orders import start_order
 from orders.config.settings import WorkerCapacity
 from orders.domain.status import Step
 from sandbox.admin_client import SandboxAdmin
-from stack.processes import ROOT, start_worker, wait_for_log
+from tools.stack.processes import ROOT, start_worker, wait_for_log
 from tests.support import make_order
 from worker import capacity_options
 

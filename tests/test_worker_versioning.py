@@ -44,8 +44,8 @@ from orders.config.settings import (
 from orders.domain.status import OrderStatus, Step
 from harness.checker import check, gather_evidence
 from harness.drive import SHIPMENT, Placed, sample_order, start_orders
-from stack.local import LocalStack
-from stack.processes import ROOT
+from tools.stack.local import LocalStack
+from tools.stack.processes import ROOT
 from tests.support import wait_for_status
 from worker import deployment_config
 from orders.intake.workflow import IntakeWorkflow

@@ -30,7 +30,7 @@ from orders.security.keys import (
     keys_configured,
     read_key_file,
 )
-from stack.processes import (
+from tools.stack.processes import (
     ROOT,
     ManagedProcess,
     StackError,

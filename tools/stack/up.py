@@ -21,8 +21,8 @@ from orders.intake.contract import parse_duration
 from orders.security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from orders.security.codec_server import TOKEN_ENV
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE
-from stack.local import LocalStack
-from stack.processes import StackError
+from tools.stack.local import LocalStack
+from tools.stack.processes import StackError
 
 
 def _auto_ship_after(text: str) -> str | None:
