@@ -15,7 +15,7 @@ from typing import Any
 from bench.procstat import ProcessUsage, machine_cpu, process_usage
 from bench.stages import OrderHistory
 from orders.domain.status import OrderStatus
-from harness.checker import Evidence, check, tally
+from tools.harness.checker import Evidence, check, tally
 
 ROLES = ("worker", "ceiling_worker", "temporal", "providers", "driver")
 """The roles accounted for: the real and the ceiling workers, Temporal, the providers, and the
@@ -330,7 +330,7 @@ def overall_load(
 def judge(evidence: Evidence) -> dict[str, Any]:
     """The exactly-once checker's verdict over the run's real orders, as the report's field.
 
-    Every promise of ``harness.checker`` (one charge, one email of each kind, one picklist, no
+    Every promise of ``tools.harness.checker`` (one charge, one email of each kind, one picklist, no
     order lost, every order finished), and one more of the benchmark's: every order completed.
     """
     violations = [str(violation) for violation in check(evidence)]

@@ -1,6 +1,6 @@
 """Duplicate and missing emails per 1,000 orders, with a keyed mail provider and a keyless one.
 
-Runs crash scenarios (``harness.scenarios``) with the sandbox mail service honouring the
+Runs crash scenarios (``tools.harness.scenarios``) with the sandbox mail service honouring the
 ``Idempotency-Key`` as Resend does (``keyed``), or ignoring it as Amazon SES, SendGrid and
 Postmark do (``keyless``, ``PROVIDERS_MAIL_KEYLESS=1``), and counts from the mail ledger:
 
@@ -8,7 +8,7 @@ Postmark do (``keyless``, ``PROVIDERS_MAIL_KEYLESS=1``), and counts from the mai
   cannot prevent after a lost answer);
 - visible: those among them with a ``Message-ID`` of their own (the copies a mail client would
   show; the order's emails all carry one per order and template, so the rest collapse);
-- missing: emails a finished order needed (``harness.checker.emails_needed``) and never sent.
+- missing: emails a finished order needed (``tools.harness.checker.emails_needed``) and never sent.
 
 Run from the repository root (each run brings up its own stack in a temporary folder)::
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orders.client.exit import run_to_exit
-from harness.checker import emails_needed
-from harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
+from tools.harness.checker import emails_needed
+from tools.harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 from sandbox.faults import MAIL_KEYLESS_ENV
 from orders.security.keys import KEYS_ENV, generate_key, keys_configured
 

@@ -28,7 +28,7 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from orders.domain import search_attributes
 from orders.domain.status import OrderStatus
-from harness.drive import local_activity
+from tools.harness.drive import local_activity
 
 SHIPPED_SIGNAL = "warehouse_shipped"
 

@@ -98,8 +98,8 @@ from orders.config.settings import TASK_QUEUE
 from orders.intake.contract import TRIP_SIGNAL, breaker_id
 from orders.domain.models import OrderView
 from orders.domain.status import OrderStatus
-from harness.checker import gather_evidence
-from harness.drive import SHIPMENT, Placed, gather_limited, sample_order
+from tools.harness.checker import gather_evidence
+from tools.harness.drive import SHIPMENT, Placed, gather_limited, sample_order
 from sandbox.admin_client import SandboxAdmin
 from sandbox.faults import (
     DEFAULT_RATE_LIMIT_PER_S,

@@ -58,7 +58,7 @@ from bench.throughput import (
 )
 from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus
-from harness.checker import Evidence
+from tools.harness.checker import Evidence
 from sandbox.admin_client import Effects
 from tools.stack.processes import ROOT
 

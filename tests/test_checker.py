@@ -11,8 +11,8 @@ import pytest
 
 from orders.domain.models import OrderView, StepRecord
 from orders.domain.status import FINAL_STATUSES, EmailTemplate, OrderStatus, RefundStatus, Step, StepState
-from harness.checker import UNATTRIBUTED, Evidence, Violation, check, tally
-from harness.drive import Placed
+from tools.harness.checker import UNATTRIBUTED, Evidence, Violation, check, tally
+from tools.harness.drive import Placed
 from sandbox.admin_client import Effects
 
 TOTAL = 4500

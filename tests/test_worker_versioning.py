@@ -42,8 +42,8 @@ from orders.config.settings import (
     source_build_id,
 )
 from orders.domain.status import OrderStatus, Step
-from harness.checker import check, gather_evidence
-from harness.drive import SHIPMENT, Placed, sample_order, start_orders
+from tools.harness.checker import check, gather_evidence
+from tools.harness.drive import SHIPMENT, Placed, sample_order, start_orders
 from tools.stack.local import LocalStack
 from tools.stack.processes import ROOT
 from tests.support import wait_for_status

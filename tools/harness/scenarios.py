@@ -34,8 +34,8 @@ from orders.client.orders import (
 )
 from orders.domain.models import ResolveRequest
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
-from harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
-from harness.drive import (
+from tools.harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
+from tools.harness.drive import (
     DECLINED_CARD,
     Placed,
     finish_orders,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from orders.client.exit import exit_now
 from orders.domain.status import EmailTemplate
-from harness.checker import Evidence, check, gather_evidence
-from harness.scenarios import (
+from tools.harness.checker import Evidence, check, gather_evidence
+from tools.harness.scenarios import (
     Run,
     held_steps,
     hold_one_order_per_step,
@@ -128,7 +128,7 @@ async def main(orders: int, data_dir: Path) -> int:
 
 
 def cli() -> None:
-    """Entry point: ``python -m harness.demo [--orders N] [--keep]``."""
+    """Entry point: ``python -m tools.harness.demo [--orders N] [--keep]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=10, help="how many orders (default 10)")
     parser.add_argument("--keep", action="store_true", help="keep the data folder and logs")

@@ -16,7 +16,7 @@ from temporalio.client import Client
 from orders.client.orders import OrderNotFound, order_status
 from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus, RefundStatus, Step, StepState
-from harness.drive import Placed, gather_limited
+from tools.harness.drive import Placed, gather_limited
 from sandbox.admin_client import Effects, SandboxAdmin
 
 Outcomes = Mapping[str, OrderView | None]
