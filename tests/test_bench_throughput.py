@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bench.chart import draw_all, worker_counts
-from bench.figures import (
+from tools.bench.chart import draw_all, worker_counts
+from tools.bench.figures import (
     STAGES,
     Sample,
     busiest,
@@ -30,10 +30,10 @@ from bench.figures import (
     process_figures,
     throughput,
 )
-from bench.procstat import ProcessUsage
-from bench.report import printout
-from bench.stages import OrderHistory
-from bench.throughput import (
+from tools.bench.procstat import ProcessUsage
+from tools.bench.report import printout
+from tools.bench.stages import OrderHistory
+from tools.bench.throughput import (
     CALIBRATION_ORDERS,
     CEILING_KIND,
     DEFAULT_LEVELS,
@@ -103,7 +103,7 @@ CPU = {"worker", "temporal", "providers", "driver", "total"}
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "throughput.json"
     command = [
-        sys.executable, "-m", "bench.throughput",
+        sys.executable, "-m", "tools.bench.throughput",
         "--concurrency", ",".join(map(str, LEVELS)), "--orders", str(ORDERS),
         "--workers", ",".join(map(str, WORKERS)),
         "--warmup", str(WARMUP), "--park", str(PARK), "--park-concurrency", "5",

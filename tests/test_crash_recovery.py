@@ -124,7 +124,7 @@ async def test_200_orders_with_faults_cancels_and_two_worker_kills(tmp_path: Pat
 def test_the_recovery_benchmark_runs_twice_with_no_keys_configured() -> None:
     # As from a fresh clone: no keys set, so each run's stack would make its own key file.
     env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, KEY_FILE_ENV)}
-    command = [sys.executable, "-m", "bench.recovery", "--runs", "2"]
+    command = [sys.executable, "-m", "tools.bench.recovery", "--runs", "2"]
     command += ["--scenario", "kill-at-step-boundaries"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

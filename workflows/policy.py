@@ -4,7 +4,7 @@ A provider call takes well under a second; ``start_to_close`` is sized to the ca
 client gives up at 4 s) so an activity lost with a dead worker is retried within seconds.
 Retries always resend the same idempotency key, so a retry can never act twice.
 
-Measured on the crash scenarios (``python -m bench.recovery``): a SIGKILLed worker's order
+Measured on the crash scenarios (``python -m tools.bench.recovery``): a SIGKILLed worker's order
 moves on about 4.9 s later when an activity was in flight (2 s heartbeat timeout, 0.5 s backoff,
 2 s sticky timeout) and about 2 s later when it was waiting for a signal. Without heartbeats it
 was 7.5 s: start-to-close cannot go below the HTTP timeout, but the heartbeat timeout can.

@@ -152,7 +152,7 @@ Scenario = Callable[[Run], Awaitable[None]]
 async def run_scenario(name: str, data_dir: Path, keep_messages: bool = False) -> ScenarioResult:
     """Bring up a fresh stack in ``data_dir``, run scenario ``name``, judge it, stop it all.
 
-    ``keep_messages``: keep the mail ledger's messages in the result (``bench.mail_keys``).
+    ``keep_messages``: keep the mail ledger's messages in the result (``tools.bench.mail_keys``).
     """
     scenario, workers = SCENARIOS[name]
     began = time.monotonic()

@@ -3,8 +3,8 @@
 Run from the repository root (nothing else needs to be running; each run brings up its own
 Temporal, providers and workers in a temporary folder on free ports)::
 
-    .venv/bin/python -m bench.recovery                 # every scenario, 3 runs each
-    .venv/bin/python -m bench.recovery --runs 5 --scenario kill-at-step-boundaries
+    .venv/bin/python -m tools.bench.recovery                 # every scenario, 3 runs each
+    .venv/bin/python -m tools.bench.recovery --runs 5 --scenario kill-at-step-boundaries
 
 Recovery time is measured from a worker's SIGKILL to the interrupted order's next step
 completing (the activity done and recorded by the workflow) on the restarted or surviving
@@ -113,7 +113,7 @@ async def bench(names: Sequence[str], runs: int) -> int:
 
 
 def main() -> None:
-    """Entry point: ``python -m bench.recovery [--runs N] [--scenario NAME ...]``."""
+    """Entry point: ``python -m tools.bench.recovery [--runs N] [--scenario NAME ...]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
     parser.add_argument(

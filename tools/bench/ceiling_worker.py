@@ -1,4 +1,4 @@
-"""The ceiling's worker process: ``python -m bench.ceiling_worker``, started by the benchmark.
+"""The ceiling's worker process: ``python -m tools.bench.ceiling_worker``, started by the benchmark.
 
 The same connection settings as ``worker.py`` (Temporal's client configuration, the project's
 data converter with its encryption), the same sandbox (``worker.sandboxed_runner``) and the same
@@ -15,9 +15,9 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bench import ceiling_activities
-from bench.ceiling import CeilingOrderWorkflow
-from bench.ceiling_activities import CEILING_TASK_QUEUE
+from tools.bench import ceiling_activities
+from tools.bench.ceiling import CeilingOrderWorkflow
+from tools.bench.ceiling_activities import CEILING_TASK_QUEUE
 from orders.client.exit import exit_now
 from orders.client.temporal import TemporalConnectionError, connect
 from orders.config.settings import CapacityError
@@ -56,7 +56,7 @@ async def run(task_queue: str) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m bench.ceiling_worker [--task-queue NAME]``."""
+    """Entry point: ``python -m tools.bench.ceiling_worker [--task-queue NAME]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-queue", default=CEILING_TASK_QUEUE)
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 
 When several worker counts ran, a second chart shows throughput against worker processes.
 
-matplotlib is in the ``bench`` dependency group (``scripts/setup`` installs it); a venv set up
+matplotlib is in the ``tools.bench`` dependency group (``scripts/setup`` installs it); a venv set up
 without it gets it installed on first use, with a message saying so.
 """
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 MATPLOTLIB = "matplotlib==3.11.2"
-"""Keep in step with the ``bench`` group in pyproject.toml."""
+"""Keep in step with the ``tools.bench`` group in pyproject.toml."""
 
 KINDS = (("real", "real order workflow", "C0", "o"), ("ceiling", "no-op ceiling", "C1", "s"))
 """Each kind: its key in the report, its label, colour and marker."""
@@ -32,7 +32,7 @@ class ChartError(Exception):
 
 
 def ensure_matplotlib() -> None:
-    """Install the ``bench`` dependency group into this venv if matplotlib is missing."""
+    """Install the ``tools.bench`` dependency group into this venv if matplotlib is missing."""
     if importlib.util.find_spec("matplotlib") is not None:
         return
     print(
@@ -54,7 +54,7 @@ def ensure_matplotlib() -> None:
 
 
 def main() -> None:
-    """Draw the charts again from a report: ``python -m bench.chart REPORT.json OUT.png``."""
+    """Draw the charts again from a report: ``python -m tools.bench.chart REPORT.json OUT.png``."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("report", type=Path, help="a JSON report of bench.throughput")
     parser.add_argument(

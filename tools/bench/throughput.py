@@ -3,17 +3,17 @@
 Run from the repository root (nothing else needs to be running: it brings up its own Temporal
 dev server on a SQLite file with WAL, the providers and a worker in a temporary folder)::
 
-    .venv/bin/python -m bench.throughput                     # levels 1, 10, 50, 100, 200
-    .venv/bin/python -m bench.throughput --quick             # about a minute: 1, 10, 50
-    .venv/bin/python -m bench.throughput --concurrency 1,10,50 --orders 100
-    .venv/bin/python -m bench.throughput --park 10000        # park, measure, ship them all
-    .venv/bin/python -m bench.throughput --workers 1,2,4     # scale-out: levels 10, 50, 200
-    .venv/bin/python -m bench.throughput --concurrency 10,50 --overload   # then 2 x, open loop
-    .venv/bin/python -m bench.throughput --rate-limited      # 2 x the gateway account's limit
+    .venv/bin/python -m tools.bench.throughput                     # levels 1, 10, 50, 100, 200
+    .venv/bin/python -m tools.bench.throughput --quick             # about a minute: 1, 10, 50
+    .venv/bin/python -m tools.bench.throughput --concurrency 1,10,50 --orders 100
+    .venv/bin/python -m tools.bench.throughput --park 10000        # park, measure, ship them all
+    .venv/bin/python -m tools.bench.throughput --workers 1,2,4     # scale-out: levels 10, 50, 200
+    .venv/bin/python -m tools.bench.throughput --concurrency 10,50 --overload   # then 2 x, open loop
+    .venv/bin/python -m tools.bench.throughput --rate-limited      # 2 x the gateway account's limit
 
 Each level keeps ``concurrency`` orders in flight: every order is started, signalled shipped as
 soon as its history shows it awaiting shipment, and awaited until completed. Each real level is
-followed by the same level of the ceiling (``bench.ceiling``: six no-op activities and the
+followed by the same level of the ceiling (``tools.bench.ceiling``: six no-op activities and the
 shipped signal, in its own worker processes with the real workers' settings), so drift hits both.
 With ``--workers``, every level runs with each count of worker processes in turn (that many of
 each kind against the one server), warmed up again whenever the processes changed.
@@ -58,11 +58,11 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from bench import chart
-from bench.ceiling import CeilingOrderWorkflow
-from bench.ceiling_activities import CEILING_TASK_QUEUE
-from bench.ceiling_worker import READY_LINE
-from bench.figures import (
+from tools.bench import chart
+from tools.bench.ceiling import CeilingOrderWorkflow
+from tools.bench.ceiling_activities import CEILING_TASK_QUEUE
+from tools.bench.ceiling_worker import READY_LINE
+from tools.bench.figures import (
     Sample,
     by_role,
     cpu_figures,
@@ -81,9 +81,9 @@ from bench.figures import (
     throughput,
     usage_figures,
 )
-from bench.procstat import machine, process_usage
-from bench.report import printout
-from bench.stages import (
+from tools.bench.procstat import machine, process_usage
+from tools.bench.report import printout
+from tools.bench.stages import (
     CEILING,
     REAL,
     SHIPPED_SIGNAL,
@@ -91,7 +91,7 @@ from bench.stages import (
     OrderHistory,
     Shape,
 )
-from bench.stages import read_history as read_stages
+from tools.bench.stages import read_history as read_stages
 from orders.client.exit import exit_now
 from orders.client.orders import start_order
 from orders.config.settings import TASK_QUEUE
@@ -152,7 +152,7 @@ class Kind:
     name: str
     shape: Shape
     worker: str
-    """The role of its worker processes in the figures (``bench.figures.WORKER_ROLES``)."""
+    """The role of its worker processes in the figures (``tools.bench.figures.WORKER_ROLES``)."""
     real: bool
 
     async def start(self, client: Client, order_id: str) -> None:
@@ -654,14 +654,14 @@ class Bench:
         return Watch(self.args.stall_timeout, self.processes)
 
     def start_ceiling_worker(self, name: str) -> None:
-        """One of the ceiling's worker processes (``bench.ceiling_worker``), as ``name``."""
+        """One of the ceiling's worker processes (``tools.bench.ceiling_worker``), as ``name``."""
         say(f"Starting {name} ...")
         # Everything else (encryption keys included) comes from this process's environment,
         # as the stack's workers get it.
         env = {"TEMPORAL_ADDRESS": self.stack.temporal_address, "PYTHONUNBUFFERED": "1"}
         process = spawn(
             name,
-            [sys.executable, "-m", "bench.ceiling_worker", "--task-queue", CEILING_TASK_QUEUE],
+            [sys.executable, "-m", "tools.bench.ceiling_worker", "--task-queue", CEILING_TASK_QUEUE],
             self.stack.log_dir / f"{name}.log",
             env,
         )
@@ -1021,7 +1021,7 @@ def _versions() -> dict[str, str]:
 async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     """Bring up the stack, run the levels, the overload and/or the parking, check, report."""
     report: dict[str, Any] = {
-        "command": shlex.join(["python", "-m", "bench.throughput", *sys.argv[1:]]),
+        "command": shlex.join(["python", "-m", "tools.bench.throughput", *sys.argv[1:]]),
         "started_at": _now(),
         "machine": machine(),
         "load_average_at_start": [round(value, 2) for value in os.getloadavg()],
@@ -1136,7 +1136,7 @@ def default_levels(
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; ``--park`` alone measures only the parking (``--overload``: ``--rate``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.throughput",
+        prog="python -m tools.bench.throughput",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument(
@@ -1228,7 +1228,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "change (5; 3 quick)",
     )
     parser.add_argument(
-        "--out", type=Path, help="the JSON report (default bench/results/throughput-<date>.json)"
+        "--out", type=Path, help="the JSON report (default tools/bench/results/throughput-<date>.json)"
     )
     parser.add_argument("--chart", type=Path, help="the PNG chart (default: --out with .png)")
     parser.add_argument(
@@ -1262,7 +1262,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: ``python -m bench.throughput [--quick] [--concurrency 1,10] [--park N]``."""
+    """Entry point: ``python -m tools.bench.throughput [--quick] [--concurrency 1,10] [--park N]``."""
     args = parse_args(argv)
     status = 0
     try:

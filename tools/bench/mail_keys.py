@@ -12,8 +12,8 @@ Postmark do (``keyless``, ``PROVIDERS_MAIL_KEYLESS=1``), and counts from the mai
 
 Run from the repository root (each run brings up its own stack in a temporary folder)::
 
-    .venv/bin/python -m bench.mail_keys                       # load-with-faults, 5 runs each
-    .venv/bin/python -m bench.mail_keys --runs 1 --mode keyless --scenario kill-providers
+    .venv/bin/python -m tools.bench.mail_keys                       # load-with-faults, 5 runs each
+    .venv/bin/python -m tools.bench.mail_keys --runs 1 --mode keyless --scenario kill-providers
 
 Exits 1 if a keyed run sent a copy or missed an email: that is the promise.
 """
@@ -121,7 +121,7 @@ def _line(mode: str, name: str, counted: Count) -> str:
 
 
 def main() -> None:
-    """Entry point: ``python -m bench.mail_keys [--runs N] [--mode M ...] [--scenario S ...]``."""
+    """Entry point: ``python -m tools.bench.mail_keys [--runs N] [--mode M ...] [--scenario S ...]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per scenario (default 5)")
     parser.add_argument("--mode", action="append", choices=MODES, help="default: both")

@@ -4,7 +4,7 @@ Six regular activities in sequence that return at once (payment intent, authoriz
 picklist, capture, confirmation email, shipped email) and the warehouse's shipped signal between
 the confirmation and the shipped email. It takes the same ``Order`` input, schedules its
 activities with the real steps' timeouts and retry policy (``workflows.policy``), and runs in
-a worker with the real worker's sandbox and settings (``bench.ceiling_worker``). Whatever the
+a worker with the real worker's sandbox and settings (``tools.bench.ceiling_worker``). Whatever the
 real workflow costs above this is the project's own; a real workflow at or above the ceiling's
 throughput has fewer round trips than the naive shape.
 """
@@ -15,7 +15,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from bench import ceiling_activities
+    from tools.bench import ceiling_activities
     from orders.domain.models import Order, Shipment
     from workflows.policy import PROVIDER_CALL_TIMEOUT, PROVIDER_HEARTBEAT_TIMEOUT, PROVIDER_RETRY
 

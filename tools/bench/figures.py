@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procstat import ProcessUsage, machine_cpu, process_usage
-from bench.stages import OrderHistory
+from tools.bench.procstat import ProcessUsage, machine_cpu, process_usage
+from tools.bench.stages import OrderHistory
 from orders.domain.status import OrderStatus
 from tools.harness.checker import Evidence, check, tally
 
