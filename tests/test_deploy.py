@@ -768,16 +768,16 @@ def test_secrets_init_makes_mode_0600_files_readable_to_the_services_user_only(
 
 
 def test_prometheus_scrapes_the_opss_jobs_and_loads_its_rules() -> None:
-    ops = yaml_file(ROOT / "ops/prometheus/prometheus.yml")
+    ops = yaml_file(ROOT / "deploy/prometheus/local.yml")
     assert set(prometheus_targets()) == {job["job_name"] for job in ops["scrape_configs"]}
     config = yaml_file(DEPLOY / "prometheus/prometheus.yml")
     mounts = dict(v.split(":")[:2][::-1] for v in SERVICES["prometheus"]["volumes"])
     for rules in config["rule_files"]:
         source = mounts[f"/etc/prometheus/{rules}"]
-        assert (DEPLOY / source).resolve() == (ROOT / "ops/prometheus" / rules).resolve()
+        assert (DEPLOY / source).resolve() == (ROOT / "deploy/prometheus" / rules).resolve()
     grafana = dict(v.split(":")[:2][::-1] for v in SERVICES["grafana"]["volumes"])
     dashboard = grafana["/var/lib/grafana/dashboards/orders-dashboard.json"]
-    assert (DEPLOY / dashboard).resolve() == (ROOT / "ops/grafana/orders-dashboard.json")
+    assert (DEPLOY / dashboard).resolve() == (ROOT / "deploy/grafana/orders-dashboard.json")
 
 
 def test_temporal_in_compose_has_the_orders_search_attributes() -> None:

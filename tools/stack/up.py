@@ -111,7 +111,7 @@ def client_setup(temporal_port: int) -> list[str]:
 
 
 def _metrics_lines(stack: LocalStack) -> str:
-    """Every Prometheus endpoint of the stack (ops/prometheus/prometheus.yml scrapes them)."""
+    """Every Prometheus endpoint of the stack (deploy/prometheus/local.yml scrapes them)."""
     lines = [f"{name:<15} {stack.worker_metrics_url(name)}" for name in stack.workers]
     lines.append(f"{'providers':<15} {stack.providers_metrics_url}")
     if stack.webhook_metrics_url:
