@@ -24,11 +24,10 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from temporalio.client import Client
 
+from orders.client.errors import OrderError
 from orders.client.exit import exit_now
-from orders.intake.client import intake_status, pause_intake, resume_intake
 from orders.client.orders import (
     AcceptedRequest,
-    OrderError,
     OrderStillRunning,
     follow_order,
     list_orders,
@@ -43,7 +42,6 @@ from orders.client.orders import (
 from orders.client.temporal import TemporalConnectionError
 from orders.client.temporal import connect as connect_temporal
 from orders.domain.currencies import format_money
-from orders.intake.contract import IntakeMode, IntakeStatus, human
 from orders.domain.models import (
     CancelRequest,
     Identifier,
@@ -54,6 +52,8 @@ from orders.domain.models import (
     Shipment,
 )
 from orders.domain.status import OperatorAction, OrderStatus, StepState
+from orders.intake.client import intake_status, pause_intake, resume_intake
+from orders.intake.contract import IntakeMode, IntakeStatus, human
 from orders.telemetry import tracing
 
 EXIT_INVALID_INPUT = 2

@@ -28,12 +28,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import PAYMENT_DECLINED, PROVIDER_REJECTED
-from orders.intake.activities import PaymentOutcomes
 from activities.logging import log_step
 from activities.requests import EffectRequest
 from activities.stripe_client import UNEXPECTED_STATE, StripeGateway, error_code
 from orders.domain.status import IDEMPOTENCY_KEY_LIFETIME, RefundStatus, Step
 from orders.domain.stripe_currencies import from_stripe_amount, to_stripe_amount
+from orders.intake.activities import PaymentOutcomes
 
 CONFIRMABLE = frozenset({"requires_confirmation", "requires_payment_method"})
 """Intent statuses in which no card was charged or authorized yet."""

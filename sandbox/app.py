@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from orders.telemetry import tracing
 from sandbox import admin, mail, pages, payments, resend, stripe, warehouse, webhooks
 from sandbox.auth import api_key_dependency
 from sandbox.body_limit import BodySizeLimit
@@ -30,7 +31,6 @@ from sandbox.stripe import authentication, clock, disputes, events
 from sandbox.stripe.errors import restyle
 from sandbox.stripe.rate_limits import RateLimiter
 from sandbox.stripe.request_ids import RequestIds
-from orders.telemetry import tracing
 
 
 def create_app(

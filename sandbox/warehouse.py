@@ -110,7 +110,8 @@ class PicklistIn(BaseModel):
 SHIPMENT_SHIPPED = "shipment.shipped"
 DEFAULT_CARRIER = "Sandbox Post"
 TRACKING_PATTERN = r"^[A-Za-z0-9-]{4,40}$"
-"""The order model's tracking numbers (``orders.domain.models.Shipment``): 4 to 40 letters, digits, -."""
+"""The order model's tracking numbers (``orders.domain.models.Shipment``): 4 to 40 letters,
+digits, -."""
 
 
 class ShipIn(BaseModel):

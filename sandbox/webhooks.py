@@ -40,13 +40,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orders.config import webhooks as settings_names
 from orders.intake.contract import parse_duration
+from orders.webhooks.signature import sign
 from sandbox import outbox, warehouse
 from sandbox.errors import not_found
 from sandbox.ledger import Ledger, LedgerDep
 from sandbox.limits import PathId, QueryId
-from orders.webhooks.signature import sign
 
-log = logging.getLogger("providers.webhooks")
+log = logging.getLogger("sandbox.webhooks")
 
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
 """4xx answers that mean "not now": the event is sent again later. Any 5xx is retried too."""

@@ -14,11 +14,11 @@ from temporalio.testing import WorkflowEnvironment
 from orders.client.exit import exit_now
 from orders.client.temporal import DATA_CONVERTER
 from orders.domain import search_attributes
+from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, generate_key
 from sandbox.admin_client import SandboxAdmin
 from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
-from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, generate_key
-from tools.stack.processes import find_binary, free_port, start_providers
 from tests.support import running_worker
+from tools.stack.processes import find_binary, free_port, start_providers
 
 API_KEY = "sk_test_suite"
 

@@ -227,7 +227,8 @@ async def stripe_against(sandbox: SandboxAdmin) -> AsyncIterator["stripe.StripeC
 
 
 AUTHENTICATION_LINK = r"http://\S+/payments/authenticate/\S+"
-"""The 3-D Secure link in the customer's email (``orders.domain.emails.authentication_required``)."""
+"""The 3-D Secure link in the customer's email
+(``orders.domain.emails.authentication_required``)."""
 
 
 async def authentication_link(sandbox: SandboxAdmin, order_id: str) -> str:

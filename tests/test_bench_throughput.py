@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from orders.domain.models import OrderView
+from orders.domain.status import EmailTemplate, OrderStatus
+from sandbox.admin_client import Effects
 from tools.bench.chart import draw_all, worker_counts
 from tools.bench.figures import (
     STAGES,
@@ -56,10 +59,7 @@ from tools.bench.throughput import (
     rate_limited_figures,
     start_offsets,
 )
-from orders.domain.models import OrderView
-from orders.domain.status import EmailTemplate, OrderStatus
 from tools.harness.checker import Evidence
-from sandbox.admin_client import Effects
 from tools.stack.processes import ROOT
 
 WARMUP, ORDERS, PARK = 1, 5, 5

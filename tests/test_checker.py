@@ -10,10 +10,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orders.domain.models import OrderView, StepRecord
-from orders.domain.status import FINAL_STATUSES, EmailTemplate, OrderStatus, RefundStatus, Step, StepState
+from orders.domain.status import (
+    FINAL_STATUSES,
+    EmailTemplate,
+    OrderStatus,
+    RefundStatus,
+    Step,
+    StepState,
+)
+from sandbox.admin_client import Effects
 from tools.harness.checker import UNATTRIBUTED, Evidence, Violation, check, tally
 from tools.harness.drive import Placed
-from sandbox.admin_client import Effects
 
 TOTAL = 4500
 

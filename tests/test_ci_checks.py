@@ -55,7 +55,7 @@ def test_the_clean_tree_passes(tree: Path) -> None:
     ids=["lint", "format", "types"],
 )
 def test_a_planted_error_fails_the_checks(tree: Path, planted: str, tool_says: str) -> None:
-    module = tree / "domain" / "planted_error.py"
+    module = tree / "orders" / "domain" / "planted_error.py"
     module.write_text('"""A module with one planted error."""\n\n' + planted)
     result = check(tree)
     output = result.stdout + result.stderr

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from orders.domain.status import OrderStatus, Step
-from tools.harness.scenarios import ScenarioResult, run_scenario
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV
+from tools.harness.scenarios import ScenarioResult, run_scenario
 from tools.stack.processes import ROOT
 
 pytestmark = pytest.mark.processes

@@ -50,7 +50,6 @@ from orders.client.temporal import DATA_CONVERTER
 from orders.config.settings import TASK_QUEUE
 from orders.domain.models import Order, ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus
-from sandbox.admin_client import SandboxAdmin
 from orders.security.codec import (
     ENCRYPTED_ENCODING,
     KEY_ID_KEY,
@@ -71,9 +70,10 @@ from orders.security.keys import (
     read_key_file,
 )
 from orders.security.keys import main as keys_main
-from tools.stack.processes import ROOT, find_binary, free_port, start_codec_server
+from sandbox.admin_client import SandboxAdmin
 from tests import support
 from tests.support import make_order, wait_for_status
+from tools.stack.processes import ROOT, find_binary, free_port, start_codec_server
 from worker import sandboxed_runner
 from workflows.order import OrderWorkflow
 

@@ -33,8 +33,6 @@ import pytest
 import yaml
 from temporalio.envconfig import ClientConfig
 
-import orders.security.codec_server
-import orders.webhooks.__main__
 from orders.config import settings as orders_settings
 from orders.config import stripe_events as stripe_names
 from orders.config import webhooks as webhook_names
@@ -45,13 +43,15 @@ from orders.config.settings import (
 )
 from orders.domain import search_attributes
 from orders.intake.contract import IntakePolicy, parse_duration
-from sandbox import __main__ as providers_main
-from sandbox.webhooks import SenderSettings
+from orders.security import codec_server
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE, LOCAL_KEY_FILE_NAME
-from tools.stack.processes import find_binary, free_port
-from tests import support
+from orders.webhooks import __main__ as receiver_main
 from orders.webhooks import app as receiver_app
 from orders.webhooks import handoff as receiver_handoff
+from sandbox import __main__ as providers_main
+from sandbox.webhooks import SenderSettings
+from tests import support
+from tools.stack.processes import find_binary, free_port
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -121,7 +121,9 @@ READS: dict[str, set[str]] = {
         "orders/security/keys.py",
         "orders/client/temporal.py",
     ),
-    "webhooks": env_literals("orders/webhooks/__main__.py", "orders/security/keys.py", "orders/client/temporal.py")
+    "webhooks": env_literals(
+        "orders/webhooks/__main__.py", "orders/security/keys.py", "orders/client/temporal.py"
+    )
     | RECEIVER_WEBHOOK_SETTINGS
     | RECEIVER_STRIPE_SETTINGS,
     "codec-server": env_literals("orders/security/codec_server.py", "orders/security/keys.py"),
@@ -132,7 +134,8 @@ READS: dict[str, set[str]] = {
     | SENDER_STRIPE_SETTINGS,
 }
 TEMPORAL_CLIENTS = {"worker", "webhooks"}
-"""Processes that connect to Temporal (``orders.client.temporal.connect``: ``temporalio.envconfig``)."""
+"""Processes that connect to Temporal (``orders.client.temporal.connect``:
+``temporalio.envconfig``)."""
 
 TEMPORAL_CLIENT_SETTINGS = {
     "TEMPORAL_ADDRESS",
@@ -159,8 +162,7 @@ ONE_OF = [{KEYS_ENV, KEY_FILE_ENV}, {webhook_names.SECRET_ENV, webhook_names.SEC
 PRODUCTION_CODE = [
     path.relative_to(ROOT).as_posix()
     for folder in (
-        "activities", "client", "config", "domain", "providers", "security", "telemetry",
-        "webhooks", "workflows",
+        "activities", "orders", "sandbox", "workflows",
     )
     for path in sorted((ROOT / folder).rglob("*.py"))
 ] + ["worker.py", "starter.py"]  # fmt: skip
@@ -451,8 +453,8 @@ def parsed_args(process: Process, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in process.env.items():
         monkeypatch.setenv(name, value or "from-a-secret")
     parse = {
-        "webhooks": webhooks.__main__.parse_args,
-        "codec-server": security.codec_server.parse_args,
+        "webhooks": receiver_main.parse_args,
+        "codec-server": codec_server.parse_args,
         "providers": providers_main.parse_args,
     }[process.kind]
     return parse(process.args)
@@ -529,7 +531,7 @@ def test_the_webhook_receiver_listens_where_it_is_reached(
 ) -> None:
     from orders.webhooks.app import create_app
 
-    app = create_app(("x" * 16,), webhooks.__main__.LazyClient())
+    app = create_app(("x" * 16,), receiver_main.LazyClient())
     routes = {getattr(route, "path", None) for route in app.routes}
     assert {"/healthz", "/metrics", webhook_names.WEBHOOK_PATH} <= routes
     ports = set()
@@ -557,10 +559,10 @@ def test_the_codec_server_serves_the_web_ui_on_loopback_only(
     for process in processes("codec-server"):
         args = parsed_args(process, monkeypatch)
         assert args.host == "127.0.0.1", f"{process.where}: decrypted data on loopback only"
-        assert security.codec_server.TOKEN_ENV not in process.env, "the Web UI cannot send it"
+        assert codec_server.TOKEN_ENV not in process.env, "the Web UI cannot send it"
         ui_port = published("temporal-ui")
         assert ui_port == {8080: "127.0.0.1:8080"}
-        assert set(security.codec_server.ui_origins(8080)) <= set(args.origins), process.where
+        assert set(codec_server.ui_origins(8080)) <= set(args.origins), process.where
         endpoints.add(f"http://localhost:{args.port}")
     assert SERVICES["codec-server"]["network_mode"] == "host"  # the browser reaches loopback
     (endpoint,) = endpoints
@@ -767,9 +769,9 @@ def test_secrets_init_makes_mode_0600_files_readable_to_the_services_user_only(
                 assert needs == {"condition": "service_completed_successfully"}, name
 
 
-def test_prometheus_scrapes_the_opss_jobs_and_loads_its_rules() -> None:
-    ops = yaml_file(ROOT / "deploy/prometheus/local.yml")
-    assert set(prometheus_targets()) == {job["job_name"] for job in ops["scrape_configs"]}
+def test_prometheus_scrapes_the_local_stacks_jobs_and_loads_its_rules() -> None:
+    local = yaml_file(DEPLOY / "prometheus/local.yml")
+    assert set(prometheus_targets()) == {job["job_name"] for job in local["scrape_configs"]}
     config = yaml_file(DEPLOY / "prometheus/prometheus.yml")
     mounts = dict(v.split(":")[:2][::-1] for v in SERVICES["prometheus"]["volumes"])
     for rules in config["rule_files"]:

@@ -26,11 +26,13 @@ from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import error_for_transport
-from orders.intake.activities import PaymentHealth, PaymentOutcomes, classify
 from activities.provider_client import open_provider_clients
-from orders.intake.client import IntakePaused, intake_status, pause_intake, resume_intake
 from orders.client.orders import OrderNotFound, order_status, start_order
 from orders.config.settings import TASK_QUEUE, ProviderSettings
+from orders.domain.models import Order
+from orders.domain.status import OrderStatus
+from orders.intake.activities import PaymentHealth, PaymentOutcomes, classify
+from orders.intake.client import IntakePaused, intake_status, pause_intake, resume_intake
 from orders.intake.contract import (
     TRIP_SIGNAL,
     Evidence,
@@ -42,13 +44,11 @@ from orders.intake.contract import (
     TripReport,
     breaker_id,
 )
-from orders.domain.models import Order
-from orders.domain.status import OrderStatus
-from sandbox.admin_client import SandboxAdmin
-from tools.stack.local import LocalStack
-from tests.support import make_order, run_starter, wait_for_status
-from worker import build_worker
 from orders.intake.workflow import IntakeWorkflow
+from sandbox.admin_client import SandboxAdmin
+from tests.support import make_order, run_starter, wait_for_status
+from tools.stack.local import LocalStack
+from worker import build_worker
 
 FAST = IntakePolicy(
     failure_rate=0.5,

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from orders.intake.client import intake_status
 from orders.client.orders import resolve_order, ship_order, start_order
 from orders.domain.models import OrderOptions, ResolveRequest, Shipment
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step, StepState
+from orders.intake.client import intake_status
 from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, wait_for_status
 

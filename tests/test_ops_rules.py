@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-OPS = Path(__file__).resolve().parent.parent / "ops"
-RULES = OPS / "prometheus" / "alerts.yml"
-RULE_TESTS = OPS / "prometheus" / "alerts.test.yml"
-SCRAPE_CONFIG = OPS / "prometheus" / "prometheus.yml"
-DASHBOARD = OPS / "grafana" / "orders-dashboard.json"
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+RULES = DEPLOY / "prometheus" / "alerts.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "alerts.test.yml"
+SCRAPE_CONFIG = DEPLOY / "prometheus" / "local.yml"
+DASHBOARD = DEPLOY / "grafana" / "orders-dashboard.json"
 
 ONLY_ON_FAILURE = {"temporal_workflow_task_execution_failed"}
 """Metrics the ops files use that a process exports only once something failed."""

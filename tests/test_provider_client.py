@@ -10,7 +10,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import PROVIDER_REJECTED, PROVIDER_UNAVAILABLE, provider_error_code
-from orders.intake.activities import classify
 from activities.provider_client import ProviderClient, ProviderClients, open_provider_clients
 from activities.warehouse import (
     ORDER_CLOSED,
@@ -20,11 +19,12 @@ from activities.warehouse import (
     WarehouseActivities,
 )
 from orders.config.settings import ProviderSettings
-from orders.intake.contract import PaymentOutcome
 from orders.domain.status import EmailTemplate
+from orders.intake.activities import classify
+from orders.intake.contract import PaymentOutcome
 from sandbox.admin_client import SandboxAdmin
-from tools.stack.processes import free_port
 from tests.support import make_order
+from tools.stack.processes import free_port
 
 
 def _email(order_id: str) -> dict[str, str]:

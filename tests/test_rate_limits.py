@@ -34,20 +34,20 @@ from activities.errors import (
     error_for_response,
     throttled,
 )
-from orders.intake.activities import classify
 from activities.payment import REUSE_COVERED_BY_KEY, PaymentActivities, PaymentIntentRequest
 from activities.provider_client import open_provider_clients
-from orders.intake.client import intake_status
 from orders.client.orders import order_status, ship_order, start_order
 from orders.config.settings import TASK_QUEUE, ProviderSettings
-from orders.intake.contract import IntakeMode, PaymentOutcome, breaker_id
 from orders.domain.models import Shipment
 from orders.domain.status import EmailTemplate, OrderStatus, Step
+from orders.intake.activities import classify
+from orders.intake.client import intake_status
+from orders.intake.contract import IntakeMode, PaymentOutcome, breaker_id
 from sandbox.__main__ import parse_args
 from sandbox.admin_client import SandboxAdmin
 from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
-from tools.stack.local import LocalStack
 from tests.support import make_order, stripe_against, wait_for_status
+from tools.stack.local import LocalStack
 
 UPS = Shipment(carrier="UPS", tracking_number="1Z999AA10123456784")
 

@@ -24,20 +24,25 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from orders.intake.activities import IntakeStart
 from activities.provider_client import open_provider_clients
-from orders.intake.client import intake_status, pause_intake, resume_intake
 from orders.client.orders import start_order
 from orders.client.temporal import DATA_CONVERTER
 from orders.config.settings import ProviderSettings
 from orders.domain import search_attributes
-from orders.intake.contract import WORKFLOW_TYPE, IntakePolicy, IntakeStatus, breaker_id
 from orders.domain.status import OrderStatus
-from sandbox.admin_client import SandboxAdmin
-from tools.stack.processes import find_binary, free_port
-from tests.support import eventually, make_order, wait_for_status
-from worker import build_worker, sandboxed_runner
+from orders.intake.client import intake_status, pause_intake, resume_intake
+from orders.intake.contract import (
+    WORKFLOW_TYPE,
+    IntakePolicy,
+    IntakeStart,
+    IntakeStatus,
+    breaker_id,
+)
 from orders.intake.workflow import IntakeWorkflow
+from sandbox.admin_client import SandboxAdmin
+from tests.support import eventually, make_order, wait_for_status
+from tools.stack.processes import find_binary, free_port
+from worker import build_worker, sandboxed_runner
 
 HISTORIES = Path(__file__).parent / "histories" / "intake"
 

@@ -12,12 +12,12 @@ import pytest
 from temporalio.client import Client
 
 from orders.client import orders
-from orders.client.orders import OrderError, OrderNotFound, follow_order, order_status, start_order
+from orders.client.errors import OrderError
+from orders.client.orders import OrderNotFound, follow_order, order_status, start_order
 from orders.domain.models import OrderView
 from orders.domain.rules import ship_refusal
 from orders.domain.status import OrderStatus, Step
 from sandbox.admin_client import SandboxAdmin
-from tools.stack.processes import free_port
 from tests.support import (
     make_order,
     order_awaiting_shipment,
@@ -25,6 +25,7 @@ from tests.support import (
     until_listed,
     wait_for_status,
 )
+from tools.stack.processes import free_port
 from workflows.order import OrderWorkflow
 
 

@@ -28,9 +28,8 @@ from orders.config import stripe_events as stripe_names
 from orders.config import webhooks as names
 from orders.domain.models import Dispute, Shipment
 from orders.domain.status import EmailTemplate, OrderStatus
+from orders.webhooks.signature import sign
 from sandbox.admin_client import SandboxAdmin
-from tools.stack.local import LocalStack
-from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from tests.support import (
     authenticate,
     eventually,
@@ -40,7 +39,8 @@ from tests.support import (
     until_view,
     wait_for_status,
 )
-from orders.webhooks.signature import sign
+from tools.stack.local import LocalStack
+from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from workflows.dispute import DisputeWorkflow
 
 API_KEY = "sk_test_stripe_events"

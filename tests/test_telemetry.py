@@ -30,9 +30,16 @@ from orders.client.orders import resolve_order, ship_order, start_order
 from orders.domain.models import ResolveRequest, Shipment
 from orders.domain.status import OperatorAction, OrderStatus
 from sandbox.admin_client import SandboxAdmin
-from tools.stack.processes import ROOT, ManagedProcess, free_port, spawn, wait_for_log, wait_for_port
 from tests.conftest import API_KEY
 from tests.support import make_order, wait_for_status
+from tools.stack.processes import (
+    ROOT,
+    ManagedProcess,
+    free_port,
+    spawn,
+    wait_for_log,
+    wait_for_port,
+)
 
 EXAMPLE = ROOT / "examples" / "order.json"
 

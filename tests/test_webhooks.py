@@ -24,14 +24,20 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.warehouse import CLOSE_KEY_SUFFIX
-from orders.client.orders import OrderRefused, cancel_order, request_cancel, resolve_order, start_order
+from orders.client.orders import (
+    OrderRefused,
+    cancel_order,
+    request_cancel,
+    resolve_order,
+    start_order,
+)
 from orders.config import webhooks as names
 from orders.domain.models import OrderOptions, OrderView, ResolveRequest, Shipment
 from orders.domain.rules import ShipVerdict, ship_verdict
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
+from orders.webhooks import signature
+from orders.webhooks.signature import SignatureError, SignatureFailure
 from sandbox.admin_client import SandboxAdmin
-from tools.stack.local import LocalStack
-from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 from tests.support import (
     eventually,
     make_order,
@@ -40,8 +46,8 @@ from tests.support import (
     until_view,
     wait_for_status,
 )
-from orders.webhooks import signature
-from orders.webhooks.signature import SignatureError, SignatureFailure
+from tools.stack.local import LocalStack
+from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
 
 API_KEY = "sk_test_webhooks"
 SECRET = names.generate_secret()

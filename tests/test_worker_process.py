@@ -16,8 +16,8 @@ from orders.client.orders import start_order
 from orders.config.settings import WorkerCapacity
 from orders.domain.status import Step
 from sandbox.admin_client import SandboxAdmin
-from tools.stack.processes import ROOT, start_worker, wait_for_log
 from tests.support import make_order
+from tools.stack.processes import ROOT, start_worker, wait_for_log
 from worker import capacity_options
 
 

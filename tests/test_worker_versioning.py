@@ -42,13 +42,13 @@ from orders.config.settings import (
     source_build_id,
 )
 from orders.domain.status import OrderStatus, Step
+from orders.intake.workflow import IntakeWorkflow
+from tests.support import wait_for_status
 from tools.harness.checker import check, gather_evidence
 from tools.harness.drive import SHIPMENT, Placed, sample_order, start_orders
 from tools.stack.local import LocalStack
 from tools.stack.processes import ROOT
-from tests.support import wait_for_status
 from worker import deployment_config
-from orders.intake.workflow import IntakeWorkflow
 from workflows.order import OrderWorkflow
 
 # -- the settings --

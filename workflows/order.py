@@ -394,7 +394,7 @@ class OrderWorkflow:
     def report_shipment(self, shipment: Shipment) -> OrderView:
         """The warehouse's shipped report as an update: taken, or refused with the reason why.
 
-        The receiver of the warehouse's webhooks (``orders/webhooks/``) sends it under the event's id,
+        The warehouse's webhook receiver (``orders.webhooks``) sends it under the event's id,
         so a redelivered event is answered by Temporal with the first outcome. A refusal's
         ``type`` is a ``rules.ShipVerdict`` (``already-shipped``, ``not-yet``, ``never``): the
         receiver answers the warehouse by it. The ``warehouse_shipped`` signal stays for

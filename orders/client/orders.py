@@ -24,6 +24,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from orders.client.errors import OrderError
+from orders.client.temporal import ACCEPT_TIMEOUT
 from orders.config.settings import TASK_QUEUE
 from orders.domain import search_attributes
 from orders.domain.currencies import format_money
@@ -39,24 +41,17 @@ from orders.domain.models import (
 from orders.domain.rules import cancel_refusal, ship_refusal
 from orders.domain.status import OrderStatus
 from orders.domain.stripe_currencies import charge_refusal
+from orders.intake.client import check_intake
 from workflows.dispute import DisputeWorkflow
 from workflows.order import OPTIONS_MEMO, OrderWorkflow
 from workflows.policy import WORKFLOW_TASK_TIMEOUT
 
 QUERY_TIMEOUT = timedelta(seconds=5)
-ACCEPT_TIMEOUT = timedelta(seconds=10)
-"""How long a cancel or resolve waits for a worker to accept or refuse it."""
 POLL_INTERVAL = timedelta(seconds=0.5)
 """How often ``follow_order`` reads the order's status."""
 # An accepted update has no outcome yet, so polling for it with this deadline ends at once; a
 # refused one carries its refusal in the answer to start_update (see ``_refusal``).
 _PROBE_TIMEOUT = timedelta(milliseconds=1)
-
-
-class OrderError(Exception):
-    """A request about an order that cannot be carried out; the message says why."""
-
-    exit_code = 1
 
 
 class OrderUnchargeable(OrderError):
@@ -143,8 +138,6 @@ async def start_order(
     order's total (``placement_refusal``), and with ``IntakePaused`` while intake is paused
     (``orders.intake.client``).
     """
-    from orders.intake.client import check_intake  # here: client.intake imports this module
-
     if (refusal := placement_refusal(order)) is not None:
         raise OrderUnchargeable(refusal)
     await check_intake(client, task_queue)

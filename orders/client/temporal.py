@@ -13,6 +13,7 @@ connects, so a process without keys stops at once with a message that says how t
 import dataclasses
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ payload (inputs, results, signals, updates, queries, memo, summaries, failure me
 encrypted. Everything that talks to Temporal (clients, workers, test environments, the replayer)
 takes it from here. Payloads not marked encrypted (histories recorded before encryption) decode
 as they are."""
+
+
+ACCEPT_TIMEOUT = timedelta(seconds=10)
+"""How long a cancel, resolve or resume waits for a worker to accept or refuse it."""
 
 
 class TemporalConnectionError(Exception):
@@ -113,7 +118,8 @@ async def connect(
 
     ``address`` (a stack this process started itself) bypasses the client configuration.
     ``runtime`` (one per process, e.g. serving Prometheus metrics, ``orders.telemetry.metrics``) and
-    ``interceptors`` (tracing, ``orders.telemetry.tracing``) also apply to workers built on the client.
+    ``interceptors`` (tracing, ``orders.telemetry.tracing``) also apply to workers built on the
+    client.
     """
     config = {"target_host": address} if address else connect_config(profile)
     converter = data_converter()

@@ -116,11 +116,12 @@ never be made current."""
 BUILD_SOURCES = (
     "worker.py",
     "activities",
-    "client",
-    "config",
-    "domain",
-    "security",
-    "telemetry",
+    "orders/client",
+    "orders/config",
+    "orders/domain",
+    "orders/intake",
+    "orders/security",
+    "orders/telemetry",
     "workflows",
 )
 """What a worker runs: its default build id is a hash of these files' Python sources."""
@@ -143,7 +144,7 @@ def source_build_id(root: Path | None = None) -> str:
     any change to workflow, activity or domain code gives a new one. Bytecode, tests and the
     sandbox providers do not count.
     """
-    root = root or Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parents[2]
     digest = hashlib.sha256()
     for top in BUILD_SOURCES:
         path = root / top

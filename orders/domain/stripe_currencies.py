@@ -30,7 +30,8 @@ Sources, Stripe's own documentation (read in December 2026 as stored copies of t
 
 What the table says, and how it is read here:
 
-- Stripe's scale is ISO 4217's (``orders.domain.currencies``) except for three currencies. ISK and UGX
+- Stripe's scale is ISO 4217's (``orders.domain.currencies``) except for three currencies. ISK
+  and UGX
   are whole units in ISO (exponent 0), but Stripe takes them as two-decimal amounts whose last
   two digits are ``00`` ("to charge 5 ISK, provide an amount value of 500"). MGA is two-decimal
   in ISO but in Stripe's zero-decimal list: Stripe charges whole ariary. UGX is in Stripe's

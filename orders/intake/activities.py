@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pydantic import BaseModel
 from stripe.params import PaymentIntentSearchParams
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -29,7 +28,6 @@ from activities.stripe_client import StripeGateway
 from orders.intake.contract import (
     STATUS_MEMO,
     TRIP_SIGNAL,
-    WORKFLOW_TYPE,
     Evidence,
     IntakeMode,
     IntakePolicy,
@@ -39,18 +37,13 @@ from orders.intake.contract import (
     TripReport,
     breaker_id,
     human,
+    start_paused,
 )
 
 logger = logging.getLogger("orders.intake")
 
 PROBE_ORDER_ID = "intake-probe"
 """The probe searches the gateway's intents of this order id: a read, with no effect."""
-
-
-class IntakeStart(BaseModel):
-    """The breaker workflow's input: the status a continued run carries over, if any."""
-
-    carried: IntakeStatus | None = None
 
 
 def classify(err: BaseException) -> PaymentOutcome | None:
@@ -294,24 +287,3 @@ class IntakeActivities:
             )
         seen = f"{evidence.failing} of {evidence.orders} recent orders' payments failing"
         return ProbeResult(at=at, healthy=True, detail=f"the gateway answers; {seen}")
-
-
-_PAUSED_BY = {"operator": "an operator", "breaker": "the breaker"}
-
-
-async def start_paused(client: Client, paused: IntakeStatus, signal: str, argument: object) -> None:
-    """Pause intake by signal-with-start of the breaker: in effect once Temporal has it.
-
-    The one way intake pauses, whether the breaker trips or an operator pauses it.
-    """
-    await client.start_workflow(
-        WORKFLOW_TYPE,
-        IntakeStart(),
-        id=breaker_id(paused.task_queue),
-        task_queue=paused.task_queue,
-        start_signal=signal,
-        start_signal_args=[argument],
-        memo={STATUS_MEMO: paused},
-        static_summary=f"intake paused by {_PAUSED_BY.get(paused.by, paused.by)}",
-        static_details=paused.reason,
-    )

@@ -1,7 +1,8 @@
 """Operations on the intake breaker: read it, check it before a start, pause and resume it.
 
 Intake is paused exactly while the breaker workflow of the task queue runs
-(``orders.intake.workflow``), so reading it is one describe: no worker needed, and a pause holds even
+(``orders.intake.workflow``), so reading it is one describe: no worker needed, and a pause holds
+even
 while every worker is down.
 """
 
@@ -16,19 +17,20 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from orders.intake.activities import start_paused
-from orders.client.orders import ACCEPT_TIMEOUT, OrderError
+from orders.client.errors import OrderError
+from orders.client.temporal import ACCEPT_TIMEOUT
 from orders.config.settings import TASK_QUEUE
 from orders.intake.contract import (
     PAUSE_SIGNAL,
+    RESUME_UPDATE,
     STATUS_MEMO,
     IntakeMode,
     IntakeStatus,
     PauseRequest,
     ResumeRequest,
     breaker_id,
+    start_paused,
 )
-from orders.intake.workflow import IntakeWorkflow
 
 
 class IntakePaused(OrderError):
@@ -113,12 +115,16 @@ async def resume_intake(
     current = await intake_status(client, task_queue)
     if not current.paused:
         return current
-    handle = client.get_workflow_handle_for(IntakeWorkflow.run, breaker_id(task_queue))
+    handle = client.get_workflow_handle(breaker_id(task_queue))
     try:
         async with asyncio.timeout(ACCEPT_TIMEOUT.total_seconds()):
-            return await handle.execute_update(
-                IntakeWorkflow.resume, ResumeRequest(reason=reason), rpc_timeout=ACCEPT_TIMEOUT
+            opened: IntakeStatus = await handle.execute_update(
+                RESUME_UPDATE,
+                ResumeRequest(reason=reason),
+                result_type=IntakeStatus,
+                rpc_timeout=ACCEPT_TIMEOUT,
             )
+            return opened
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
         raise OrderError(
             f"no worker answered within {ACCEPT_TIMEOUT.total_seconds():.0f}s; is a worker "

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from temporalio.client import Client
 
 WORKFLOW_TYPE = "IntakeWorkflow"
 """The breaker workflow's type name (the worker registers it under this name)."""
@@ -272,3 +273,30 @@ def human(duration: timedelta) -> str:
     minutes, secs = divmod(rest, 60)
     text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
     return text + (f"{secs}s" if secs or not text else "")
+
+
+class IntakeStart(BaseModel):
+    """The breaker workflow's input: the status a continued run carries over, if any."""
+
+    carried: IntakeStatus | None = None
+
+
+_PAUSED_BY = {"operator": "an operator", "breaker": "the breaker"}
+
+
+async def start_paused(client: Client, paused: IntakeStatus, signal: str, argument: object) -> None:
+    """Pause intake by signal-with-start of the breaker: in effect once Temporal has it.
+
+    The one way intake pauses, whether the breaker trips or an operator pauses it.
+    """
+    await client.start_workflow(
+        WORKFLOW_TYPE,
+        IntakeStart(),
+        id=breaker_id(paused.task_queue),
+        task_queue=paused.task_queue,
+        start_signal=signal,
+        start_signal_args=[argument],
+        memo={STATUS_MEMO: paused},
+        static_summary=f"intake paused by {_PAUSED_BY.get(paused.by, paused.by)}",
+        static_details=paused.reason,
+    )

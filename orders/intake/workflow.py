@@ -19,7 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from orders.intake.activities import IntakeActivities, IntakeStart
+    from orders.intake.activities import IntakeActivities
     from orders.intake.contract import (
         PAUSE_SIGNAL,
         RESUME_UPDATE,
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         TRIP_SIGNAL,
         WORKFLOW_TYPE,
         IntakeMode,
+        IntakeStart,
         IntakeStatus,
         PauseRequest,
         ProbeResult,

@@ -37,7 +37,7 @@ KEY_FILE_ENV = "ORDERS_CODEC_KEY_FILE"
 """Path of a key file (JSON or ``kid:BASE64KEY`` lines), the first key is current."""
 LOCAL_KEY_FILE_NAME = "codec-keys.json"
 """The key file the local stack generates in its data folder."""
-LOCAL_KEY_FILE = Path(__file__).parent.parent / "data" / LOCAL_KEY_FILE_NAME
+LOCAL_KEY_FILE = Path(__file__).resolve().parents[2] / "data" / LOCAL_KEY_FILE_NAME
 """The key file of ``./scripts/run``'s stack (its default data folder is ``./data``)."""
 KEY_BYTES = 32
 """AES-256."""

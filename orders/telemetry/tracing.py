@@ -74,7 +74,8 @@ def configure(default_service_name: str) -> bool:
 def shutdown() -> None:
     """Flush the spans of the provider ``configure`` installed (call before the process exits).
 
-    The processes leave with ``os._exit`` (see ``orders.client.exit``), which skips OpenTelemetry's own
+    The processes leave with ``os._exit`` (see ``orders.client.exit``), which skips
+    OpenTelemetry's own
     exit hook, so the last spans are sent here or never.
     """
     global _installed

@@ -3,7 +3,8 @@
 - ``orders/webhooks/events.py``: the event the warehouse sends (``shipment.shipped``).
 - ``orders/webhooks/signature.py``: the ``Warehouse-Signature`` header, signed and verified.
 - ``orders/webhooks/handoff.py``: one event handed to its order (a Workflow Update), and the answer.
-- ``orders/webhooks/app.py``: the receiver (``POST /webhooks/warehouse``, ``/metrics``, ``/healthz``).
+- ``orders/webhooks/app.py``: the receiver (``POST /webhooks/warehouse``, ``/metrics``,
+  ``/healthz``).
 - ``orders/webhooks/__main__.py``: ``python -m orders.webhooks`` runs it.
 
 The sender is the sandbox warehouse's outbox, ``sandbox/webhooks.py``; the settings both

@@ -20,7 +20,8 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from orders.client.orders import OrderError, OrderNotFound, order_status
+from orders.client.errors import OrderError
+from orders.client.orders import OrderNotFound, order_status
 from orders.domain.models import Shipment
 from orders.domain.rules import ShipVerdict, ship_verdict
 from workflows.order import OrderWorkflow

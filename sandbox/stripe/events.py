@@ -25,12 +25,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from orders.config import stripe_events as names
+from orders.webhooks.signature import sign
 from sandbox import outbox
 from sandbox.errors import not_found
 from sandbox.ledger import LedgerDep, new_id, now_iso
 from sandbox.limits import PathId, QueryId
 from sandbox.webhooks import SenderSettings, WebhookControls, WebhookSender
-from orders.webhooks.signature import sign
 
 TABLE = "stripe_events"
 

@@ -15,8 +15,8 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from tools.bench import ceiling_activities
     from orders.domain.models import Order, Shipment
+    from tools.bench import ceiling_activities
     from workflows.policy import PROVIDER_CALL_TIMEOUT, PROVIDER_HEARTBEAT_TIMEOUT, PROVIDER_RETRY
 
 STEP_BUDGET = timedelta(hours=6)

@@ -1,4 +1,6 @@
-"""The ceiling's six activities: the order's steps with nothing behind them (``tools.bench.ceiling``).
+"""The ceiling's six activities: the order's steps with nothing behind them.
+
+See ``tools.bench.ceiling``.
 
 Each returns at once, so what the ceiling costs is Temporal's own work per order: the workflow
 tasks, activity tasks, events and round trips of the naive order shape.

@@ -15,12 +15,12 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from tools.bench import ceiling_activities
-from tools.bench.ceiling import CeilingOrderWorkflow
-from tools.bench.ceiling_activities import CEILING_TASK_QUEUE
 from orders.client.exit import exit_now
 from orders.client.temporal import TemporalConnectionError, connect
 from orders.config.settings import CapacityError
+from tools.bench import ceiling_activities
+from tools.bench.ceiling import CeilingOrderWorkflow
+from tools.bench.ceiling_activities import CEILING_TASK_QUEUE
 from worker import cache_bytecode, capacity_options, sandboxed_runner
 from workflows.policy import STICKY_QUEUE_TIMEOUT
 

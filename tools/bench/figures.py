@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orders.domain.status import OrderStatus
 from tools.bench.procstat import ProcessUsage, machine_cpu, process_usage
 from tools.bench.stages import OrderHistory
-from orders.domain.status import OrderStatus
 from tools.harness.checker import Evidence, check, tally
 
 ROLES = ("worker", "ceiling_worker", "temporal", "providers", "driver")

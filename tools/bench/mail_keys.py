@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orders.client.exit import run_to_exit
+from orders.security.keys import KEYS_ENV, generate_key, keys_configured
+from sandbox.faults import MAIL_KEYLESS_ENV
 from tools.harness.checker import emails_needed
 from tools.harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
-from sandbox.faults import MAIL_KEYLESS_ENV
-from orders.security.keys import KEYS_ENV, generate_key, keys_configured
 
 MODES = ("keyed", "keyless")
 
@@ -121,7 +121,7 @@ def _line(mode: str, name: str, counted: Count) -> str:
 
 
 def main() -> None:
-    """Entry point: ``python -m tools.bench.mail_keys [--runs N] [--mode M ...] [--scenario S ...]``."""
+    """Entry point: ``python -m tools.bench.mail_keys [--runs N] [--mode M] [--scenario S]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per scenario (default 5)")
     parser.add_argument("--mode", action="append", choices=MODES, help="default: both")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from orders.client.exit import run_to_exit
 from orders.domain.status import OrderStatus
-from tools.harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 from orders.security.keys import KEYS_ENV, generate_key, keys_configured
+from tools.harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 
 COLUMNS = (
     ("scenario", 28),

@@ -8,7 +8,7 @@ dev server on a SQLite file with WAL, the providers and a worker in a temporary 
     .venv/bin/python -m tools.bench.throughput --concurrency 1,10,50 --orders 100
     .venv/bin/python -m tools.bench.throughput --park 10000        # park, measure, ship them all
     .venv/bin/python -m tools.bench.throughput --workers 1,2,4     # scale-out: levels 10, 50, 200
-    .venv/bin/python -m tools.bench.throughput --concurrency 10,50 --overload   # then 2 x, open loop
+    .venv/bin/python -m tools.bench.throughput --concurrency 10,50 --overload  # then 2 x, open loop
     .venv/bin/python -m tools.bench.throughput --rate-limited      # 2 x the gateway account's limit
 
 Each level keeps ``concurrency`` orders in flight: every order is started, signalled shipped as
@@ -58,6 +58,19 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from orders.client.exit import exit_now
+from orders.client.orders import start_order
+from orders.config.settings import TASK_QUEUE
+from orders.domain.models import OrderView
+from orders.domain.status import OrderStatus
+from orders.intake.contract import TRIP_SIGNAL, breaker_id
+from sandbox.admin_client import SandboxAdmin
+from sandbox.faults import (
+    DEFAULT_RATE_LIMIT_PER_S,
+    DEFAULT_SEARCH_RATE_LIMIT_PER_S,
+    RATE_LIMIT_ENV,
+    SEARCH_RATE_LIMIT_ENV,
+)
 from tools.bench import chart
 from tools.bench.ceiling import CeilingOrderWorkflow
 from tools.bench.ceiling_activities import CEILING_TASK_QUEUE
@@ -92,21 +105,8 @@ from tools.bench.stages import (
     Shape,
 )
 from tools.bench.stages import read_history as read_stages
-from orders.client.exit import exit_now
-from orders.client.orders import start_order
-from orders.config.settings import TASK_QUEUE
-from orders.intake.contract import TRIP_SIGNAL, breaker_id
-from orders.domain.models import OrderView
-from orders.domain.status import OrderStatus
 from tools.harness.checker import gather_evidence
 from tools.harness.drive import SHIPMENT, Placed, gather_limited, sample_order
-from sandbox.admin_client import SandboxAdmin
-from sandbox.faults import (
-    DEFAULT_RATE_LIMIT_PER_S,
-    DEFAULT_SEARCH_RATE_LIMIT_PER_S,
-    RATE_LIMIT_ENV,
-    SEARCH_RATE_LIMIT_ENV,
-)
 from tools.stack.local import LocalStack
 from tools.stack.processes import ROOT, ManagedProcess, StackError, find_binary, spawn, wait_for_log
 from workflows.order import OrderWorkflow
@@ -661,7 +661,13 @@ class Bench:
         env = {"TEMPORAL_ADDRESS": self.stack.temporal_address, "PYTHONUNBUFFERED": "1"}
         process = spawn(
             name,
-            [sys.executable, "-m", "tools.bench.ceiling_worker", "--task-queue", CEILING_TASK_QUEUE],
+            [
+                sys.executable,
+                "-m",
+                "tools.bench.ceiling_worker",
+                "--task-queue",
+                CEILING_TASK_QUEUE,
+            ],
             self.stack.log_dir / f"{name}.log",
             env,
         )
@@ -1228,7 +1234,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "change (5; 3 quick)",
     )
     parser.add_argument(
-        "--out", type=Path, help="the JSON report (default tools/bench/results/throughput-<date>.json)"
+        "--out",
+        type=Path,
+        help="the JSON report (default tools/bench/results/throughput-<date>.json)",
     )
     parser.add_argument("--chart", type=Path, help="the PNG chart (default: --out with .png)")
     parser.add_argument(
@@ -1256,13 +1264,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "or --rate R (orders/s)"
         )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    args.out = args.out or ROOT / "bench" / "results" / f"throughput-{stamp}.json"
+    args.out = args.out or ROOT / "tools" / "bench" / "results" / f"throughput-{stamp}.json"
     args.chart = args.chart or args.out.with_suffix(".png")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: ``python -m tools.bench.throughput [--quick] [--concurrency 1,10] [--park N]``."""
+    """Entry point: ``python -m tools.bench.throughput [--quick] [--concurrency 1,10]``."""
     args = parse_args(argv)
     status = 0
     try:

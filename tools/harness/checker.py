@@ -16,8 +16,8 @@ from temporalio.client import Client
 from orders.client.orders import OrderNotFound, order_status
 from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus, RefundStatus, Step, StepState
-from tools.harness.drive import Placed, gather_limited
 from sandbox.admin_client import Effects, SandboxAdmin
+from tools.harness.drive import Placed, gather_limited
 
 Outcomes = Mapping[str, OrderView | None]
 """Order id -> the order's read model, or ``None`` when Temporal has no such order."""

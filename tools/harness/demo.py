@@ -20,6 +20,7 @@ from pathlib import Path
 
 from orders.client.exit import exit_now
 from orders.domain.status import EmailTemplate
+from sandbox.admin_client import SERVICES, Effects
 from tools.harness.checker import Evidence, check, gather_evidence
 from tools.harness.scenarios import (
     Run,
@@ -27,7 +28,6 @@ from tools.harness.scenarios import (
     hold_one_order_per_step,
     wait_held_at_each_step,
 )
-from sandbox.admin_client import SERVICES, Effects
 from tools.stack.local import LocalStack
 
 HEADERS = (

@@ -24,8 +24,8 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from orders.client.errors import OrderError
 from orders.client.orders import (
-    OrderError,
     OrderRefused,
     cancel_order,
     order_status,
@@ -34,6 +34,7 @@ from orders.client.orders import (
 )
 from orders.domain.models import ResolveRequest
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
+from sandbox.admin_client import SERVICES, SandboxAdmin
 from tools.harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
 from tools.harness.drive import (
     DECLINED_CARD,
@@ -49,7 +50,6 @@ from tools.harness.drive import (
     wait_for_count,
     wait_until,
 )
-from sandbox.admin_client import SERVICES, SandboxAdmin
 from tools.stack.local import LocalStack
 from tools.stack.processes import free_port
 

@@ -21,7 +21,6 @@ from temporalio.client import Client
 from orders.client.temporal import codec_keys, connect
 from orders.config import stripe_events, webhooks
 from orders.config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
-from sandbox.admin_client import SandboxAdmin
 from orders.security.codec_server import ui_origins
 from orders.security.keys import (
     KEY_FILE_ENV,
@@ -30,6 +29,7 @@ from orders.security.keys import (
     keys_configured,
     read_key_file,
 )
+from sandbox.admin_client import SandboxAdmin
 from tools.stack.processes import (
     ROOT,
     ManagedProcess,

@@ -20,7 +20,7 @@ from typing import IO
 
 from orders.domain.search_attributes import dev_server_flags
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 """The repository root: worker.py and the packages live here."""
 
 
