@@ -796,13 +796,13 @@ def test_temporal_in_compose_has_the_orders_search_attributes() -> None:
 # Secrets: referenced by name, never in the files
 
 
-README = (ROOT / "README.md").read_text()
+DEPLOYMENT_DOC = (ROOT / "docs" / "deployment.md").read_text()
 
 
 def documented_secrets() -> dict[str, set[str]]:
-    """The README's ``kubectl create secret generic NAME --from-...=KEY=...``: name -> keys."""
+    """The deployment page's ``kubectl create secret generic NAME --from-...=KEY=...``."""
     found: dict[str, set[str]] = {}
-    for command in README.replace("\\\n", " ").splitlines():
+    for command in DEPLOYMENT_DOC.replace("\\\n", " ").splitlines():
         if match := re.search(r"create secret generic ([a-z0-9-]+)(.*)", command):
             keys = re.findall(r"--from-(?:file|literal)=([A-Za-z0-9_.-]+)=", match[2])
             found.setdefault(match[1], set()).update(keys)
@@ -1005,7 +1005,7 @@ def test_the_worker_controller_runs_each_build_as_a_version_of_the_orders() -> N
     assert versioning.enabled
     assert versioning.version == "orders/orders-worker.dev-5d8f9c7b6"
     assert PROCESSES["orders-worker"].value("ORDERS_TASK_QUEUE") == orders_settings.TASK_QUEUE
-    # A rollout ramps before it switches; an old build drains, then goes (README).
+    # A rollout ramps before it switches; an old build drains, then goes (docs/deployment.md).
     rollout = worker["spec"]["rollout"]
     assert rollout["strategy"] == "Progressive"
     ramps = [step["rampPercentage"] for step in rollout["steps"]]

@@ -145,7 +145,7 @@ BUILD_B = "rollout-b"
 DEPLOYMENT = DEFAULT_DEPLOYMENT_NAME
 
 B_PATCH = "rollout-b-received-note"
-"""Build B's change, asked as the README prescribes: a new patch, in the order's first task."""
+"""Build B's change, asked as docs/rollouts.md prescribes: a new patch, in the first task."""
 B_NOTE = {"rollout": "started on build B"}
 """What build B's change does: a memo on each order it starts (visible in the UI and history)."""
 B_CHANGE_AT = """        state, steps = self._state, self._steps
@@ -161,7 +161,7 @@ def build_b_sources(folder: Path) -> Path:
     """Build B: this repository's worker sources (``BUILD_SOURCES``) with one change.
 
     The change is to the order workflow, behind a new patch asked in its first workflow task,
-    as the README prescribes.
+    as docs/rollouts.md prescribes.
     """
     folder.mkdir(parents=True)
     for top in BUILD_SOURCES:

@@ -63,7 +63,7 @@ class OrderWorkflow:
     workflow task goes to the deployment's current build, so a rollout moves orders waiting
     days for the warehouse onto the new code and the old build can be retired at once. The
     price is that every change to the commands an order issues stays behind a
-    ``workflow.patched`` (see the README's "Rolling out new code: Worker Versioning").
+    ``workflow.patched`` (see docs/rollouts.md).
     """
 
     @workflow.init

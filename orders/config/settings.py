@@ -73,7 +73,7 @@ class WorkerCapacity:
     """A task that runs a local-first step waits inside the task for the provider's answer,
     holding its slot without using the core: with 10 slots, the real order ran at 0.78 of the
     ceiling's rate at 50 in flight (14.8 orders/s), with 30 at 0.95 (18.6/s; the longest task
-    215 ms). See the README's "Speed"."""
+    215 ms). See docs/speed.md."""
     activities: int = 20
     local_activities: int = 20
     cached_workflows: int = 500
@@ -83,7 +83,7 @@ class WorkerCapacity:
 
     @classmethod
     def from_env(cls) -> "WorkerCapacity":
-        """Read the ``ORDERS_WORKER_*`` variables (see the README); unset ones keep the default."""
+        """Read the ``ORDERS_WORKER_*`` variables (docs/architecture.md); unset ones: defaults."""
         default = cls()
         return cls(
             workflow_tasks=_slots("ORDERS_WORKER_WORKFLOW_TASKS", default.workflow_tasks, 2),

@@ -35,7 +35,7 @@ EVENT_TYPES = (
     "charge.dispute.created",
     "charge.dispute.closed",
 )
-"""The events the shop's endpoint must be enabled for (the README lists what each is for)."""
+"""The events the shop's endpoint must be enabled for (docs/customer.md says what each is for)."""
 
 
 OPERATIONS_EMAIL_ENV = "ORDERS_OPERATIONS_EMAIL"

@@ -1,7 +1,7 @@
 """Run the webhook receiver: ``python -m orders.webhooks --port 8001``.
 
-``python -m orders.webhooks generate-secret`` prints a new secret. Settings (see the README's
-"Warehouse webhooks"): ``ORDERS_WEBHOOK_SECRET`` or ``ORDERS_WEBHOOK_SECRET_FILE`` (required;
+``python -m orders.webhooks generate-secret`` prints a new secret. Settings (see
+docs/webhooks.md): ``ORDERS_WEBHOOK_SECRET`` or ``ORDERS_WEBHOOK_SECRET_FILE`` (required;
 several secrets for rotation), ``ORDERS_WEBHOOK_TOLERANCE`` (``300s``),
 ``ORDERS_WEBHOOK_MAX_BODY_BYTES`` (65536), ``ORDERS_WEBHOOK_RETRY_AFTER`` (``10s``),
 ``ORDERS_WEBHOOK_HANDOFF_TIMEOUT`` (``10s``), ``ORDERS_STRIPE_WEBHOOK_SECRET`` or

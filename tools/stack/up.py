@@ -64,8 +64,8 @@ def _parse_args() -> argparse.Namespace:
         choices=("on", "off"),
         default="on",
         help="run the workers with Worker Versioning, as deployment version "
-        "orders.<build id>, and make that version current on start (default on; see the "
-        "README's 'Rolling out new code')",
+        "orders.<build id>, and make that version current on start (default on; see "
+        "docs/rollouts.md)",
     )
     parser.add_argument(
         "--metrics-port",
