@@ -150,11 +150,9 @@ def build_worker(
         workflows=[OrderWorkflow, IntakeWorkflow, DisputeWorkflow],
         activities=[
             payment.create_payment_intent,
-            payment.confirm_payment,
             payment.authorize_payment,
             payment.capture_payment,
             payment.cancel_payment,
-            payment.find_charge,
             payment.refund_payment,
             payment.follow_refund,
             payment.follow_authentication,

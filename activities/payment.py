@@ -1,10 +1,8 @@
 """Payment at the gateway, on Stripe's API: create an intent, authorize it, capture it.
 
-Phase one creates the payment intent (no money moves; its id lands in history). Orders from
-authorize-then-capture on create it with ``capture_method=manual``: the confirm then only
-authorizes the card (``requires_capture``) and the money moves when the order captures it,
-once the warehouse has reserved the stock. Orders started before confirm with automatic
-capture, which moves the money at once (``confirm_payment``).
+Phase one creates the payment intent with ``capture_method=manual`` (no money moves; its id
+lands in history): the confirm then only authorizes the card (``requires_capture``) and the
+money moves when the order captures it, once the warehouse has reserved the stock.
 
 Every answer that matters for money is read from the intent itself, never from a search:
 Stripe's search lags writes. An action the intent's status no longer allows (confirming a
@@ -67,8 +65,8 @@ class PaymentIntentRequest(EffectRequest):
     """This order's earlier intents, when it authorizes again (its authorization expired):
     theirs, not another order's, so they do not make the order id look used before."""
     capture_method: Literal["automatic", "manual"] = "automatic"
-    """``manual``: the confirm only authorizes and ``capture_payment`` moves the money.
-    Orders started before authorize-then-capture sent no such field: automatic."""
+    """``manual`` (what orders send): the confirm only authorizes and ``capture_payment`` moves
+    the money; ``automatic``, Stripe's default, captures at the confirm."""
     placed_at: datetime | None = None
     """When the order was placed (``Order.placed_at``); unknown (older orders): searched."""
 
@@ -108,7 +106,7 @@ class PaymentIntent(BaseModel):
 
 
 class ConfirmPaymentRequest(EffectRequest):
-    """Phase 2: confirm the intent (authorize the card, or charge it for older orders)."""
+    """Phase 2: confirm the intent, which authorizes the card."""
 
     intent_id: str
 
@@ -310,21 +308,6 @@ class PaymentActivities:
         return int(capture_before) if capture_before is not None else None
 
     @activity.defn
-    async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
-        """Confirm an automatic-capture intent (orders started before authorize-then-capture).
-
-        The money moves at once; a decline raises a non-retryable ``PaymentDeclined`` error.
-        """
-        with self._watch(request.order_id):
-            return await self._take_money(
-                request,
-                "confirm",
-                lambda options: self._intents.confirm_async(request.intent_id, options=options),
-                Step.PAYMENT_CONFIRM,
-                "charged",
-            )
-
-    @activity.defn
     async def capture_payment(self, request: CapturePaymentRequest) -> Charge:
         """Capture the authorized money; capturing a captured intent returns its charge.
 
@@ -413,18 +396,6 @@ class PaymentActivities:
             "GET /v1/payment_intents/{intent}",
             lambda options: self._intents.retrieve_async(intent_id, options=options),
         )
-
-    @activity.defn
-    async def find_charge(self, order_id: str) -> Charge | None:
-        """The order's charge, if the gateway's search shows one.
-
-        Only orders started before the gateway decided compensation call this (they must
-        replay as they ran); a search lags writes and cannot see a confirm still in flight.
-        """
-        intents = await self._search(order_id)
-        charge = next((_charge(intent) for intent in intents if intent.charged), None)
-        log_step(order_id, Step.CHARGE_LOOKUP, f"found {charge.id}" if charge else "no charge")
-        return charge
 
     @activity.defn
     async def refund_payment(self, request: RefundRequest) -> Refund:

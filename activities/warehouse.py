@@ -46,8 +46,8 @@ class PicklistRequest(EffectRequest):
     items: list[PicklistItem]
     ship_to: Address
     hold: bool = False
-    """Reserve the stock, but ship only once released (``release_picklist``) after the capture.
-    Orders started before the release step send ``False``: their picklist may ship at once."""
+    """Reserve the stock, but ship only once released (``release_picklist``) after the capture;
+    ``False``, the warehouse's default, ships at once."""
 
 
 class ReleasePicklistRequest(EffectRequest):

@@ -16,7 +16,12 @@ import stripe
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from activities.payment import ConfirmPaymentRequest, PaymentActivities, PaymentIntentRequest
+from activities.payment import (
+    CapturePaymentRequest,
+    ConfirmPaymentRequest,
+    PaymentActivities,
+    PaymentIntentRequest,
+)
 from activities.provider_client import open_provider_clients
 from orders.client.orders import OrderNotFound, OrderUnchargeable, order_status, start_order
 from orders.config.settings import ProviderSettings
@@ -181,13 +186,17 @@ async def test_an_isk_order_is_charged_its_total_in_stripes_scale(sandbox: Sandb
             amount=order.total,
             currency=order.currency,
             payment_method=order.payment_method,
-            capture_method="automatic",
+            capture_method="manual",
         )
         intent = await run(payments.create_payment_intent, request)
         confirm = ConfirmPaymentRequest(
             order_id=order.id, idempotency_key=f"{order.id}:payment-confirm", intent_id=intent.id
         )
-        charge = await run(payments.confirm_payment, confirm)
+        await run(payments.authorize_payment, confirm)
+        capture = CapturePaymentRequest(
+            order_id=order.id, idempotency_key=f"{order.id}:payment-capture", intent_id=intent.id
+        )
+        charge = await run(payments.capture_payment, capture)
     assert (intent.amount, charge.amount, charge.currency) == (4990, 4990, "ISK")
     effects = sandbox.effects(order.id)
     assert (effects.charges, effects.charged_amount) == (1, 499_000)  # 4990.00 ISK at Stripe

@@ -156,8 +156,7 @@ class FakeProviders:
     (``pi_1``, ``ch_1``, ``re_1``, ``pl_1``, ``msg_<n>``); the workflow reads no amounts back,
     so the stubs answer ``1`` where the gateway would answer the order's total. The gateway
     authorizes (``authorize_payment``, the intent in ``requires_capture`` with its charge
-    ``ch_1`` held, not taken) and captures (``capture_payment``); ``confirm_payment`` and
-    ``find_charge`` are what orders started before authorize-then-capture still call.
+    ``ch_1`` held, not taken) and captures (``capture_payment``).
     """
 
     def __init__(self) -> None:
@@ -175,9 +174,7 @@ class FakeProviders:
             self.create_payment_intent,
             self.authorize_payment,
             self.capture_payment,
-            self.confirm_payment,
             self.cancel_payment,
-            self.find_charge,
             self.refund_payment,
             self.follow_refund,
             self.follow_authentication,
@@ -247,14 +244,6 @@ class FakeProviders:
             lambda: Charge(id="ch_1", payment_intent=request.intent_id, amount=1, currency="USD"),
         )
 
-    @activity.defn(name="confirm_payment")
-    async def confirm_payment(self, request: ConfirmPaymentRequest) -> Charge:
-        return await self._answer(
-            "confirm_payment",
-            request,
-            lambda: Charge(id="ch_1", payment_intent=request.intent_id, amount=1, currency="USD"),
-        )
-
     @activity.defn(name="cancel_payment")
     async def cancel_payment(self, request: CancelPaymentRequest) -> PaymentIntent:
         return await self._answer(
@@ -264,10 +253,6 @@ class FakeProviders:
                 id=request.intent_id, amount=1, currency="USD", status="canceled"
             ),
         )
-
-    @activity.defn(name="find_charge")
-    async def find_charge(self, order_id: str) -> Charge | None:
-        return await self._answer("find_charge", order_id, lambda: None)
 
     @activity.defn(name="refund_payment")
     async def refund_payment(self, request: RefundRequest) -> Refund:
@@ -804,7 +789,6 @@ async def test_a_step_failing_past_its_budget_needs_an_operator_who_retries_it(
     assert [call.activity for call in fake.calls].count("capture_payment") == len(
         tried if step == Step.PAYMENT_CAPTURE else []
     ) + 1
-    assert "confirm_payment" not in [call.activity for call in fake.calls]
     assert (waiting.transaction_id, waiting.picklist_id) == ("ch_1", "pl_1")
     expected: list[tuple[Step, StepState]] = []
     for done in STORY:

@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from orders.domain.status import Step
 
-Undo = Callable[[bool], Awaitable[None]]
-"""An undo; its argument says whether the provider decides (``True``) or, for orders started
-before it did, the workflow replays what it did then (``False``)."""
+Undo = Callable[[], Awaitable[None]]
+"""An undo: it acts on the resource at the provider, which decides what there is to undo."""
 
 
 class Compensations:
@@ -30,9 +29,8 @@ class Compensations:
         if step is not None:
             self._undos.pop(step, None)
 
-    async def unwind(self, provider_decides: bool) -> None:
-        """Run every undo once: newest first, or in the order older orders ran them."""
-        undos = list(self._undos.values())
-        for undo in reversed(undos) if provider_decides else undos:
-            await undo(provider_decides)
+    async def unwind(self) -> None:
+        """Run every undo once, newest first."""
+        for undo in reversed(list(self._undos.values())):
+            await undo()
         self._undos.clear()

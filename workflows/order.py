@@ -15,7 +15,6 @@ import asyncio
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -35,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         Shipment,
     )
     from orders.domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
-    from workflows import metrics, patches
+    from workflows import metrics
     from workflows.authentication import Authentication
     from workflows.authorization import AuthorizationWatch
     from workflows.compensation import Compensations
@@ -68,7 +67,7 @@ class OrderWorkflow:
 
     @workflow.init
     def __init__(self, order: Order) -> None:
-        # The baseline patch first: before any handler or step could ask an older one.
+        # The patch levels first: before any handler or step could ask one (workflows.patches).
         patches_taken = Patches.ask()
         options = workflow.memo_value(OPTIONS_MEMO, OrderOptions(), type_hint=OrderOptions)
         self._state = OrderState(order, options, patches_taken)
@@ -102,11 +101,6 @@ class OrderWorkflow:
             try:
                 return await asyncio.shield(life)
             except asyncio.CancelledError:
-                if not self._state.patches.taken(patches.TEMPORAL_CANCEL):
-                    # Older orders ended here, mid-step and without undoing anything.
-                    life.cancel()
-                    await asyncio.wait([life])
-                    raise
                 self._take_temporal_cancel()
 
     async def _live(self) -> OrderView:
@@ -127,10 +121,7 @@ class OrderWorkflow:
         """The story of an order that goes well."""
         state, steps = self._state, self._steps
         try:
-            if state.patches.taken(patches.AUTHORIZE_RESERVE_CAPTURE):
-                await self._authorize_reserve_capture()
-            else:
-                await self._charge_confirm_pick()
+            await self._authorize_reserve_capture()
             self._set_status(OrderStatus.AWAITING_SHIPMENT)
             shipment = await wait_for_shipment(state, steps, self._set_status, self._email)
             await self._deliver(shipment)
@@ -148,17 +139,10 @@ class OrderWorkflow:
         released and the customer never hears "confirmed".
         """
         steps = self._steps
-        if not self._state.patches.baseline:
-            # Orders from before the baseline asked each patch here, in the first workflow
-            # task before any local activity (see ``workflows.patches``).
-            for patch in patches.BEFORE_AUTHORIZE_RESERVE_CAPTURE:
-                workflow.patched(patch)
         await self._payment.authorize()
-        if self._state.patches.taken(patches.CUSTOMER_IN_THE_LOOP):
-            await self._authentication.complete()  # 3-D Secure: the customer answers first
+        await self._authentication.complete()  # 3-D Secure: the customer answers first
         self._set_status(OrderStatus.AUTHORIZED)
-        if self._state.patches.taken(patches.REAL_WORLD_MONEY):
-            self._watch = asyncio.create_task(self._authorization.run())
+        self._watch = asyncio.create_task(self._authorization.run())
         steps.stop_if_cancelled()
         await self._picking.send()
         steps.stop_if_cancelled()
@@ -176,16 +160,6 @@ class OrderWorkflow:
         await self._email(Step.CONFIRMATION_EMAIL, content)
         state.confirmed = True
 
-    async def _charge_confirm_pick(self) -> None:
-        """Orders started before authorize-reserve-capture: charge, confirm, then pick."""
-        order, steps = self._state.order, self._steps
-        charge_id = await self._payment.charge()
-        self._set_status(OrderStatus.PAID)
-        await self._email(Step.CONFIRMATION_EMAIL, emails.order_confirmation(order, charge_id))
-        steps.stop_if_cancelled()
-        await self._picking.send()
-        steps.stop_if_cancelled()
-
     async def _wind_down(self, stop: OrderStopped) -> None:
         """Undo what the order did, newest first, and tell the customer once."""
         state = self._state
@@ -195,7 +169,7 @@ class OrderWorkflow:
             self._set_status(OrderStatus.CANCELLING)
         self._compensations.discard(stop.step)
         try:
-            await self._compensations.unwind(state.patches.taken(patches.PROVIDER_DECIDES))
+            await self._compensations.unwind()
         except ShippedBeforeCancel as shipped:
             # Undone newest first, the picklist before the payment: nothing was refunded yet.
             workflow.logger.warning(
@@ -205,8 +179,7 @@ class OrderWorkflow:
             await self._deliver(shipped.shipment)
             return
         await self._email(*self._farewell(stop))
-        if state.patches.taken(patches.REAL_WORLD_MONEY):
-            await self._payment.settle_refund(self._email)
+        await self._payment.settle_refund(self._email)
         self._set_status(stop.status)
 
     async def _deliver(self, shipment: Shipment) -> None:
@@ -214,8 +187,7 @@ class OrderWorkflow:
         state = self._state
         state.shipment = shipment
         self._set_status(OrderStatus.SHIPPED)
-        if state.patches.taken(patches.REAL_WORLD_MONEY):
-            await self._settle()
+        await self._settle()
         await self._email(Step.SHIPPED_EMAIL, emails.order_shipped(state.order, shipment))
         self._set_status(OrderStatus.COMPLETED)
 
@@ -267,10 +239,7 @@ class OrderWorkflow:
         if shipment is None:
             workflow.logger.warning("ignored shipped signal: it is not one shipment report")
             return
-        refusal = rules.ship_refusal(state.view())
-        # Older orders took a report before they awaited shipment; they replay as they ran.
-        refused_before = state.shipment or state.cancel_reason or state.status.is_final
-        if refusal and (refused_before or state.patches.taken(patches.SHIP_RULE)):
+        if refusal := rules.ship_refusal(state.view()):
             workflow.logger.warning("ignored shipped signal: %s", refusal)
             return
         state.shipment = shipment
@@ -295,7 +264,6 @@ class OrderWorkflow:
             and intent is not None
             and event.object_id == intent.id
             and state.authorization_expiry() is not None  # held, not captured
-            and state.patches.taken(patches.CUSTOMER_IN_THE_LOOP)
         ):
             # A cancelled intent stays cancelled: the watch acts now, not at the expiry.
             state.authorization_canceled = True
@@ -358,9 +326,9 @@ class OrderWorkflow:
         return self._state.view()
 
     def _accept_cancel(self, reason: str) -> None:
-        """The story stops at once (or, for older orders, at its next step)."""
+        """The story stops at once, whatever step it is in."""
         self._state.cancel_reason = reason
-        if self._story is not None and self._state.patches.taken(patches.PROMPT_CANCEL):
+        if self._story is not None:
             self._story.cancel()
 
     def _stop_story(self, stop: OrderStopped) -> None:
@@ -382,12 +350,9 @@ class OrderWorkflow:
         metrics.status_changed(self._state.status, status, self._state.attention_step)
         self._state.status = status
         wanted = search_attributes.of_order(status, self._state.order.customer.id)
-        # Since the baseline only what changed (the start gives the first status and the
-        # customer, client.orders); older orders upserted both on every change.
+        # Only what changed: the start gives the first status and the customer (client.orders).
         known = workflow.info().typed_search_attributes
-        if updates := search_attributes.changes(
-            known if self._state.patches.baseline else TypedSearchAttributes.empty, wanted
-        ):
+        if updates := search_attributes.changes(known, wanted):
             workflow.upsert_search_attributes(updates)
 
     @workflow.update

@@ -1,11 +1,9 @@
 """The order's payment, and its undo as the gateway decides it.
 
-Phase one creates (or adopts) a payment intent: no money moves, its id lands in history.
-Phase two confirms it. Orders from authorize-then-capture on create it for manual capture, so
-the confirm only authorizes the card and ``capture`` moves the money once the stock is
-reserved; orders started before confirmed with automatic capture (``charge``). The undo is
-registered just before the confirm, because from then on money may move (or be held) whatever
-the workflow hears.
+Phase one creates (or adopts) a payment intent for manual capture: no money moves, its id
+lands in history. Phase two confirms it, which only authorizes the card; ``capture`` moves the
+money once the stock is reserved. The undo is registered just before the confirm, because from
+then on money may be held (or moved) whatever the workflow hears.
 """
 
 from collections.abc import Awaitable, Callable, Coroutine
@@ -30,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
     from orders.domain.currencies import format_money
     from orders.domain.emails import EmailContent
     from orders.domain.status import RefundStatus, Step
-    from workflows import patches
     from workflows.compensation import Compensations
     from workflows.state import OrderState
     from workflows.steps import Steps, Wake, read_until_woken
@@ -122,19 +119,6 @@ class Payment:
             self._steps.stop_if_cancelled()
         return state.intent
 
-    async def charge(self) -> str:
-        """Orders before authorize-then-capture: create the intent, confirm it (money moves)."""
-        state = self._state
-        await self._create_intent()
-        assert state.intent is not None
-        self._compensations.add(Step.PAYMENT_CONFIRM, self.undo)
-        return await self._take_money(
-            Step.PAYMENT_CONFIRM,
-            PaymentActivities.confirm_payment,
-            ConfirmPaymentRequest,
-            summary=f"confirm {state.intent.id}",
-        )
-
     async def _take_money(
         self,
         step: Step,
@@ -160,29 +144,17 @@ class Payment:
         assert self._state.intent is not None, "money moves for an intent the order has"
         return self._state.intent.id
 
-    async def undo(self, gateway_decides: bool) -> None:
+    async def undo(self) -> None:
         """Give back what was charged, exactly once.
 
         With the charge unknown, the gateway decides: the order cancels its intent, which
         releases an authorization, is refused while a confirm or capture is still in flight
-        (retried) and is answered with the charge if the intent was captured. Orders started
-        before that looked the charge up instead, and replay as they ran.
+        (retried) and is answered with the charge if the intent was captured.
         """
         state = self._state
         if state.charge_id is None and state.intent is not None:
-            if gateway_decides:
-                intent = await self._cancel_intent(state.intent)
-                state.charge_id = intent.charge if intent.charged else None
-            elif self._legacy_outcome_unknown():
-                charge = await self._steps.run_activity(
-                    Step.CHARGE_LOOKUP,
-                    PaymentActivities.find_charge,
-                    state.order.id,
-                    "find the charge, if any",
-                    lambda charge: charge.id if charge else "no charge",
-                    state.options.step_retry_budget,
-                )
-                state.charge_id = charge.id if charge else None
+            intent = await self._cancel_intent(state.intent)
+            state.charge_id = intent.charge if intent.charged else None
         if state.charge_id is not None:
             await self._refund(state.charge_id)
 
@@ -247,8 +219,6 @@ class Payment:
                 wake=self._wake,
             )
 
-        if not self._state.patches.taken(patches.CUSTOMER_IN_THE_LOOP):
-            return await read()
         # Stripe's charge.refund.updated: read at once rather than at the next (hourly) retry.
         return await read_until_woken(read, self._wake)
 
@@ -256,9 +226,3 @@ class Payment:
         state = self._state
         state.refund_id, state.refund_status = refund.id, refund.status
         state.refund_failure = refund.failure_reason
-
-    def _legacy_outcome_unknown(self) -> bool:
-        # Older orders looked their charge up only once a confirm had been escalated.
-        state = self._state
-        escalated = state.retries.get(Step.PAYMENT_CONFIRM, 0) > 0
-        return escalated or state.attention_step == Step.PAYMENT_CONFIRM

@@ -13,7 +13,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from orders.domain.models import Shipment
     from orders.domain.status import Step
-    from workflows import patches
     from workflows.compensation import Compensations
     from workflows.state import OrderState
     from workflows.steps import Steps
@@ -34,7 +33,7 @@ class Picking:
     """Sends the order's one picklist, releases it once paid, and cancels it if the order stops.
 
     The picklist reserves the stock but is held: the warehouse ships it only once ``release``
-    says the money is captured (orders started before that made it shippable at once).
+    says the money is captured.
     """
 
     def __init__(self, state: OrderState, steps: Steps, compensations: Compensations) -> None:
@@ -47,7 +46,6 @@ class Picking:
         have made the picklist.
         """
         state = self._state
-        hold = state.patches.taken(patches.REAL_WORLD_MONEY)
         self._compensations.add(Step.PICKLIST, self.take_back)
         picklist = await self._steps.call(
             Step.PICKLIST,
@@ -55,11 +53,11 @@ class Picking:
             PicklistRequest,
             items=self._items(),
             ship_to=state.order.shipping_address,
-            hold=hold,
+            hold=True,
             summary=f"picklist of {len(state.order.items)} line(s)",
             describe=lambda picklist: picklist.id,
         )
-        state.picklist_id, state.picklist_held = picklist.id, hold
+        state.picklist_id, state.picklist_held = picklist.id, True
 
     async def release(self) -> None:
         """Let the warehouse ship the picklist: the money is captured.
@@ -79,7 +77,7 @@ class Picking:
             describe=lambda picklist: f"released {picklist.id}",
         )
 
-    async def take_back(self, warehouse_decides: bool) -> None:
+    async def take_back(self) -> None:
         """Cancel the order at the warehouse, which takes back its picklist, id known or not.
 
         The warehouse also closes the order, so a picklist request still on its way (cut short
@@ -88,8 +86,6 @@ class Picking:
         parcel left (its webhook may not have reached the order yet) ends the undo.
         """
         state = self._state
-        if state.picklist_id is None and not warehouse_decides:
-            return  # older orders took back only a picklist they had heard of
         picklist = await self._steps.call(
             Step.PICKLIST_CANCEL,
             WarehouseActivities.cancel_picklist,

@@ -9,7 +9,6 @@ with workflow.unsafe.imports_passed_through():
     from orders.domain.emails import EmailContent
     from orders.domain.models import Shipment
     from orders.domain.status import OrderStatus, Step
-    from workflows import patches
     from workflows.state import OrderState
     from workflows.steps import Steps, human, wait_until
 
@@ -28,10 +27,7 @@ async def wait_for_shipment(
         return state.shipment is not None or state.cancel_reason is not None
 
     async def shipped() -> Shipment:
-        if state.patches.taken(patches.SHIPMENT_DEADLINES):
-            await _wait_with_deadlines(state, arrived, set_status, send_email)
-        else:
-            await workflow.wait_condition(arrived)
+        await _wait_with_deadlines(state, arrived, set_status, send_email)
         steps.stop_if_cancelled()
         assert state.shipment is not None
         return state.shipment

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         budget_within,
         idempotency_key,
     )
-    from workflows import metrics, patches
+    from workflows import metrics
     from workflows.policy import (
         LOCAL_TRY,
         PROVIDER_CALL_TIMEOUT,
@@ -103,9 +103,7 @@ class Steps:
                 **{name: value() if callable(value) else value for name, value in fields.items()},
             )
             # Never local after an operator's update: see StepPolicy.local_first.
-            local_first = (
-                policy.local_first and retried == 0 and state.patches.taken(patches.LOCAL_FIRST)
-            )
+            local_first = policy.local_first and retried == 0
             try:
                 return await self.run_activity(
                     step,
@@ -124,7 +122,7 @@ class Steps:
                 reason = _attention_reason(policy, budget, err, state.options.mail_key_window)
                 await self.ask_operator(step, reason)
                 state.retries[step] = retried + 1
-                if _refused(err) or not state.patches.taken(patches.RETRY_SAME_KEY):
+                if _refused(err):
                     state.attempts[step] = attempt + 1
 
     async def run_activity(

@@ -50,7 +50,7 @@ class Step(StrEnum):
 
     PAYMENT_INTENT = "payment-intent"
     PAYMENT_CONFIRM = "payment-confirm"
-    """Confirms the intent: authorizes the card (charged it, in orders before capture)."""
+    """Confirms the intent: authorizes the card."""
     PAYMENT_CAPTURE = "payment-capture"
     AUTHENTICATION = "authentication"
     """Waits for the customer to complete 3-D Secure, as the gateway says."""
@@ -66,8 +66,6 @@ class Step(StrEnum):
     DELAY_EMAIL = "delay-email"
     OPERATOR = "operator"
     PAYMENT_CANCEL = "payment-cancel"
-    CHARGE_LOOKUP = "charge-lookup"
-    """Only in orders started before the gateway decided compensation (they still replay)."""
     REFUND = "refund"
     REFUND_OUTCOME = "refund-outcome"
     """Waits for a pending refund to succeed or fail, as the gateway says."""
