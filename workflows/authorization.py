@@ -63,9 +63,9 @@ class AuthorizationWatch:
         """Watch each authorization the order holds until the watch is moot."""
         state = self._state
         while (expires := state.authorization_expiry()) is not None and not self._moot():
-            life = expires - workflow.now()
-            warning = min(state.options.authorization_warning, life / 2)
-            if await wait_until(self._moot_or_lost, life - warning):
+            lifetime = expires - workflow.now()
+            warning = min(state.options.authorization_warning, lifetime / 2)
+            if await wait_until(self._moot_or_lost, lifetime - warning):
                 if self._moot():
                     return
             else:

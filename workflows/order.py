@@ -78,12 +78,12 @@ class OrderWorkflow:
         self._payment = Payment(self._state, self._steps, self._compensations, self._wake)
         self._picking = Picking(self._state, self._steps, self._compensations)
         self._authorization = AuthorizationWatch(
-            self._state, self._payment, self._accept_cancel, self._stop_story
+            self._state, self._payment, self._accept_cancel, self._stop_fulfilment
         )
         self._authentication = Authentication(
             self._state, self._steps, self._email, self._set_status, self._wake
         )
-        self._story: asyncio.Task[None] | None = None
+        self._fulfilment: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopped_by: OrderStopped | None = None
         """A stop that came from beside the story (a re-authorization declined)."""
@@ -96,20 +96,20 @@ class OrderWorkflow:
         taken as the customer's cancel: refused once the order has shipped, else the order is
         wound down like any cancelled order. It never ends the run with money or goods kept.
         """
-        life = asyncio.create_task(self._live())
+        processing = asyncio.create_task(self._process())
         while True:
             try:
-                return await asyncio.shield(life)
+                return await asyncio.shield(processing)
             except asyncio.CancelledError:
                 self._take_temporal_cancel()
 
-    async def _live(self) -> OrderView:
-        """The order's whole life: its story, its wind-down if it stops, its last handlers."""
+    async def _process(self) -> OrderView:
+        """The whole order: its fulfilment, its wind-down if it stops, its last handlers."""
         self._set_status(OrderStatus.RECEIVED)
         metrics.order_started()
-        self._story = asyncio.create_task(self._fulfil())
+        self._fulfilment = asyncio.create_task(self._fulfil())
         try:
-            await self._story
+            await self._fulfilment
         except OrderStopped as stop:
             await self._wind_down(stop)
         if self._watch is not None:
@@ -245,6 +245,26 @@ class OrderWorkflow:
         state.shipment = shipment
 
     @workflow.update
+    def report_shipment(self, shipment: Shipment) -> OrderView:
+        """The warehouse's shipped report as an update: taken, or refused with the reason why.
+
+        The warehouse's webhook receiver (``orders.webhooks``) sends it under the event's id,
+        so a redelivered event is answered by Temporal with the first outcome. A refusal's
+        ``type`` is a ``rules.ShipVerdict`` (``already-shipped``, ``not-yet``, ``never``): the
+        receiver answers the warehouse by it. The ``warehouse_shipped`` signal stays for
+        ``starter.py ship``.
+        """
+        # Checked again: a validator can run before an earlier update's handler in the same
+        # workflow task, so two reports could both pass it.
+        _refuse_shipment(self._state.view(), shipment)
+        self._state.shipment = shipment
+        return self._state.view()
+
+    @report_shipment.validator
+    def _validate_report_shipment(self, shipment: Shipment) -> None:
+        _refuse_shipment(self._state.view(), shipment)
+
+    @workflow.update
     def gateway_event(self, event: GatewayEvent) -> str:
         """One of the gateway's (Stripe's) events about this order's payment.
 
@@ -328,15 +348,15 @@ class OrderWorkflow:
     def _accept_cancel(self, reason: str) -> None:
         """The story stops at once, whatever step it is in."""
         self._state.cancel_reason = reason
-        if self._story is not None:
-            self._story.cancel()
+        if self._fulfilment is not None:
+            self._fulfilment.cancel()
 
-    def _stop_story(self, stop: OrderStopped) -> None:
+    def _stop_fulfilment(self, stop: OrderStopped) -> None:
         """Stop the story at once with ``stop`` (decided beside it), unless it is stopping."""
-        if self._story is None or self._state.winding_down_to is not None:
+        if self._fulfilment is None or self._state.winding_down_to is not None:
             return
         self._stopped_by = stop
-        self._story.cancel()
+        self._fulfilment.cancel()
 
     def _take_temporal_cancel(self) -> None:
         """Apply the cancel rule to a cancel requested through Temporal; a refusal is logged."""
@@ -354,26 +374,6 @@ class OrderWorkflow:
         known = workflow.info().typed_search_attributes
         if updates := search_attributes.changes(known, wanted):
             workflow.upsert_search_attributes(updates)
-
-    @workflow.update
-    def report_shipment(self, shipment: Shipment) -> OrderView:
-        """The warehouse's shipped report as an update: taken, or refused with the reason why.
-
-        The warehouse's webhook receiver (``orders.webhooks``) sends it under the event's id,
-        so a redelivered event is answered by Temporal with the first outcome. A refusal's
-        ``type`` is a ``rules.ShipVerdict`` (``already-shipped``, ``not-yet``, ``never``): the
-        receiver answers the warehouse by it. The ``warehouse_shipped`` signal stays for
-        ``starter.py ship``.
-        """
-        # Checked again: a validator can run before an earlier update's handler in the same
-        # workflow task, so two reports could both pass it.
-        _refuse_shipment(self._state.view(), shipment)
-        self._state.shipment = shipment
-        return self._state.view()
-
-    @report_shipment.validator
-    def _validate_report_shipment(self, shipment: Shipment) -> None:
-        _refuse_shipment(self._state.view(), shipment)
 
 
 def _shipment_from(report: tuple[Any, ...]) -> Shipment | None:
