@@ -560,15 +560,16 @@ AUTHENTICATION_LINK = re.compile(r"http://\S+/payments/authenticate/\S+")
 async def kill_stripe_receiver(run: Run) -> None:
     """Scenario 10: the receiver of Stripe's events dies while they are being sent.
 
-    Four orders whose cards need 3-D Secure wait for their customers; the receiver is
-    SIGKILLed, then the customers authenticate. Their orders go on by reading the intents
-    (events speed things up; the read is the truth) while the gateway retries every event.
-    Once the receiver is back, every event is delivered and each taken by its order once.
+    The receiver is SIGKILLed, then four orders whose cards need 3-D Secure start and wait
+    for their customers, who authenticate. The orders go on by reading the intents (events
+    speed things up; the read is the truth) while the gateway retries every event (killed
+    first, so no event can reach it before: each of the twelve is sent while it is down). Once
+    the receiver is back, every event is delivered and each taken by its order once.
     """
+    await asyncio.to_thread(run.stack.kill_webhook_receiver)
     ids = await run.start(4, card=THREE_D_SECURE)
     for order_id in ids:
         await _until_status(run, order_id, OrderStatus.AWAITING_AUTHENTICATION)
-    await asyncio.to_thread(run.stack.kill_webhook_receiver)
     await asyncio.gather(*(_authenticate(run.admin, order_id) for order_id in ids))
     for order_id in ids:
         await _until_status(run, order_id, OrderStatus.AWAITING_SHIPMENT)
