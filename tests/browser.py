@@ -6,9 +6,11 @@ on 4, each a JSON message ended by a NUL byte. Enough to open a page, click what
 click, and read what the page then says.
 """
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -29,7 +31,8 @@ class Browser:
     def __init__(self) -> None:
         binary = chromium()
         assert binary, "chromium is missing: run scripts/setup-test-tools as root"
-        self._profile = tempfile.TemporaryDirectory()
+        # Chromium's helper processes may still write to the profile as the browser ends.
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         commands_read, self._commands = os.pipe()
         self._answers, answers_write = os.pipe()
 
@@ -57,6 +60,7 @@ class Browser:
             # descriptors are not inheritable, so only the two wired ones reach Chromium.
             close_fds=False,
             preexec_fn=wire_pipes,
+            start_new_session=True,  # its helpers in one group, ended together below
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -71,7 +75,8 @@ class Browser:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)  # the browser and every helper
         self._process.wait(timeout=30)
         os.close(self._commands)
         os.close(self._answers)
