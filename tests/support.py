@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -256,3 +257,72 @@ async def authenticate(sandbox: SandboxAdmin, order_id: str, outcome: str = "com
     async with httpx.AsyncClient(timeout=10) as http:
         answer = await http.post(f"{link}&outcome={outcome}")
     assert answer.status_code == 200, answer.text
+
+
+def _free_port() -> int:
+    # Imported here, as in start_time_skipping: tools.stack may not load inside the sandbox.
+    from tools.stack.processes import free_port
+
+    return free_port()
+
+
+@dataclass
+class Rig:
+    """Providers and a webhook receiver as real processes, each restartable on its port.
+
+    ``receiver_env`` is what the receiver starts with, ``providers_env`` what the providers
+    start with given the rig (its receiver's address): the warehouse's webhooks, or Stripe's
+    events, each test module with its own secrets and retry pace.
+    """
+
+    temporal_address: str
+    folder: Path
+    api_key: str
+    receiver_env: Mapping[str, str]
+    providers_env: Callable[["Rig"], Mapping[str, str]]
+    task_queue: str = field(default_factory=lambda: f"orders-test-{uuid.uuid4().hex[:8]}")
+    receiver_port: int = field(default_factory=_free_port)
+    providers_port: int = field(default_factory=_free_port)
+    receiver: Any = None
+    """The receiver's ``ManagedProcess`` while it runs."""
+    providers: Any = None
+    """The providers' ``ManagedProcess`` while they run."""
+
+    @property
+    def receiver_url(self) -> str:
+        return f"http://127.0.0.1:{self.receiver_port}"
+
+    @property
+    def providers_url(self) -> str:
+        return f"http://127.0.0.1:{self.providers_port}"
+
+    def start_receiver(self) -> None:
+        from tools.stack.processes import start_webhook_receiver
+
+        log = self.folder / "receiver.log"
+        self.receiver = start_webhook_receiver(
+            self.receiver_port, self.temporal_address, log, dict(self.receiver_env)
+        )
+
+    def start_providers(self) -> None:
+        from tools.stack.processes import start_providers
+
+        ledger, env = self.folder / "ledger.sqlite3", dict(self.providers_env(self))
+        port, key = self.providers_port, self.api_key
+        self.providers = start_providers(ledger, port, key, self.folder, env)
+
+    def stop(self) -> None:
+        for process in (self.providers, self.receiver):
+            if process is not None and process.alive:
+                process.stop()
+
+
+@contextmanager
+def running_rig(rig: Rig) -> Iterator[Rig]:
+    """Start the rig's receiver, then its providers; stop both after."""
+    try:
+        rig.start_receiver()
+        rig.start_providers()
+        yield rig
+    finally:
+        rig.stop()

@@ -12,7 +12,6 @@ import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +30,18 @@ from orders.domain.status import EmailTemplate, OrderStatus
 from orders.webhooks.signature import sign
 from sandbox.admin_client import SandboxAdmin
 from tests.support import (
+    Rig,
     authenticate,
     eventually,
     make_order,
     order_awaiting_shipment,
+    running_rig,
     running_worker,
     until_view,
     wait_for_status,
 )
 from tools.stack.local import LocalStack
-from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
+from tools.stack.processes import free_port
 from workflows.dispute import DisputeWorkflow
 
 API_KEY = "sk_test_stripe_events"
@@ -49,64 +50,35 @@ SECRET = names.generate_secret()
 ENDPOINT_SECRET = names.generate_secret()
 
 
-@dataclass
-class Rig:
-    """A gateway (providers) and a receiver process, each restartable on its port."""
-
-    temporal_address: str
-    ledger: Path
-    logs: Path
-    task_queue: str = field(default_factory=lambda: f"orders-test-{uuid.uuid4().hex[:8]}")
-    receiver_port: int = field(default_factory=free_port)
-    providers_port: int = field(default_factory=free_port)
-    receiver: ManagedProcess | None = None
-    providers: ManagedProcess | None = None
-
-    @property
-    def receiver_url(self) -> str:
-        return f"http://127.0.0.1:{self.receiver_port}"
-
-    @property
-    def providers_url(self) -> str:
-        return f"http://127.0.0.1:{self.providers_port}"
-
-    def start_receiver(self) -> None:
-        env = {
+def gateway_rig(temporal_address: str, folder: Path) -> Rig:
+    """The gateway sends Stripe's events to the receiver, signed with ENDPOINT_SECRET."""
+    task_queue = f"orders-test-{uuid.uuid4().hex[:8]}"
+    return Rig(
+        temporal_address,
+        folder,
+        API_KEY,
+        receiver_env={
             names.SECRET_ENV: SECRET,
             stripe_names.SECRET_ENV: ENDPOINT_SECRET,
-            "ORDERS_TASK_QUEUE": self.task_queue,  # where disputes' workflows run
-        }
-        log = self.logs / "receiver.log"
-        self.receiver = start_webhook_receiver(self.receiver_port, self.temporal_address, log, env)
-
-    def start_providers(self) -> None:
-        env = {
+            "ORDERS_TASK_QUEUE": task_queue,  # where disputes' workflows run
+        },
+        providers_env=lambda rig: {
             stripe_names.SECRET_ENV: ENDPOINT_SECRET,
-            stripe_names.URL_ENV: f"{self.receiver_url}{stripe_names.WEBHOOK_PATH}",
+            stripe_names.URL_ENV: f"{rig.receiver_url}{stripe_names.WEBHOOK_PATH}",
             names.RETRY_BASE_ENV: "100ms",
             names.RETRY_MAX_ENV: "400ms",
-        }
-        self.providers = start_providers(self.ledger, self.providers_port, API_KEY, self.logs, env)
-
-    def stop(self) -> None:
-        for process in (self.providers, self.receiver):
-            if process is not None and process.alive:
-                process.stop()
+        },
+        task_queue=task_queue,
+    )
 
 
 @pytest.fixture(scope="module")
 def rig(
     temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Rig]:
-    folder = tmp_path_factory.mktemp("stripe-events")
     address = temporal_env.client.service_client.config.target_host
-    rig = Rig(address, folder / "ledger.sqlite3", folder)
-    try:
-        rig.start_receiver()
-        rig.start_providers()
-        yield rig
-    finally:
-        rig.stop()
+    with running_rig(gateway_rig(address, tmp_path_factory.mktemp("stripe-events"))) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,15 +38,17 @@ from orders.webhooks import signature
 from orders.webhooks.signature import SignatureError, SignatureFailure
 from sandbox.admin_client import SandboxAdmin
 from tests.support import (
+    Rig,
     eventually,
     make_order,
     order_awaiting_shipment,
+    running_rig,
     running_worker,
     until_view,
     wait_for_status,
 )
 from tools.stack.local import LocalStack
-from tools.stack.processes import ManagedProcess, free_port, start_providers, start_webhook_receiver
+from tools.stack.processes import free_port, start_webhook_receiver
 
 API_KEY = "sk_test_webhooks"
 SECRET = names.generate_secret()
@@ -195,59 +196,29 @@ def test_a_report_is_due_a_repeat_not_yet_or_never() -> None:
 # --- Against real processes --------------------------------------------------------------------
 
 
-@dataclass
-class Rig:
-    """A warehouse (providers) and a receiver process, each restartable on its port."""
-
-    temporal_address: str
-    ledger: Path
-    logs: Path
-    receiver_port: int = field(default_factory=free_port)
-    providers_port: int = field(default_factory=free_port)
-    receiver: ManagedProcess | None = None
-    providers: ManagedProcess | None = None
-
-    @property
-    def receiver_url(self) -> str:
-        return f"http://127.0.0.1:{self.receiver_port}"
-
-    @property
-    def providers_url(self) -> str:
-        return f"http://127.0.0.1:{self.providers_port}"
-
-    def start_receiver(self) -> None:
-        env = {names.SECRET_ENV: f"{SECRET},{OLD_SECRET}", names.RETRY_AFTER_ENV: "0s"}
-        log = self.logs / "receiver.log"
-        self.receiver = start_webhook_receiver(self.receiver_port, self.temporal_address, log, env)
-
-    def start_providers(self) -> None:
-        env = {
+def warehouse_rig(temporal_address: str, folder: Path) -> Rig:
+    """The warehouse sends its webhooks to the receiver, signed with SECRET (OLD_SECRET too)."""
+    return Rig(
+        temporal_address,
+        folder,
+        API_KEY,
+        receiver_env={names.SECRET_ENV: f"{SECRET},{OLD_SECRET}", names.RETRY_AFTER_ENV: "0s"},
+        providers_env=lambda rig: {
             names.SECRET_ENV: SECRET,
-            names.URL_ENV: f"{self.receiver_url}{names.WEBHOOK_PATH}",
+            names.URL_ENV: f"{rig.receiver_url}{names.WEBHOOK_PATH}",
             names.RETRY_BASE_ENV: "100ms",
             names.RETRY_MAX_ENV: "400ms",
-        }
-        self.providers = start_providers(self.ledger, self.providers_port, API_KEY, self.logs, env)
-
-    def stop(self) -> None:
-        for process in (self.providers, self.receiver):
-            if process is not None and process.alive:
-                process.stop()
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def rig(
     temporal_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Rig]:
-    folder = tmp_path_factory.mktemp("webhooks")
     address = temporal_env.client.service_client.config.target_host
-    rig = Rig(address, folder / "ledger.sqlite3", folder)
-    try:
-        rig.start_receiver()
-        rig.start_providers()
-        yield rig
-    finally:
-        rig.stop()
+    with running_rig(warehouse_rig(address, tmp_path_factory.mktemp("webhooks"))) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
