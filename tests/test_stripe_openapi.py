@@ -33,6 +33,7 @@ from referencing.jsonschema import DRAFT4
 
 from sandbox.admin_client import SandboxAdmin
 from tests.support import stripe_against
+from tests.test_stripe_contract import authorized, captured, create, key
 
 CONTRACT = Path(__file__).parent / "contracts" / "stripe" / "schemas.json"
 DOCUMENT_URI = "urn:stripe-openapi"
@@ -128,35 +129,6 @@ async def client(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
 @pytest.fixture
 def order_id() -> str:
     return f"openapi-{uuid.uuid4().hex[:10]}"
-
-
-def key(order_id: str, step: str) -> stripe.RequestOptions:
-    return {"idempotency_key": f"{order_id}:{step}"}
-
-
-async def create(
-    client: stripe.StripeClient, order_id: str, method: str = "pm_card_visa", amount: int = 5499
-) -> stripe.PaymentIntent:
-    """A payment intent as the order creates one: manual capture, the order in metadata."""
-    params: Any = {
-        "amount": amount,
-        "currency": "gbp",
-        "payment_method": method,
-        "capture_method": "manual",
-        "metadata": {"order_id": order_id, "customer_id": "cust-1"},
-        "description": f"Order {order_id}",
-    }
-    return await client.v1.payment_intents.create_async(params, key(order_id, "create"))
-
-
-async def authorized(client: stripe.StripeClient, order_id: str) -> stripe.PaymentIntent:
-    intent = await create(client, order_id)
-    return await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
-
-
-async def captured(client: stripe.StripeClient, order_id: str) -> stripe.PaymentIntent:
-    intent = await authorized(client, order_id)
-    return await client.v1.payment_intents.capture_async(intent.id, {}, key(order_id, "capture"))
 
 
 # -- The check itself can fail -----------------------------------------------------------------

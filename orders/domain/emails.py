@@ -65,25 +65,29 @@ def shipment_delayed(order: Order) -> EmailContent:
     )
 
 
-def _refund_issued(order: Order) -> str:
-    return (
-        f"A refund of {format_money(order.total, order.currency)} has been issued; it can "
-        "take 5 to 10 days to reach your account."
-    )
+def _money_back(order: Order, refund: str | None, refunded: str) -> str:
+    """What became of the customer's money, in the words the email uses.
+
+    Nothing charged, a refund issued (pending: it may still fail, so never "refunded"), or
+    ``refunded``.
+    """
+    if refund is None:
+        return "Nothing was charged."
+    if refund == RefundStatus.PENDING:
+        return (
+            f"A refund of {format_money(order.total, order.currency)} has been issued; it can "
+            "take 5 to 10 days to reach your account."
+        )
+    return refunded
 
 
 def order_cancelled(order: Order, reason: str, refund: str | None) -> EmailContent:
     """Sent once when an order is cancelled before it shipped.
 
-    ``refund``: the refund's status (``None``: nothing was charged). A pending refund is
-    "issued", never "refunded": it may still fail.
+    ``refund``: the refund's status (``None``: nothing was charged).
     """
-    if refund is None:
-        money = "Nothing was charged."
-    elif refund == RefundStatus.PENDING:
-        money = _refund_issued(order)
-    else:
-        money = f"Your payment of {format_money(order.total, order.currency)} has been refunded."
+    total = format_money(order.total, order.currency)
+    money = _money_back(order, refund, f"Your payment of {total} has been refunded.")
     return EmailContent(
         EmailTemplate.ORDER_CANCELLED,
         f"Order {order.id} cancelled",
@@ -97,12 +101,7 @@ def out_of_stock(order: Order, sku: str, refund: str | None) -> EmailContent:
 
     ``refund``: as for ``order_cancelled``.
     """
-    if refund is None:
-        money = "Nothing was charged."
-    elif refund == RefundStatus.PENDING:
-        money = _refund_issued(order)
-    else:
-        money = "Your payment has been refunded in full."
+    money = _money_back(order, refund, "Your payment has been refunded in full.")
     return EmailContent(
         EmailTemplate.OUT_OF_STOCK,
         f"Sorry: we cannot fill order {order.id}",
