@@ -32,7 +32,7 @@ from orders.client.orders import (
     request_cancel,
     resolve_order,
 )
-from orders.domain.models import ResolveRequest
+from orders.domain.models import OrderView, ResolveRequest
 from orders.domain.status import EmailTemplate, OperatorAction, OrderStatus, Step
 from sandbox.admin_client import SERVICES, SandboxAdmin
 from tools.harness.checker import Evidence, Tally, Violation, check, gather_evidence, tally
@@ -525,26 +525,33 @@ async def real_world_money(run: Run) -> None:
     await run.finish()
 
 
+async def _until_view(
+    run: Run, order_id: str, holds: Callable[[OrderView], bool], what: str
+) -> None:
+    """Wait until the order's read model ``holds``; ``what`` names it if it never does."""
+
+    async def reached() -> bool:
+        return holds(await order_status(run.client, order_id))
+
+    await wait_until(reached, f"{order_id} {what}", DEADLINE)
+
+
 async def _until_parked(run: Run, order_id: str, step: Step) -> None:
-    async def parked() -> bool:
-        view = await order_status(run.client, order_id)
+    def parked(view: OrderView) -> bool:
         return view.status == OrderStatus.NEEDS_ATTENTION and view.attention_step == step
 
-    await wait_until(parked, f"{order_id} waits for an operator at {step}", DEADLINE)
+    await _until_view(run, order_id, parked, f"waits for an operator at {step}")
 
 
 async def _until_status(run: Run, order_id: str, status: OrderStatus) -> None:
-    async def reached() -> bool:
-        return (await order_status(run.client, order_id)).status == status
-
-    await wait_until(reached, f"{order_id} is {status.value}", DEADLINE)
+    await _until_view(run, order_id, lambda view: view.status == status, f"is {status.value}")
 
 
 async def _until_shipped(run: Run, order_id: str) -> None:
-    async def taken() -> bool:
-        return (await order_status(run.client, order_id)).shipment is not None
+    def taken(view: OrderView) -> bool:
+        return view.shipment is not None
 
-    await wait_until(taken, f"{order_id} took its shipped report", DEADLINE)
+    await _until_view(run, order_id, taken, "took its shipped report")
 
 
 async def _refunds(admin: SandboxAdmin, order_id: str, status: str) -> bool:
