@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,8 @@ SEARCH = "GET /v1/payment_intents/search"
 REFUND = "POST /v1/refunds"
 RETRIEVE_REFUND = "GET /v1/refunds/{refund}"
 LIST_REFUNDS = "GET /v1/refunds"
+LIST_INTENTS = "GET /v1/payment_intents"
+LIST_CHARGES = "GET /v1/charges"
 
 
 def as_json_schema(node: Any) -> Any:
@@ -155,7 +158,8 @@ def test_the_document_is_stripes_and_covers_every_call_the_order_makes() -> None
     document = contract()
     assert document["source"].startswith("stripe/openapi")
     assert set(document["operations"]) == {
-        CREATE, RETRIEVE, CONFIRM, CAPTURE, CANCEL, SEARCH, REFUND, RETRIEVE_REFUND, LIST_REFUNDS
+        CREATE, RETRIEVE, CONFIRM, CAPTURE, CANCEL, SEARCH, REFUND, RETRIEVE_REFUND, LIST_REFUNDS,
+        LIST_INTENTS, LIST_CHARGES,
     }  # fmt: skip
     for answers in document["operations"].values():
         assert set(answers) == {"200", "default"}
@@ -302,6 +306,25 @@ async def test_refund_create_retrieve_and_list_answer_in_stripes_shape(
     listed = await client.v1.refunds.list_async({"charge": str(intent.latest_charge)})
     assert [item.id for item in listed.data] == [refund.id]
     assert_conforms(LIST_REFUNDS, body(listed))
+
+
+async def test_the_lists_the_contract_counts_with_answer_in_stripes_shape_page_by_page(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    since = int(time.time()) - 1
+    first = await captured(client, order_id)
+    second = await authorized(client, f"{order_id}-b")
+    page = await client.v1.payment_intents.list_async({"created": {"gte": since}, "limit": 1})
+    assert [item.id for item in page.data] == [second.id] and page.has_more is True
+    assert_conforms(LIST_INTENTS, body(page))
+    after = await client.v1.payment_intents.list_async(
+        {"created": {"gte": since}, "limit": 1, "starting_after": second.id}
+    )
+    assert [item.id for item in after.data] == [first.id]
+    assert_conforms(LIST_INTENTS, body(after))
+    charges = await client.v1.charges.list_async({"payment_intent": first.id})
+    assert [item.id for item in charges.data] == [first.latest_charge]
+    assert_conforms(LIST_CHARGES, body(charges))
 
 
 # -- Every refusal the order classifies --------------------------------------------------------

@@ -5,14 +5,14 @@ providers' address>}``), and the same calls work against Stripe's test mode. One
 resource, named as Stripe's API reference names it, so its documentation is the map:
 
 - ``payment_intents``: ``/v1/payment_intents`` (create, retrieve, confirm, capture, cancel,
-  search)
+  list, search)
 - ``charges``: ``/v1/charges`` (retrieve, list), made by confirming an intent
 - ``refunds``: ``/v1/refunds`` (create, retrieve, list)
 - ``search``: the search query language, and the lag that makes search eventually consistent
 - ``cards``: the test payment methods and how they decline
 - ``form``: form bodies in bracket notation, and Stripe's parameter errors
 - ``errors``: Stripe's error shapes, and the idempotency layer's refusals in Stripe's words
-- ``lists``: list objects and search results
+- ``lists``: list objects (pages, cursors, the ``created`` filter) and search results
 - ``request_ids``: the ``Request-Id`` header on every answer
 - ``rate_limits``: the account's requests per second, and Stripe's 429 above them
 - ``authentication``: the customer's 3-D Secure page an intent's ``next_action`` names

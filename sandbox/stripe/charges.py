@@ -22,7 +22,7 @@ from sandbox.ledger import LedgerDep, Resource, to_unix
 from sandbox.stripe.cards import no_billing_details
 from sandbox.stripe.errors import resource_missing
 from sandbox.stripe.form import Params, read_query
-from sandbox.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
+from sandbox.stripe.lists import list_object, read_listing
 
 router = APIRouter(tags=["payments"])
 
@@ -258,7 +258,7 @@ async def list_charges(request: Request, ledger: LedgerDep) -> dict[str, Any]:
     """List charges, newest first (failed ones too), all or those of one ``payment_intent``."""
     params = Params(read_query(request))
     intent = params.string("payment_intent", max_length=300)
-    limit = params.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+    listing = read_listing(params)
     params.strings("expand")
     params.done()
     found = [
@@ -269,4 +269,4 @@ async def list_charges(request: Request, ledger: LedgerDep) -> dict[str, Any]:
         for row in FAILED_CHARGES.find_rows(ledger.db, payment_intent=intent)
     ]
     found.sort(key=lambda item: str(item[0]), reverse=True)
-    return list_object("/v1/charges", [charge for _, charge in found], limit)
+    return list_object("/v1/charges", "charge", [charge for _, charge in found], listing)

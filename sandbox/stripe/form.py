@@ -26,6 +26,8 @@ MAX_STRING_LENGTH = 5000
 METADATA_MAX_KEYS = 50
 METADATA_MAX_KEY_LENGTH = 40
 METADATA_MAX_VALUE_LENGTH = 500
+MAX_UNIX_TIME = 253_402_300_799
+"""The last second of year 9999: the latest time a ``created`` filter can name."""
 
 _NAME = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _INTEGER = re.compile(r"^-?[0-9]+$")
@@ -197,6 +199,34 @@ class Params:
             message = f"This value must be less than or equal to {maximum}."
             raise invalid_request(message, code, name)
         return number
+
+    def integer_range(self, name: str, ops: tuple[str, ...]) -> dict[str, int]:
+        """A range of unix times: ``name=T`` (exactly T) or ``name[op]=T`` for ``ops``.
+
+        Returns op -> T (``name=T`` as ``gte`` and ``lte`` T); empty when absent. Each T is
+        read as an integer from 0 to the end of year 9999, named in bracket notation if wrong.
+        """
+        value = self._left.pop(name, None)
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            exact = Params({name: value}).integer(name, minimum=0, maximum=MAX_UNIX_TIME)
+            assert exact is not None
+            return {"gte": exact, "lte": exact}
+        if not isinstance(value, dict):
+            raise invalid_request(
+                f"Invalid {name}: an integer or a hash of {', '.join(ops)}.",
+                "parameter_invalid",
+                name,
+            )
+        bounds = Params({f"{name}[{op}]": item for op, item in value.items()})
+        found: dict[str, int] = {}
+        for op in ops:
+            read = bounds.integer(f"{name}[{op}]", minimum=0, maximum=MAX_UNIX_TIME)
+            if read is not None:
+                found[op] = read
+        bounds.done()
+        return found
 
     def boolean(self, name: str) -> bool | None:
         """A boolean parameter (``true`` or ``false``)."""

@@ -1,4 +1,4 @@
-"""Payment intents (``/v1/payment_intents``): create, confirm, capture, cancel, retrieve, search.
+"""Payment intents (``/v1/payment_intents``): create, confirm, capture, cancel, read, search.
 
 Statuses, as Stripe's: ``requires_payment_method`` (none yet, or the last one was declined),
 ``requires_confirmation`` (created with a payment method), ``requires_capture`` (confirmed with
@@ -54,7 +54,14 @@ from sandbox.stripe.errors import (
     unexpected_state,
 )
 from sandbox.stripe.form import Params, read_form, read_query
-from sandbox.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, search_result
+from sandbox.stripe.lists import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    created_range,
+    list_object,
+    read_listing,
+    search_result,
+)
 
 SERVICE = "payments"
 router = APIRouter(tags=[SERVICE])
@@ -471,6 +478,27 @@ async def create_payment_intent(
     confirmation = Confirmation(faults.authorization_validity_s(SERVICE), _pages(request))
     effect = partial(_create, values, confirm, expand, confirmation)
     return await _run(request, idem, key, params, effect, None)
+
+
+@router.get("/payment_intents")
+async def list_payment_intents(request: Request, ledger: LedgerDep) -> dict[str, Any]:
+    """List intents, newest first: all, or those ``created`` in a range (``created[gte]``...).
+
+    Lists are consistent (unlike search): an intent shows as soon as it was created. Stripe's
+    list has no metadata filter: whoever looks for an order's intents filters the pages. With
+    ``expand[]=data.latest_charge`` each intent's latest charge is an object.
+    """
+    params = Params(read_query(request))
+    created, args = created_range(params)
+    listing = read_listing(params)
+    expand = params.expand(("data.latest_charge",))
+    params.done()
+    db = ledger.db
+    expire_due(db)  # a list never shows an authorization that has expired as still held
+    rows = db.execute(f"SELECT * FROM payment_intents WHERE {created} ORDER BY rowid DESC", args)
+    items = tuple(path.removeprefix("data.") for path in expand)
+    data = [render_intent(db, row, items) for row in rows]
+    return list_object("/v1/payment_intents", "payment_intent", data, listing)
 
 
 @router.get("/payment_intents/search")

@@ -32,7 +32,7 @@ from sandbox.limits import MAX_AMOUNT
 from sandbox.stripe import charges, events
 from sandbox.stripe.errors import STRIPE_REFUSALS, invalid_request, resource_missing
 from sandbox.stripe.form import Params, read_form, read_query
-from sandbox.stripe.lists import DEFAULT_LIMIT, MAX_LIMIT, list_object
+from sandbox.stripe.lists import list_object, read_listing
 from sandbox.stripe.payment_intents import get_intent_row, intent_lock
 
 SERVICE = "payments"
@@ -237,10 +237,10 @@ async def list_refunds(request: Request, ledger: LedgerDep) -> dict[str, Any]:
     params = Params(read_query(request))
     intent_id = params.string("payment_intent", max_length=300)
     charge_id = params.string("charge", max_length=300)
-    limit = params.integer("limit", minimum=1, maximum=MAX_LIMIT) or DEFAULT_LIMIT
+    listing = read_listing(params)
     params.strings("expand")  # accepted (data.charge and the like), not applied to list items
     params.done()
     settle_due(ledger.db)
     rows = REFUNDS.find_rows(ledger.db, payment_intent=intent_id, charge=charge_id)[::-1]
     data = [render_refund(ledger.db, row) for row in rows]
-    return list_object("/v1/refunds", data, limit)
+    return list_object("/v1/refunds", "refund", data, listing)

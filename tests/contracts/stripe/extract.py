@@ -23,6 +23,7 @@ from typing import Any
 OPERATIONS = (
     ("post", "/v1/payment_intents"),
     ("get", "/v1/payment_intents/{intent}"),
+    ("get", "/v1/payment_intents"),
     ("post", "/v1/payment_intents/{intent}/confirm"),
     ("post", "/v1/payment_intents/{intent}/capture"),
     ("post", "/v1/payment_intents/{intent}/cancel"),
@@ -30,8 +31,10 @@ OPERATIONS = (
     ("post", "/v1/refunds"),
     ("get", "/v1/refunds/{refund}"),
     ("get", "/v1/refunds"),
+    ("get", "/v1/charges"),
 )
-"""The calls an order makes (``activities/payment.py``), as Stripe's document names them."""
+"""The calls an order makes (``activities/payment.py``), and the lists the contract tests count
+its effects with (``tests/test_stripe_contract.py``), as Stripe's document names them."""
 
 SCHEMA_PREFIX = "#/components/schemas/"
 MEDIA_TYPE = "application/json"
