@@ -1458,3 +1458,29 @@ def test_a_refund_can_stay_pending_then_succeed_or_fail(
     http.delete("/admin/faults")
     again = form(http, "/v1/refunds", {"payment_intent": charged["id"]})
     assert again.status_code == 200 and again.json()["status"] == "succeeded"  # refundable again
+
+
+def test_the_intent_list_reads_created_and_cursors_as_stripe_does_and_refuses_the_rest(
+    http: httpx.Client, order_id: str
+) -> None:
+    made = intent(http, order_id)
+    second = made["created"]
+
+    def ids(**params: str) -> list[str]:
+        found = listing(http, "/v1/payment_intents", limit="100", **params)
+        return [item["id"] for item in found]
+
+    assert made["id"] in ids(created=str(second))  # exactly that second
+    assert made["id"] in ids(**{"created[gte]": str(second), "created[lte]": str(second)})
+    assert made["id"] not in ids(**{"created[gt]": str(second)})
+    assert made["id"] not in ids(**{"created[lt]": str(second)})
+    for params, code, param in (
+        ({"created[soon]": "1"}, "parameter_unknown", "created[soon]"),
+        ({"created[gte]": "yesterday"}, "parameter_invalid_integer", "created[gte]"),
+        ({"starting_after": "pi_unknown"}, "resource_missing", "starting_after"),
+        ({"starting_after": made["id"], "ending_before": made["id"]}, "parameter_invalid", None),
+        ({"limit": "101"}, "parameter_invalid_integer", "limit"),
+    ):
+        refused = http.get("/v1/payment_intents", params=params)
+        assert stripe_error(refused) == (400, "invalid_request_error", code), params
+        assert refused.json()["error"].get("param") == (param or "ending_before")
