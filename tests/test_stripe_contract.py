@@ -38,6 +38,9 @@ SANDBOX, STRIPE_TEST_MODE = "sandbox", "stripe-test-mode"
 RETURN_URL = "https://shop.test/back"
 """Where the customer goes after 3-D Secure. Stripe answers a confirm with a ``redirect_to_url``
 ``next_action`` only when the confirm names one (else ``use_stripe_sdk``, for Stripe.js)."""
+CARDS_ONLY = ["card"]
+"""``payment_method_types`` of every intent: without it, Stripe (API 2023-08-16 on) offers the
+Dashboard's payment methods and refuses a confirm that names no ``return_url``."""
 CLOCK_SKEW_S = 60
 """How far this machine's clock may be ahead of the gateway's: the order's intents are listed
 from that long before the test began (``created`` is the gateway's clock)."""
@@ -129,9 +132,7 @@ async def create(
         "currency": "gbp",
         "payment_method": method,
         "capture_method": capture_method,
-        # Cards only: without it, Stripe (API 2023-08-16 on) offers the Dashboard's payment
-        # methods and refuses a confirm that names no return_url.
-        "payment_method_types": ["card"],
+        "payment_method_types": CARDS_ONLY,
         "metadata": {"order_id": order_id, "customer_id": "cust-1"},
         "description": f"Order {order_id}",
     }
@@ -683,6 +684,7 @@ async def test_confirm_true_at_create_and_unknown_expand(
         "amount": 50,  # Stripe's minimum charge in USD
         "currency": "usd",
         "payment_method": "pm_card_mastercard",
+        "payment_method_types": CARDS_ONLY,
         "confirm": True,
         "metadata": {"order_id": order_id},
     }
