@@ -1474,6 +1474,9 @@ def test_the_intent_list_reads_created_and_cursors_as_stripe_does_and_refuses_th
     assert made["id"] in ids(**{"created[gte]": str(second), "created[lte]": str(second)})
     assert made["id"] not in ids(**{"created[gt]": str(second)})
     assert made["id"] not in ids(**{"created[lt]": str(second)})
+    last = "253402300799"  # the last second of year 9999: bounds at the end of time
+    assert made["id"] in ids(**{"created[lte]": last})
+    assert made["id"] not in ids(**{"created[gt]": last})
     for params, code, param in (
         ({"created[soon]": "1"}, "parameter_unknown", "created[soon]"),
         ({"created[gte]": "yesterday"}, "parameter_invalid_integer", "created[gte]"),

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sandbox.stripe.errors import invalid_request, resource_missing
-from sandbox.stripe.form import Params
+from sandbox.stripe.form import MAX_UNIX_TIME, Params
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -68,24 +68,19 @@ def created_range(params: Params) -> tuple[str, tuple[str, ...]]:
     ``created`` is whole unix seconds, so a row made at T.5 s is ``created`` T.
     """
     bounds = params.integer_range("created", ("gt", "gte", "lt", "lte"))
-    # A row's unix second is >= T exactly when its ISO text is >= T's (same format and zone).
-    lower = {"gt": 1, "gte": 0}
-    upper = {"lt": 0, "lte": 1}
+    # A row's unix second is >= T exactly when its ISO text is >= T's (same format and zone):
+    # each bound is the first second in (lower) or out (upper) of the range.
+    firsts = {"gt": 1, "gte": 0, "lt": 0, "lte": 1}
     conditions: list[str] = []
     args: list[str] = []
     for op, seconds in bounds.items():
-        if op in lower:
-            conditions.append("created >= ?")
-            args.append(_iso(seconds + lower[op]))
-        else:
-            conditions.append("created < ?")
-            args.append(_iso(seconds + upper[op]))
+        first = seconds + firsts[op]
+        if first > MAX_UNIX_TIME:  # past any time a row can have
+            conditions.append("0" if op.startswith("g") else "1")
+            continue
+        conditions.append("created >= ?" if op.startswith("g") else "created < ?")
+        args.append(datetime.fromtimestamp(first, UTC).isoformat(timespec="milliseconds"))
     return " AND ".join(conditions) or "1", tuple(args)
-
-
-def _iso(seconds: int) -> str:
-    """The ``ledger.now_iso`` text of a unix second."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def search_result(url: str, data: list[dict[str, Any]], limit: int, offset: int) -> dict[str, Any]:
