@@ -270,6 +270,7 @@ ROUTES = [
     ("POST", "/v1/refunds"),
     ("GET", "/v1/payment_intents/{id}"),
     ("GET", "/v1/payment_intents/search"),
+    ("GET", "/v1/payment_intents"),
     ("GET", "/v1/charges/{id}"),
     ("GET", "/v1/charges"),
     ("GET", "/v1/refunds"),
@@ -348,6 +349,12 @@ FORM_FIELDS = {
     | nasty_strings,
     "limit": st.sampled_from(["1", "100", "101", "0", "x"]),
     "page": st.sampled_from(["page_10", "page_x"]),
+    "created": st.integers(-10, 2**64).map(str) | st.just("253402300799"),
+    "created[gte]": st.integers(-10, 2**64).map(str) | nasty_strings,
+    "created[lte]": st.sampled_from(["0", "253402300799", "253402300800", "x"]),
+    "created[soon]": st.just("1"),
+    "starting_after": st.sampled_from(["pi_nope", ""]) | nasty_strings,
+    "ending_before": st.sampled_from(["pi_nope", ""]),
     "a[b": st.just("1"),
     "[x]": st.just("1"),
     "description": nasty_strings,
@@ -399,7 +406,8 @@ def provider_requests(draw: st.DrawFn) -> dict[str, Any]:
         )  # fmt: skip
     query_names = st.sampled_from(
         ["order_id", "template", "prefix", "query", "limit", "payment_intent", "charge",
-         "expand[]", "metadata[a]", "a[b"]
+         "expand[]", "metadata[a]", "a[b", "created", "created[gt]", "starting_after",
+         "ending_before"]
     )  # fmt: skip
     query = draw(st.dictionaries(query_names, nasty_strings))
     event(f"provider route: {method} {template}")
