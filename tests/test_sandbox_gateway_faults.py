@@ -200,14 +200,12 @@ SANDBOX_WORDS = ("sandbox", "getfixturevalue", "/admin", "set_faults", "hold_nex
 
 
 def words_of(node: ast.AST) -> set[str]:
-    """The names, attributes, parameters and strings in ``node`` (docstrings left out)."""
-    docstrings = {
-        id(body[0].value)
+    """The names, attributes, parameters and strings in ``node`` (docstrings left out: a bare
+    string statement is prose, not code)."""
+    prose = {
+        id(child.value)
         for child in ast.walk(node)
-        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        and (body := child.body)
-        and isinstance(body[0], ast.Expr)
-        and isinstance(body[0].value, ast.Constant)
+        if isinstance(child, ast.Expr) and isinstance(child.value, ast.Constant)
     }
     found: set[str] = set()
     for child in ast.walk(node):
@@ -220,7 +218,7 @@ def words_of(node: ast.AST) -> set[str]:
         elif (
             isinstance(child, ast.Constant)
             and isinstance(child.value, str)
-            and id(child) not in docstrings
+            and id(child) not in prose
         ):
             found.add(child.value)
     return found
