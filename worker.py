@@ -35,7 +35,9 @@ from orders.client.temporal import TemporalConnectionError, connect
 from orders.config.settings import (
     TASK_QUEUE,
     CapacityError,
+    PaymentReturnUrl,
     ProviderSettings,
+    ReturnUrlError,
     VersioningError,
     WorkerCapacity,
     WorkerVersioning,
@@ -129,16 +131,21 @@ def build_worker(
     intake_policy: IntakePolicy | None = None,
     capacity: WorkerCapacity | None = None,
     versioning: WorkerVersioning | None = None,
+    return_url: PaymentReturnUrl | None = None,
 ) -> Worker:
     """A worker for the order workflow, the intake breaker, and every activity they schedule.
 
     ``intake_policy`` defaults to ``IntakePolicy.from_env()`` (the ``INTAKE_*`` variables),
-    ``capacity`` to ``WorkerCapacity.from_env()`` (the ``ORDERS_WORKER_*`` variables).
+    ``capacity`` to ``WorkerCapacity.from_env()`` (the ``ORDERS_WORKER_*`` variables),
+    ``return_url`` (where 3-D Secure sends the customer back) to
+    ``PaymentReturnUrl.from_env()`` (``ORDERS_PAYMENT_RETURN_URL``).
     ``versioning`` (``None``: off) makes it a Worker Deployment Version; ``worker.py`` reads it
     from ``WorkerVersioning.from_env()``.
     """
     outcomes = PaymentOutcomes(client, intake_policy or IntakePolicy.from_env())
-    payment = PaymentActivities(providers.gateway, outcomes)
+    payment = PaymentActivities(
+        providers.gateway, outcomes, return_url or PaymentReturnUrl.from_env()
+    )
     intake = IntakeActivities(providers.gateway, outcomes)
     mail = MailActivities(providers.mail)
     warehouse = WarehouseActivities(providers.warehouse)
@@ -177,6 +184,7 @@ async def run(
     metrics_port: int | None = None,
     capacity: WorkerCapacity | None = None,
     versioning: WorkerVersioning | None = None,
+    return_url: PaymentReturnUrl | None = None,
 ) -> None:
     """Run a worker until SIGINT or SIGTERM, serving Prometheus metrics on ``metrics_port``."""
     tracing.configure("orders-worker")
@@ -189,7 +197,9 @@ async def run(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with open_provider_clients(ProviderSettings.from_env()) as providers:
-        worker = build_worker(client, providers, capacity=capacity, versioning=versioning)
+        worker = build_worker(
+            client, providers, capacity=capacity, versioning=versioning, return_url=return_url
+        )
         async with worker:
             logging.getLogger("orders").info(
                 "worker polling task queue %r on %s%s",
@@ -229,13 +239,15 @@ def main() -> None:
         port = args.metrics_port if args.metrics_port is not None else metrics_port_from_env()
         capacity = WorkerCapacity.from_env()  # a bad setting stops it before it connects
         versioning = WorkerVersioning.from_env()
-        asyncio.run(run(args.profile, port, capacity, versioning))
+        return_url = PaymentReturnUrl.from_env()
+        asyncio.run(run(args.profile, port, capacity, versioning, return_url))
     except (
         TemporalConnectionError,
         MetricsConfigError,
         IntakePolicyError,
         CapacityError,
         VersioningError,
+        ReturnUrlError,
     ) as err:
         logging.getLogger("orders").error("%s", err)
         status = 1

@@ -21,14 +21,21 @@ from typing import Literal
 
 import stripe
 from pydantic import BaseModel
-from stripe.params import PaymentIntentCreateParams, RefundCreateParams
+from stripe.params import PaymentIntentConfirmParams, PaymentIntentCreateParams, RefundCreateParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import PAYMENT_DECLINED, PROVIDER_REJECTED
 from activities.logging import log_step
 from activities.requests import EffectRequest
-from activities.stripe_client import UNEXPECTED_STATE, StripeGateway, error_code
+from activities.stripe_client import (
+    IDEMPOTENCY_ERROR,
+    UNEXPECTED_STATE,
+    StripeGateway,
+    error_code,
+    error_type,
+)
+from orders.config.settings import PaymentReturnUrl
 from orders.domain.status import IDEMPOTENCY_KEY_LIFETIME, RefundStatus, Step
 from orders.domain.stripe_currencies import from_stripe_amount, to_stripe_amount
 from orders.intake.activities import PaymentOutcomes
@@ -172,10 +179,16 @@ class FollowRefundRequest(EffectRequest):
 class PaymentActivities:
     """Activities that talk to the payment gateway."""
 
-    def __init__(self, gateway: StripeGateway, outcomes: PaymentOutcomes | None = None) -> None:
+    def __init__(
+        self,
+        gateway: StripeGateway,
+        outcomes: PaymentOutcomes | None = None,
+        return_url: PaymentReturnUrl | None = None,
+    ) -> None:
         self._gateway = gateway
         self._intents = gateway.v1.payment_intents
         self._outcomes = outcomes  # create and confirm report how they ended (intake breaker)
+        self._return_url = return_url or PaymentReturnUrl()
 
     def _watch(self, order_id: str) -> AbstractContextManager[None]:
         return self._outcomes.watch(order_id) if self._outcomes else nullcontext()
@@ -249,19 +262,53 @@ class PaymentActivities:
         already authorized (its answer lost, the operator retrying under a new key) is adopted.
         A card that needs 3-D Secure answers ``requires_action``: returned as it is (with the
         page where the customer authenticates), never as authorized.
+
+        The confirm names the order's ``return_url`` (``PaymentReturnUrl``): Stripe refuses one
+        without it for an intent with automatic payment methods, and sends the customer there
+        after 3-D Secure. A confirm an earlier build sent under the same key without it is
+        answered ``idempotency_error``: that confirm ran, so the intent is read and adopted
+        (``_adopt_earlier_confirm``).
         """
+        params: PaymentIntentConfirmParams = {
+            "return_url": self._return_url.for_order(request.order_id)
+        }
         with self._watch(request.order_id):
-            intent = await self._act_on_intent(
-                request,
-                "confirm",
-                lambda options: self._intents.confirm_async(request.intent_id, options=options),
-                accept={AUTHORIZED, CAPTURED},
-            )
+            try:
+                intent = await self._act_on_intent(
+                    request,
+                    "confirm",
+                    lambda options: self._intents.confirm_async(request.intent_id, params, options),
+                    accept={AUTHORIZED, CAPTURED},
+                )
+            except ApplicationError as err:
+                if error_type(err) != IDEMPOTENCY_ERROR:
+                    raise
+                intent = await self._adopt_earlier_confirm(request.intent_id, err)
             if intent.authorized and intent.charge is not None:
                 intent.capture_before = await self._capture_before(intent.charge)
         done = "awaits authentication" if intent.awaits_customer else "authorized"
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"{done} {intent.id}")
         return intent
+
+    async def _adopt_earlier_confirm(
+        self, intent_id: str, refusal: ApplicationError
+    ) -> PaymentIntent:
+        """The intent as an earlier confirm under this step's key left it.
+
+        Stripe keeps a key only for a request that ran, so the intent shows that confirm's
+        outcome, adopted as ``_act_on_intent`` adopts one after
+        ``payment_intent_unexpected_state``: authorized, captured or waiting for the customer
+        is returned; declined is the decline. An intent that shows no outcome (that confirm was
+        refused) leaves the refusal standing: an operator's retry sends a new key.
+        """
+        found = await self._retrieve(intent_id)
+        intent = _intent(found)
+        if intent.authorized or intent.status == CAPTURED or intent.awaits_customer:
+            return intent
+        code = _last_error(found)
+        if intent.status in CONFIRMABLE and code is not None:
+            raise _declined(intent, code)
+        raise refusal
 
     @activity.defn
     async def follow_authentication(self, request: FollowAuthenticationRequest) -> PaymentIntent:
@@ -279,13 +326,7 @@ class PaymentActivities:
                 f"{intent.id} is still {intent.status}", type=AUTHENTICATION_PENDING
             )
         if intent.status in CONFIRMABLE:
-            code = _last_error(found) or "authentication_failed"
-            raise ApplicationError(
-                f"{intent.id} was not authorized: {code}",
-                {"decline_code": code},
-                type=PAYMENT_DECLINED,
-                non_retryable=True,
-            )
+            raise _declined(intent, _last_error(found) or "authentication_failed")
         if intent.authorized and intent.charge is not None:
             intent.capture_before = await self._capture_before(intent.charge)
         log_step(request.order_id, Step.AUTHENTICATION, f"{intent.id} {intent.status}")
@@ -516,6 +557,16 @@ def _last_error(intent: stripe.PaymentIntent) -> str | None:
         return None
     code = getattr(error, "decline_code", None) or getattr(error, "code", None)
     return code if isinstance(code, str) else None
+
+
+def _declined(intent: PaymentIntent, code: str) -> ApplicationError:
+    """The decline of an intent the gateway left unauthorized (``code``: why)."""
+    return ApplicationError(
+        f"{intent.id} was not authorized: {code}",
+        {"decline_code": code},
+        type=PAYMENT_DECLINED,
+        non_retryable=True,
+    )
 
 
 def _refund(refund: stripe.Refund) -> Refund:

@@ -36,6 +36,8 @@ T = TypeVar("T", bound=stripe.StripeObject)
 UNEXPECTED_STATE = "payment_intent_unexpected_state"
 """Stripe's answer to an action the intent's status no longer allows (confirm a confirmed one,
 cancel a captured one): the caller retrieves the intent and goes by its status."""
+IDEMPOTENCY_ERROR = "idempotency_error"
+"""Stripe's error type for a key reused with other parameters (it has no code)."""
 
 
 class StripeGateway:
@@ -88,6 +90,13 @@ def error_code(err: ApplicationError) -> str | None:
     details = err.details[0] if err.details else None
     code = details.get("code") if isinstance(details, dict) else None
     return code if isinstance(code, str) else None
+
+
+def error_type(err: ApplicationError) -> str | None:
+    """Stripe's error ``type`` of a classified gateway failure (``idempotency_error``...)."""
+    details = err.details[0] if err.details else None
+    kind = details.get("type") if isinstance(details, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _classified(err: stripe.StripeError) -> ApplicationError:

@@ -237,6 +237,9 @@ ADDED_COLUMNS = (
     # this page (its next_action), then goes back where Stripe would send them (return_url).
     AddedColumn("payment_intents", "next_action_url", "TEXT"),
     AddedColumn("payment_intents", "return_url", "TEXT"),
+    # Stripe's automatic_payment_methods of an intent (JSON), which then needs a return_url to
+    # be confirmed; those from before were cards only, as the sandbox then made every intent.
+    AddedColumn("payment_intents", "automatic_payment_methods", "TEXT"),
     # A chargeback was opened on the charge (providers.stripe.disputes).
     AddedColumn("charges", "disputed", "INTEGER NOT NULL DEFAULT 0"),
 )

@@ -5,10 +5,14 @@ asserts the ledger: a lost answer retried under its key, an earlier effect adopt
 key, a captured intent that a cancel cannot take back, a second refund that never happens.
 """
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
 
 import pytest
+import stripe
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -23,17 +27,27 @@ from activities.payment import (
     RefundRequest,
 )
 from activities.provider_client import open_provider_clients
-from orders.config.settings import ProviderSettings
+from orders.config.settings import PaymentReturnUrl, ProviderSettings
 from sandbox.admin_client import SandboxAdmin
+from tests.support import stripe_against
+from tests.test_stripe_contract import RETURN_URL_REQUIRED
 
 RUN = ActivityEnvironment().run
+RETURN_URL = PaymentReturnUrl("https://shop.example/orders/{order_id}/paid")
 
 
 @pytest.fixture
 async def payments(sandbox: SandboxAdmin) -> AsyncIterator[PaymentActivities]:
     settings = ProviderSettings(base_url=sandbox.base_url, api_key=sandbox.api_key)
     async with open_provider_clients(settings) as clients:
-        yield PaymentActivities(clients.gateway)
+        yield PaymentActivities(clients.gateway, return_url=RETURN_URL)
+
+
+@pytest.fixture
+async def client(sandbox: SandboxAdmin) -> AsyncIterator[stripe.StripeClient]:
+    """The official client against the sandbox: what an earlier build, or anyone, sends."""
+    async with stripe_against(sandbox) as gateway:
+        yield gateway
 
 
 def intent_request(
@@ -166,3 +180,103 @@ async def test_a_key_reused_with_other_parameters_is_refused_for_an_operator(
         await RUN(payments.create_payment_intent, other)
     assert refused.value.type == PROVIDER_REJECTED and refused.value.non_retryable
     assert "payments answered 400" in str(refused.value) and first.id
+
+
+async def test_the_confirm_names_the_orders_return_url_without_which_the_gateway_refuses(
+    payments: PaymentActivities, sandbox: SandboxAdmin, client: stripe.StripeClient
+) -> None:
+    order_id = f"pay {uuid.uuid4().hex[:8]}"  # a space: the URL carries it encoded
+    request = intent_request(order_id, "pm_card_authenticationRequired")
+    intent = await RUN(payments.create_payment_intent, request)  # the Dashboard's methods
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await client.v1.payment_intents.confirm_async(
+            intent.id, {}, {"idempotency_key": f"{order_id}:bare-confirm"}
+        )
+    assert refused.value.http_status == 400
+    assert refused.value.error is not None and refused.value.error.message == RETURN_URL_REQUIRED
+
+    waiting = await RUN(payments.authorize_payment, confirm_request(order_id, intent.id))
+    assert waiting.status == "requires_action" and waiting.authentication_url  # a link to email
+    found = await client.v1.payment_intents.retrieve_async(intent.id)
+    assert found.next_action is not None and found.next_action.redirect_to_url is not None
+    back = f"https://shop.example/orders/{quote(order_id, safe='')}/paid"
+    assert found.next_action.redirect_to_url.return_url == back
+    assert sandbox.effects(order_id).authorizations == 0
+
+
+async def confirmed_by_an_earlier_build(
+    client: stripe.StripeClient, order_id: str, method: str
+) -> str:
+    """An intent confirmed under the step's key as a build without ``return_url`` did (on a
+    cards-only intent, where that confirm runs); its id, once the key is shown to refuse the
+    new build's confirm (which names a ``return_url``) as a key reused."""
+    params: Any = {
+        "amount": 2500,
+        "currency": "eur",
+        "payment_method": method,
+        "capture_method": "manual",
+        "payment_method_types": ["card"],
+        "metadata": {"order_id": order_id},
+    }
+    created = await client.v1.payment_intents.create_async(
+        params, {"idempotency_key": f"{order_id}:payment-intent"}
+    )
+    step_key: stripe.RequestOptions = {"idempotency_key": f"{order_id}:payment-confirm"}
+    # Declined or refused, the answer is kept under the key: what the new build must find.
+    with contextlib.suppress(stripe.CardError, stripe.InvalidRequestError):
+        await client.v1.payment_intents.confirm_async(created.id, {}, step_key)
+    with pytest.raises(stripe.IdempotencyError):
+        await client.v1.payment_intents.confirm_async(
+            created.id, {"return_url": RETURN_URL.for_order(order_id)}, step_key
+        )
+    return created.id
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [("pm_card_visa", "requires_capture"), ("pm_card_authenticationRequired", "requires_action")],
+)
+async def test_a_confirm_an_earlier_build_sent_without_return_url_is_adopted_under_its_key(
+    payments: PaymentActivities,
+    sandbox: SandboxAdmin,
+    client: stripe.StripeClient,
+    method: str,
+    status: str,
+) -> None:
+    order_id = f"pay-{uuid.uuid4().hex[:8]}"
+    intent_id = await confirmed_by_an_earlier_build(client, order_id, method)
+    adopted = await RUN(payments.authorize_payment, confirm_request(order_id, intent_id))
+    assert (adopted.id, adopted.status) == (intent_id, status)
+    effects = sandbox.effects(order_id)
+    if status == "requires_capture":
+        assert adopted.capture_before is not None  # read from its charge, as after any confirm
+        assert (effects.authorizations, effects.authorized_amount) == (1, 2500)
+    else:
+        assert adopted.awaits_customer and effects.authorizations == 0
+
+
+async def test_a_decline_an_earlier_build_met_without_return_url_is_the_decline(
+    payments: PaymentActivities, sandbox: SandboxAdmin, client: stripe.StripeClient
+) -> None:
+    order_id = f"pay-{uuid.uuid4().hex[:8]}"
+    intent_id = await confirmed_by_an_earlier_build(client, order_id, "pm_card_chargeDeclined")
+    with pytest.raises(ApplicationError) as declined:
+        await RUN(payments.authorize_payment, confirm_request(order_id, intent_id))
+    assert declined.value.type == PAYMENT_DECLINED and declined.value.non_retryable
+    assert declined.value.details[0]["decline_code"] == "generic_decline"
+    assert sandbox.effects(order_id).authorizations == 0
+
+
+async def test_an_earlier_confirm_that_did_nothing_under_the_key_is_left_to_an_operator(
+    payments: PaymentActivities, sandbox: SandboxAdmin, client: stripe.StripeClient
+) -> None:
+    """The gateway kept a refusal under the key: no outcome to adopt, and the key can never
+    confirm; the operator's retry sends a new one."""
+    order_id = f"pay-{uuid.uuid4().hex[:8]}"
+    sandbox.set_faults("payments", refuse_next=1, key_prefix=f"{order_id}:payment-confirm")
+    intent_id = await confirmed_by_an_earlier_build(client, order_id, "pm_card_visa")
+    with pytest.raises(ApplicationError) as refused:
+        await RUN(payments.authorize_payment, confirm_request(order_id, intent_id))
+    assert refused.value.type == PROVIDER_REJECTED and refused.value.non_retryable
+    assert refused.value.details[0]["type"] == "idempotency_error"
+    assert sandbox.effects(order_id).authorizations == 0

@@ -18,6 +18,7 @@ import pytest
 
 from orders.domain.stripe_currencies import MINIMUM_CHARGE
 from sandbox.admin_client import SandboxAdmin
+from sandbox.stripe import payment_intents
 from tools.stack.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,10 +130,12 @@ def form(
 
 
 def intent_params(order_id: str, method: str = "pm_card_visa", **more: Any) -> dict[str, Any]:
+    """A card intent's parameters: cards only, so a confirm needs no ``return_url``."""
     return {
         "amount": 2500,
         "currency": "eur",
         "payment_method": method,
+        "payment_method_types": {"0": "card"},
         "metadata": {"order_id": order_id},
         **more,
     }
@@ -448,6 +451,69 @@ def test_two_confirms_on_one_intent_never_overlap(http: httpx.Client, order_id: 
         first["latest_charge"]
     ]
     assert listing(http, "/payments/intents", order_id=order_id) == [first]
+
+
+def automatic_intent(http: httpx.Client, order_id: str, method: str = "pm_card_visa") -> str:
+    """An intent created as the worker creates its own: no ``payment_method_types``."""
+    params = intent_params(order_id, method)
+    del params["payment_method_types"]
+    response = form(http, "/v1/payment_intents", params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert body["automatic_payment_methods"] == {"allow_redirects": "always", "enabled": True}
+    return str(body["id"])
+
+
+def test_a_confirm_without_return_url_of_an_automatic_intent_is_refused_and_not_stored(
+    http: httpx.Client, order_id: str
+) -> None:
+    intent_id = automatic_intent(http, order_id)
+    path, key = f"/v1/payment_intents/{intent_id}/confirm", f"{order_id}:payment-confirm"
+    refused = form(http, path, key=key)
+    assert stripe_error(refused) == (400, "invalid_request_error", None)
+    assert refused.json()["error"]["message"] == payment_intents.RETURN_URL_REQUIRED
+    assert http.get(f"/v1/payment_intents/{intent_id}").json()["status"] == "requires_confirmation"
+    # Refused as parameters are, before the key is taken: the same key with one goes through.
+    confirmed = form(http, path, {"return_url": "https://shop.test/back"}, key=key)
+    assert (confirmed.status_code, confirmed.json()["status"]) == (200, "succeeded")
+
+
+@pytest.mark.parametrize(
+    ("created", "confirmed"),
+    [
+        ({"automatic_payment_methods": {"enabled": "true", "allow_redirects": "never"}}, {}),
+        ({}, {"off_session": "true"}),
+        ({"automatic_payment_methods": {"enabled": "false"}}, {}),
+    ],
+    ids=["redirects-never", "off-session", "automatic-off"],
+)
+def test_an_automatic_intent_needs_no_return_url_where_stripe_needs_none(
+    http: httpx.Client, order_id: str, created: dict[str, Any], confirmed: dict[str, Any]
+) -> None:
+    params = {**intent_params(order_id), **created}
+    del params["payment_method_types"]
+    intent_id = form(http, "/v1/payment_intents", params).json()["id"]
+    answer = form(http, f"/v1/payment_intents/{intent_id}/confirm", confirmed)
+    assert (answer.status_code, answer.json()["status"]) == (200, "succeeded")
+
+
+def test_a_create_and_confirm_without_return_url_is_refused_and_creates_nothing(
+    http: httpx.Client, order_id: str
+) -> None:
+    params = {**intent_params(order_id), "confirm": "true"}
+    del params["payment_method_types"]
+    refused = form(http, "/v1/payment_intents", params)
+    assert stripe_error(refused) == (400, "invalid_request_error", None)
+    assert listing(http, "/payments/intents", order_id=order_id) == []
+
+
+def test_a_3d_secure_card_confirmed_off_session_is_declined_authentication_required(
+    http: httpx.Client, order_id: str
+) -> None:
+    intent_id = intent(http, order_id, "pm_card_authenticationRequired")["id"]
+    declined = form(http, f"/v1/payment_intents/{intent_id}/confirm", {"off_session": "true"})
+    assert stripe_error(declined) == (402, "card_error", "authentication_required")
+    assert declined.json()["error"]["payment_intent"]["status"] == "requires_payment_method"
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import html
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -155,6 +158,24 @@ async def waiting_for_the_customer(
     return waiting, str(waiting.next_action.redirect_to_url.url)
 
 
+def way_back(page: str) -> str | None:
+    """The page's link back to the shop (its ``return`` anchor), if it offers one."""
+    found = re.search(r"<a id='return' href=\"([^\"]*)\"", page)
+    return html.unescape(found.group(1)) if found else None
+
+
+def way_back_to(intent: stripe.PaymentIntent, redirect_status: str) -> str:
+    """Where Stripe sends the customer back: the return URL, told which intent and how."""
+    query = urlencode(
+        {
+            "payment_intent": intent.id,
+            "payment_intent_client_secret": intent.client_secret,
+            "redirect_status": redirect_status,
+        }
+    )
+    return f"{RETURN_URL}?{query}"
+
+
 async def test_the_customer_completes_3d_secure_on_the_page_and_the_card_is_authorized(
     client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
 ) -> None:
@@ -168,7 +189,8 @@ async def test_the_customer_completes_3d_secure_on_the_page_and_the_card_is_auth
         page = await http.get(url)
         done = await http.post(f"{url}&outcome=complete")
     assert wrong.status_code == 404 and 'id="complete"' in page.text
-    assert done.status_code == 303 and done.headers["location"] == RETURN_URL
+    assert done.status_code == 200 and "Authentication completed" in done.text
+    assert way_back(done.text) == way_back_to(waiting, "succeeded")
     authorized = await client.v1.payment_intents.retrieve_async(waiting.id)
     assert (authorized.status, authorized.next_action) == ("requires_capture", None)
     assert sandbox.effects(order_id).authorizations == 1
@@ -180,7 +202,8 @@ async def test_a_failed_authentication_leaves_the_intent_waiting_for_another_car
     waiting, url = await waiting_for_the_customer(client, order_id, "pm_card_threeDSecure2Required")
     async with httpx.AsyncClient(timeout=10) as http:
         failed_page = await http.post(f"{url}&outcome=fail")
-    assert failed_page.status_code == 303 and failed_page.headers["location"] == RETURN_URL
+    assert failed_page.status_code == 200 and "Authentication failed" in failed_page.text
+    assert way_back(failed_page.text) == way_back_to(waiting, "failed")
     failed = await client.v1.payment_intents.retrieve_async(waiting.id)
     assert failed.status == "requires_payment_method"
     assert failed.last_payment_error is not None

@@ -39,8 +39,17 @@ RETURN_URL = "https://shop.test/back"
 """Where the customer goes after 3-D Secure. Stripe answers a confirm with a ``redirect_to_url``
 ``next_action`` only when the confirm names one (else ``use_stripe_sdk``, for Stripe.js)."""
 CARDS_ONLY = ["card"]
-"""``payment_method_types`` of every intent: without it, Stripe (API 2023-08-16 on) offers the
-Dashboard's payment methods and refuses a confirm that names no ``return_url``."""
+"""``payment_method_types`` of the contract's intents: without it, Stripe (API 2023-08-16 on)
+offers the Dashboard's payment methods and refuses a confirm that names no ``return_url``."""
+RETURN_URL_REQUIRED = (
+    "A `return_url` must be specified because this Payment Intent is configured to "
+    "automatically accept the payment methods enabled in the Dashboard, some of which may "
+    "require a full page redirect to succeed. If you do not want to accept redirect-based "
+    "payment methods, set `automatic_payment_methods[enabled]` to `true` and "
+    "`automatic_payment_methods[allow_redirects]` to `never` when creating Setup Intents and "
+    "Payment Intents."
+)
+"""Stripe's refusal of such a confirm, word for word."""
 CLOCK_SKEW_S = 60
 """How far this machine's clock may be ahead of the gateway's: the order's intents are listed
 from that long before the test began (``created`` is the gateway's clock)."""
@@ -126,7 +135,10 @@ async def create(
     method: str = "pm_card_visa",
     capture_method: str = "manual",
     amount: int = 5499,
+    **more: Any,
 ) -> stripe.PaymentIntent:
+    """A new intent, cards only unless ``more`` says otherwise (``payment_method_types=None``:
+    the Dashboard's payment methods, as the worker creates its intents)."""
     params: Any = {
         "amount": amount,
         "currency": "gbp",
@@ -136,6 +148,8 @@ async def create(
         "metadata": {"order_id": order_id, "customer_id": "cust-1"},
         "description": f"Order {order_id}",
     }
+    params.update(more)
+    params = {name: value for name, value in params.items() if value is not None}
     return await client.v1.payment_intents.create_async(params, key(order_id, "create"))
 
 
@@ -474,6 +488,65 @@ async def test_cancel_of_a_succeeded_or_canceled_intent_is_unexpected_state(
     assert error.error is not None and error.error.payment_intent is not None
     assert error.error.payment_intent.status == status
     assert error.error.type == "invalid_request_error"
+
+
+async def test_a_3d_secure_card_confirmed_without_a_return_url_gets_stripe_js_s_next_action(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    intent = await create(client, order_id, "pm_card_authenticationRequired")
+    waiting = await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
+    assert waiting.status == "requires_action"
+    assert waiting.next_action is not None and waiting.next_action.type == "use_stripe_sdk"
+    assert getattr(waiting.next_action, "redirect_to_url", None) is None  # no link to email
+    assert (await effects(client, order_id)).counts() == NOTHING | {"payment_intents": 1}
+
+
+async def test_an_intent_with_the_dashboards_payment_methods_is_confirmed_only_with_a_return_url(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    """The worker creates its intents so (no ``payment_method_types``), and confirms them with
+    a ``return_url``; the same intent confirmed without one is refused, nothing authorized."""
+    intent = await create(client, order_id, payment_method_types=None)
+    methods = intent.automatic_payment_methods
+    assert methods is not None and methods.enabled is True
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
+    error = refused.value
+    assert (error.http_status, error.error and error.error.type) == (400, "invalid_request_error")
+    assert error.error is not None and error.error.message == RETURN_URL_REQUIRED
+    assert (await client.v1.payment_intents.retrieve_async(intent.id)).status == (
+        "requires_confirmation"
+    )
+    confirmed = await client.v1.payment_intents.confirm_async(
+        intent.id, {"return_url": RETURN_URL}, key(order_id, "confirm-with-return-url")
+    )
+    assert confirmed.status == "requires_capture"
+    assert (await effects(client, order_id)).counts()["authorizations"] == 1
+
+
+async def test_a_create_and_confirm_needs_a_return_url_unless_redirects_are_never_allowed(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await create(client, order_id, payment_method_types=None, confirm=True)
+    assert refused.value.error is not None
+    assert refused.value.error.message == RETURN_URL_REQUIRED
+    assert (await effects(client, order_id)).counts() == NOTHING  # nothing created
+    params: Any = {
+        "amount": 5499,
+        "currency": "gbp",
+        "payment_method": "pm_card_visa",
+        "capture_method": "manual",
+        "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        "confirm": True,
+        "metadata": {"order_id": order_id},
+    }
+    authorized = await client.v1.payment_intents.create_async(
+        params, key(order_id, "create-no-redirects")
+    )
+    assert authorized.status == "requires_capture"
+    assert authorized.automatic_payment_methods is not None
+    assert authorized.automatic_payment_methods.allow_redirects == "never"
 
 
 @pytest.mark.parametrize("verb", ["confirm", "capture"])

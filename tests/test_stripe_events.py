@@ -134,6 +134,7 @@ async def test_each_event_is_signed_as_stripe_signs_and_the_official_library_ver
         "payment_method": "pm_card_visa",
         "capture_method": "manual",
         "confirm": True,
+        "payment_method_types": ["card"],  # no return_url needed
         "metadata": {"order_id": order_id},
     }
     try:

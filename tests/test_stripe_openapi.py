@@ -490,8 +490,28 @@ async def test_a_3d_secure_confirm_and_a_failed_authentication_answer_in_stripes
     assert waiting.next_action is not None and waiting.next_action.redirect_to_url is not None
     url = str(waiting.next_action.redirect_to_url.url)
     failed = await asyncio.to_thread(httpx.post, f"{url}&outcome=fail")
-    assert failed.status_code == 303  # back to the shop's return_url
+    assert failed.status_code == 200 and "https://shop.test/back?" in failed.text  # the way back
     assert_conforms(RETRIEVE, body(await client.v1.payment_intents.retrieve_async(intent.id)))
+
+
+async def test_a_3d_secure_confirm_without_a_return_url_answers_use_stripe_sdk_in_stripes_shape(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    intent = await create(client, order_id, "pm_card_authenticationRequired")
+    waiting = await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
+    assert waiting.next_action is not None and waiting.next_action.type == "use_stripe_sdk"
+    assert_conforms(CONFIRM, body(waiting))
+
+
+async def test_a_confirm_refused_for_want_of_a_return_url_answers_in_stripes_shape(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    intent = await create(client, order_id, payment_method_types=None)
+    assert_conforms(CREATE, body(intent))  # automatic_payment_methods judged by its schema
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
+    assert refusal(refused.value)["error"]["type"] == "invalid_request_error"
+    assert_conforms(CONFIRM, refusal(refused.value), 400)
 
 
 async def test_a_dispute_and_the_objects_of_stripes_events_are_in_stripes_shape(

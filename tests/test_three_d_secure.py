@@ -1,7 +1,8 @@
 """3-D Secure with real processes: the customer's link, their click, and what the order does.
 
 The sandbox gateway answers a confirm with Stripe's 3-D Secure test cards with
-``requires_action`` and a ``redirect_to_url`` to its authentication page. The order must not
+``requires_action`` and a ``redirect_to_url`` to its authentication page (the worker's confirm
+names the order's ``return_url``, where the page then offers the way back). The order must not
 take that for an authorization: it emails the link and waits; nothing is reserved or captured
 until the customer completes authentication. The ledger, not the order's word, says what
 happened. One test clicks through it in headless Chromium as a customer would.
@@ -15,6 +16,7 @@ import pytest
 from temporalio.client import Client
 
 from orders.client.orders import start_order
+from orders.config.settings import PaymentReturnUrl
 from orders.domain.models import OrderOptions
 from orders.domain.status import EmailTemplate, OrderStatus
 from sandbox.admin_client import SandboxAdmin
@@ -27,8 +29,9 @@ REMINDED = EmailTemplate.AUTHENTICATION_REMINDER.value
 CONFIRMED = EmailTemplate.ORDER_CONFIRMATION.value
 
 
-def click_through(mail_page: str, link: str) -> str:
-    """Open the mail page, click the email's link, click "Complete": what the page then says."""
+def click_through(mail_page: str, link: str) -> tuple[str, str]:
+    """Open the mail page, click the email's link, click "Complete": what the page then says,
+    and where its way back to the shop leads."""
     with Browser() as browser:
         browser.open(mail_page)
         browser.wait_for(f"document.querySelector('a[href=\"{link}\"]') !== null")
@@ -38,7 +41,8 @@ def click_through(mail_page: str, link: str) -> str:
         outcome: str = browser.wait_for(
             "document.getElementById('outcome') && document.getElementById('outcome').textContent"
         )
-        return outcome
+        back: str = browser.evaluate("document.getElementById('return').href")
+        return outcome, back
 
 
 async def test_the_customer_authenticates_from_the_email_in_a_browser_and_the_order_goes_on(
@@ -57,8 +61,12 @@ async def test_the_customer_authenticates_from_the_email_in_a_browser_and_the_or
 
     link = await authentication_link(sandbox, order.id)
     mail_page = f"{sandbox.base_url}/mail/?api_key={sandbox.api_key}"
-    outcome = await asyncio.to_thread(click_through, mail_page, link)
+    outcome, back = await asyncio.to_thread(click_through, mail_page, link)
     assert "Authentication completed" in outcome and "requires_capture" in outcome
+    # The worker's confirm named the order's return_url: the customer's way back to the shop.
+    shop = PaymentReturnUrl().for_order(order.id)
+    assert back.startswith(f"{shop}?payment_intent={intent['id']}&")
+    assert back.endswith("&redirect_status=succeeded")
 
     await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT, within=60)
     effects = sandbox.effects(order.id)

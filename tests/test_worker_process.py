@@ -13,7 +13,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from orders.client.orders import start_order
-from orders.config.settings import WorkerCapacity
+from orders.config.settings import (
+    DEFAULT_PAYMENT_RETURN_URL,
+    PAYMENT_RETURN_URL_ENV,
+    PaymentReturnUrl,
+    WorkerCapacity,
+)
 from orders.domain.status import Step
 from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order
@@ -105,3 +110,30 @@ def test_capacity_settings_reach_the_worker(monkeypatch: pytest.MonkeyPatch) -> 
     assert options["max_concurrent_activities"] == 7
     monkeypatch.delenv("ORDERS_WORKER_CACHED_WORKFLOWS")
     assert capacity_options()["max_cached_workflows"] == WorkerCapacity().cached_workflows == 500
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("shop.example/orders/{order_id}", "give an absolute http:// or https:// URL"),
+        ("ftp://shop.example/{order_id}", "give an absolute http:// or https:// URL"),
+        ("https://shop.example/{order}", "the only placeholder it may hold is {order_id}"),
+        ("https://shop.example:port/{order_id}", "not a URL"),
+        ("https://shop.example/my orders/{order_id}", "a URL has no spaces"),
+    ],
+)
+def test_a_bad_payment_return_url_stops_the_worker_with_the_fix(value: str, problem: str) -> None:
+    env = {**os.environ, PAYMENT_RETURN_URL_ENV: value}
+    done = subprocess.run(
+        [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert f"{PAYMENT_RETURN_URL_ENV}={value!r}: {problem}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_payment_return_url_names_the_order() -> None:
+    template = "https://shop.example/orders/{order_id}?from=3ds"
+    setting = PaymentReturnUrl.from_env({PAYMENT_RETURN_URL_ENV: template})
+    assert setting.for_order("o 1/2") == "https://shop.example/orders/o%201%2F2?from=3ds"
+    assert PaymentReturnUrl.from_env({}) == PaymentReturnUrl(DEFAULT_PAYMENT_RETURN_URL)

@@ -5,6 +5,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 TASK_QUEUE = os.environ.get("ORDERS_TASK_QUEUE", "orders")
 """The task queue the order workflow and its activities run on."""
@@ -53,6 +54,68 @@ class ProviderSettings:
             gateway_url=stripe_base or (STRIPE_API_BASE if stripe_key else None),
             gateway_key=stripe_key,
         )
+
+
+PAYMENT_RETURN_URL_ENV = "ORDERS_PAYMENT_RETURN_URL"
+DEFAULT_PAYMENT_RETURN_URL = "http://localhost:8233/namespaces/default/workflows/{order_id}"
+"""The local stack's page of the order (its Temporal Web UI): something to come back to with
+``./scripts/run``; a shop sets its own customer page."""
+ORDER_ID_FIELD = "{order_id}"
+
+
+class ReturnUrlError(Exception):
+    """The payment return URL setting is not usable; the message says why."""
+
+
+@dataclass(frozen=True)
+class PaymentReturnUrl:
+    """Where the bank's 3-D Secure page sends the customer back (Stripe's ``return_url``).
+
+    The worker's confirm names it: Stripe refuses a confirm without one for an intent with
+    automatic payment methods (the default since API version 2023-08-16), and answers a
+    3-D Secure card with a link for the customer (``redirect_to_url``) only when it is named.
+    ``{order_id}`` in it is replaced by the order's id (URL-encoded).
+    """
+
+    template: str = DEFAULT_PAYMENT_RETURN_URL
+
+    def for_order(self, order_id: str) -> str:
+        """The URL for this order's customer."""
+        return self.template.replace(ORDER_ID_FIELD, quote(order_id, safe=""))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "PaymentReturnUrl":
+        """Read ``ORDERS_PAYMENT_RETURN_URL`` (unset or empty: the default).
+
+        Raises ``ReturnUrlError`` for anything but an absolute http(s) URL whose only
+        placeholder is ``{order_id}``.
+        """
+        env = os.environ if env is None else env
+        text = env.get(PAYMENT_RETURN_URL_ENV, "").strip()
+        if not text:
+            return cls()
+        problem = _return_url_problem(text)
+        if problem:
+            raise ReturnUrlError(f"{PAYMENT_RETURN_URL_ENV}={text!r}: {problem}")
+        return cls(text)
+
+
+def _return_url_problem(text: str) -> str | None:
+    """Why ``text`` cannot be the return URL, or None if it can."""
+    try:
+        parts = urlsplit(text.replace(ORDER_ID_FIELD, "order"))
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as err:
+        return f"not a URL ({err})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return (
+            "give an absolute http:// or https:// URL, e.g. https://shop.example/orders/{order_id}"
+        )
+    if "{" in parts.geturl() or "}" in parts.geturl():
+        return "the only placeholder it may hold is {order_id}"
+    if any(char.isspace() for char in text):
+        return "a URL has no spaces"
+    return None
 
 
 class CapacityError(Exception):

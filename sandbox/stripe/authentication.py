@@ -3,8 +3,10 @@
 Stripe's is its bank's challenge page (``hooks.stripe.com``); in test mode it has a "Complete"
 and a "Fail" button, and so has this one. It is the customer's page, so the shop's API key is
 not asked for: the intent's client secret in the link is what lets them act on that intent
-only. The outcome is decided by ``payment_intents.authenticate``; then the customer is sent to
-the intent's ``return_url``, if the shop gave one.
+only. The outcome is decided by ``payment_intents.authenticate``; then Stripe sends the customer
+to the confirm's ``return_url`` with ``payment_intent``, ``payment_intent_client_secret`` and
+``redirect_status`` added to its query. This page shows the outcome and that link instead of
+navigating (the sandbox's pages are offline: a shop's page is rarely there to be reached).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import secrets
 from html import escape
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from sandbox.errors import ApiError
 from sandbox.faults import FaultsDep
@@ -31,6 +33,9 @@ router = APIRouter(prefix="/payments/authenticate", include_in_schema=False)
 
 Secret = Annotated[str, Query(max_length=300)]
 OUTCOMES = {"complete": True, "fail": False}
+REDIRECT_STATUSES = {"requires_capture": "succeeded", "succeeded": "succeeded"}
+"""Stripe's ``redirect_status`` for the intent's status once the customer answered; any other
+(declined, failed, cancelled) is ``failed``."""
 
 
 def _check(intent: str, secret: str) -> None:
@@ -83,10 +88,31 @@ async def authentication_outcome(
         validity = faults.authorization_validity_s(SERVICE)
         answer = authenticate(db, intent, OUTCOMES[outcome], validity)
     row = get_intent_row(ledger.db, intent)
+    back = ""
     if row is not None and row["return_url"]:
-        return RedirectResponse(row["return_url"], status_code=303)
+        href = escape(return_link(row["return_url"], intent, client_secret, answer["status"]))
+        back = f"<p><a id='return' href=\"{href}\">Return to the shop</a></p>"
+    done = "completed" if OUTCOMES[outcome] else "failed"
     return HTMLResponse(
         "<!doctype html><html><head><meta charset='utf-8'><title>3-D Secure</title></head>"
-        f"<body><p id='outcome'>Authentication {'completed' if OUTCOMES[outcome] else 'failed'}"
-        f": the payment is {escape(answer['status'])}. You can close this page.</p></body></html>"
+        f"<body><p id='outcome'>Authentication {done}: the payment is "
+        f"{escape(answer['status'])}. You can close this page.</p>{back}</body></html>"
     )
+
+
+def return_link(return_url: str, intent: str, secret: str, status: str) -> str:
+    """Where Stripe sends the customer back once they answered.
+
+    ``return_url``, its query extended by the intent, its client secret and
+    ``redirect_status`` (``succeeded`` or ``failed``).
+    """
+    parts = urlsplit(return_url)
+    added = urlencode(
+        {
+            "payment_intent": intent,
+            "payment_intent_client_secret": secret,
+            "redirect_status": REDIRECT_STATUSES.get(status, "failed"),
+        }
+    )
+    query = f"{parts.query}&{added}" if parts.query else added
+    return urlunsplit(parts._replace(query=query))

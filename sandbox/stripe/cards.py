@@ -64,17 +64,30 @@ DECLINES_AFTER_AUTHENTICATION: dict[str, Decline] = {
 }
 """Cards declined once the customer has authenticated (Stripe: 4000 0084 0000 1629)."""
 
+AUTHENTICATION_REQUIRED_OFF_SESSION = Decline(
+    "authentication_required",
+    "authentication_required",
+    "Your card was declined. This transaction requires authentication.",
+)
+"""A 3-D Secure card confirmed ``off_session``: the customer is not there to authenticate, so
+Stripe declines it instead of asking (``authentication_required``)."""
+
 AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
 """Stripe's ``last_payment_error.code`` when the customer fails (or abandons) 3-D Secure."""
 
 
-def decline_for(payment_method: str, authenticated: bool = False) -> Decline | None:
+def decline_for(
+    payment_method: str, authenticated: bool = False, off_session: bool = False
+) -> Decline | None:
     """The decline a confirm with ``payment_method`` meets; None if the card is approved.
 
-    ``authenticated``: the customer completed 3-D Secure for this payment.
+    ``authenticated``: the customer completed 3-D Secure for this payment. ``off_session``:
+    the customer is not there, so a card that needs 3-D Secure is declined.
     """
     if authenticated:
         return DECLINES_AFTER_AUTHENTICATION.get(payment_method)
+    if off_session and requires_authentication(payment_method):
+        return AUTHENTICATION_REQUIRED_OFF_SESSION
     return DECLINES.get(payment_method)
 
 

@@ -256,6 +256,20 @@ class Params:
         assert isinstance(value, str)
         return value
 
+    def hash(self, name: str) -> Params | None:
+        """A hash parameter (``name[key]=...``) as parameters of its own; None when absent.
+
+        Each is named in bracket notation (``name[key]``); read them, then call its ``done``.
+        """
+        value = self._take(name, False)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise invalid_request(
+                f"Invalid object: {name} must be a hash.", "parameter_invalid", name
+            )
+        return Params({f"{name}[{key}]": item for key, item in value.items()})
+
     def strings(self, name: str) -> list[str]:
         """A list of strings (``name[]=a`` or ``name[0]=a``), empty when absent."""
         value = self._take(name, False)

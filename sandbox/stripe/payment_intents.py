@@ -12,6 +12,15 @@ customer completes 3-D Secure (the card is then authorized, or declined) or fail
 ``requires_payment_method``, ``last_payment_error.code`` ``payment_intent_authentication_failure``).
 The sandbox never leaves an intent in ``processing``.
 
+As on Stripe since API version 2023-08-16, an intent created without ``payment_method_types``
+takes the account's automatic payment methods (``automatic_payment_methods``), some of which
+redirect the customer: its confirm must then name a ``return_url`` (unless ``off_session``, or
+created with ``automatic_payment_methods[allow_redirects]=never``), else it is refused (400, not
+stored, as a request that fails validation). A 3-D Secure card's ``next_action`` is a
+``redirect_to_url`` only when the confirm named a ``return_url``; otherwise it is Stripe.js's
+``use_stripe_sdk``. Confirmed ``off_session``, such a card is declined
+(``authentication_required``): the customer is not there to authenticate.
+
 Confirm, capture and cancel of one intent, and refunds of it, lock the intent for as long as
 they are in flight: another request on it meanwhile gets Stripe's 429 ``lock_timeout``. A
 confirm, capture or cancel of an intent in a status that does not allow it is 400
@@ -84,6 +93,16 @@ CANCELABLE = (
 )
 CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
 EXPANDABLE = ("latest_charge",)
+ALLOW_REDIRECTS = ("always", "never")
+RETURN_URL_REQUIRED = (
+    "A `return_url` must be specified because this Payment Intent is configured to "
+    "automatically accept the payment methods enabled in the Dashboard, some of which may "
+    "require a full page redirect to succeed. If you do not want to accept redirect-based "
+    "payment methods, set `automatic_payment_methods[enabled]` to `true` and "
+    "`automatic_payment_methods[allow_redirects]` to `never` when creating Setup Intents and "
+    "Payment Intents."
+)
+"""Stripe's refusal of a confirm that needs a ``return_url`` and names none, word for word."""
 
 
 def intent_lock(intent_id: str) -> str:
@@ -98,11 +117,39 @@ def client_secret(intent_id: str) -> str:
 
 
 def next_action(row: sqlite3.Row) -> dict[str, Any] | None:
-    """Stripe's ``next_action`` of an intent waiting for 3-D Secure: the page to send them to."""
+    """Stripe's ``next_action`` of an intent waiting for 3-D Secure: the page to send them to.
+
+    A link to send the customer to (``redirect_to_url``) only if the confirm said where they
+    come back (``return_url``); otherwise what Stripe.js needs to show the challenge on the
+    shop's own page (``use_stripe_sdk``, whose content Stripe documents as Stripe.js's alone).
+    """
     if row["status"] != "requires_action":
         return None
+    if row["return_url"] is None:
+        sdk = {"type": "three_d_secure_redirect", "stripe_js": row["next_action_url"]}
+        return {"type": "use_stripe_sdk", "use_stripe_sdk": sdk}
     redirect = {"return_url": row["return_url"], "url": row["next_action_url"]}
     return {"type": "redirect_to_url", "redirect_to_url": redirect}
+
+
+def automatic_payment_methods(row: sqlite3.Row) -> dict[str, Any] | None:
+    """The intent's ``automatic_payment_methods`` (None: the payment method types it named)."""
+    text = row["automatic_payment_methods"]
+    return json.loads(text) if text else None
+
+
+def require_return_url(
+    automatic: dict[str, Any] | None, return_url: str | None, off_session: bool
+) -> None:
+    """Refuse a confirm Stripe refuses for want of a ``return_url`` (400, nothing stored).
+
+    An intent with automatic payment methods may confirm into a method that redirects the
+    customer, so Stripe wants to know where they come back; not when the customer is not in
+    the flow (``off_session``) nor when the intent was created to allow no redirects.
+    """
+    redirects = automatic is not None and automatic.get("allow_redirects") != "never"
+    if redirects and return_url is None and not off_session:
+        raise invalid_request(RETURN_URL_REQUIRED)
 
 
 def render_intent(
@@ -137,6 +184,7 @@ def render_intent(
         "latest_charge": latest,
         "livemode": False,
         "metadata": json.loads(row["metadata"]),
+        "automatic_payment_methods": automatic_payment_methods(row),
         "next_action": next_action(row),
         "payment_method": method,
         "payment_method_types": ["card"],
@@ -205,6 +253,8 @@ class Confirmation(NamedTuple):
     pages: str
     """The providers' address as the caller reached it: the authentication page is there."""
     return_url: str | None = None
+    off_session: bool = False
+    """The customer is not in the flow: a card that needs 3-D Secure is declined."""
 
 
 def _create(
@@ -252,7 +302,7 @@ def _confirm(
             "confirm it again directly with a payment method."
         )
         raise unexpected_state(message, render_intent(db, row))
-    decline = decline_for(method)
+    decline = decline_for(method, off_session=confirmation.off_session)
     if decline is not None:
         return _decline(db, row, method, decline)
     if requires_authentication(method):
@@ -422,7 +472,17 @@ async def _run(
     )
 
 
-def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]]:
+class CreateRequest(NamedTuple):
+    """A create's validated parameters: the ledger row's values and how it is confirmed."""
+
+    values: dict[str, Any]
+    confirm: bool
+    expand: tuple[str, ...]
+    return_url: str | None = None
+    off_session: bool = False
+
+
+def create_params(params: Params) -> CreateRequest:
     """Validate ``POST /v1/payment_intents``'s parameters: the row's values, confirm, expand.
 
     Raises the 400 naming the first parameter at fault (nothing is stored for it); an amount or
@@ -442,12 +502,20 @@ def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]
     metadata = params.metadata()
     description = params.string("description", max_length=MAX_TEXT_LENGTH)
     confirm = params.boolean("confirm") or False
-    params.strings("payment_method_types")  # Stripe's default, and the only kind here: card
+    automatic = _automatic(params, params.strings("payment_method_types"))
+    return_url = params.string("return_url", max_length=MAX_TEXT_LENGTH)
+    off_session = params.boolean("off_session") or False
     expand = params.expand(EXPANDABLE)
     params.done()
     if confirm and method is None:
         message = "You must provide a payment_method when confirm=true."
         raise invalid_request(message, "parameter_missing", "payment_method")
+    if not confirm and (return_url is not None or off_session):
+        param = "return_url" if return_url is not None else "off_session"
+        message = f"You can only pass {param} when confirm=true."
+        raise invalid_request(message, "parameter_invalid", param)
+    if confirm:
+        require_return_url(automatic, return_url, off_session)
     assert amount is not None and currency is not None
     # Well-formed, but an amount or currency Stripe does not charge: refused, nothing stored.
     if (refusal := stripe_refusal(amount, currency)) is not None:
@@ -460,8 +528,30 @@ def create_params(params: Params) -> tuple[dict[str, Any], bool, tuple[str, ...]
         "capture_method": capture_method,
         "metadata": json.dumps(metadata),
         "description": description,
+        "automatic_payment_methods": json.dumps(automatic) if automatic else None,
     }
-    return values, confirm, expand
+    return CreateRequest(values, confirm, expand, return_url, off_session)
+
+
+def _automatic(params: Params, types: list[str]) -> dict[str, Any] | None:
+    """The new intent's ``automatic_payment_methods``, or None (cards only).
+
+    None if it names its payment method types (cards: the only kind here) or turns them off;
+    otherwise Stripe's default since API version 2023-08-16: the account's methods, redirects
+    allowed unless it says ``never``.
+    """
+    given = params.hash("automatic_payment_methods")
+    enabled, allow_redirects = None, None
+    if given is not None:
+        enabled = given.boolean("automatic_payment_methods[enabled]")
+        allow_redirects = given.enum("automatic_payment_methods[allow_redirects]", ALLOW_REDIRECTS)
+        given.done()
+        if enabled is None:
+            name = "automatic_payment_methods[enabled]"
+            raise invalid_request(f"Missing required param: {name}.", "parameter_missing", name)
+    if types or enabled is False:
+        return None
+    return {"allow_redirects": allow_redirects or "always", "enabled": True}
 
 
 @router.post("/payment_intents")
@@ -474,9 +564,10 @@ async def create_payment_intent(
     ``confirm=true`` it is confirmed at once (and answers as a confirm does).
     """
     params = Params(await read_form(request))
-    values, confirm, expand = create_params(params)
-    confirmation = Confirmation(faults.authorization_validity_s(SERVICE), _pages(request))
-    effect = partial(_create, values, confirm, expand, confirmation)
+    create = create_params(params)
+    validity = faults.authorization_validity_s(SERVICE)
+    confirmation = Confirmation(validity, _pages(request), create.return_url, create.off_session)
+    effect = partial(_create, create.values, create.confirm, create.expand, confirmation)
     return await _run(request, idem, key, params, effect, None)
 
 
@@ -543,27 +634,39 @@ async def retrieve_payment_intent(
 
 @router.post("/payment_intents/{intent}/confirm")
 async def confirm_payment_intent(
-    intent: str, request: Request, idem: IdempotencyDep, key: IdempotencyKey, faults: FaultsDep
+    intent: str,
+    request: Request,
+    idem: IdempotencyDep,
+    key: IdempotencyKey,
+    faults: FaultsDep,
+    ledger: LedgerDep,
 ) -> Response:
     """Confirm: the card approves (``requires_capture`` or ``succeeded``) or declines (402).
 
-    A 3-D Secure card answers ``requires_action`` with a ``next_action`` (``redirect_to_url``):
-    the customer authenticates there, then Stripe sends them to ``return_url``. Only
-    ``requires_confirmation``, ``requires_action`` and ``requires_payment_method`` (with a
-    ``payment_method``) intents can be confirmed; any other is 400
-    ``payment_intent_unexpected_state``.
+    A 3-D Secure card answers ``requires_action`` with a ``next_action``: ``redirect_to_url``
+    if the confirm names a ``return_url`` (the customer authenticates there, then goes back
+    to it), else ``use_stripe_sdk``. An intent with automatic payment methods needs that
+    ``return_url`` (see ``require_return_url``). Only ``requires_confirmation``,
+    ``requires_action`` and ``requires_payment_method`` (with a ``payment_method``) intents
+    can be confirmed; any other is 400 ``payment_intent_unexpected_state``.
     """
     params = Params(await read_form(request))
     method = params.string(
         "payment_method", pattern=PAYMENT_METHOD_PATTERN, max_length=210, what="not a pm_ id"
     )
     return_url = params.string("return_url", max_length=MAX_TEXT_LENGTH)
+    off_session = params.boolean("off_session") or False
     expand = params.expand(EXPANDABLE)
     params.done()
-    validity = faults.authorization_validity_s(SERVICE)
-    effect = partial(
-        _confirm, intent, method, expand, Confirmation(validity, _pages(request), return_url)
+    # Validation, like the parameters': refused before the key is claimed, nothing stored. An
+    # intent's payment methods never change once created, so reading them here is no race.
+    row = get_intent_row(ledger.db, intent)
+    if row is not None:
+        require_return_url(automatic_payment_methods(row), return_url, off_session)
+    confirmation = Confirmation(
+        faults.authorization_validity_s(SERVICE), _pages(request), return_url, off_session
     )
+    effect = partial(_confirm, intent, method, expand, confirmation)
     return await _run(request, idem, key, params, effect, intent_lock(intent))
 
 
