@@ -48,6 +48,8 @@ AWAITING_CUSTOMER = frozenset({"requires_action", "processing"})
 AUTHENTICATION_PENDING = "AuthenticationPending"
 """Error type of ``follow_authentication`` while the customer has not answered: retried."""
 CAPTURED = "succeeded"
+LATEST_CHARGE = "latest_charge"
+"""Expanded on the confirm and on reads: the charge carries the authorization's deadline."""
 CANCELED = "canceled"
 ALREADY_REFUNDED = "charge_already_refunded"
 REFUND_PENDING = "RefundPending"
@@ -270,7 +272,8 @@ class PaymentActivities:
         (``_adopt_earlier_confirm``).
         """
         params: PaymentIntentConfirmParams = {
-            "return_url": self._return_url.for_order(request.order_id)
+            "return_url": self._return_url.for_order(request.order_id),
+            "expand": [LATEST_CHARGE],  # its capture_before, without a second request
         }
         with self._watch(request.order_id):
             try:
@@ -284,8 +287,7 @@ class PaymentActivities:
                 if error_type(err) != IDEMPOTENCY_ERROR:
                     raise
                 intent = await self._adopt_earlier_confirm(request.intent_id, err)
-            if intent.authorized and intent.charge is not None:
-                intent.capture_before = await self._capture_before(intent.charge)
+            await self._read_capture_before(intent)
         done = "awaits authentication" if intent.awaits_customer else "authorized"
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"{done} {intent.id}")
         return intent
@@ -327,26 +329,25 @@ class PaymentActivities:
             )
         if intent.status in CONFIRMABLE:
             raise _declined(intent, _last_error(found) or "authentication_failed")
-        if intent.authorized and intent.charge is not None:
-            intent.capture_before = await self._capture_before(intent.charge)
+        await self._read_capture_before(intent)
         log_step(request.order_id, Step.AUTHENTICATION, f"{intent.id} {intent.status}")
         return intent
 
-    async def _capture_before(self, charge_id: str) -> int | None:
-        """Until when the authorization ``charge_id`` can be captured, as the gateway says.
+    async def _read_capture_before(self, intent: PaymentIntent) -> None:
+        """Fill in until when an authorized ``intent`` can be captured, as the gateway says.
 
-        Read from the charge (``payment_method_details.card.capture_before``) with a GET: the
-        confirm itself is sent as it always was, so a confirm retried under its key after an
-        upgrade sends the same parameters.
+        The confirm and the reads expand the intent's charge, so ``_intent`` has it already: one
+        request, not two. An answer without the charge expanded (a gateway that ignored
+        ``expand``) is followed by a read of the charge, so the watch never goes without it.
         """
+        charge_id = intent.charge
+        if not intent.authorized or charge_id is None or intent.capture_before is not None:
+            return
         charge = await self._gateway.send(
             "GET /v1/charges/{charge}",
             lambda options: self._gateway.v1.charges.retrieve_async(charge_id, options=options),
         )
-        details = charge.payment_method_details
-        card = getattr(details, "card", None) if details is not None else None
-        capture_before = getattr(card, "capture_before", None) if card is not None else None
-        return int(capture_before) if capture_before is not None else None
+        intent.capture_before = _capture_before(charge)
 
     @activity.defn
     async def capture_payment(self, request: CapturePaymentRequest) -> Charge:
@@ -433,9 +434,12 @@ class PaymentActivities:
         return [_intent(intent) for intent in found.data]
 
     async def _retrieve(self, intent_id: str) -> stripe.PaymentIntent:
+        """The intent by id, its charge expanded (``_intent`` reads ``capture_before`` there)."""
         return await self._gateway.send(
             "GET /v1/payment_intents/{intent}",
-            lambda options: self._intents.retrieve_async(intent_id, options=options),
+            lambda options: self._intents.retrieve_async(
+                intent_id, {"expand": [LATEST_CHARGE]}, options
+            ),
         )
 
     @activity.defn
@@ -539,7 +543,20 @@ def _intent(intent: stripe.PaymentIntent) -> PaymentIntent:
         status=intent.status,
         charge=latest if isinstance(latest, str) or latest is None else latest.id,
         authentication_url=_redirect(intent),
+        capture_before=(
+            _capture_before(latest)
+            if intent.status == AUTHORIZED and isinstance(latest, stripe.Charge)
+            else None
+        ),
     )
+
+
+def _capture_before(charge: stripe.Charge) -> int | None:
+    """Until when the authorization ``charge`` can be captured (its card's ``capture_before``)."""
+    details = charge.payment_method_details
+    card = getattr(details, "card", None) if details is not None else None
+    capture_before = getattr(card, "capture_before", None) if card is not None else None
+    return int(capture_before) if capture_before is not None else None
 
 
 def _redirect(intent: stripe.PaymentIntent) -> str | None:

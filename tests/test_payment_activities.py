@@ -280,3 +280,21 @@ async def test_an_earlier_confirm_that_did_nothing_under_the_key_is_left_to_an_o
     assert refused.value.type == PROVIDER_REJECTED and refused.value.non_retryable
     assert refused.value.details[0]["type"] == "idempotency_error"
     assert sandbox.effects(order_id).authorizations == 0
+
+
+async def test_the_authorizations_deadline_comes_with_the_confirm_in_one_request(
+    payments: PaymentActivities, sandbox: SandboxAdmin, client: stripe.StripeClient
+) -> None:
+    order_id = f"pay-{uuid.uuid4().hex[:8]}"
+    intent = await RUN(payments.create_payment_intent, intent_request(order_id))
+    before = sandbox.rate_limits()["admitted"]
+
+    answer = await RUN(payments.authorize_payment, confirm_request(order_id, intent.id))
+
+    after = sandbox.rate_limits()["admitted"]
+    # The confirm alone: its charge expanded, no read of the charge after it.
+    assert (after["write"] - before["write"], after["read"] - before["read"]) == (1, 0)
+    assert answer.charge is not None
+    charge = await client.v1.charges.retrieve_async(answer.charge)
+    expected = charge.payment_method_details.card.capture_before  # type: ignore[union-attr]
+    assert answer.capture_before == expected and expected is not None
