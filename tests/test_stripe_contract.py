@@ -764,5 +764,5 @@ async def test_confirm_true_at_create_and_unknown_expand(
     intent = await client.v1.payment_intents.create_async(params, key(order_id, "create"))
     assert (intent.status, intent.amount_received) == ("succeeded", 50)
     with pytest.raises(stripe.InvalidRequestError) as bad:
-        await client.v1.payment_intents.retrieve_async(intent.id, {"expand": ["customer"]})
+        await client.v1.payment_intents.retrieve_async(intent.id, {"expand": ["amount"]})
     assert bad.value.param == "expand[0]"

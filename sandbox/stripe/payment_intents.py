@@ -92,7 +92,9 @@ CANCELABLE = (
     "processing",
 )
 CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
-EXPANDABLE = ("latest_charge",)
+EXPANDABLE = ("latest_charge", "customer")
+"""Paths the sandbox expands on an intent, as Stripe does; an intent here has no customer, and
+Stripe expands a ``null`` to ``null``."""
 ALLOW_REDIRECTS = ("always", "never")
 RETURN_URL_REQUIRED = (
     "A `return_url` must be specified because this Payment Intent is configured to "
