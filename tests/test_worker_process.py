@@ -22,6 +22,7 @@ from orders.config.settings import (
 from orders.domain.status import Step
 from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order
+from tools.stack.local import LocalStack
 from tools.stack.processes import ROOT, start_worker, wait_for_log
 from worker import capacity_options
 
@@ -137,3 +138,15 @@ def test_the_payment_return_url_names_the_order() -> None:
     setting = PaymentReturnUrl.from_env({PAYMENT_RETURN_URL_ENV: template})
     assert setting.for_order("o 1/2") == "https://shop.example/orders/o%201%2F2?from=3ds"
     assert PaymentReturnUrl.from_env({}) == PaymentReturnUrl(DEFAULT_PAYMENT_RETURN_URL)
+
+
+def test_the_local_stack_returns_the_customer_to_its_own_ui_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PAYMENT_RETURN_URL_ENV, raising=False)
+    stack = LocalStack(tmp_path, ui_port=18233)
+    url = PaymentReturnUrl.from_env(stack.return_url_env()).for_order("order-1")
+    assert url == "http://localhost:18233/namespaces/default/workflows/order-1"
+    assert LocalStack(tmp_path).return_url_env() == {}  # no UI: the worker's default
+    monkeypatch.setenv(PAYMENT_RETURN_URL_ENV, "https://shop.example/{order_id}")
+    assert stack.return_url_env() == {}  # the user's own setting reaches the worker as it is

@@ -57,10 +57,17 @@ class ProviderSettings:
 
 
 PAYMENT_RETURN_URL_ENV = "ORDERS_PAYMENT_RETURN_URL"
-DEFAULT_PAYMENT_RETURN_URL = "http://localhost:8233/namespaces/default/workflows/{order_id}"
-"""The local stack's page of the order (its Temporal Web UI): something to come back to with
-``./scripts/run``; a shop sets its own customer page."""
 ORDER_ID_FIELD = "{order_id}"
+
+
+def ui_order_page(ui_port: int) -> str:
+    """The order's page in the local stack's Temporal Web UI on ``ui_port``, as a template."""
+    return f"http://localhost:{ui_port}/namespaces/default/workflows/{ORDER_ID_FIELD}"
+
+
+DEFAULT_PAYMENT_RETURN_URL = ui_order_page(8233)
+"""The local stack's page of the order (its Temporal Web UI): something to come back to with
+``./scripts/run`` (which names its own UI port); a shop sets its own customer page."""
 
 
 class ReturnUrlError(Exception):

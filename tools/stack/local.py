@@ -20,7 +20,13 @@ from temporalio.client import Client
 
 from orders.client.temporal import codec_keys, connect
 from orders.config import stripe_events, webhooks
-from orders.config.settings import DEFAULT_PROVIDERS_API_KEY, VERSIONING_ENV, WorkerVersioning
+from orders.config.settings import (
+    DEFAULT_PROVIDERS_API_KEY,
+    PAYMENT_RETURN_URL_ENV,
+    VERSIONING_ENV,
+    WorkerVersioning,
+    ui_order_page,
+)
 from orders.security.codec_server import ui_origins
 from orders.security.keys import (
     KEY_FILE_ENV,
@@ -305,6 +311,7 @@ class LocalStack:
             name=name,
             extra_env={
                 **self.codec_env(),
+                **self.return_url_env(),
                 VERSIONING_ENV: "on" if self.versioning else "off",
                 **own,
             },
@@ -316,6 +323,15 @@ class LocalStack:
             if version.build_id != self.current_build_id:
                 self.set_current_version(version.build_id, version.deployment_name)
         return self.workers[name]
+
+    def return_url_env(self) -> dict[str, str]:
+        """The customer's way back from 3-D Secure: the order's page in this stack's Web UI.
+
+        Nothing when the stack runs no UI or the environment names its own return URL.
+        """
+        if self.ui_port is None or os.environ.get(PAYMENT_RETURN_URL_ENV, "").strip():
+            return {}
+        return {PAYMENT_RETURN_URL_ENV: ui_order_page(self.ui_port)}
 
     def worker_version(self, name: str) -> WorkerVersioning:
         """The deployment name and build id the worker called ``name`` runs as."""
