@@ -19,7 +19,6 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from referencing.jsonschema import DRAFT4
 
 from sandbox.admin_client import SandboxAdmin
 from tests.support import stripe_against
+from tests.test_sandbox_gateway_faults import confirm_held
 from tests.test_stripe_contract import authorized, captured, create, key
 
 CONTRACT = Path(__file__).parent / "contracts" / "stripe" / "schemas.json"
@@ -376,24 +376,6 @@ async def test_a_key_reused_with_other_parameters_answers_in_stripes_shape(
         await create(client, order_id, amount=100)
     assert refusal(reused.value)["error"]["type"] == "idempotency_error"
     assert_conforms(CREATE, refusal(reused.value), 400)
-
-
-@asynccontextmanager
-async def confirm_held(
-    client: stripe.StripeClient, sandbox: SandboxAdmin, order_id: str
-) -> AsyncIterator[stripe.PaymentIntent]:
-    """A new intent whose confirm the gateway holds in flight for the block."""
-    intent = await create(client, order_id)
-    sandbox.set_faults("payments", hold_next=1, key_prefix=f"{order_id}:confirm")
-    held = asyncio.create_task(
-        client.v1.payment_intents.confirm_async(intent.id, {}, key(order_id, "confirm"))
-    )
-    try:
-        await asyncio.to_thread(sandbox.wait_held, "payments", 1)
-        yield intent
-    finally:
-        await asyncio.to_thread(sandbox.release, "payments")
-    assert (await held).status == "requires_capture"
 
 
 CallWhileHeld = Callable[[stripe.StripeClient, str, str], Any]
