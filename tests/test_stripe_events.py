@@ -26,7 +26,7 @@ from orders.client.orders import list_orders, order_dispute, ship_order, start_o
 from orders.config import stripe_events as stripe_names
 from orders.config import webhooks as names
 from orders.domain.models import Dispute, Shipment
-from orders.domain.status import EmailTemplate, OrderStatus
+from orders.domain.status import EmailTemplate, OrderStatus, Step, StepState
 from orders.webhooks.signature import sign
 from sandbox.admin_client import SandboxAdmin
 from tests.support import (
@@ -179,8 +179,16 @@ async def test_the_event_that_the_customer_authenticated_wakes_the_order_at_once
     await asyncio.sleep(8)  # the order's reads of the intent back off (1, 2, 4, 8 s...)
     clicked = time.monotonic()
     await authenticate(admin, order.id)
-    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT, within=60)
+    view = await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT, within=60)
     took = time.monotonic() - clicked
+    # The timeline tells it as it went: not authorized at the confirm; each read the gateway's
+    # news restarted is "restarted", never "failed"; the last read saw it authorized.
+    confirm = next(line for line in view.timeline if line.step == Step.PAYMENT_CONFIRM)
+    assert confirm.detail is not None and confirm.detail.startswith("awaits authentication")
+    reads = [line for line in view.timeline if line.step == Step.AUTHENTICATION]
+    assert [line.state for line in reads][-1] == StepState.COMPLETED
+    assert {line.state for line in reads[:-1]} <= {StepState.RESTARTED}
+    assert StepState.RESTARTED in {line.state for line in reads}  # the click's event woke it
 
     events = await all_delivered(admin, order.id)
     types = [event["event"]["type"] for event in events]

@@ -111,6 +111,7 @@ class Authentication:
             describe=lambda intent: f"{intent.id} {intent.status}",
             escalate=False,
             budget=left + BUDGET_SLACK,
+            wake=self._wake,
         )
 
 

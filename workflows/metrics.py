@@ -12,7 +12,7 @@ from temporalio.common import MetricCounter
 with workflow.unsafe.imports_passed_through():
     from activities.payment import Charge, PaymentIntent, Refund
     from orders.domain.models import StepRecord
-    from orders.domain.status import OrderStatus, RefundStatus, Step, StepState
+    from orders.domain.status import OrderStatus, RefundStatus, Step
     from orders.telemetry import names
 
 
@@ -52,7 +52,7 @@ def step_finished(line: StepRecord, result: object, currency: str) -> None:
     if line.finished_at is None:
         return
     millis = int((line.finished_at - line.started_at).total_seconds() * 1000)
-    outcome = "completed" if line.state == StepState.COMPLETED else "failed"
+    outcome = line.state.value  # completed, failed, or restarted (news made it read again)
     latency = workflow.metric_meter().create_histogram(
         names.STEP_LATENCY, "time of a step in the order, retries included", "ms"
     )

@@ -61,7 +61,9 @@ class Payment:
             ConfirmPaymentRequest,
             intent_id=intent.id,
             summary=f"authorize {intent.id}",
-            describe=lambda authorized: f"authorized {authorized.id}",
+            describe=lambda intent: (
+                f"{'awaits authentication' if intent.awaits_customer else 'authorized'} {intent.id}"
+            ),
             escalate=escalate,
         )
 

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.state import OrderState
 
 T = TypeVar("T")
+RESTARTED_BY_NEWS = "the gateway sent news: read again at once"
 R = TypeVar("R", bound=EffectRequest)
 
 
@@ -114,6 +115,7 @@ class Steps:
                     budget,
                     local_first=local_first,
                     retry_policy=policy.retry_policy,
+                    wake=wake,
                 )
             except ActivityError as err:
                 self._stop_if_outcome(step, policy, err)
@@ -136,10 +138,12 @@ class Steps:
         *,
         local_first: bool = False,
         retry_policy: RetryPolicy = PROVIDER_RETRY,
+        wake: "Wake | None" = None,
     ) -> T:
         """Run one activity with the shared timeouts and retry policy, as a line of the timeline.
 
         ``local_first``: try it once as a local activity first (see ``StepPolicy.local_first``).
+        ``wake``: the call is a read that news restarts (``read_until_woken``).
         """
 
         async def call() -> T:
@@ -166,12 +170,19 @@ class Steps:
                 summary=summary,
             )
 
-        return await self.record(step, call, describe)
+        return await self.record(step, call, describe, wake)
 
     async def record(
-        self, step: Step, call: Callable[[], Awaitable[T]], describe: Callable[[T], str]
+        self,
+        step: Step,
+        call: Callable[[], Awaitable[T]],
+        describe: Callable[[T], str],
+        wake: "Wake | None" = None,
     ) -> T:
-        """Run ``call`` as ``step`` and keep its line of the timeline up to date."""
+        """Run ``call`` as ``step`` and keep its line of the timeline up to date.
+
+        A read that ``wake`` stopped to start again is ``restarted``, not failed.
+        """
         line = StepRecord(step=step, state=StepState.STARTED, started_at=workflow.now())
         self._state.timeline.append(line)
         try:
@@ -179,8 +190,11 @@ class Steps:
         except (ActivityError, OrderStopped, asyncio.CancelledError) as err:
             detail = err.cause if isinstance(err, ActivityError) else err
             cancelled = isinstance(detail, CancelledError | asyncio.CancelledError)
-            line.state = StepState.FAILED
-            line.detail = "cancelled" if cancelled else str(detail or err)
+            if cancelled and wake is not None and wake.raised:
+                line.state, line.detail = StepState.RESTARTED, RESTARTED_BY_NEWS
+            else:
+                line.state = StepState.FAILED
+                line.detail = "cancelled" if cancelled else str(detail or err)
             line.finished_at = workflow.now()
             metrics.step_finished(line, None, self._state.order.currency)
             raise

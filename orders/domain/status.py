@@ -94,6 +94,8 @@ class StepState(StrEnum):
     STARTED = "started"
     COMPLETED = "completed"
     FAILED = "failed"
+    RESTARTED = "restarted"
+    """A read of the provider stopped to start again at once: its news arrived (an event)."""
 
 
 class EmailTemplate(StrEnum):
