@@ -29,7 +29,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -295,46 +295,70 @@ class WebhookSender:
             )
 
 
-async def get_sender(request: Request) -> WebhookSender:
-    """FastAPI dependency: the app's ``WebhookSender``."""
-    sender: WebhookSender = request.app.state.webhooks
-    return sender
+def sender_at(state_name: str) -> Callable[[Request], WebhookSender]:
+    """FastAPI dependency: the app's sender kept as ``app.state.<state_name>``."""
+
+    def get_sender(request: Request) -> WebhookSender:
+        sender: WebhookSender = getattr(request.app.state, state_name)
+        return sender
+
+    return get_sender
 
 
-SenderDep = Annotated[WebhookSender, Depends(get_sender)]
+SenderDep = Annotated[WebhookSender, Depends(sender_at("webhooks"))]
+"""The warehouse's webhook sender (its page shows the deliveries)."""
 
-router = APIRouter(prefix="/admin/webhooks", tags=["admin"])
 
+def admin_router(prefix: str, state_name: str) -> APIRouter:
+    """The admin routes of the sender kept as ``app.state.<state_name>``, under ``prefix``.
 
-@router.get("")
-async def get_webhooks(
-    sender: SenderDep, ledger: LedgerDep, status: str | None = None, order_id: QueryId = None
-) -> dict[str, Any]:
-    """The sender's settings and the events, newest first, with how each delivery went.
-
-    Each event: ``status`` (``pending``, ``delivered``, ``failed``), ``attempts``,
-    ``last_status`` (the receiver's HTTP status, or ``no-answer``), ``last_error``,
-    ``delivered`` (when), ``next_attempt`` (seconds from now, if pending), and the ``event``.
+    One set for each outbox (the warehouse's webhooks, the gateway's Stripe events): the
+    sender's settings and events, its controls, and an operator's resend.
     """
-    return {
-        "settings": sender.describe(),
-        "data": outbox.list_events(ledger.db, status, order_id),
-    }
+    # A default, not an ``Annotated`` alias: annotations here are strings (``from __future__
+    # import annotations``), which FastAPI resolves in the module's globals, not this scope.
+    sender_dep = Depends(sender_at(state_name))
+    router = APIRouter(prefix=prefix, tags=["admin"])
+
+    @router.get("")
+    async def get_events(
+        ledger: LedgerDep,
+        status: str | None = None,
+        order_id: QueryId = None,
+        sender: WebhookSender = sender_dep,
+    ) -> dict[str, Any]:
+        """The sender's settings and the events, newest first, with how each delivery went.
+
+        Each event: ``status`` (``pending``, ``delivered``, ``failed``), ``attempts``,
+        ``last_status`` (the receiver's HTTP status, or ``no-answer``), ``last_error``,
+        ``delivered`` (when), ``next_attempt`` (seconds from now, if pending), and the ``event``.
+        """
+        return {
+            "settings": sender.describe(),
+            "data": outbox.list_events(ledger.db, status, order_id, sender.TABLE),
+        }
+
+    @router.put("")
+    async def set_controls(
+        patch: WebhookControls, sender: WebhookSender = sender_dep
+    ) -> dict[str, Any]:
+        """Change some controls (fields left out stay as they are)."""
+        sender.update(patch)
+        return sender.describe()
+
+    @router.post("/events/{event_id}/send")
+    async def send_again(
+        event_id: PathId, ledger: LedgerDep, sender: WebhookSender = sender_dep
+    ) -> dict[str, Any]:
+        """Send an event again now (an operator's resend, after a failure or to replay it)."""
+        with ledger.transaction() as db:
+            row = outbox.send_again(db, event_id, sender.TABLE)
+        if row is None:
+            raise not_found("event", event_id)
+        sender.wake()
+        return outbox.render(row)
+
+    return router
 
 
-@router.put("")
-async def set_webhooks(patch: WebhookControls, sender: SenderDep) -> dict[str, Any]:
-    """Change some controls (fields left out stay as they are)."""
-    sender.update(patch)
-    return sender.describe()
-
-
-@router.post("/events/{event_id}/send")
-async def send_again(event_id: PathId, sender: SenderDep, ledger: LedgerDep) -> dict[str, Any]:
-    """Send an event again now (an operator's resend, after a failure or to replay it)."""
-    with ledger.transaction() as db:
-        row = outbox.send_again(db, event_id)
-    if row is None:
-        raise not_found("event", event_id)
-    sender.wake()
-    return outbox.render(row)
+router = admin_router("/admin/webhooks", "webhooks")

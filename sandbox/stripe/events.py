@@ -20,17 +20,12 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
-
-from fastapi import APIRouter, Depends, Request
+from typing import Any
 
 from orders.config import stripe_events as names
 from orders.webhooks.signature import sign
-from sandbox import outbox
-from sandbox.errors import not_found
-from sandbox.ledger import LedgerDep, new_id, now_iso
-from sandbox.limits import PathId, QueryId
-from sandbox.webhooks import SenderSettings, WebhookControls, WebhookSender
+from sandbox.ledger import new_id, now_iso
+from sandbox.webhooks import SenderSettings, WebhookSender, admin_router
 
 TABLE = "stripe_events"
 
@@ -104,41 +99,4 @@ class StripeEventSender(WebhookSender):
         return {names.SIGNATURE_HEADER: sign(self.settings.secrets, body)}
 
 
-async def get_sender(request: Request) -> StripeEventSender:
-    """FastAPI dependency: the app's ``StripeEventSender``."""
-    sender: StripeEventSender = request.app.state.stripe_events
-    return sender
-
-
-SenderDep = Annotated[StripeEventSender, Depends(get_sender)]
-
-router = APIRouter(prefix="/admin/stripe-events", tags=["admin"])
-
-
-@router.get("")
-async def get_events(
-    sender: SenderDep, ledger: LedgerDep, status: str | None = None, order_id: QueryId = None
-) -> dict[str, Any]:
-    """The sender's settings and the gateway's events, newest first, with their delivery."""
-    return {
-        "settings": sender.describe(),
-        "data": outbox.list_events(ledger.db, status, order_id, TABLE),
-    }
-
-
-@router.put("")
-async def set_events(patch: WebhookControls, sender: SenderDep) -> dict[str, Any]:
-    """Change some controls (``url``, ``paused``, ``duplicate_next``...)."""
-    sender.update(patch)
-    return sender.describe()
-
-
-@router.post("/events/{event_id}/send")
-async def send_again(event_id: PathId, sender: SenderDep, ledger: LedgerDep) -> dict[str, Any]:
-    """Send an event again now (an operator's resend, or to replay it)."""
-    with ledger.transaction() as db:
-        row = outbox.send_again(db, event_id, TABLE)
-    if row is None:
-        raise not_found("event", event_id)
-    sender.wake()
-    return outbox.render(row)
+router = admin_router("/admin/stripe-events", "stripe_events")
