@@ -287,7 +287,6 @@ class PaymentActivities:
                 if error_type(err) != IDEMPOTENCY_ERROR:
                     raise
                 intent = await self._adopt_earlier_confirm(request.intent_id, err)
-            await self._read_capture_before(intent)
         done = "awaits authentication" if intent.awaits_customer else "authorized"
         log_step(request.order_id, Step.PAYMENT_CONFIRM, f"{done} {intent.id}")
         return intent
@@ -329,25 +328,8 @@ class PaymentActivities:
             )
         if intent.status in CONFIRMABLE:
             raise _declined(intent, _last_error(found) or "authentication_failed")
-        await self._read_capture_before(intent)
         log_step(request.order_id, Step.AUTHENTICATION, f"{intent.id} {intent.status}")
         return intent
-
-    async def _read_capture_before(self, intent: PaymentIntent) -> None:
-        """Fill in until when an authorized ``intent`` can be captured, as the gateway says.
-
-        The confirm and the reads expand the intent's charge, so ``_intent`` has it already: one
-        request, not two. An answer without the charge expanded (a gateway that ignored
-        ``expand``) is followed by a read of the charge, so the watch never goes without it.
-        """
-        charge_id = intent.charge
-        if not intent.authorized or charge_id is None or intent.capture_before is not None:
-            return
-        charge = await self._gateway.send(
-            "GET /v1/charges/{charge}",
-            lambda options: self._gateway.v1.charges.retrieve_async(charge_id, options=options),
-        )
-        intent.capture_before = _capture_before(charge)
 
     @activity.defn
     async def capture_payment(self, request: CapturePaymentRequest) -> Charge:
