@@ -148,6 +148,13 @@ class Call:
         return bool(getattr(self.request, "adopt_existing", False))
 
 
+def _authorized(intent_id: str) -> PaymentIntent:
+    """An intent the fake gateway authorized (charge ``ch_1``)."""
+    return PaymentIntent(
+        id=intent_id, amount=1, currency="USD", status="requires_capture", charge="ch_1"
+    )
+
+
 class FakeProviders:
     """In-memory payment gateway, mail service and warehouse, scripted per test.
 
@@ -227,13 +234,7 @@ class FakeProviders:
         return await self._answer(
             "authorize_payment",
             request,
-            lambda: PaymentIntent(
-                id=request.intent_id,
-                amount=1,
-                currency="USD",
-                status="requires_capture",
-                charge="ch_1",
-            ),
+            lambda: _authorized(request.intent_id),
         )
 
     @activity.defn(name="capture_payment")
@@ -269,13 +270,7 @@ class FakeProviders:
         return await self._answer(
             "follow_authentication",
             request,
-            lambda: PaymentIntent(
-                id=request.intent_id,
-                amount=1,
-                currency="USD",
-                status="requires_capture",
-                charge="ch_1",
-            ),
+            lambda: _authorized(request.intent_id),
         )
 
     @activity.defn(name="send_email")
