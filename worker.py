@@ -23,6 +23,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -53,6 +54,7 @@ from orders.telemetry.metrics import (
     metrics_runtime,
     metrics_url,
 )
+from orders.workflow_runner import runner_for
 from workflows.dispute import DisputeWorkflow
 from workflows.order import OrderWorkflow
 from workflows.policy import STICKY_QUEUE_TIMEOUT, VERSIONING_BEHAVIOR
@@ -85,8 +87,13 @@ def cache_bytecode(*workflow_classes: type) -> None:
             compileall.compile_dir(Path(module_file).parent, maxlevels=0, quiet=2)
 
 
-def sandboxed_runner(workflow_package: str = "workflows") -> SandboxedWorkflowRunner:
-    """The workflow sandbox, passing through deterministic modules for speed.
+def sandboxed_runner(
+    data_converter: DataConverter, workflow_package: str = "workflows"
+) -> SandboxedWorkflowRunner:
+    """The workflow sandbox for a worker with ``data_converter``, tuned for speed.
+
+    It passes deterministic modules through, and skips the serialization-context question when
+    the converter's codec takes no context (``orders.workflow_runner``).
 
     ``workflow_package`` holds the workflows; it is passed through too (its modules keep no
     state between runs), so a new order does not run the workflow modules' code again: that
@@ -94,8 +101,8 @@ def sandboxed_runner(workflow_package: str = "workflows") -> SandboxedWorkflowRu
     (``tests/test_replay.py``) are what catch a non-deterministic change to them.
     """
     modules = (*_PASSTHROUGH, workflow_package)
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*modules)
+    return runner_for(
+        data_converter, SandboxRestrictions.default.with_passthrough_modules(*modules)
     )
 
 
@@ -170,7 +177,7 @@ def build_worker(
             intake.probe_payments,
             disputes.order_of_payment,
         ],
-        workflow_runner=sandboxed_runner(),
+        workflow_runner=sandboxed_runner(client.data_converter),
         graceful_shutdown_timeout=timedelta(seconds=5),
         # A killed worker's orders move to a live worker after this, not after 10 s.
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,

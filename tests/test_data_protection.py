@@ -486,7 +486,9 @@ async def test_the_project_converter_decodes_what_temporal_stores(
 
 async def test_encrypted_histories_replay(protected: ProtectedOrders) -> None:
     replayer = Replayer(
-        workflows=[OrderWorkflow], data_converter=DATA_CONVERTER, workflow_runner=sandboxed_runner()
+        workflows=[OrderWorkflow],
+        data_converter=DATA_CONVERTER,
+        workflow_runner=sandboxed_runner(DATA_CONVERTER),
     )
     for path, history in protected.histories.items():
         recorded = WorkflowHistory.from_json(history.workflow_id, history.to_json())

@@ -52,7 +52,7 @@ async def replay(workflow_class: type, path: Path) -> None:
     replayer = Replayer(
         workflows=[workflow_class],
         data_converter=DATA_CONVERTER,
-        workflow_runner=sandboxed_runner(),
+        workflow_runner=sandboxed_runner(DATA_CONVERTER),
     )
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     await replayer.replay_workflow(history)

@@ -82,7 +82,7 @@ async def replay(workflow_class: type, path: Path, package: str = "workflows") -
 
     ``package`` holds the workflow class: it passes through the sandbox, as the worker's do.
     """
-    runner = sandboxed_runner(package)
+    runner = sandboxed_runner(DATA_CONVERTER, package)
     replayer = Replayer(
         workflows=[workflow_class], data_converter=DATA_CONVERTER, workflow_runner=runner
     )

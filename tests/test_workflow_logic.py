@@ -372,7 +372,7 @@ async def orders() -> AsyncIterator[Orders]:
             task_queue=queue,
             workflows=[OrderWorkflow],
             activities=fake.activities(),
-            workflow_runner=sandboxed_runner(),
+            workflow_runner=sandboxed_runner(env.client.data_converter),
         ):
             yield Orders(env, fake, queue)
     finally:

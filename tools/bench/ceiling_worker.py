@@ -13,7 +13,9 @@ import signal
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from orders.client.exit import exit_now
 from orders.client.temporal import TemporalConnectionError, connect
@@ -28,6 +30,11 @@ READY_LINE = "ceiling worker polling"
 """Logged once the worker polls; the benchmark waits for it."""
 
 
+def ceiling_runner(data_converter: DataConverter) -> SandboxedWorkflowRunner:
+    """``worker.py``'s sandbox, with the ceiling's package passed through as the workflows' is."""
+    return sandboxed_runner(data_converter, CeilingOrderWorkflow.__module__.rpartition(".")[0])
+
+
 def build_ceiling_worker(client: Client, task_queue: str = CEILING_TASK_QUEUE) -> Worker:
     """A worker for the ceiling workflow with the options of ``worker.build_worker``."""
     cache_bytecode(CeilingOrderWorkflow)
@@ -36,7 +43,7 @@ def build_ceiling_worker(client: Client, task_queue: str = CEILING_TASK_QUEUE) -
         task_queue=task_queue,
         workflows=[CeilingOrderWorkflow],
         activities=list(ceiling_activities.ALL),
-        workflow_runner=sandboxed_runner("bench"),  # like the real workflows' package
+        workflow_runner=ceiling_runner(client.data_converter),
         graceful_shutdown_timeout=timedelta(seconds=5),
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
         **capacity_options(),
