@@ -735,6 +735,23 @@ async def test_a_validation_error_is_not_stored_under_its_key(
     assert headers(intent).get("Idempotent-Replayed") is None
 
 
+async def test_payment_method_types_and_automatic_ones_are_refused_together(
+    client: stripe.StripeClient, order_id: str
+) -> None:
+    params: Any = {
+        "amount": 100,
+        "currency": "usd",
+        "payment_method_types": CARDS_ONLY,
+        "automatic_payment_methods": {"enabled": True},
+    }
+    with pytest.raises(stripe.InvalidRequestError) as refused:
+        await client.v1.payment_intents.create_async(params, key(order_id, "create"))
+    assert refused.value.http_status == 400
+    assert "payment_method_types" in refused.value.user_message
+    assert "automatic_payment_methods" in refused.value.user_message
+    assert (await effects(client, order_id)).counts() == NOTHING
+
+
 async def test_a_wrong_or_missing_key_is_an_authentication_error(target: Target) -> None:
     http = stripe.AIOHTTPClient()
     wrong = client_for(target, "sk_test_wrong_key_1234", http)

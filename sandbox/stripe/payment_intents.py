@@ -134,6 +134,14 @@ def next_action(row: sqlite3.Row) -> dict[str, Any] | None:
     return {"type": "redirect_to_url", "redirect_to_url": redirect}
 
 
+BOTH_METHOD_CHOICES = (
+    "You may only specify one of these parameters: automatic_payment_methods, payment_method_types."
+)
+"""Stripe's refusal of an intent that names its payment method types and enables automatic ones
+(its wording for two exclusive parameters; seen for other pairs, such as
+``automatic_payment_methods`` with ``confirmation_method``)."""
+
+
 def automatic_payment_methods(row: sqlite3.Row) -> dict[str, Any] | None:
     """The intent's ``automatic_payment_methods`` (None: the payment method types it named)."""
     text = row["automatic_payment_methods"]
@@ -539,6 +547,7 @@ def _automatic(params: Params, types: list[str]) -> dict[str, Any] | None:
     """The new intent's ``automatic_payment_methods``, or None (cards only).
 
     None if it names its payment method types (cards: the only kind here) or turns them off;
+    refused if it does both at once;
     otherwise Stripe's default since API version 2023-08-16: the account's methods, redirects
     allowed unless it says ``never``.
     """
@@ -551,6 +560,9 @@ def _automatic(params: Params, types: list[str]) -> dict[str, Any] | None:
         if enabled is None:
             name = "automatic_payment_methods[enabled]"
             raise invalid_request(f"Missing required param: {name}.", "parameter_missing", name)
+    if types and enabled:
+        # Stripe takes one way of choosing the methods or the other, never both.
+        raise invalid_request(BOTH_METHOD_CHOICES, param="automatic_payment_methods")
     if types or enabled is False:
         return None
     return {"allow_redirects": allow_redirects or "always", "enabled": True}
