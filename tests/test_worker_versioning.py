@@ -108,6 +108,31 @@ def test_the_default_build_id_is_a_hash_of_the_worker_sources(tmp_path: Path) ->
     assert source_build_id(tmp_path) != before
 
 
+def test_the_build_sources_hold_every_module_of_ours_the_worker_imports() -> None:
+    """A module the worker runs but the build id does not hash would let a changed worker keep
+    its old build id (and build B of the rollout test would lack it)."""
+    probe = (
+        "import sys, worker; print('\\n'.join(m.__file__ for m in list(sys.modules.values())"
+        " if getattr(m, '__file__', None)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    ours = {
+        path.relative_to(ROOT)
+        for path in map(Path, loaded.stdout.split())
+        if path.is_relative_to(ROOT) and ".venv" not in path.parts and path.name != "__init__.py"
+    }
+    assert Path("orders/workflow_runner.py") in ours
+    uncovered = [
+        path
+        for path in ours
+        if not any(path == Path(top) or path.is_relative_to(top) for top in BUILD_SOURCES)
+    ]
+    assert uncovered == []
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

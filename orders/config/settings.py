@@ -192,6 +192,7 @@ BUILD_SOURCES = (
     "orders/intake",
     "orders/security",
     "orders/telemetry",
+    "orders/workflow_runner.py",
     "workflows",
 )
 """What a worker runs: its default build id is a hash of these files' Python sources."""
