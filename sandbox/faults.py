@@ -75,6 +75,9 @@ MAIL_KEYLESS_ENV = "PROVIDERS_MAIL_KEYLESS"
 MAIL_RATE_LIMIT_ENV = "PROVIDERS_MAIL_RATE_LIMIT"
 """Environment variable: the mail service's requests per second (default 0: no limit)."""
 
+RESEND_RATE_LIMIT_PER_S = 2.0
+"""Resend's default rate limit, requests per second per team (``./scripts/run`` sets it)."""
+
 
 @dataclass(frozen=True)
 class MailBehaviour:
@@ -84,7 +87,7 @@ class MailBehaviour:
     ``keyless``: no key is honoured at all; every request sends an email (SES, SendGrid,
     Postmark). ``rate_limit_per_s``: requests per second before 429s (0: none). The sandbox's
     default is no limit, so suites and benchmarks are not throttled; Resend's default, 2 per
-    second, is ``PROVIDERS_MAIL_RATE_LIMIT=2`` (as the compose demo sets it).
+    second, is ``PROVIDERS_MAIL_RATE_LIMIT=2`` (as ``./scripts/run`` and the compose demo set it).
     """
 
     key_window_s: float = RESEND_KEY_WINDOW_S

@@ -27,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
@@ -39,6 +40,7 @@ from orders.config import webhooks as webhook_names
 from orders.config.settings import (
     CONTROLLER_BUILD_ID_ENV,
     CONTROLLER_DEPLOYMENT_NAME_ENV,
+    DEFAULT_PROVIDERS_API_KEY,
     WorkerVersioning,
 )
 from orders.domain import search_attributes
@@ -1148,6 +1150,27 @@ def run_command(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     args += [arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))]
     with support.run_command(args, env, data.parent / "run.log", "Press Ctrl-C", 60) as banner:
         yield banner, env
+
+
+def test_the_run_commands_mail_service_is_as_strict_as_resends_default(
+    run_command: tuple[str, dict[str, str]],
+) -> None:
+    """``./scripts/run`` models Resend's 2 requests a second (the sandbox alone has no limit)."""
+    banner, _ = run_command
+    found = re.search(r"providers\s+(http://\S+)/metrics", banner)
+    assert found, banner
+    answer = httpx.post(
+        f"{found[1]}/resend/emails",
+        json={
+            "from": "Shop <orders@shop.example>",
+            "to": ["grace@example.com"],
+            "subject": "Rate limit",
+            "text": "A probe of the run command's mail service.",
+        },
+        headers={"Authorization": f"Bearer {DEFAULT_PROVIDERS_API_KEY}"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["ratelimit-limit"] == "2"
 
 
 def starter(shell_lines: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:

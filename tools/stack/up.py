@@ -21,6 +21,7 @@ from orders.intake.contract import parse_duration
 from orders.security.codec_server import DEFAULT_PORT as DEFAULT_CODEC_PORT
 from orders.security.codec_server import TOKEN_ENV
 from orders.security.keys import KEY_FILE_ENV, KEYS_ENV, LOCAL_KEY_FILE
+from sandbox.faults import MAIL_RATE_LIMIT_ENV, RESEND_RATE_LIMIT_PER_S
 from tools.stack.local import LocalStack
 from tools.stack.processes import StackError
 
@@ -193,6 +194,9 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    # The mail service as strict as Resend's default (2 requests a second), as the compose demo
+    # has it; the sandbox's own default (none) is for suites and benchmarks.
+    os.environ.setdefault(MAIL_RATE_LIMIT_ENV, f"{RESEND_RATE_LIMIT_PER_S:g}")
     stack = LocalStack(
         args.data_dir,
         DEFAULT_PROVIDERS_API_KEY,
