@@ -177,6 +177,20 @@ async def run_starter(
     )
 
 
+def worker_refusal(setting: str, value: str) -> str:
+    """Start ``worker.py`` with ``setting=value``: it must stop at once with exit 1 and a clear
+    line, no traceback; returns what it printed on stderr."""
+    from tools.stack.processes import ROOT  # see run_starter
+
+    done = subprocess.run(
+        [sys.executable, "worker.py"], cwd=ROOT, env={**os.environ, setting: value},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
 @contextmanager
 def run_command(
     args: list[str], env: Mapping[str, str], log_path: Path, ready: str, within: float

@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from orders.client.temporal import DATA_CONVERTER
 from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus
 from sandbox.admin_client import Effects
+from tools.bench.ceiling import CeilingOrderWorkflow
+from tools.bench.ceiling_worker import ceiling_runner
 from tools.bench.chart import draw_all, worker_counts
 from tools.bench.figures import (
     STAGES,
@@ -61,6 +65,7 @@ from tools.bench.throughput import (
 )
 from tools.harness.checker import Evidence
 from tools.stack.processes import ROOT
+from worker import sandboxed_runner
 
 WARMUP, ORDERS, PARK = 1, 5, 5
 LEVELS = (1, 5)
@@ -780,12 +785,6 @@ def test_the_ceiling_workflow_passes_through_the_sandbox_like_the_real_ones() ->
     afresh for every ceiling order (12% of the ceiling worker's CPU), which flattered the real
     order's ratio.
     """
-    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
-
-    from orders.client.temporal import DATA_CONVERTER
-    from tools.bench.ceiling import CeilingOrderWorkflow
-    from tools.bench.ceiling_worker import ceiling_runner
-    from worker import sandboxed_runner
 
     def passed_through(runner: SandboxedWorkflowRunner, module: str) -> bool:
         parts = module.split(".")

@@ -1,10 +1,7 @@
 """``worker.py`` as a process: it polls, logs a line per step, and stops cleanly on a signal."""
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -21,9 +18,9 @@ from orders.config.settings import (
 )
 from orders.domain.status import Step
 from sandbox.admin_client import SandboxAdmin
-from tests.support import make_order
+from tests.support import make_order, worker_refusal
 from tools.stack.local import LocalStack
-from tools.stack.processes import ROOT, start_worker, wait_for_log
+from tools.stack.processes import start_worker, wait_for_log
 from worker import capacity_options
 
 
@@ -94,13 +91,8 @@ async def picklist_completed(client: Client, order_id: str) -> bool:
 def test_a_bad_capacity_setting_stops_the_worker_with_the_fix(
     name: str, value: str, least: int
 ) -> None:
-    env = {**os.environ, name: value}
-    done = subprocess.run(
-        [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 1
-    assert f"{name}={value!r}: give a whole number from {least} to 10000" in done.stderr
-    assert "Traceback" not in done.stderr
+    refusal = worker_refusal(name, value)
+    assert f"{name}={value!r}: give a whole number from {least} to 10000" in refusal
 
 
 def test_capacity_settings_reach_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,13 +116,8 @@ def test_capacity_settings_reach_the_worker(monkeypatch: pytest.MonkeyPatch) -> 
     ],
 )
 def test_a_bad_payment_return_url_stops_the_worker_with_the_fix(value: str, problem: str) -> None:
-    env = {**os.environ, PAYMENT_RETURN_URL_ENV: value}
-    done = subprocess.run(
-        [sys.executable, "worker.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 1
-    assert f"{PAYMENT_RETURN_URL_ENV}={value!r}: {problem}" in done.stderr
-    assert "Traceback" not in done.stderr
+    refusal = worker_refusal(PAYMENT_RETURN_URL_ENV, value)
+    assert f"{PAYMENT_RETURN_URL_ENV}={value!r}: {problem}" in refusal
 
 
 def test_the_payment_return_url_names_the_order() -> None:
