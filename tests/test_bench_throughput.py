@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from orders.client.temporal import DATA_CONVERTER
@@ -22,7 +24,7 @@ from orders.domain.models import OrderView
 from orders.domain.status import EmailTemplate, OrderStatus
 from sandbox.admin_client import Effects
 from tools.bench.ceiling import CeilingOrderWorkflow
-from tools.bench.ceiling_worker import ceiling_runner
+from tools.bench.ceiling_worker import READY_LINE, ceiling_runner
 from tools.bench.chart import draw_all, worker_counts
 from tools.bench.figures import (
     STAGES,
@@ -53,6 +55,7 @@ from tools.bench.throughput import (
     Progress,
     RateLimited,
     Watch,
+    ceiling_worker_command,
     kind_figures,
     level_entry,
     on_schedule,
@@ -64,7 +67,7 @@ from tools.bench.throughput import (
     start_offsets,
 )
 from tools.harness.checker import Evidence
-from tools.stack.processes import ROOT
+from tools.stack.processes import ROOT, free_port, spawn, wait_for_log
 from worker import sandboxed_runner
 
 WARMUP, ORDERS, PARK = 1, 5, 5
@@ -795,3 +798,30 @@ def test_the_ceiling_workflow_passes_through_the_sandbox_like_the_real_ones() ->
     assert passed_through(ceiling, CeilingOrderWorkflow.__module__)
     assert passed_through(sandboxed_runner(DATA_CONVERTER), "workflows.order")
     assert type(ceiling) is type(sandboxed_runner(DATA_CONVERTER))
+
+
+async def test_the_ceiling_worker_serves_the_sdk_metrics_as_the_real_worker_does(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Both kinds of worker pay for the SDK's metrics, so the ratio compares workflows only.
+
+    The stack starts every real worker with a metrics port (``tools.stack.local``); the ceiling
+    worker once ran with none, so only the real one paid for recording them.
+    """
+    port = free_port()
+    address = temporal_env.client.service_client.config.target_host
+    process = spawn(
+        "ceiling-worker",
+        ceiling_worker_command("ceiling-metrics-test", port),
+        tmp_path / "ceiling-worker.log",
+        {"TEMPORAL_ADDRESS": address},
+    )
+    try:
+        wait_for_log(process, READY_LINE, timeout=30.0)
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        process.stop()
+    assert answer.status_code == 200
+    assert 'task_queue="ceiling-metrics-test"' in answer.text
+    assert "temporal_worker_start" in answer.text

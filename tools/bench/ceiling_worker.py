@@ -1,9 +1,10 @@
 """The ceiling's worker process: ``python -m tools.bench.ceiling_worker``, started by the benchmark.
 
 The same connection settings as ``worker.py`` (Temporal's client configuration, the project's
-data converter with its encryption), the same sandbox (``worker.sandboxed_runner``) and the same
-worker options, on its own task queue, so the benchmark can read its CPU time apart from the
-real worker's. SIGINT or SIGTERM stops it gracefully.
+data converter with its encryption), the same runtime (the SDK's metrics served for Prometheus
+with ``--metrics-port``, as the stack runs every worker), the same sandbox
+(``worker.sandboxed_runner``) and the same worker options, on its own task queue, so the
+benchmark can read its CPU time apart from the real worker's. SIGINT or SIGTERM stops it gracefully.
 """
 
 import argparse
@@ -20,6 +21,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from orders.client.exit import exit_now
 from orders.client.temporal import TemporalConnectionError, connect
 from orders.config.settings import CapacityError
+from orders.telemetry.metrics import MetricsConfigError, metrics_runtime
 from tools.bench import ceiling_activities
 from tools.bench.ceiling import CeilingOrderWorkflow
 from tools.bench.ceiling_activities import CEILING_TASK_QUEUE
@@ -50,9 +52,9 @@ def build_ceiling_worker(client: Client, task_queue: str = CEILING_TASK_QUEUE) -
     )
 
 
-async def run(task_queue: str) -> None:
-    """Run the ceiling worker until SIGINT or SIGTERM."""
-    client = await connect()
+async def run(task_queue: str, metrics_port: int | None = None) -> None:
+    """Run the ceiling worker until SIGINT or SIGTERM, with metrics on ``metrics_port``."""
+    client = await connect(runtime=metrics_runtime(metrics_port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -66,13 +68,16 @@ def main() -> None:
     """Entry point: ``python -m tools.bench.ceiling_worker [--task-queue NAME]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-queue", default=CEILING_TASK_QUEUE)
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve the SDK's metrics here, as worker.py does"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("temporalio").setLevel(logging.WARNING)
     status = 0
     try:
-        asyncio.run(run(args.task_queue))
-    except (TemporalConnectionError, CapacityError) as err:
+        asyncio.run(run(args.task_queue, args.metrics_port))
+    except (TemporalConnectionError, CapacityError, MetricsConfigError) as err:
         logging.getLogger("bench").error("%s", err)
         status = 1
     exit_now(status)

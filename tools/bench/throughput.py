@@ -108,7 +108,15 @@ from tools.bench.stages import read_history as read_stages
 from tools.harness.checker import gather_evidence
 from tools.harness.drive import SHIPMENT, Placed, gather_limited, sample_order
 from tools.stack.local import LocalStack
-from tools.stack.processes import ROOT, ManagedProcess, StackError, find_binary, spawn, wait_for_log
+from tools.stack.processes import (
+    ROOT,
+    ManagedProcess,
+    StackError,
+    find_binary,
+    free_port,
+    spawn,
+    wait_for_log,
+)
 from workflows.order import OrderWorkflow
 
 DEFAULT_LEVELS = (1, 10, 50, 100, 200)
@@ -188,6 +196,18 @@ class Kind:
 
 REAL_KIND = Kind("real", REAL, "worker", real=True)
 CEILING_KIND = Kind("ceiling", CEILING, "ceiling_worker", real=False)
+
+
+def ceiling_worker_command(task_queue: str, metrics_port: int) -> list[str]:
+    """How to start a ceiling worker process on ``task_queue``.
+
+    With the SDK's metrics served on ``metrics_port``, as the stack runs every real worker
+    (``tools.stack.local``): both kinds pay for them.
+    """
+    return [
+        sys.executable, "-m", "tools.bench.ceiling_worker",
+        "--task-queue", task_queue, "--metrics-port", str(metrics_port),
+    ]  # fmt: skip
 
 
 # --- driving orders --------------------------------------------------------------------------
@@ -661,13 +681,7 @@ class Bench:
         env = {"TEMPORAL_ADDRESS": self.stack.temporal_address, "PYTHONUNBUFFERED": "1"}
         process = spawn(
             name,
-            [
-                sys.executable,
-                "-m",
-                "tools.bench.ceiling_worker",
-                "--task-queue",
-                CEILING_TASK_QUEUE,
-            ],
+            ceiling_worker_command(CEILING_TASK_QUEUE, free_port()),
             self.stack.log_dir / f"{name}.log",
             env,
         )
