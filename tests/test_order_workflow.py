@@ -18,7 +18,7 @@ from orders.client.orders import (
 )
 from orders.domain import search_attributes
 from orders.domain.models import Shipment
-from orders.domain.status import EmailTemplate, OrderStatus, Step, StepState
+from orders.domain.status import EmailTemplate, OrderStatus, Step, StepState, idempotency_key
 from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, order_awaiting_shipment, wait_for_status
 from workflows import patches
@@ -57,26 +57,29 @@ async def test_happy_path_charges_once_and_sends_each_email_once(
     assert charge["amount"] == order.total == 4500
 
 
-async def test_a_new_order_asks_no_patch_and_upserts_only_status_changes(
+async def test_a_new_order_asks_the_newest_patch_and_upserts_only_statuses_it_waits_in(
     client: Client, task_queue: str
 ) -> None:
+    """Paid and shipped are passed within one workflow task: visibility never writes them."""
     order = make_order()
     await start_order(client, order, task_queue)
     await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
     await ship_order(client, order.id, UPS)
-    await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
+    view = await client.get_workflow_handle_for(OrderWorkflow.run, order.id).result()
     events = (await client.get_workflow_handle(order.id).fetch_history()).events
 
-    markers = [e for e in events if e.HasField("marker_recorded_event_attributes")]
     patch_markers = [
-        e for e in markers if e.marker_recorded_event_attributes.marker_name == "core_patch"
+        e
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    assert len(patch_markers) == len(patches.LEVELS) == 0  # today's behaviour is the baseline
-    assert _upserted(events, "TemporalChangeVersion") == []
+    assert len(patch_markers) == 1  # the newest level only, whatever the number of levels
+    assert _upserted(events, "TemporalChangeVersion") == [f'["{patches.LEVELS[-1]}"]']
     assert _upserted(events, search_attributes.ORDER_STATUS.name) == [
-        f'"{status}"'
-        for status in ("authorized", "paid", "awaiting-shipment", "shipped", "completed")
+        f'"{status}"' for status in ("authorized", "awaiting-shipment", "completed")
     ]
+    assert view.status == OrderStatus.COMPLETED and view.transaction_id is not None  # paid
     assert _upserted(events, search_attributes.CUSTOMER_ID.name) == []  # given at the start
     started = events[0].workflow_execution_started_event_attributes.search_attributes
     assert set(started.indexed_fields) == {"OrderStatus", "CustomerId"}
@@ -84,6 +87,29 @@ async def test_a_new_order_asks_no_patch_and_upserts_only_status_changes(
     # machine splits it into more tasks, each 3 events, and orders some events differently).
     written = Counter(e.event_type for e in events if e.event_type not in _WORKFLOW_TASK_EVENTS)
     assert written == _ORDER_EVENTS
+
+
+async def test_a_passing_status_reaches_visibility_when_the_order_waits_in_it(
+    client: Client, sandbox: SandboxAdmin, task_queue: str
+) -> None:
+    """The confirmation's local try fails: the order waits on Temporal while paid, listed so."""
+    order = make_order()
+    key = idempotency_key(order.id, Step.CONFIRMATION_EMAIL)
+    sandbox.set_faults("mail", fail_next=1, key_prefix=key)
+    await start_order(client, order, task_queue)
+    await wait_for_status(client, order.id, OrderStatus.AWAITING_SHIPMENT)
+    events = (await client.get_workflow_handle(order.id).fetch_history()).events
+    assert _upserted(events, search_attributes.ORDER_STATUS.name) == [
+        f'"{status}"' for status in ("authorized", "paid", "awaiting-shipment")
+    ]
+    confirmation = [
+        e
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "send_email"
+    ]
+    assert len(confirmation) == 1  # its regular retry, after the failed local try
+    assert sandbox.effects(order.id).emails == {EmailTemplate.ORDER_CONFIRMATION: 1}
 
 
 _WORKFLOW_TASK_EVENTS = {
@@ -94,10 +120,11 @@ _WORKFLOW_TASK_EVENTS = {
 _ORDER_EVENTS = Counter(
     {
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED: 1,
-        # The payment intent's, confirmation's, release's and shipped email's local tries.
-        EventType.EVENT_TYPE_MARKER_RECORDED: 4,
-        # Authorized, paid, awaiting-shipment, shipped, completed.
-        EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: 5,
+        # The patch level it asked; the payment intent's, confirmation's, release's and shipped
+        # email's local tries.
+        EventType.EVENT_TYPE_MARKER_RECORDED: 5,
+        # The patch level's TemporalChangeVersion; authorized, awaiting-shipment, completed.
+        EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: 4,
         # The authorization, the picklist, the capture.
         EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: 3,
         EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED: 3,

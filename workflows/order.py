@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         Shipment,
     )
     from orders.domain.status import PAYMENT_STEPS, OperatorAction, OrderStatus, Step
-    from workflows import metrics
+    from workflows import metrics, patches
     from workflows.authentication import Authentication
     from workflows.authorization import AuthorizationWatch
     from workflows.compensation import Compensations
@@ -49,6 +49,14 @@ OPTIONS_MEMO = "options"
 """Memo key of the order's ``OrderOptions``. They travel in the memo, not as a second workflow
 argument, so the input stays one ``Order``: orders started before options existed have no memo
 and replay with the defaults (a second argument would change how their input decodes)."""
+
+PASSING_STATUSES = frozenset({OrderStatus.PAID, OrderStatus.SHIPPED})
+"""Statuses an order passes within one workflow task: only local steps (the confirmation, the
+release, the shipped email) lie between each and the next status, so Temporal records both
+upserts at once and its visibility would write the first for nothing. From patch level
+``COALESCED_STATUS_UPSERTS`` on they reach visibility only when the order waits on Temporal
+before its next status (``Steps`` publishes before a regular activity: a local step that did
+not answer, a capture); the order's own status (its query, its result) has them at once."""
 
 TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
 INTENT_CANCELED = "payment_intent.canceled"
@@ -71,7 +79,7 @@ class OrderWorkflow:
         patches_taken = Patches.ask()
         options = workflow.memo_value(OPTIONS_MEMO, OrderOptions(), type_hint=OrderOptions)
         self._state = OrderState(order, options, patches_taken)
-        self._steps = Steps(self._state, self._set_status)
+        self._steps = Steps(self._state, self._set_status, self._publish_status)
         self._compensations = Compensations()
         self._wake = Wake()
         """Raised by each of the gateway's events: a read of the gateway in progress reads again."""
@@ -367,9 +375,16 @@ class OrderWorkflow:
         self._accept_cancel(TEMPORAL_CANCEL_REASON)
 
     def _set_status(self, status: OrderStatus) -> None:
-        metrics.status_changed(self._state.status, status, self._state.attention_step)
-        self._state.status = status
-        wanted = search_attributes.of_order(status, self._state.order.customer.id)
+        state = self._state
+        metrics.status_changed(state.status, status, state.attention_step)
+        state.status = status
+        if status in PASSING_STATUSES and state.patches.taken(patches.COALESCED_STATUS_UPSERTS):
+            return  # published before the order next waits on Temporal, or superseded
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        """Bring the order's search attributes up to its status; nothing if they are."""
+        wanted = search_attributes.of_order(self._state.status, self._state.order.customer.id)
         # Only what changed: the start gives the first status and the customer (client.orders).
         known = workflow.info().typed_search_attributes
         if updates := search_attributes.changes(known, wanted):

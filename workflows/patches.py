@@ -1,11 +1,11 @@
-"""Changes to the commands an order issues (``workflow.patched``): none since the baseline.
+"""Changes to the commands an order issues (``workflow.patched``), one level each.
 
 Orders wait days for the warehouse, so an order started by older code replays on newer code:
 a change that alters the commands an order issues is taken only by the orders that asked its
-patch. Today's behaviour is the baseline: every order runs it and asks no patch, and the
-recorded histories (``tests/histories``) are today's.
+patch. The baseline is what orders ran before the first level: they asked no patch, and they
+replay with every level off (their recorded histories are ``tests/histories/v12-*``).
 
-The next change appends a level to ``LEVELS``: its patch names it, and a level holds every
+Each change appends a level to ``LEVELS``: its patch names it, and a level holds every
 change before it. A new order asks the newest level first (one ``MarkerRecorded`` event and
 Temporal's ``TemporalChangeVersion`` search attribute), an order replaying asks down to the
 level it took, so each order asks exactly one. The levels are asked in the order's first
@@ -13,7 +13,7 @@ workflow task (``Patches.ask``): a patch first asked after a local activity in t
 failed to replay (TMPRL1100, "patch marker encountered"). The change then branches on it::
 
     FASTER_CAPTURE = "faster-capture"
-    LEVELS = (FASTER_CAPTURE,)
+    LEVELS = (COALESCED_STATUS_UPSERTS, FASTER_CAPTURE)
 
     if state.patches.taken(patches.FASTER_CAPTURE):
         ...  # the new commands
@@ -29,7 +29,12 @@ from dataclasses import dataclass
 
 from temporalio import workflow
 
-LEVELS: tuple[str, ...] = ()
+COALESCED_STATUS_UPSERTS = "coalesced-status-upserts"
+"""Level 1: a status the order passes within one workflow task (paid, shipped) reaches
+Temporal's visibility only if the order waits on Temporal before its next status
+(``workflows.order.PASSING_STATUSES``): two fewer visibility writes per order."""
+
+LEVELS: tuple[str, ...] = (COALESCED_STATUS_UPSERTS,)
 """Each change since the baseline, oldest first; an order that took one took all before."""
 
 

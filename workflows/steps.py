@@ -58,9 +58,16 @@ class OrderStopped(Exception):
 class Steps:
     """Runs the steps of one order against its state."""
 
-    def __init__(self, state: OrderState, set_status: Callable[[OrderStatus], None]) -> None:
+    def __init__(
+        self,
+        state: OrderState,
+        set_status: Callable[[OrderStatus], None],
+        publish_status: Callable[[], None],
+    ) -> None:
         self._state = state
         self._set_status = set_status
+        self._publish_status = publish_status
+        """Brings visibility up to a status not yet published (``PASSING_STATUSES``)."""
 
     async def call(
         self,
@@ -160,6 +167,7 @@ class Steps:
                     failure = _as_activity_error(err, step)
                     if not _worth_retrying(failure):
                         raise failure  # noqa: B904 (its cause is the local failure)
+            self._publish_status()  # the order now waits on Temporal: show where it is
             return await workflow.execute_activity_method(
                 activity,
                 arg,
