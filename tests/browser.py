@@ -25,6 +25,17 @@ def chromium() -> str | None:
     )
 
 
+_NAVIGATING = frozenset(
+    {"Inspected target navigated or closed", "Execution context was destroyed."}
+)
+"""DevTools' answers to a question asked while the page was being replaced (seen after a click
+on a link: the old page's context is gone before the new one exists)."""
+
+
+class PageNavigating(Exception):
+    """The page was being replaced when it was asked; ask again once the next one is there."""
+
+
 class Browser:
     """One headless Chromium with one page; use as a context manager."""
 
@@ -96,7 +107,10 @@ class Browser:
             raw, _, self._buffer = self._buffer.partition(b"\0")
             answer = json.loads(raw)
             if answer.get("id") == self._next_id:
-                assert "error" not in answer, answer["error"]
+                error = answer.get("error")
+                if error and error.get("message") in _NAVIGATING:
+                    raise PageNavigating(error["message"])
+                assert error is None, error
                 return answer["result"]
 
     def open(self, url: str) -> None:
@@ -114,7 +128,10 @@ class Browser:
         """The first truthy value of ``expression``, asked until ``within`` seconds passed."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except PageNavigating:  # a click just left the page: ask the next one
+                value = None
             if value:
                 return value
             time.sleep(0.2)
