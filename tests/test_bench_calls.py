@@ -40,4 +40,4 @@ def test_a_count_below_one_is_refused_clearly(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--orders", "0"])
     assert exit_info.value.code == 2
-    assert "--orders must be at least 1" in capsys.readouterr().err
+    assert "argument --orders: must be at least 1: '0'" in capsys.readouterr().err

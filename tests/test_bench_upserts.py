@@ -1,5 +1,6 @@
 """The upsert benchmark (``tools.bench.upserts``): its workload and its command line."""
 
+import argparse
 import subprocess
 import sys
 import uuid
@@ -9,6 +10,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from tools.bench import arguments
 from tools.bench.upserts import STEPS, TASK_QUEUE, UpsertingWorkflow, parse_args, step
 from tools.stack.processes import ROOT
 
@@ -43,4 +45,12 @@ def test_a_count_below_one_is_refused_clearly(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--rounds", "0"])
     assert exit_info.value.code == 2
-    assert "--rounds must be at least 1" in capsys.readouterr().err
+    assert "argument --rounds: must be at least 1: '0'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "two", "1.5"])
+def test_a_count_is_a_whole_number_of_at_least_one(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
+        arguments.count(text)
+    assert repr(text) in str(refused.value)
+    assert arguments.count("7") == 7

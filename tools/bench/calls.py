@@ -47,6 +47,7 @@ from orders.config.settings import ProviderSettings
 from orders.domain.models import Order
 from orders.domain.status import EmailTemplate, Step, idempotency_key
 from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
+from tools.bench.arguments import count
 from tools.bench.procstat import process_usage
 from tools.harness.drive import sample_order
 from tools.stack.processes import free_port, start_providers
@@ -177,14 +178,10 @@ async def measure(args: argparse.Namespace) -> list[tuple[float, float]]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line: rounds, orders per round, orders in flight."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (5)")
-    parser.add_argument("--orders", type=int, default=100, help="orders per round (100)")
-    parser.add_argument("--in-flight", type=int, default=10, help="at a time (10)")
-    args = parser.parse_args(argv)
-    for name in ("rounds", "orders", "in_flight"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
+    parser.add_argument("--rounds", type=count, default=5, help="rounds (5)")
+    parser.add_argument("--orders", type=count, default=100, help="orders per round (100)")
+    parser.add_argument("--in-flight", type=count, default=10, help="at a time (10)")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

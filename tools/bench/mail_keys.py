@@ -30,6 +30,7 @@ from pathlib import Path
 from orders.client.exit import run_to_exit
 from orders.security.keys import KEYS_ENV, generate_key, keys_configured
 from sandbox.faults import MAIL_KEYLESS_ENV
+from tools.bench import arguments
 from tools.harness.checker import emails_needed
 from tools.harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 
@@ -123,7 +124,9 @@ def _line(mode: str, name: str, counted: Count) -> str:
 def main() -> None:
     """Entry point: ``python -m tools.bench.mail_keys [--runs N] [--mode M] [--scenario S]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="runs per scenario (default 5)")
+    parser.add_argument(
+        "--runs", type=arguments.count, default=5, help="runs per scenario (default 5)"
+    )
     parser.add_argument("--mode", action="append", choices=MODES, help="default: both")
     parser.add_argument(
         "--scenario",

@@ -22,6 +22,7 @@ from pathlib import Path
 from orders.client.exit import run_to_exit
 from orders.domain.status import OrderStatus
 from orders.security.keys import KEYS_ENV, generate_key, keys_configured
+from tools.bench import arguments
 from tools.harness.scenarios import SCENARIOS, ScenarioResult, run_scenario
 
 COLUMNS = (
@@ -115,7 +116,9 @@ async def bench(names: Sequence[str], runs: int) -> int:
 def main() -> None:
     """Entry point: ``python -m tools.bench.recovery [--runs N] [--scenario NAME ...]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
+    parser.add_argument(
+        "--runs", type=arguments.count, default=3, help="runs per scenario (default 3)"
+    )
     parser.add_argument(
         "--scenario",
         action="append",

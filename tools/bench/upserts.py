@@ -30,6 +30,7 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # the measuring side's, never the workflow's
     from orders.client.exit import exit_now
+    from tools.bench.arguments import count
     from tools.bench.procstat import process_usage
     from tools.stack.processes import free_port, start_temporal
 
@@ -107,15 +108,11 @@ async def measure(args: argparse.Namespace) -> dict[int, list[float]]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line: rounds, workflows per round, workflows in flight, upserts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each kind (5)")
-    parser.add_argument("--workflows", type=int, default=60, help="workflows per round (60)")
-    parser.add_argument("--in-flight", type=int, default=20, help="at a time (20)")
-    parser.add_argument("--upserts", type=int, default=5, help="upserts of the other kind (5)")
-    args = parser.parse_args(argv)
-    for name in ("rounds", "workflows", "in_flight", "upserts"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
+    parser.add_argument("--rounds", type=count, default=5, help="rounds of each kind (5)")
+    parser.add_argument("--workflows", type=count, default=60, help="workflows per round (60)")
+    parser.add_argument("--in-flight", type=count, default=20, help="at a time (20)")
+    parser.add_argument("--upserts", type=count, default=5, help="upserts of the other kind (5)")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
