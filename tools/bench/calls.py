@@ -16,8 +16,6 @@ providers started as the stack starts them, with no Temporal at all. It reads th
 import argparse
 import asyncio
 import logging
-import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -48,6 +46,7 @@ from orders.domain.models import Order
 from orders.domain.status import EmailTemplate, Step, idempotency_key
 from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
 from tools.bench.arguments import count
+from tools.bench.figures import rounds_summary
 from tools.bench.procstat import process_usage
 from tools.harness.drive import sample_order
 from tools.stack.processes import free_port, start_providers
@@ -113,11 +112,9 @@ async def one_order(activities: Activities, environment: ActivityEnvironment, or
         order_id=order.id, idempotency_key=key(Step.PAYMENT_CAPTURE), intent_id=intent.id
     )
     await run(pay.capture_payment, capture)
-    for step, template in (
-        (Step.CONFIRMATION_EMAIL, EmailTemplate.ORDER_CONFIRMATION),
-        (Step.SHIPPED_EMAIL, EmailTemplate.ORDER_SHIPPED),
-    ):
-        email = EmailRequest(
+
+    async def email(step: Step, template: EmailTemplate) -> None:
+        request = EmailRequest(
             order_id=order.id,
             idempotency_key=key(step),
             step=step,
@@ -126,14 +123,14 @@ async def one_order(activities: Activities, environment: ActivityEnvironment, or
             subject=template.value,
             body="bench",
         )
-        await run(mail.send_email, email)
-        if step == Step.CONFIRMATION_EMAIL:
-            release = ReleasePicklistRequest(
-                order_id=order.id,
-                idempotency_key=key(Step.PICKLIST_RELEASE),
-                picklist_id=picklist.id,
-            )
-            await run(activities.warehouse.release_picklist, release)
+        await run(mail.send_email, request)
+
+    await email(Step.CONFIRMATION_EMAIL, EmailTemplate.ORDER_CONFIRMATION)
+    release = ReleasePicklistRequest(
+        order_id=order.id, idempotency_key=key(Step.PICKLIST_RELEASE), picklist_id=picklist.id
+    )
+    await run(activities.warehouse.release_picklist, release)
+    await email(Step.SHIPPED_EMAIL, EmailTemplate.ORDER_SHIPPED)
 
 
 async def cpu_ms_per_order(
@@ -156,10 +153,11 @@ async def cpu_ms_per_order(
 async def measure(args: argparse.Namespace) -> list[tuple[float, float]]:
     """Start the providers, warm up, then run the rounds; each round's two figures."""
     # Stripe's test-mode rate limits are the account's, not what this measures.
-    os.environ[RATE_LIMIT_ENV] = os.environ[SEARCH_RATE_LIMIT_ENV] = "0"
+    unlimited = {RATE_LIMIT_ENV: "0", SEARCH_RATE_LIMIT_ENV: "0"}
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as folder:
         port = free_port()
-        providers = start_providers(Path(folder) / "providers.sqlite3", port, API_KEY)
+        database = Path(folder) / "providers.sqlite3"
+        providers = start_providers(database, port, API_KEY, env=unlimited)
         try:
             # The sandbox always (never Stripe, whatever the environment says).
             settings = ProviderSettings(base_url=f"http://127.0.0.1:{port}", api_key=API_KEY)
@@ -190,9 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)  # as the worker's: no line per call
     rounds = asyncio.run(measure(args))
     for side, index in (("caller", 0), ("providers", 1)):
-        figures = [round_[index] for round_ in rounds]
-        shown = ", ".join(f"{figure:.1f}" for figure in figures)
-        print(f"{side}: median {statistics.median(figures):.2f} ms per order ({shown})")
+        print(f"{side}: {rounds_summary([round_[index] for round_ in rounds], 'ms per order')}")
     exit_now(0)
 
 

@@ -65,7 +65,7 @@ async def run(task_queue: str, metrics_port: int | None = None) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m tools.bench.ceiling_worker [--task-queue NAME]``."""
+    """Entry point: ``python -m tools.bench.ceiling_worker [--task-queue Q] [--metrics-port N]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task-queue", default=CEILING_TASK_QUEUE)
     parser.add_argument(

@@ -91,6 +91,12 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def rounds_summary(figures: Sequence[float], unit: str = "ms") -> str:
+    """Rounds of one measurement as a line: their median, then each round's figure."""
+    shown = ", ".join(f"{figure:.1f}" for figure in figures)
+    return f"median {statistics.median(figures):.2f} {unit} ({shown})"
+
+
 def distribution(seconds: Iterable[float | None]) -> dict[str, float | int | None]:
     """Median, p95, p99 and max in milliseconds, and how many values there were."""
     values = [value * 1000 for value in seconds if value is not None]

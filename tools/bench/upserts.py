@@ -25,18 +25,17 @@ from pathlib import Path
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():  # the measuring side's, never the workflow's
     from orders.client.exit import exit_now
+    from orders.domain.search_attributes import ORDER_STATUS
     from tools.bench.arguments import count
+    from tools.bench.figures import rounds_summary
     from tools.bench.procstat import process_usage
     from tools.stack.processes import free_port, start_temporal
 
 TASK_QUEUE = "bench-upserts"
-STATUS = SearchAttributeKey.for_keyword("OrderStatus")
-"""One of the keywords the stack registers (``orders.domain.search_attributes``)."""
 STEPS = 3
 
 
@@ -59,7 +58,7 @@ class UpsertingWorkflow:
                     step, f"step-{index}", start_to_close_timeout=timedelta(seconds=30)
                 )
             if index < upserts:
-                workflow.upsert_search_attributes([STATUS.value_set(f"status-{index}")])
+                workflow.upsert_search_attributes([ORDER_STATUS.value_set(f"status-{index}")])
 
 
 async def server_ms_per_workflow(
@@ -121,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rounds = asyncio.run(measure(args))
     plain, upserting = (statistics.median(rounds[kind]) for kind in (0, args.upserts))
     for kind, figures in rounds.items():
-        shown = ", ".join(f"{figure:.1f}" for figure in figures)
-        print(f"{kind} upserts: median {statistics.median(figures):.1f} ms ({shown})")
+        print(f"{kind} upserts: {rounds_summary(figures)}")
     print(f"one upsert: {(upserting - plain) / args.upserts:.2f} ms of server CPU")
     exit_now(0)
 
