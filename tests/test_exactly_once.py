@@ -198,10 +198,10 @@ async def test_cancel_during_the_reservation_takes_the_picklist_back_and_release
     await start_order(client, order, task_queue)
     await held(sandbox, "warehouse", key)
 
-    cancel, _ = await asyncio.gather(
-        start_cancel(client, order, "ordered twice"),
-        asyncio.to_thread(sandbox.release, "warehouse"),
-    )
+    # The picklist's local try holds the workflow task, and the cancel with it, until it gives
+    # up (LOCAL_TRY_TIMEOUT); its regular retry, under the same key, is cut short by the cancel.
+    cancel = await start_cancel(client, order, "ordered twice")
+    assert sandbox.release("warehouse") == 1
     view = await cancel.result()
 
     assert view.status == OrderStatus.CANCELLED
@@ -225,8 +225,9 @@ async def test_a_picklist_request_still_on_its_way_when_the_customer_cancels_pic
     order = make_order(items=[{"sku": sku, "quantity": 2, "unit_price": 1250}])
     sandbox.set_stock(sku, 5)
     key = f"{order.id}:{Step.PICKLIST.value}"
-    # The picklist request itself, not the cancel's (its key starts the same).
-    sandbox.set_faults("warehouse", delay_next=1, key_prefix=key, key_suffix=f":{Step.PICKLIST}")
+    # The picklist requests themselves, not the cancel's (its key starts the same): the local
+    # try's, and its regular retry's if that goes out before the cancel cuts it short.
+    sandbox.set_faults("warehouse", delay_next=2, key_prefix=key, key_suffix=f":{Step.PICKLIST}")
     await start_order(client, order, task_queue)
     await until(lambda: key in sandbox.delayed_keys()["warehouse"], f"{key} is on its way")
 
@@ -234,7 +235,7 @@ async def test_a_picklist_request_still_on_its_way_when_the_customer_cancels_pic
     view = await cancel.result()
     assert view.status == OrderStatus.CANCELLED
     assert view.picklist_id is None  # the picklist step was cut short before any answer
-    assert sandbox.deliver("warehouse") == 1  # the request reaches the warehouse at last
+    assert sandbox.deliver("warehouse") >= 1  # the requests reach the warehouse at last
     await until(lambda: stored_under(sandbox, key).get("state") == "done", f"{key} answered")
 
     open_picklists = [

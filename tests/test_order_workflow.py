@@ -120,18 +120,19 @@ _WORKFLOW_TASK_EVENTS = {
 _ORDER_EVENTS = Counter(
     {
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED: 1,
-        # The patch level it asked; the payment intent's, confirmation's, release's and shipped
-        # email's local tries.
-        EventType.EVENT_TYPE_MARKER_RECORDED: 5,
+        # The patch level it asked; the local tries of the payment intent, the picklist, the
+        # capture, the confirmation, the release and the shipped email.
+        EventType.EVENT_TYPE_MARKER_RECORDED: 7,
         # The patch level's TemporalChangeVersion; authorized, awaiting-shipment, completed.
         EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: 4,
-        # The authorization, the picklist, the capture.
-        EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: 3,
-        EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED: 3,
-        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: 3,
-        # The authorization's watch (moot once captured) and the shipment's delay deadline.
-        EventType.EVENT_TYPE_TIMER_STARTED: 2,
-        EventType.EVENT_TYPE_TIMER_CANCELED: 2,
+        # The authorization, never local (see workflows/policy.py).
+        EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: 1,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED: 1,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: 1,
+        # The shipment's delay deadline. The authorization's watch is moot (captured) within
+        # the workflow task that set its timer, so the SDK never sends that timer.
+        EventType.EVENT_TYPE_TIMER_STARTED: 1,
+        EventType.EVENT_TYPE_TIMER_CANCELED: 1,
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: 1,
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: 1,
     }

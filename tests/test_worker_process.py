@@ -16,20 +16,22 @@ from orders.config.settings import (
     PaymentReturnUrl,
     WorkerCapacity,
 )
-from orders.domain.status import Step
+from orders.domain.models import CancelRequest
+from orders.domain.status import EmailTemplate, OrderStatus, Step
 from sandbox.admin_client import SandboxAdmin
 from tests.support import make_order, worker_refusal
 from tools.stack.local import LocalStack
 from tools.stack.processes import start_worker, wait_for_log
 from worker import capacity_options
+from workflows.order import OrderWorkflow
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_worker_logs_each_step_and_shuts_down_gracefully(
     client: Client, sandbox: SandboxAdmin, tmp_path: Path, signum: signal.Signals
 ) -> None:
-    """The signal lands while an activity runs (its picklist held at the warehouse): the
-    worker stops polling, lets that activity finish, and exits 0."""
+    """The signal lands while an activity runs (its card authorization held at the gateway):
+    the worker stops polling, lets that activity finish, and exits 0."""
     queue = f"orders-proc-{uuid.uuid4().hex[:8]}"
     worker = start_worker(
         client.service_client.config.target_host,
@@ -39,38 +41,80 @@ async def test_worker_logs_each_step_and_shuts_down_gracefully(
         task_queue=queue,
     )
     order = make_order()
-    key = f"{order.id}:{Step.PICKLIST}"
+    key = f"{order.id}:{Step.PAYMENT_CONFIRM}"
     try:
-        sandbox.set_faults(
-            "warehouse", hold_next=1, key_prefix=f"{order.id}:", key_suffix=f":{Step.PICKLIST}"
-        )
+        sandbox.set_faults("payments", hold_next=1, key_prefix=key)
         await start_order(client, order, queue)
-        await asyncio.to_thread(sandbox.wait_held, "warehouse", 1)
-        assert sandbox.held_keys()["warehouse"] == [key]  # the activity is running now
+        await asyncio.to_thread(sandbox.wait_held, "payments", 1)
+        assert sandbox.held_keys()["payments"] == [key]  # the activity is running now
         worker.send(signum)
         await asyncio.to_thread(wait_for_log, worker, SHUTTING_DOWN, 15)
-        assert sandbox.release("warehouse") == 1  # its answer comes during the shutdown
+        assert sandbox.release("payments") == 1  # its answer comes during the shutdown
         assert await asyncio.to_thread(worker.popen.wait, 15) == 0
     finally:
-        sandbox.release("warehouse")
+        sandbox.release("payments")
         worker.stop()
 
     log = worker.output()
-    for step in ("payment-intent: created pi_", "payment-confirm: authorized pi_"):
-        assert f"{order.id} {step}" in log, log
+    assert f"{order.id} payment-intent: created pi_" in log, log
     # The running activity finished after the signal, and nothing was started after it.
-    finished = log.index(f"{order.id} picklist: accepted pl_")
+    finished = log.index(f"{order.id} payment-confirm: authorized pi_")
     assert log.index(SHUTTING_DOWN) < finished, log
-    assert f"{order.id} payment-capture" not in log
+    assert f"{order.id} picklist" not in log
     assert "Traceback" not in log
-    assert await picklist_completed(client, order.id)
+    assert await completed_activity(client, order.id, "authorize_payment")
 
 
 SHUTTING_DOWN = "shutting down: finishing running activities"
 
 
-async def picklist_completed(client: Client, order_id: str) -> bool:
-    """Whether the order's history holds its picklist activity completed (not timed out)."""
+async def test_a_picklist_made_by_a_lost_task_is_taken_back_when_its_rerun_cancels_first(
+    client: Client, sandbox: SandboxAdmin, tmp_path: Path
+) -> None:
+    """The worker dies in the workflow task that took the card's authorization, while that
+    task's local picklist call is held at the warehouse; the customer cancels meanwhile; the
+    held request then commits. The task's rerun on another worker takes the cancel before the
+    story resumes, so it never reaches the picklist step: the picklist the dead worker made
+    must still be taken back (``Picking.cover_a_lost_local_picklist``)."""
+    queue = f"orders-lost-{uuid.uuid4().hex[:8]}"
+    host = client.service_client.config.target_host
+    order = make_order()
+    key = f"{order.id}:{Step.PICKLIST}"
+    first = start_worker(host, sandbox.base_url, sandbox.api_key, tmp_path / "first.log", queue)
+    second = None
+    try:
+        sandbox.set_faults("warehouse", hold_next=1, key_prefix=key, key_suffix=f":{Step.PICKLIST}")
+        await start_order(client, order, queue)
+        await asyncio.to_thread(sandbox.wait_held, "warehouse", 1)
+        first.kill()  # mid-task: the picklist is a local call, nothing of it in history
+        handle = client.get_workflow_handle_for(OrderWorkflow.run, order.id)
+        cancelling = asyncio.create_task(
+            handle.execute_update(OrderWorkflow.cancel, CancelRequest(reason="changed my mind"))
+        )
+        await asyncio.sleep(1)  # the cancel reaches Temporal; the lost task times out in 4 s
+        assert sandbox.release("warehouse") == 1  # the dead worker's picklist is made now
+        second = start_worker(
+            host, sandbox.base_url, sandbox.api_key, tmp_path / "second.log", queue, "second"
+        )
+        view = await asyncio.wait_for(cancelling, 60)
+    finally:
+        sandbox.release("warehouse")
+        first.stop()
+        if second is not None:
+            second.stop()
+
+    assert view.status == OrderStatus.CANCELLED
+    assert Step.PICKLIST not in [line.step for line in view.timeline]  # the rerun stopped first
+    [picklist] = sandbox.list("/warehouse/picklists", order_id=order.id)
+    assert picklist["status"] == "cancelled"
+    effects = sandbox.effects(order.id)
+    assert (effects.picklists, effects.cancelled_picklists) == (1, 1)
+    assert (effects.authorizations, effects.released, effects.charges) == (1, 1, 0)
+    assert effects.emails == {EmailTemplate.ORDER_CANCELLED: 1}
+
+
+async def completed_activity(client: Client, order_id: str, activity: str) -> bool:
+    """Whether the order's history holds ``activity`` completed (not timed out)."""
     scheduled: dict[int, str] = {}
     async for event in client.get_workflow_handle(order_id).fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -78,7 +122,7 @@ async def picklist_completed(client: Client, order_id: str) -> bool:
             scheduled[event.event_id] = name
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             completed = event.activity_task_completed_event_attributes
-            if scheduled[completed.scheduled_event_id] == "send_picklist":
+            if scheduled[completed.scheduled_event_id] == activity:
                 return True
     return False
 

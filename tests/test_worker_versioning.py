@@ -262,8 +262,8 @@ async def ran_on(client: Client, order_id: str) -> tuple[str, int]:
     return info.deployment_version.build_id, info.behavior
 
 
-async def capture_attempt(client: Client, order_id: str) -> tuple[str, int]:
-    """Who ran the order's payment capture to completion, and in which attempt."""
+async def authorization_attempt(client: Client, order_id: str) -> tuple[str, int]:
+    """Who ran the order's card authorization to completion, and in which attempt."""
     scheduled, started = {}, {}
     async for event in client.get_workflow_handle(order_id).fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
@@ -273,7 +273,7 @@ async def capture_attempt(client: Client, order_id: str) -> tuple[str, int]:
             attributes = event.activity_task_started_event_attributes
             activity = scheduled[attributes.scheduled_event_id]
             started[activity] = (attributes.identity, attributes.attempt)
-    return started["capture_payment"]
+    return started["authorize_payment"]
 
 
 async def complete_new_order(client: Client, order_id: str) -> None:
@@ -296,12 +296,13 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
     client, admin = await stack.connect(), stack.admin()
     lap("A current")
     try:
-        # Two orders wait for shipment on A; two more are held mid-payment at the capture.
+        # Two orders wait for shipment on A; two more are held mid-payment at the authorization
+        # (a regular activity: the capture is tried locally first, inside a workflow task).
         waiting = ["rollout-wait-1", "rollout-wait-2"]
         await start_orders(client, [sample_order(order_id) for order_id in waiting])
         for order_id in waiting:
             await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
-        admin.set_faults("payments", hold_next=2, key_suffix=f":{Step.PAYMENT_CAPTURE}")
+        admin.set_faults("payments", hold_next=2, key_suffix=f":{Step.PAYMENT_CONFIRM}")
         paying = ["rollout-pay-1", "rollout-pay-2"]
         await start_orders(client, [sample_order(order_id) for order_id in paying])
         await asyncio.to_thread(admin.wait_held, "payments", 2)
@@ -329,10 +330,10 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
         assert drainage(after, BUILD_A) in ("draining", "drained"), after
         lap("B current")
 
-        # A goes away while its two captures are still held at the gateway.
+        # A goes away while its two authorizations are still held at the gateway.
         await asyncio.to_thread(stack.workers["worker-a"].stop)
         lap("A stopped")
-        # The gateway now commits A's captures; B's retries under the same keys get them back.
+        # The gateway now commits A's authorizations; B's retries under the same keys get them.
         assert admin.release("payments") == 2
         for order_id in paying:
             await wait_for_status(client, order_id, OrderStatus.AWAITING_SHIPMENT)
@@ -342,8 +343,8 @@ async def test_rollout_of_a_second_build_while_orders_wait_and_pay(stack: LocalS
             await wait_for_status(client, order_id, OrderStatus.COMPLETED, within=60)
         lap("A's orders completed on B")
         worker_b = f"{stack.workers['worker-b'].popen.pid}@{socket.gethostname()}"
-        for order_id in paying:  # A's capture attempt was lost with A; B's retry completed it
-            assert await capture_attempt(client, order_id) == (worker_b, 2)
+        for order_id in paying:  # A's attempt was lost with A; B's retry completed it
+            assert await authorization_attempt(client, order_id) == (worker_b, 2)
 
         for order_id in waiting + paying:
             builds = await task_builds(client, order_id)

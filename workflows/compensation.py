@@ -24,6 +24,10 @@ class Compensations:
         """Register ``undo`` for the effect ``step`` is about to attempt."""
         self._undos[step] = undo
 
+    def holds(self, step: Step) -> bool:
+        """Whether the undo of ``step``'s effect is registered (the step may have acted)."""
+        return step in self._undos
+
     def discard(self, step: Step | None) -> None:
         """Forget the undo of a step the provider refused: a refusal acted on nothing."""
         if step is not None:

@@ -175,6 +175,7 @@ class OrderWorkflow:
         state.attention_reason = state.attention_step = None  # the question is moot now
         if stop.status == OrderStatus.CANCELLED:
             self._set_status(OrderStatus.CANCELLING)
+            self._picking.cover_a_lost_local_picklist()
         self._compensations.discard(stop.step)
         try:
             await self._compensations.unwind()

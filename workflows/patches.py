@@ -12,10 +12,10 @@ level it took, so each order asks exactly one. The levels are asked in the order
 workflow task (``Patches.ask``): a patch first asked after a local activity in the same task
 failed to replay (TMPRL1100, "patch marker encountered"). The change then branches on it::
 
-    FASTER_CAPTURE = "faster-capture"
-    LEVELS = (COALESCED_STATUS_UPSERTS, FASTER_CAPTURE)
+    NEXT_CHANGE = "next-change"
+    LEVELS = (COALESCED_STATUS_UPSERTS, LOCAL_PICKLIST_AND_CAPTURE, NEXT_CHANGE)
 
-    if state.patches.taken(patches.FASTER_CAPTURE):
+    if state.patches.taken(patches.NEXT_CHANGE):
         ...  # the new commands
     else:
         ...  # exactly what orders before it did
@@ -34,7 +34,13 @@ COALESCED_STATUS_UPSERTS = "coalesced-status-upserts"
 Temporal's visibility only if the order waits on Temporal before its next status
 (``workflows.order.PASSING_STATUSES``): two fewer visibility writes per order."""
 
-LEVELS: tuple[str, ...] = (COALESCED_STATUS_UPSERTS,)
+LOCAL_PICKLIST_AND_CAPTURE = "local-picklist-and-capture"
+"""Level 2: the picklist and the capture are tried as local activities first, like the intent
+and the emails (``workflows.policy.StepPolicy.local_since``); the picklist's undo is
+registered as soon as the card is authorized. An order goes from its authorization to
+awaiting-shipment in one workflow task: two fewer workflow tasks and activity round trips."""
+
+LEVELS: tuple[str, ...] = (COALESCED_STATUS_UPSERTS, LOCAL_PICKLIST_AND_CAPTURE)
 """Each change since the baseline, oldest first; an order that took one took all before."""
 
 

@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from orders.domain.models import Shipment
     from orders.domain.status import Step
     from workflows.compensation import Compensations
+    from workflows.patches import LOCAL_PICKLIST_AND_CAPTURE
     from workflows.state import OrderState
     from workflows.steps import Steps
 
@@ -46,7 +47,7 @@ class Picking:
         have made the picklist.
         """
         state = self._state
-        self._compensations.add(Step.PICKLIST, self.take_back)
+        self.register_undo()
         picklist = await self._steps.call(
             Step.PICKLIST,
             WarehouseActivities.send_picklist,
@@ -58,6 +59,26 @@ class Picking:
             describe=lambda picklist: picklist.id,
         )
         state.picklist_id, state.picklist_held = picklist.id, True
+
+    def register_undo(self) -> None:
+        """From now on, a stopping order takes back whatever picklist it may have made."""
+        self._compensations.add(Step.PICKLIST, self.take_back)
+
+    def cover_a_lost_local_picklist(self) -> None:
+        """A cancelled order takes back a picklist a lost workflow task may have made.
+
+        From ``LOCAL_PICKLIST_AND_CAPTURE`` on, the picklist is sent by a local activity in the
+        workflow task that takes the card's authorization. A task lost with its worker leaves
+        no trace of that call, and its rerun may take a cancel first (an update lands in
+        history only with the task that took it), stopping the story before it registered the
+        picklist's undo. So a cancel that finds the authorization under way (its undo
+        registered) takes the picklist back: the warehouse cancels the order whatever it holds,
+        and refuses a picklist that arrives later. A declined card needs nothing: the decline
+        is in history, so no run of the task went on to the picklist.
+        """
+        payment_under_way = self._compensations.holds(Step.PAYMENT_CONFIRM)
+        if payment_under_way and self._state.patches.taken(LOCAL_PICKLIST_AND_CAPTURE):
+            self.register_undo()
 
     async def release(self) -> None:
         """Let the warehouse ship the picklist: the money is captured.

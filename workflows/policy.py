@@ -19,11 +19,22 @@ from temporalio.common import RetryPolicy, VersioningBehavior
 from activities.errors import OUT_OF_STOCK, PAYMENT_DECLINED
 from orders.domain.models import OrderOptions
 from orders.domain.status import OrderStatus, Step
+from workflows.patches import LOCAL_PICKLIST_AND_CAPTURE, Patches
 
 PROVIDER_CALL_TIMEOUT = timedelta(seconds=5)
 
 LOCAL_TRY = RetryPolicy(maximum_attempts=1)
 """A step that runs locally first tries once in the worker; any retry is a regular activity."""
+
+LOCAL_TRY_TIMEOUT = timedelta(seconds=2)
+"""How long a local try may take before the step goes on as the regular activity (same key).
+
+While a workflow task holds a local call, the order's updates wait for the task: a cancel
+meeting a hung local call is taken when the try gives up, or when the SDK extends the task
+at 80% of ``WORKFLOW_TASK_TIMEOUT`` (3.2 s), whichever comes first. 2 s keeps such a cancel
+within about 2 s and is well above a provider's usual answer (the sandbox's take milliseconds,
+Stripe's and Resend's well under a second); a slower answer is still taken, by the regular
+activity, which the provider answers from the first request's result."""
 
 PROVIDER_HEARTBEAT_TIMEOUT = timedelta(seconds=2)
 """A call that runs longer heartbeats (``activities.heartbeat``); when the beats stop because
@@ -118,14 +129,30 @@ class StepPolicy:
     """Try the call once as a local activity inside the workflow task, then (if it did not
     answer) as the regular activity under the same key. Saves a round trip through the server
     per call. A workflow task lost with its worker leaves no trace of a local call, and the task
-    run again on another worker may take another path: it may stop the order before that step
-    (so the step must have no undo), and it may not see an update the lost task handled (an
-    update lands in history only when its task completes), so no update may lead to the step or
-    change what it sends. The payment intent qualifies (no money moves until the confirm, a
-    regular activity), and so do the confirmation, delay and shipped emails (never undone, sent
-    the same under the same key, reached by activity results, timers and signals, which are in
-    history first). The farewell emails are not: a cancel update leads to them, and a lost
-    task once sent "Nothing was charged" for an order its rerun went on to charge and refund."""
+    run again on another worker may take another path:
+
+    - it may stop the order before that step (a cancel the lost task had not seen), so the
+      step's undo, if it has one, must be registered before any such stop: the undo then runs
+      whether or not the lost call acted;
+    - it may not see an update the lost task handled (an update lands in history only when its
+      task completes), so no update may lead to the step or change what it sends.
+
+    The payment intent qualifies (no money moves until the confirm, a regular activity); so do
+    the confirmation, delay and shipped emails (never undone, sent the same under the same key,
+    reached by activity results, timers and signals, which are in history first); the picklist
+    (its undo, which cancels the order at the warehouse whatever picklist it has, is registered
+    at the authorization); the capture (its undo, ``Payment.undo``, is registered before the
+    confirm, and the gateway answers its cancel of a captured intent with the charge, which is
+    refunded); and the release. The farewell emails are not: a cancel update leads to them,
+    and a lost task once sent "Nothing was charged" for an order its rerun went on to charge
+    and refund."""
+    local_since: str | None = None
+    """The patch level (``workflows.patches``) from which the step runs local-first: orders
+    started before it ran the step as a regular activity and replay so."""
+
+    def runs_local_first(self, patches: Patches) -> bool:
+        """Whether an order with ``patches`` tries this step as a local activity first."""
+        return self.local_first and (self.local_since is None or patches.taken(self.local_since))
 
     def budget(self, options: OrderOptions) -> timedelta:
         """How long this step retries before it asks an operator."""
@@ -160,10 +187,14 @@ POLICIES: Mapping[Step, StepPolicy] = {
         },
     ),
     # Capturing moves money already authorized: nothing to decline, retried as payment is.
-    Step.PAYMENT_CAPTURE: StepPolicy(_PAYMENT, payment=True),
+    Step.PAYMENT_CAPTURE: StepPolicy(
+        _PAYMENT, payment=True, local_first=True, local_since=LOCAL_PICKLIST_AND_CAPTURE
+    ),
     Step.PICKLIST: StepPolicy(
         Step.PICKLIST.value,
         outcomes={OUT_OF_STOCK: Outcome(OrderStatus.OUT_OF_STOCK, "out of stock", "sku")},
+        local_first=True,
+        local_since=LOCAL_PICKLIST_AND_CAPTURE,
     ),
     # Emails the story sends on its way; the farewell emails of a stopped order stay regular.
     **{step: StepPolicy(step.value, mail=True, local_first=True) for step in _ON_THE_WAY_EMAILS},

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import metrics
     from workflows.policy import (
         LOCAL_TRY,
+        LOCAL_TRY_TIMEOUT,
         PROVIDER_CALL_TIMEOUT,
         PROVIDER_HEARTBEAT_TIMEOUT,
         PROVIDER_RETRY,
@@ -111,7 +112,7 @@ class Steps:
                 **{name: value() if callable(value) else value for name, value in fields.items()},
             )
             # Never local after an operator's update: see StepPolicy.local_first.
-            local_first = policy.local_first and retried == 0
+            local_first = policy.runs_local_first(state.patches) and retried == 0
             try:
                 return await self.run_activity(
                     step,
@@ -159,7 +160,7 @@ class Steps:
                     return await workflow.execute_local_activity_method(
                         activity,
                         arg,
-                        start_to_close_timeout=PROVIDER_CALL_TIMEOUT,
+                        start_to_close_timeout=LOCAL_TRY_TIMEOUT,
                         retry_policy=LOCAL_TRY,
                         summary=summary,
                     )

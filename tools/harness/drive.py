@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from temporalio.api.enums.v1 import EventType, TimeoutType
-from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.history.v1 import HistoryEvent, MarkerRecordedEventAttributes
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -225,10 +225,28 @@ async def lost_with(client: Client, order_id: str, kills: Mapping[str, float]) -
     return None
 
 
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The marker the SDK records a local activity's outcome in."""
+
+
 async def retried_attempts(client: Client, order_id: str) -> int:
-    """How many of the order's activity attempts failed and were tried again."""
+    """How many of the order's activity attempts failed and were tried again.
+
+    A local try that failed on a fault is one: its step went on as the regular activity (a
+    refusal or a cancel ends the step instead).
+    """
     retried = 0
     async for event in client.get_workflow_handle(order_id).fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             retried += event.activity_task_started_event_attributes.attempt - 1
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            retried += _local_try_failed_on_a_fault(event.marker_recorded_event_attributes)
     return retried
+
+
+def _local_try_failed_on_a_fault(marker: MarkerRecordedEventAttributes) -> bool:
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or not marker.HasField("failure"):
+        return False
+    failure = marker.failure
+    refused = failure.application_failure_info.non_retryable
+    return not (refused or failure.HasField("canceled_failure_info"))
