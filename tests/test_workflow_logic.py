@@ -598,12 +598,16 @@ async def test_prompt_cancel_during_a_hung_authorize_releases_it_and_refunds_not
     assert steps(view) == [
         (Step.PAYMENT_INTENT, DONE),
         (Step.PAYMENT_CONFIRM, FAILED),
+        (Step.PICKLIST_CANCEL, DONE),
         (Step.PAYMENT_CANCEL, DONE),
         (Step.CANCELLATION_EMAIL, DONE),
     ]
     assert fake.log() == [
         ("create_payment_intent", key(order, Step.PAYMENT_INTENT)),
         ("authorize_payment", key(order, Step.PAYMENT_CONFIRM)),
+        # Once the authorization is under way, a cancel asks the warehouse too: the workflow
+        # cannot tell this cancel from a rerun's after a lost task made a picklist locally.
+        ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
         ("cancel_payment", key(order, Step.PAYMENT_CANCEL)),
         ("send_email", key(order, Step.CANCELLATION_EMAIL)),
     ]  # the gateway decides what the cut-short authorize did; nothing was captured to refund
@@ -1150,10 +1154,11 @@ async def test_a_cancel_that_meets_a_parcel_gone_unpaid_captures_confirms_then_s
     orders: Orders,
 ) -> None:
     fake = orders.fake
-    fake.script("capture_payment", hang(), answer(_DEFAULT))  # held at the gateway
+    # Held at the gateway: the local try, then its regular retry under the same key.
+    fake.script("capture_payment", hang(), hang(), answer(_DEFAULT))
     fake.script("cancel_picklist", answer(Picklist(id="pl_1", shipment=EARLY)))
     order = await orders.start()
-    await fake.called("capture_payment")
+    await fake.called("capture_payment", times=2)
 
     view = await orders.cancel(order)  # accepted; the warehouse answers the parcel left
 
@@ -1164,7 +1169,7 @@ async def test_a_cancel_that_meets_a_parcel_gone_unpaid_captures_confirms_then_s
         EmailTemplate.ORDER_CONFIRMATION,
         EmailTemplate.ORDER_SHIPPED,
     ]
-    assert fake.log()[3:] == [
+    assert sent_once_each(fake.log())[3:] == [
         ("capture_payment", key(order, Step.PAYMENT_CAPTURE)),
         ("cancel_picklist", key(order, Step.PICKLIST_CANCEL)),
         # The same key: the held capture, whatever became of it, is the one answered.

@@ -56,7 +56,8 @@ release, the shipped email) lie between each and the next status, so Temporal re
 upserts at once and its visibility would write the first for nothing. From patch level
 ``COALESCED_STATUS_UPSERTS`` on they reach visibility only when the order waits on Temporal
 before its next status (``Steps`` publishes before a regular activity: a local step that did
-not answer, a capture); the order's own status (its query, its result) has them at once."""
+not answer; before patch level 2, the capture); the order's own status (its query, its result)
+has them at once."""
 
 TEMPORAL_CANCEL_REASON = "cancel requested through Temporal"
 INTENT_CANCELED = "payment_intent.canceled"

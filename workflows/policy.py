@@ -187,6 +187,8 @@ POLICIES: Mapping[Step, StepPolicy] = {
         },
     ),
     # Capturing moves money already authorized: nothing to decline, retried as payment is.
+    # Its undo (Payment.undo) is registered before the confirm, the picklist's at the latest
+    # when a cancel stops the order (Picking.cover_a_lost_local_picklist).
     Step.PAYMENT_CAPTURE: StepPolicy(
         _PAYMENT, payment=True, local_first=True, local_since=LOCAL_PICKLIST_AND_CAPTURE
     ),
