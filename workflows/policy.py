@@ -131,21 +131,21 @@ class StepPolicy:
     per call. A workflow task lost with its worker leaves no trace of a local call, and the task
     run again on another worker may take another path:
 
-    - it may stop the order before that step (a cancel the lost task had not seen), so the
-      step's undo, if it has one, must be registered before any such stop: the undo then runs
-      whether or not the lost call acted;
+    - it may stop the order before that step (a cancel the lost task had not seen, taken even
+      before the story resumes from the result the lost task resumed from), so the step's
+      undo, if it has one, must run on any such stop, whether or not the lost call acted;
     - it may not see an update the lost task handled (an update lands in history only when its
       task completes), so no update may lead to the step or change what it sends.
 
     The payment intent qualifies (no money moves until the confirm, a regular activity); so do
     the confirmation, delay and shipped emails (never undone, sent the same under the same key,
     reached by activity results, timers and signals, which are in history first); the picklist
-    (its undo, which cancels the order at the warehouse whatever picklist it has, is registered
-    at the authorization); the capture (its undo, ``Payment.undo``, is registered before the
-    confirm, and the gateway answers its cancel of a captured intent with the charge, which is
-    refunded); and the release. The farewell emails are not: a cancel update leads to them,
-    and a lost task once sent "Nothing was charged" for an order its rerun went on to charge
-    and refund."""
+    (a cancel that finds the authorization under way takes it back, whether or not the story
+    reached it: ``Picking.cover_a_lost_local_picklist``); the capture (its undo,
+    ``Payment.undo``, is registered before the confirm, and the gateway answers its cancel of a
+    captured intent with the charge, which is refunded); and the release. The farewell emails
+    are not: a cancel update leads to them, and a lost task once sent "Nothing was charged" for
+    an order its rerun went on to charge and refund."""
     local_since: str | None = None
     """The patch level (``workflows.patches``) from which the step runs local-first: orders
     started before it ran the step as a regular activity and replay so."""
