@@ -36,9 +36,11 @@ Temporal's visibility only if the order waits on Temporal before its next status
 
 LOCAL_PICKLIST_AND_CAPTURE = "local-picklist-and-capture"
 """Level 2: the picklist and the capture are tried as local activities first, like the intent
-and the emails (``workflows.policy.StepPolicy.local_since``); the picklist's undo is
-registered as soon as the card is authorized. An order goes from its authorization to
-awaiting-shipment in one workflow task: two fewer workflow tasks and activity round trips."""
+and the emails (``workflows.policy.StepPolicy.local_since``), and a cancel that finds the
+authorization under way takes back a picklist a lost workflow task may have made
+(``workflows.picking.Picking.cover_a_lost_local_picklist``). An order goes from its
+authorization to awaiting-shipment in one workflow task: two fewer workflow tasks and activity
+round trips."""
 
 LEVELS: tuple[str, ...] = (COALESCED_STATUS_UPSERTS, LOCAL_PICKLIST_AND_CAPTURE)
 """Each change since the baseline, oldest first; an order that took one took all before."""
