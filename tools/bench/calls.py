@@ -45,10 +45,10 @@ from orders.config.settings import ProviderSettings
 from orders.domain.models import Order
 from orders.domain.status import EmailTemplate, Step, idempotency_key
 from sandbox.faults import RATE_LIMIT_ENV, SEARCH_RATE_LIMIT_ENV
-from tools.bench.arguments import count
+from tools.bench.arguments import rounds_parser
 from tools.bench.figures import rounds_summary
 from tools.bench.procstat import process_usage
-from tools.harness.drive import sample_order
+from tools.harness.drive import gather_limited, sample_order
 from tools.stack.processes import free_port, start_providers
 
 API_KEY = "sk_test_bench"
@@ -138,14 +138,14 @@ async def cpu_ms_per_order(
 ) -> tuple[float, float]:
     """One round: the caller's and the providers' CPU ms per order."""
     environment = ActivityEnvironment()
-    slots = asyncio.Semaphore(in_flight)
-
-    async def limited() -> None:
-        async with slots:
-            await one_order(activities, environment, sample_order(f"calls-{uuid.uuid4().hex[:12]}"))
-
     caller, providers = time.process_time(), process_usage(providers_pid).cpu_s
-    await asyncio.gather(*(limited() for _ in range(orders)))
+    await gather_limited(
+        (
+            one_order(activities, environment, sample_order(f"calls-{uuid.uuid4().hex[:12]}"))
+            for _ in range(orders)
+        ),
+        in_flight,
+    )
     caller_ms = (time.process_time() - caller) * 1000 / orders
     return caller_ms, (process_usage(providers_pid).cpu_s - providers) * 1000 / orders
 
@@ -175,10 +175,7 @@ async def measure(args: argparse.Namespace) -> list[tuple[float, float]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line: rounds, orders per round, orders in flight."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=count, default=5, help="rounds (5)")
-    parser.add_argument("--orders", type=count, default=100, help="orders per round (100)")
-    parser.add_argument("--in-flight", type=count, default=10, help="at a time (10)")
+    parser = rounds_parser(__doc__.splitlines()[0], ("orders", 100), in_flight=10)
     return parser.parse_args(argv)
 
 

@@ -30,9 +30,10 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():  # the measuring side's, never the workflow's
     from orders.client.exit import exit_now
     from orders.domain.search_attributes import ORDER_STATUS
-    from tools.bench.arguments import count
+    from tools.bench.arguments import count, rounds_parser
     from tools.bench.figures import rounds_summary
     from tools.bench.procstat import process_usage
+    from tools.harness.drive import gather_limited
     from tools.stack.processes import free_port, start_temporal
 
 TASK_QUEUE = "bench-upserts"
@@ -66,15 +67,15 @@ async def server_ms_per_workflow(
 ) -> float:
     """Run ``workflows`` of the kind, ``in_flight`` at a time; the server's CPU ms per one."""
     before = process_usage(server_pid).cpu_s
-    slots = asyncio.Semaphore(in_flight)
-
-    async def one() -> None:
-        async with slots:
-            await client.execute_workflow(
+    await gather_limited(
+        (
+            client.execute_workflow(
                 UpsertingWorkflow.run, upserts, id=f"upserts-{uuid.uuid4()}", task_queue=TASK_QUEUE
             )
-
-    await asyncio.gather(*(one() for _ in range(workflows)))
+            for _ in range(workflows)
+        ),
+        in_flight,
+    )
     return (process_usage(server_pid).cpu_s - before) * 1000 / workflows
 
 
@@ -106,10 +107,9 @@ async def measure(args: argparse.Namespace) -> dict[int, list[float]]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line: rounds, workflows per round, workflows in flight, upserts."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=count, default=5, help="rounds of each kind (5)")
-    parser.add_argument("--workflows", type=count, default=60, help="workflows per round (60)")
-    parser.add_argument("--in-flight", type=count, default=20, help="at a time (20)")
+    parser = rounds_parser(
+        __doc__.splitlines()[0], ("workflows", 60), in_flight=20, rounds_help="rounds of each kind"
+    )
     parser.add_argument("--upserts", type=count, default=5, help="upserts of the other kind (5)")
     return parser.parse_args(argv)
 

@@ -225,10 +225,6 @@ async def lost_with(client: Client, order_id: str, kills: Mapping[str, float]) -
     return None
 
 
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
-"""The marker the SDK records a local activity's outcome in."""
-
-
 async def retried_attempts(client: Client, order_id: str) -> int:
     """How many of the order's activity attempts failed and were tried again.
 
